@@ -1,0 +1,58 @@
+"""Where a module imports apex, and the try/except guards and flags around those imports."""
+
+from __future__ import annotations
+
+import libcst as cst
+import libcst.matchers as m
+from libcst.helpers import get_full_name_for_node
+
+from apex2native.context import descendants
+
+IMPORT_ERRORS = {"ImportError", "ModuleNotFoundError", "Exception", "BaseException"}
+
+
+def is_apex_import(node: cst.CSTNode) -> bool:
+    if isinstance(node, cst.ImportFrom):
+        if node.relative or node.module is None:
+            return False
+        name = get_full_name_for_node(node.module) or ""
+        return name == "apex" or name.startswith("apex.")
+    if isinstance(node, cst.Import):
+        return any(
+            (get_full_name_for_node(a.name) or "").split(".")[0] == "apex" for a in node.names
+        )
+    return False
+
+
+def has_apex_import(body: cst.CSTNode) -> bool:
+    return any(is_apex_import(n) for n in descendants(body))
+
+
+def catches_import_errors(node: cst.Try) -> bool:
+    for handler in node.handlers:
+        if handler.type is None:
+            continue
+        types = handler.type.elements if isinstance(handler.type, cst.Tuple) else [handler.type]
+        for t in types:
+            name = get_full_name_for_node(getattr(t, "value", t)) or ""
+            if name.split(".")[-1] not in IMPORT_ERRORS:
+                return False
+    return bool(node.handlers) and node.finalbody is None
+
+
+def guard_flags(module: cst.Module) -> set[str]:
+    """Names that record whether apex imported: `HAS_APEX = True` in the guarded try."""
+    flags: set[str] = set()
+    for node in descendants(module):
+        if isinstance(node, cst.Try) and has_apex_import(node.body) and catches_import_errors(node):
+            for part in (node.body, *node.handlers):
+                for n in descendants(part):
+                    if m.matches(
+                        n,
+                        m.Assign(
+                            targets=[m.AssignTarget(m.Name())],
+                            value=m.Name("True") | m.Name("False"),
+                        ),
+                    ):
+                        flags.add(n.targets[0].target.value)  # type: ignore[attr-defined]
+    return flags

@@ -1,0 +1,159 @@
+"""The command line: parse options, call the library, print. No logic of its own."""
+
+from __future__ import annotations
+
+import os
+import sys
+
+import click
+
+from apex2native import __version__, diffing, engine, report
+from apex2native.discover import discover
+from apex2native.options import Options
+from apex2native.rules import ALL_RULES, rule_by_code
+
+EXIT_OK, EXIT_PENDING, EXIT_ERROR = 0, 1, 2
+PROGRESS_THRESHOLD = 200
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="apex2native")
+def main() -> None:
+    """Migrate PyTorch training code from NVIDIA Apex to native torch.amp."""
+
+
+def _codes(values: tuple[str, ...]) -> tuple[str, ...]:
+    return tuple(v.strip().upper() for value in values for v in value.split(",") if v.strip())
+
+
+@main.command()
+@click.argument("paths", nargs=-1, required=True)
+@click.option("--diff", "show_diff", is_flag=True, help="Print unified diffs; write nothing.")
+@click.option(
+    "--check",
+    is_flag=True,
+    help="Write nothing; exit 1 if anything would change or a TODO remains.",
+)
+@click.option(
+    "--jobs",
+    "-j",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Worker processes (default: CPU count).",
+)
+@click.option(
+    "--include", multiple=True, metavar="GLOB", help="Only files matching GLOB (repeatable)."
+)
+@click.option(
+    "--exclude", multiple=True, metavar="GLOB", help="Skip files matching GLOB (repeatable)."
+)
+@click.option("--no-gitignore", is_flag=True, help="Also process files .gitignore excludes.")
+@click.option(
+    "--select", multiple=True, metavar="CODE", help="Only rules whose code starts with CODE."
+)
+@click.option(
+    "--ignore",
+    "ignore_codes",
+    multiple=True,
+    metavar="CODE",
+    help="Skip rules whose code starts with CODE.",
+)
+@click.option(
+    "--report", "report_path", metavar="FILE", help="Write a report: FILE.json or FILE.md."
+)
+@click.option("--quiet", "-q", is_flag=True, help="Only errors and the summary line.")
+def rewrite(
+    paths,
+    show_diff,
+    check,
+    jobs,
+    include,
+    exclude,
+    no_gitignore,
+    select,
+    ignore_codes,
+    report_path,
+    quiet,
+):
+    """Rewrite apex code under PATHS into native torch.amp (in place unless --diff/--check).
+
+    Exit status: 0 nothing left to do, 1 changes pending (--check/--diff) or TODO markers
+    left, 2 a path or file could not be processed.
+    """
+    options = Options(select=_codes(select), ignore=_codes(ignore_codes))
+    found = discover(list(paths), include, exclude, respect_gitignore=not no_gitignore)
+    for error in found.errors:
+        click.echo(f"error: {error}", err=True)
+
+    progress_bar = None
+    if sys.stderr.isatty() and len(found.files) >= PROGRESS_THRESHOLD and not quiet:
+        progress_bar = click.progressbar(
+            length=len(found.files), label="apex2native", file=sys.stderr
+        )
+    try:
+        if progress_bar is not None:
+            progress_bar.__enter__()
+        outcomes = engine.run(
+            found.files,
+            options,
+            jobs=jobs or os.cpu_count() or 1,
+            progress=progress_bar.update if progress_bar is not None else None,
+        )
+    finally:
+        if progress_bar is not None:
+            progress_bar.__exit__(None, None, None)
+
+    dry_run = show_diff or check
+    by_path = {display: path for path, display in found.files}
+    for outcome in outcomes:
+        if outcome.status == "failed":
+            click.echo(f"error: {outcome.path}: {outcome.error}", err=True)
+        elif outcome.status == "changed" and not dry_run:
+            try:
+                engine.write_atomic(by_path[outcome.path], outcome)
+            except OSError as exc:
+                outcome.status, outcome.error = "failed", f"cannot write: {exc}"
+                click.echo(f"error: {outcome.path}: {outcome.error}", err=True)
+    if show_diff:
+        sys.stdout.flush()
+        sys.stdout.buffer.write(diffing.diff_all(outcomes))
+        sys.stdout.flush()
+    if not quiet:
+        for line in report.todo_lines(outcomes):
+            click.echo(line, err=True)
+        if check and not show_diff:
+            for outcome in outcomes:
+                if outcome.status == "changed":
+                    click.echo(f"would rewrite {outcome.path}", err=True)
+    if report_path:
+        report.write_report(report_path, outcomes, dry_run)
+    click.echo(report.summary(outcomes, dry_run), err=True)
+
+    c = report.counts(outcomes)
+    if found.errors or c["failed"]:
+        sys.exit(EXIT_ERROR)
+    if c["todos"] or (dry_run and c["changed"]):
+        sys.exit(EXIT_PENDING)
+    sys.exit(EXIT_OK)
+
+
+@main.command()
+@click.argument("code", required=False)
+def rules(code):
+    """List the rules, or explain one (with its before/after)."""
+    if code is None:
+        for rule in ALL_RULES:
+            click.echo(f"{rule.code}  {rule.tier:<8}  {rule.name:<14}  {rule.summary}")
+        return
+    rule = rule_by_code(code)
+    if rule is None:
+        click.echo(f"error: no rule {code}", err=True)
+        sys.exit(EXIT_ERROR)
+    click.echo(f"{rule.code} {rule.name} ({rule.tier})\n")
+    click.echo(_dedent(rule.__doc__ or ""))
+
+
+def _dedent(text: str) -> str:
+    import inspect
+
+    return inspect.cleandoc(text)

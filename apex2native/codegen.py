@@ -1,0 +1,63 @@
+"""New code in the file's own style: its quote character, and black layout for long lines."""
+
+from __future__ import annotations
+
+import io
+import re
+import tokenize
+
+import libcst as cst
+
+DEFAULT_LINE_LENGTH = 88
+
+
+def detect_quote(text: str) -> str:
+    """The quote character most string literals of the file use (double on a tie)."""
+    single = double = 0
+    try:
+        for tok in tokenize.generate_tokens(io.StringIO(text).readline):
+            if tok.type == tokenize.STRING:
+                body = re.sub(r"^[A-Za-z]*", "", tok.string)
+                if body.startswith(("'''", '"""')):
+                    continue
+                if body.startswith("'"):
+                    single += 1
+                elif body.startswith('"'):
+                    double += 1
+    except (tokenize.TokenError, IndentationError, SyntaxError):
+        pass
+    return "'" if single > double else '"'
+
+
+class CodeGen:
+    """Builds statements and expressions from source templates.
+
+    Templates write string literals with the `{q}` placeholder so that generated literals
+    follow the file's quotes while user code spliced into them is left exactly as written.
+    """
+
+    def __init__(self, quote: str = '"', line_length: int = DEFAULT_LINE_LENGTH) -> None:
+        self.quote = quote
+        self.line_length = line_length
+
+    def lit(self, text: str) -> str:
+        return f"{self.quote}{text}{self.quote}"
+
+    def expr(self, code: str) -> cst.BaseExpression:
+        return cst.parse_expression(code)
+
+    def stmt(self, code: str, indent_width: int = 0) -> cst.BaseStatement:
+        """One statement; laid out by black when it would pass the line length."""
+        if len(code) + indent_width > self.line_length and "\n" not in code:
+            code = self._black(code, self.line_length - indent_width)
+        return cst.parse_statement(code + "\n")
+
+    @staticmethod
+    def _black(code: str, width: int) -> str:
+        import black
+
+        mode = black.Mode(line_length=max(width, 40), string_normalization=False)
+        try:
+            return black.format_str(code + "\n", mode=mode).rstrip("\n")
+        except Exception:  # black refuses odd input; the one-line form is still correct
+            return code

@@ -1,0 +1,272 @@
+"""Everything the rules of one file share: metadata, apex name resolution, edits, findings."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+import libcst as cst
+from libcst.metadata import (
+    MetadataWrapper,
+    ParentNodeProvider,
+    PositionProvider,
+    QualifiedNameProvider,
+    QualifiedNameSource,
+)
+
+from apex2native.codegen import CodeGen
+from apex2native.edits import EditSet
+from apex2native.findings import MANUAL, Finding
+from apex2native.options import Options
+
+
+def descendants(node: cst.CSTNode) -> Iterator[cst.CSTNode]:
+    """`node` and every node below it, in source order."""
+    stack = [node]
+    while stack:
+        current = stack.pop()
+        yield current
+        stack.extend(reversed(current.children))
+
+
+BLOCKS = (cst.IndentedBlock, cst.Module, cst.SimpleStatementSuite)
+SCOPES = (cst.FunctionDef, cst.Lambda, cst.ClassDef, cst.Module)
+
+
+@dataclass
+class Scaler:
+    """One GradScaler the rewrite creates, and how code reaches it.
+
+    `access` is the expression that names it at a use site (`scaler`, `self.scaler`);
+    `home` is the node whose body can reach it: a function, a class (for `self.` access)
+    or the module.
+    """
+
+    access: str
+    home: cst.CSTNode
+    optimizers: set[str]
+    conditions: set[str] = field(default_factory=set)
+    autocast_enabled: str | None = None  # code for autocast's enabled=, None: always on
+    autocast: bool = True
+    update_args: str = ""
+    line: int = 0
+
+
+class FileContext:
+    """Per-file state for one rewrite pass over one parsed module."""
+
+    def __init__(self, module: cst.Module, options: Options, gen: CodeGen) -> None:
+        self.wrapper = MetadataWrapper(module)
+        self.module = self.wrapper.module
+        self.options = options
+        self.gen = gen
+        self.edits = EditSet()
+        self._findings: list[tuple[object, Finding]] = []
+        self.scalers: list[Scaler] = []
+        self._handled: list[tuple[object, cst.CSTNode]] = []
+        self.needs_torch = False
+        self._qnames = self.wrapper.resolve(QualifiedNameProvider)
+        self._parents = self.wrapper.resolve(ParentNodeProvider)
+        self._positions = self.wrapper.resolve(PositionProvider)
+        self._apex_refs: list[tuple[cst.CSTNode, str]] | None = None
+        self._todo_statements: set[cst.CSTNode] = set()
+        self.sites: list = []
+        self._flags: set[str] | None = None
+
+    @property
+    def apex_flags(self) -> set[str]:
+        """Flags set by an apex import guard (`HAS_APEX = True`)."""
+        if self._flags is None:
+            from apex2native.apex_imports import guard_flags
+
+            self._flags = guard_flags(self.module)
+        return self._flags
+
+    # names -----------------------------------------------------------------------------
+    def apex_name(self, node: cst.CSTNode) -> str | None:
+        """The apex qualified name `node` refers to through an import, else None.
+
+        Look-alikes (`args.amp`, a local `apex`, a home-grown `scale_loss`) resolve to local
+        names and are never apex. A guarded import (`amp = None` in the except arm) still is.
+        """
+        if not isinstance(node, (cst.Name, cst.Attribute)):
+            return None
+        names = self._qnames.get(node)
+        if names is None:
+            return None
+        if callable(names):
+            names = names()
+        for qn in sorted(names, key=lambda q: q.name):
+            if qn.source == QualifiedNameSource.IMPORT and (
+                qn.name == "apex" or qn.name.startswith("apex.")
+            ):
+                return qn.name
+        return None
+
+    def call_name(self, node: cst.CSTNode) -> str | None:
+        """The apex name a call invokes (`apex.amp.scale_loss`), else None."""
+        if isinstance(node, cst.Call):
+            return self.apex_name(node.func)
+        return None
+
+    def apex_refs(self) -> list[tuple[cst.CSTNode, str]]:
+        """Outermost apex references outside import statements, in source order."""
+        if self._apex_refs is None:
+            refs = []
+            for node in descendants(self.module):
+                if isinstance(node, (cst.Import, cst.ImportFrom)):
+                    continue
+                if not isinstance(node, (cst.Name, cst.Attribute)):
+                    continue
+                name = self.apex_name(node)
+                if name is None:
+                    continue
+                parent = self.parent(node)
+                if isinstance(parent, cst.Attribute) and parent.value is node:
+                    if self.apex_name(parent) is not None:
+                        continue
+                if any(isinstance(a, (cst.Import, cst.ImportFrom)) for a in self.ancestors(node)):
+                    continue
+                refs.append((node, name))
+            self._apex_refs = refs
+        return self._apex_refs
+
+    def calls_to(self, qualified: str) -> list[cst.Call]:
+        out = []
+        for ref, name in self.apex_refs():
+            parent = self.parent(ref)
+            if name == qualified and isinstance(parent, cst.Call) and parent.func is ref:
+                out.append(parent)
+        return out
+
+    # tree navigation ---------------------------------------------------------------------
+    def parent(self, node: cst.CSTNode) -> cst.CSTNode | None:
+        return self._parents.get(node)
+
+    def ancestors(self, node: cst.CSTNode) -> Iterator[cst.CSTNode]:
+        current = self.parent(node)
+        while current is not None:
+            yield current
+            current = self.parent(current)
+
+    def code(self, node: cst.CSTNode) -> str:
+        return self.module.code_for_node(node).strip()
+
+    def line(self, node: cst.CSTNode) -> int:
+        return self._positions[node].start.line
+
+    def start(self, node: cst.CSTNode) -> tuple[int, int]:
+        pos = self._positions[node].start
+        return (pos.line, pos.column)
+
+    def end(self, node: cst.CSTNode) -> tuple[int, int]:
+        pos = self._positions[node].end
+        return (pos.line, pos.column)
+
+    def scope_of(self, node: cst.CSTNode) -> cst.CSTNode:
+        """The innermost function (or the module) whose body holds `node`."""
+        for anc in self.ancestors(node):
+            if isinstance(anc, (cst.FunctionDef, cst.Module)):
+                return anc
+        return self.module
+
+    def statement_of(self, node: cst.CSTNode) -> cst.CSTNode:
+        """The statement that holds `node` as a direct member of a block.
+
+        Inside a one-line suite (`if x: a(); b()`) that is the small statement itself, so an
+        insertion lands inside the suite rather than after the whole compound statement.
+        """
+        current = node
+        for anc in self.ancestors(node):
+            if isinstance(anc, BLOCKS):
+                return current
+            current = anc
+        return current
+
+    def block_of(self, stmt: cst.CSTNode) -> cst.CSTNode:
+        parent = self.parent(stmt)
+        if isinstance(parent, cst.SimpleStatementLine):
+            parent = self.parent(parent)
+        return parent  # type: ignore[return-value]
+
+    def siblings(self, stmt: cst.CSTNode) -> list[cst.CSTNode]:
+        return list(self.block_of(stmt).body)  # type: ignore[attr-defined]
+
+    def indent_width(self, stmt: cst.CSTNode) -> int:
+        depth = sum(
+            isinstance(a, (cst.IndentedBlock, cst.SimpleStatementSuite))
+            for a in self.ancestors(stmt)
+        )
+        return depth * len(self.module.default_indent.expandtabs(4))
+
+    def reachable_scalers(self, node: cst.CSTNode) -> list[Scaler]:
+        """Scalers whose name is in scope at `node`, innermost home first."""
+        ancestors = list(self.ancestors(node))
+        found = []
+        for scaler in self.scalers:
+            if isinstance(scaler.home, cst.ClassDef):
+                prefix = scaler.access.split(".")[0]
+                for anc in ancestors:
+                    if (
+                        isinstance(anc, cst.FunctionDef)
+                        and self.enclosing_class(anc) is scaler.home
+                    ):
+                        params = anc.params.params
+                        if params and params[0].name.value == prefix:
+                            found.append((ancestors.index(anc), scaler))
+                        break
+            elif scaler.home in ancestors:
+                found.append((ancestors.index(scaler.home), scaler))
+        found.sort(key=lambda pair: pair[0])
+        unique: dict[str, Scaler] = {}
+        for _, scaler in found:
+            unique.setdefault(scaler.access, scaler)
+        return list(unique.values())
+
+    def pick_scaler(self, node: cst.CSTNode, optimizers: set[str]) -> Scaler | None:
+        """The scaler for a site that uses `optimizers`: the one made for them, else the only one."""
+        reachable = self.reachable_scalers(node)
+        matching = [s for s in reachable if s.optimizers & optimizers]
+        if matching:
+            return matching[0]
+        return reachable[0] if len(reachable) == 1 else None
+
+    def enclosing_class(self, func: cst.CSTNode) -> cst.ClassDef | None:
+        parent = self.parent(func)
+        if isinstance(parent, cst.IndentedBlock):
+            parent = self.parent(parent)
+        return parent if isinstance(parent, cst.ClassDef) else None
+
+    # findings and transactions -----------------------------------------------------------
+    def note(self, group: object, node: cst.CSTNode, code: str, message: str, tier: str) -> None:
+        """Report a change (it disappears with its transaction)."""
+        self._findings.append((group, Finding(self.line(node), code, message, tier)))
+
+    def todo(self, node: cst.CSTNode, code: str, message: str) -> None:
+        """Mark the statement holding `node` for a person, and report it."""
+        group = object()
+        stmt = self.statement_of(node)
+        self.edits.todo(group, stmt, f"{code} {message}")
+        self._findings.append((group, Finding(self.line(node), code, message, MANUAL, todo=True)))
+        self._todo_statements.add(stmt)
+
+    def has_todo(self, node: cst.CSTNode) -> bool:
+        return self.statement_of(node) in self._todo_statements
+
+    def handle(self, group: object, ref: cst.CSTNode) -> None:
+        """Record that a rule rewrote the apex reference `ref` (unless `group` is dropped)."""
+        self._handled.append((group, ref))
+
+    def fail(self, group: object, node: cst.CSTNode, code: str, message: str) -> None:
+        """Abandon a transaction: its edits are dropped and the site gets a TODO."""
+        self.edits.drop(group)
+        self.todo(node, code, message)
+
+    def dropped(self, group: object) -> bool:
+        return self.edits.is_dropped(group)
+
+    def handled(self) -> set[cst.CSTNode]:
+        return {node for group, node in self._handled if not self.dropped(group)}
+
+    def findings(self) -> list[Finding]:
+        return sorted(f for group, f in self._findings if not self.dropped(group))

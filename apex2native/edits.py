@@ -1,0 +1,254 @@
+"""Planned edits on the original tree, applied in one transformer pass.
+
+Rules never mutate the tree: they record what should happen to which original node, grouped
+by transaction, so a site that cannot be finished can be rolled back whole. The applier then
+walks the tree once. Node identity is stable in LibCST for untouched nodes, which is what lets
+an edit planned on the original tree find its node again.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import libcst as cst
+
+Replacement = Callable[[cst.CSTNode], object]
+
+
+@dataclass
+class StatementEdit:
+    """What happens around and to one statement (or small statement inside a one-line suite)."""
+
+    before: list[cst.BaseStatement] = field(default_factory=list)
+    after: list[cst.BaseStatement] = field(default_factory=list)
+    replace: Replacement | None = None  # updated statement -> list of statements
+    todos: list[str] = field(default_factory=list)
+    wrap_until: cst.CSTNode | None = None  # wrap this statement through `wrap_until` ...
+    wrap_item: cst.WithItem | None = None  # ... in `with <wrap_item>:`
+    move_before: list[cst.CSTNode] = field(default_factory=list)  # statements moved here
+    removed: bool = False  # moved elsewhere; its comments stay behind
+
+
+@dataclass
+class _Op:
+    group: object
+    apply: Callable[[EditSet], None]
+
+
+class EditSet:
+    """Edits recorded by rules, in transactions that can be dropped before application."""
+
+    def __init__(self) -> None:
+        self._ops: list[_Op] = []
+        self._dropped: set[int] = set()
+        self.statements: dict[cst.CSTNode, StatementEdit] = {}
+        self.nodes: dict[cst.CSTNode, Replacement] = {}
+
+    def _record(self, group: object, fn: Callable[[EditSet], None]) -> None:
+        self._ops.append(_Op(group, fn))
+
+    def drop(self, group: object) -> None:
+        """Forget every edit recorded under `group` (a site that could not be finished)."""
+        self._dropped.add(id(group))
+
+    def is_dropped(self, group: object) -> bool:
+        return id(group) in self._dropped
+
+    def replace_node(self, group: object, node: cst.CSTNode, fn: Replacement) -> None:
+        self._record(group, lambda s: s.nodes.__setitem__(node, fn))
+
+    def replace_statement(self, group: object, stmt: cst.CSTNode, fn: Replacement) -> None:
+        self._record(group, lambda s: setattr(s._stmt(stmt), "replace", fn))
+
+    def insert_before(self, group: object, stmt: cst.CSTNode, new: cst.BaseStatement) -> None:
+        self._record(group, lambda s: s._stmt(stmt).before.append(new))
+
+    def insert_after(self, group: object, stmt: cst.CSTNode, new: cst.BaseStatement) -> None:
+        self._record(group, lambda s: s._stmt(stmt).after.append(new))
+
+    def todo(self, group: object, stmt: cst.CSTNode, text: str) -> None:
+        def add(s: EditSet) -> None:
+            todos = s._stmt(stmt).todos
+            if text not in todos:
+                todos.append(text)
+
+        self._record(group, add)
+
+    def wrap(self, group: object, first: cst.CSTNode, last: cst.CSTNode, item: cst.WithItem):
+        def add(s: EditSet) -> None:
+            edit = s._stmt(first)
+            edit.wrap_until, edit.wrap_item = last, item
+
+        self._record(group, add)
+
+    def move(self, group: object, stmt: cst.CSTNode, before: cst.CSTNode) -> None:
+        """Move `stmt` so that it runs right before `before` (in another block)."""
+
+        def add(s: EditSet) -> None:
+            s._stmt(stmt).removed = True
+            s._stmt(before).move_before.append(stmt)
+
+        self._record(group, add)
+
+    def _stmt(self, node: cst.CSTNode) -> StatementEdit:
+        return self.statements.setdefault(node, StatementEdit())
+
+    def compile(self) -> EditSet:
+        """Run the surviving operations; after this `statements` and `nodes` are final."""
+        for op in self._ops:
+            if id(op.group) not in self._dropped:
+                op.apply(self)
+        self._ops = []
+        return self
+
+    def __bool__(self) -> bool:
+        return bool(self.statements or self.nodes)
+
+
+def todo_line(text: str) -> cst.EmptyLine:
+    return cst.EmptyLine(comment=cst.Comment(f"# TODO(apex2native): {text}"))
+
+
+def _as_lines(node: cst.CSTNode) -> list[cst.BaseStatement]:
+    """A small statement taken out of a one-line suite becomes a line of its own."""
+    if isinstance(node, cst.BaseSmallStatement):
+        return [
+            cst.SimpleStatementLine(body=[node.with_changes(semicolon=cst.MaybeSentinel.DEFAULT)])
+        ]
+    return [node]  # type: ignore[list-item]
+
+
+def _with_leading(stmt: cst.BaseStatement, lines: Sequence[cst.EmptyLine]) -> cst.BaseStatement:
+    if not lines:
+        return stmt
+    if isinstance(stmt, (cst.SimpleStatementLine, cst.BaseCompoundStatement)):
+        return stmt.with_changes(leading_lines=[*lines, *stmt.leading_lines])
+    return stmt
+
+
+def _leading(stmt: cst.CSTNode) -> Sequence[cst.EmptyLine]:
+    return getattr(stmt, "leading_lines", ())
+
+
+def _strip_leading(stmt: cst.BaseStatement) -> cst.BaseStatement:
+    if _leading(stmt):
+        return stmt.with_changes(leading_lines=())
+    return stmt
+
+
+class EditApplier(cst.CSTTransformer):
+    """Applies a compiled EditSet in one walk of the tree."""
+
+    def __init__(self, edits: EditSet) -> None:
+        super().__init__()
+        self.edits = edits
+        self._moved: dict[cst.CSTNode, cst.CSTNode] = {}
+
+    def on_leave(self, original_node, updated_node):  # type: ignore[override]
+        updated = super().on_leave(original_node, updated_node)
+        if original_node in self.edits.statements and self.edits.statements[original_node].removed:
+            self._moved[original_node] = updated
+        fn = self.edits.nodes.get(original_node)
+        if fn is not None and isinstance(updated, cst.CSTNode):
+            return fn(updated)
+        return updated
+
+    def leave_IndentedBlock(self, original_node, updated_node):
+        body, carry = self._rebuild(original_node.body, updated_node.body)
+        if not body:
+            return updated_node.with_changes(body=[_pass(carry)])
+        return updated_node.with_changes(body=body, footer=[*carry, *updated_node.footer])
+
+    def leave_Module(self, original_node, updated_node):
+        body, carry = self._rebuild(original_node.body, updated_node.body)
+        return updated_node.with_changes(body=body, footer=[*carry, *updated_node.footer])
+
+    def leave_SimpleStatementSuite(self, original_node, updated_node):
+        if not any(s in self.edits.statements for s in original_node.body):
+            return updated_node
+        body, carry = self._rebuild(original_node.body, updated_node.body)
+        return cst.IndentedBlock(
+            body=body or [_pass(carry)],
+            header=updated_node.trailing_whitespace,
+        )
+
+    def _expand(self, original: cst.CSTNode, updated: cst.CSTNode) -> list:
+        edit = self.edits.statements.get(original)
+        if edit is None:
+            return _as_lines(updated)
+        pre: list[cst.BaseStatement] = []
+        for moved in edit.move_before:
+            pre.extend(_as_lines(self._moved.get(moved, moved)))
+        pre.extend(edit.before)
+        if edit.removed:
+            main: list[cst.BaseStatement] = []
+        elif edit.replace is not None:
+            main = list(edit.replace(updated))  # type: ignore[arg-type]
+        else:
+            main = _as_lines(updated)
+        lead = list(_leading(updated))
+        todos = [todo_line(t) for t in edit.todos]
+        if main:
+            main[0] = _with_leading(_strip_leading(main[0]), todos)
+        else:
+            lead += todos
+        seq = pre + main + list(edit.after)
+        if not seq:
+            return [_Carry(lead)] if lead else []
+        seq[0] = _with_leading(seq[0], lead)
+        return seq
+
+    def _rebuild(self, originals: Sequence[cst.CSTNode], updated: Sequence[cst.CSTNode]):
+        """New statements of a block, and comment lines left over at its end."""
+        out: list[cst.BaseStatement] = []
+        carry: list[cst.EmptyLine] = []
+        index = {id(node): i for i, node in enumerate(originals)}
+        i = 0
+        while i < len(originals):
+            edit = self.edits.statements.get(originals[i])
+            if edit is not None and edit.wrap_until is not None and id(edit.wrap_until) in index:
+                j = index[id(edit.wrap_until)]
+                inner: list[cst.BaseStatement] = []
+                for k in range(i, j + 1):
+                    if k == i:
+                        expanded = self._expand_unwrapped(originals[k], updated[k])
+                    else:
+                        expanded = self._expand(originals[k], updated[k])
+                    inner.extend(s for s in expanded if not isinstance(s, _Carry))
+                lead = list(_leading(inner[0]))
+                inner[0] = _strip_leading(inner[0])
+                wrapped = cst.With(items=[edit.wrap_item], body=cst.IndentedBlock(body=inner))
+                out.append(_with_leading(wrapped, carry + lead))
+                carry = []
+                i = j + 1
+                continue
+            for stmt in self._expand(originals[i], updated[i]):
+                if isinstance(stmt, _Carry):
+                    carry.extend(stmt.lines)
+                    continue
+                out.append(_with_leading(stmt, carry))
+                carry = []
+            i += 1
+        return out, carry
+
+    def _expand_unwrapped(self, original: cst.CSTNode, updated: cst.CSTNode):
+        """The first wrapped statement: everything but the wrap itself."""
+        edit = self.edits.statements[original]
+        saved = edit.wrap_until
+        edit.wrap_until = None
+        try:
+            return self._expand(original, updated)
+        finally:
+            edit.wrap_until = saved
+
+
+def _pass(lines: Sequence[cst.EmptyLine]) -> cst.SimpleStatementLine:
+    return cst.SimpleStatementLine([cst.Pass()], leading_lines=lines)
+
+
+class _Carry:
+    """Comment lines of a deleted statement, waiting for the next statement to hold them."""
+
+    def __init__(self, lines: list[cst.EmptyLine]) -> None:
+        self.lines = lines

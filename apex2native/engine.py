@@ -1,0 +1,204 @@
+"""Runs the rules on each file: decode, one parse, plan, apply, guard, and (maybe) write."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import tokenize
+from collections.abc import Callable, Iterable
+from concurrent.futures import ProcessPoolExecutor
+from functools import cache
+from pathlib import Path
+
+import libcst as cst
+
+from apex2native import guards
+from apex2native.codegen import DEFAULT_LINE_LENGTH, CodeGen, detect_quote
+from apex2native.context import FileContext
+from apex2native.edits import EditApplier
+from apex2native.findings import FileOutcome, Finding
+from apex2native.options import Options
+from apex2native.rules import rules_for
+from apex2native.rules.imports import Imports
+
+BOM = b"\xef\xbb\xbf"
+MARKER = "apex"
+
+
+class DecodeError(Exception):
+    """The bytes of a file are not text in the encoding it declares."""
+
+
+def decode(data: bytes) -> tuple[str, str, bool]:
+    """Text, encoding and whether a UTF-8 BOM leads the file."""
+    bom = data.startswith(BOM)
+    try:
+        encoding, _ = tokenize.detect_encoding(iter(data.splitlines(keepends=True)).__next__)
+    except SyntaxError as exc:
+        raise DecodeError(str(exc)) from exc
+    if encoding == "utf-8-sig":
+        encoding = "utf-8"
+    body = data[len(BOM) :] if bom else data
+    try:
+        return body.decode(encoding), encoding, bom
+    except (UnicodeDecodeError, LookupError) as exc:
+        raise DecodeError(f"cannot decode as {encoding}: {exc}") from exc
+
+
+def encode(text: str, encoding: str, bom: bool) -> bytes:
+    return (BOM if bom else b"") + text.encode(encoding)
+
+
+def rewrite_text(text: str, options: Options, line_length: int = DEFAULT_LINE_LENGTH):
+    """The rewritten text and the findings; pure, no file system. Raises on a parse error."""
+    module = cst.parse_module(text)
+    ctx = FileContext(
+        module, options, CodeGen(detect_quote(text), options.line_length or line_length)
+    )
+    rules = rules_for(options.select, options.ignore)
+    for rule in rules:
+        rule.apply(ctx)
+    for rule in rules:
+        rule.finalize(ctx)
+    edits = ctx.edits.compile()
+    findings = ctx.findings()
+    if not edits:
+        return text, findings
+    new = ctx.module.visit(EditApplier(edits))
+    cleanup = any(isinstance(r, Imports) for r in rules)
+    new = Imports().cleanup(new, ctx.needs_torch, remove_unused=cleanup)
+    return new.code, findings
+
+
+@cache
+def line_length_for(folder: str) -> int:
+    """`[tool.black] line-length` of the nearest pyproject.toml above `folder`."""
+    path = Path(folder)
+    for candidate in (path, *path.parents):
+        pyproject = candidate / "pyproject.toml"
+        if pyproject.is_file():
+            try:
+                import tomllib
+            except ImportError:  # Python < 3.11
+                return DEFAULT_LINE_LENGTH
+            try:
+                data = tomllib.loads(pyproject.read_text(encoding="utf-8"))
+            except (OSError, ValueError):
+                return DEFAULT_LINE_LENGTH
+            value = data.get("tool", {}).get("black", {}).get("line-length")
+            return int(value) if isinstance(value, int) else DEFAULT_LINE_LENGTH
+    return DEFAULT_LINE_LENGTH
+
+
+def process_file(path: str, options: Options, display: str | None = None) -> FileOutcome:
+    """Rewrite one file in memory and check the result; never writes."""
+    name = display or path
+    try:
+        data = Path(path).read_bytes()
+    except OSError as exc:
+        return FileOutcome(name, "failed", error=f"cannot read: {exc.strerror or exc}")
+    try:
+        text, encoding, bom = decode(data)
+    except DecodeError as exc:
+        return FileOutcome(name, "failed", error=str(exc))
+    outcome = FileOutcome(name, "skipped", old_text=text, encoding=encoding, bom=bom)
+    if MARKER not in text:
+        return outcome
+    length = line_length_for(str(Path(path).resolve().parent))
+    try:
+        new, findings = rewrite_text(text, options, length)
+    except cst.ParserSyntaxError as exc:
+        outcome.status, outcome.error = (
+            "failed",
+            f"syntax error at line {exc.raw_line}: {exc.message}",
+        )
+        return outcome
+    except Exception as exc:  # a rule bug must not lose the other files
+        outcome.status, outcome.error = "failed", f"internal error ({type(exc).__name__}: {exc})"
+        return outcome
+    outcome.findings = findings
+    if new == text:
+        outcome.status = "unchanged"
+        return outcome
+    problem = guards.check(text, new, lambda t: rewrite_text(t, options, length)[0])
+    if problem:
+        outcome.status, outcome.error = "failed", f"guard refused the rewrite: {problem}"
+        outcome.findings = [f for f in findings if f.todo]
+        return outcome
+    outcome.status, outcome.new_text = "changed", new
+    return outcome
+
+
+def write_atomic(path: str, outcome: FileOutcome) -> None:
+    """Temp file in the same folder, same mode, then rename over the original."""
+    target = Path(path)
+    mode = target.stat().st_mode
+    data = encode(outcome.new_text or "", outcome.encoding, outcome.bom)
+    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".a2n")
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+        os.chmod(tmp, mode & 0o7777)
+        os.replace(tmp, target)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def _work(args: tuple[str, str, Options]) -> FileOutcome:
+    path, display, options = args
+    return process_file(path, options, display)
+
+
+def run(
+    files: Iterable[tuple[str, str]],
+    options: Options,
+    jobs: int = 1,
+    progress: Callable[[int], None] | None = None,
+) -> list[FileOutcome]:
+    """Process (path, display name) pairs; outcomes come back sorted by display name.
+
+    Files that never mention apex are settled here without a worker; only candidates go
+    to the process pool.
+    """
+    outcomes: list[FileOutcome] = []
+    candidates: list[tuple[str, str, Options]] = []
+    for path, display in files:
+        try:
+            head = Path(path).read_bytes()
+        except OSError as exc:
+            outcomes.append(
+                FileOutcome(display, "failed", error=f"cannot read: {exc.strerror or exc}")
+            )
+            continue
+        if MARKER.encode() not in head:
+            outcomes.append(FileOutcome(display, "skipped"))
+            if progress:
+                progress(1)
+            continue
+        candidates.append((path, display, options))
+    if jobs > 1 and len(candidates) > 4:
+        with ProcessPoolExecutor(max_workers=jobs) as pool:
+            for outcome in pool.map(_work, candidates, chunksize=4):
+                outcomes.append(outcome)
+                if progress:
+                    progress(1)
+    else:
+        for item in candidates:
+            outcomes.append(_work(item))
+            if progress:
+                progress(1)
+    return sorted(outcomes, key=lambda o: o.path)
+
+
+__all__ = [
+    "Finding",
+    "FileOutcome",
+    "decode",
+    "encode",
+    "process_file",
+    "rewrite_text",
+    "run",
+    "write_atomic",
+]

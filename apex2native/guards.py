@@ -1,0 +1,54 @@
+"""Checks every rewritten file must pass before it is written; a failure keeps the original."""
+
+from __future__ import annotations
+
+import builtins
+from collections.abc import Callable
+
+import libcst as cst
+from libcst.metadata import MetadataWrapper, ScopeProvider
+
+BUILTINS = set(dir(builtins)) | {
+    "__file__",
+    "__name__",
+    "__doc__",
+    "__builtins__",
+    "__spec__",
+    "__path__",
+}
+
+
+def unbound_names(text: str) -> set[str]:
+    """Names the module reads that nothing binds (and that are not builtins)."""
+    wrapper = MetadataWrapper(cst.parse_module(text))
+    missing: set[str] = set()
+    for scope in set(wrapper.resolve(ScopeProvider).values()):
+        if scope is None:
+            continue
+        for access in scope.accesses:
+            name = access.node.value if isinstance(access.node, cst.Name) else None
+            if name and not access.referents and name not in BUILTINS:
+                missing.add(name)
+    return missing
+
+
+def check(old: str, new: str, rerun: Callable[[str], str]) -> str | None:
+    """None when `new` is safe to write, else the reason it is not.
+
+    It must compile, bind every name it reads that `old` bound, and be a fixed point of
+    the rewrite (running again changes nothing).
+    """
+    try:
+        compile(new, "<rewritten>", "exec", dont_inherit=True)
+    except SyntaxError as exc:
+        return f"the result does not compile (line {exc.lineno}: {exc.msg})"
+    try:
+        new_missing = unbound_names(new) - unbound_names(old)
+    except cst.ParserSyntaxError as exc:
+        return f"the result does not parse ({exc.message})"
+    if new_missing:
+        return "the result reads unbound names: " + ", ".join(sorted(new_missing))
+    again = rerun(new)
+    if again != new:
+        return "a second run would change the result again (not idempotent)"
+    return None

@@ -1,0 +1,85 @@
+"""What a run did, for people (summary line, TODO lines) and machines (JSON, Markdown)."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from pathlib import Path
+
+from apex2native.findings import FileOutcome
+
+
+def counts(outcomes: list[FileOutcome]) -> Counter:
+    c: Counter = Counter(o.status for o in outcomes)
+    c["scanned"] = len(outcomes)
+    c["todos"] = sum(len(o.todos) for o in outcomes)
+    return c
+
+
+def by_code(outcomes: list[FileOutcome]) -> Counter:
+    return Counter(f.code for o in outcomes for f in o.findings)
+
+
+def summary(outcomes: list[FileOutcome], dry_run: bool) -> str:
+    """One line: files scanned, changed, unchanged, skipped, failed, TODOs left, by rule code."""
+    c = counts(outcomes)
+    verb = "would change" if dry_run else "changed"
+    codes = by_code(outcomes)
+    per_code = ", ".join(f"{code}: {n}" for code, n in sorted(codes.items()))
+    line = (
+        f"apex2native: {c['scanned']} files scanned, {c['changed']} {verb}, "
+        f"{c['unchanged']} unchanged, {c['skipped']} skipped, {c['failed']} failed, "
+        f"{c['todos']} TODOs left"
+    )
+    return line + (f" ({per_code})" if per_code else "")
+
+
+def todo_lines(outcomes: list[FileOutcome]) -> list[str]:
+    return [f"{o.path}:{f.line}: {f.code} {f.message}" for o in outcomes for f in o.todos]
+
+
+def as_json(outcomes: list[FileOutcome], dry_run: bool) -> str:
+    c = counts(outcomes)
+    data = {
+        "summary": {
+            k: c[k] for k in ("scanned", "changed", "unchanged", "skipped", "failed", "todos")
+        },
+        "by_code": dict(sorted(by_code(outcomes).items())),
+        "dry_run": dry_run,
+        "files": [
+            {
+                "path": o.path,
+                "status": o.status,
+                "error": o.error,
+                "findings": [f.as_dict() for f in o.findings],
+            }
+            for o in outcomes
+            if o.status != "skipped"
+        ],
+    }
+    return json.dumps(data, indent=2) + "\n"
+
+
+def as_markdown(outcomes: list[FileOutcome], dry_run: bool) -> str:
+    lines = ["# apex2native report", "", summary(outcomes, dry_run), ""]
+    for o in outcomes:
+        if o.status == "skipped":
+            continue
+        lines.append(f"## `{o.path}`: {o.status}")
+        if o.error:
+            lines.append(f"- error: {o.error}")
+        for f in o.findings:
+            mark = "TODO " if f.todo else ""
+            lines.append(f"- line {f.line}: {mark}**{f.code}** ({f.tier}) {f.message}")
+        lines.append("")
+    return "\n".join(lines) + "\n"
+
+
+def write_report(path: str, outcomes: list[FileOutcome], dry_run: bool) -> None:
+    target = Path(path)
+    text = (
+        as_markdown(outcomes, dry_run)
+        if target.suffix.lower() == ".md"
+        else as_json(outcomes, dry_run)
+    )
+    target.write_text(text, encoding="utf-8")

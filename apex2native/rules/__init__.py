@@ -1,0 +1,57 @@
+"""The rules, in the order they plan their edits on a file.
+
+Order matters where one rule extends another's transaction: `initialize` creates the scalers
+that `scale_loss` sites pick, whose steps (`step`), gradient reads (`unscale`) and forward
+pass (`autocast`) belong to the same site. `leftovers` runs last and marks what nobody took.
+"""
+
+from __future__ import annotations
+
+from apex2native.rules.autocast import Autocast
+from apex2native.rules.base import Rule
+from apex2native.rules.disable_casts import DisableCasts
+from apex2native.rules.imports import Imports
+from apex2native.rules.initialize import Initialize
+from apex2native.rules.leftovers import Leftovers
+from apex2native.rules.master_params import MasterParams
+from apex2native.rules.scale_loss import ScaleLoss
+from apex2native.rules.state_dict import StateDict
+from apex2native.rules.step import Step
+from apex2native.rules.unscale import Unscale
+
+ALL_RULES: tuple[type[Rule], ...] = (
+    Imports,
+    Initialize,
+    ScaleLoss,
+    Step,
+    Unscale,
+    Autocast,
+    MasterParams,
+    StateDict,
+    DisableCasts,
+    Leftovers,
+)
+
+# A scaled backward without its step and unscale would train on scaled gradients.
+REQUIRED_WITH = {"A2N103": ("A2N104", "A2N105")}
+
+
+def rules_for(select: tuple[str, ...] = (), ignore: tuple[str, ...] = ()) -> list[Rule]:
+    """Instances of the rules that pass the select/ignore code prefixes."""
+
+    def on(code: str) -> bool:
+        if select and not any(code.startswith(p) for p in select):
+            return False
+        return not any(code.startswith(p) for p in ignore)
+
+    codes = {r.code for r in ALL_RULES if on(r.code)}
+    for code, required in REQUIRED_WITH.items():
+        if code in codes:
+            codes.update(required)
+        elif any(r in codes for r in required):
+            codes.difference_update(required)
+    return [r() for r in ALL_RULES if r.code in codes]
+
+
+def rule_by_code(code: str) -> type[Rule] | None:
+    return next((r for r in ALL_RULES if r.code == code.upper()), None)

@@ -1,0 +1,151 @@
+"""A2N106: the forward pass and loss before a scaled backward run under `torch.amp.autocast`."""
+
+from __future__ import annotations
+
+import libcst as cst
+import libcst.matchers as m
+
+from apex2native.context import FileContext, descendants
+from apex2native.findings import NUMERICS
+from apex2native.rules.base import Rule
+from apex2native.rules.scale_loss import BackwardSite
+
+# Calls that only move or re-type data: a statement with nothing else does not start a region.
+DATA_ONLY = {
+    "cuda",
+    "to",
+    "float",
+    "half",
+    "long",
+    "int",
+    "contiguous",
+    "detach",
+    "len",
+    "next",
+    "iter",
+}
+BARRIER_CALLS = {"backward", "step", "zero_grad", "update", "unscale_"}
+
+
+def _codes(node: cst.CSTNode) -> set[str]:
+    """Names and dotted attribute chains read in `node`."""
+    out = set()
+    for n in descendants(node):
+        if isinstance(n, cst.Name):
+            out.add(n.value)
+        elif isinstance(n, cst.Attribute) and m.matches(
+            n, m.Attribute(value=m.Name() | m.Attribute())
+        ):
+            out.add(cst.Module([]).code_for_node(n))
+    return out
+
+
+def _assigned(node: cst.CSTNode) -> set[str]:
+    """Names and attribute chains a statement binds (assignment targets, with/for targets)."""
+    out: set[str] = set()
+    for n in descendants(node):
+        targets = []
+        if isinstance(n, cst.AssignTarget):
+            targets = [n.target]
+        elif isinstance(n, (cst.AugAssign, cst.AnnAssign)):
+            targets = [n.target]
+        elif isinstance(n, (cst.For, cst.CompFor)):
+            targets = [n.target]
+        elif isinstance(n, cst.AsName):
+            targets = [n.name]
+        for t in targets:
+            for leaf in descendants(t):
+                if isinstance(leaf, (cst.Name, cst.Attribute)):
+                    out.add(cst.Module([]).code_for_node(leaf))
+    return out
+
+
+def _calls(node: cst.CSTNode) -> set[str]:
+    names = set()
+    for n in descendants(node):
+        if isinstance(n, cst.Call):
+            f = n.func
+            names.add(f.attr.value if isinstance(f, cst.Attribute) else getattr(f, "value", ""))
+    return names
+
+
+def _barrier(ctx: FileContext, stmt: cst.CSTNode) -> bool:
+    if isinstance(stmt, (cst.FunctionDef, cst.ClassDef)):
+        return True
+    if _calls(stmt) & BARRIER_CALLS:
+        return True
+    if any(isinstance(n, cst.With) and _is_autocast(ctx, n) for n in descendants(stmt)):
+        return True
+    return any(ctx.call_name(n) for n in descendants(stmt) if isinstance(n, cst.Call))
+
+
+def _is_autocast(ctx: FileContext, node: cst.With) -> bool:
+    return any("autocast" in ctx.code(item.item) for item in node.items)
+
+
+class Autocast(Rule):
+    """The forward pass and loss of each iteration run under autocast, closed before backward.
+
+    Before:
+        output = model(images)
+        loss = criterion(output, target)
+        with amp.scale_loss(loss, optimizer) as scaled_loss:
+            scaled_loss.backward()
+    After:
+        with torch.amp.autocast("cuda", dtype=torch.float16):
+            output = model(images)
+            loss = criterion(output, target)
+        scaler.scale(loss).backward()
+
+    apex O1 patched torch for the whole process; autocast only covers its region, so the
+    region is the chain of statements that compute the loss, back to the first one that does
+    more than move data, never across an earlier backward or step. When the loss comes from
+    elsewhere (a parameter, another function) the site gets a TODO instead.
+    """
+
+    code = "A2N106"
+    name = "autocast"
+    tier = NUMERICS
+    summary = "forward + loss under torch.amp.autocast"
+
+    def apply(self, ctx: FileContext) -> None:
+        for site in ctx.sites:
+            if site.scaler.autocast:
+                self._site(ctx, site)
+
+    def _site(self, ctx: FileContext, site: BackwardSite) -> None:
+        block = ctx.siblings(site.top)
+        index = next(i for i, s in enumerate(block) if s is site.top)
+        needed = _codes(site.loss)
+        chain: list[int] = []
+        for i in range(index - 1, -1, -1):
+            stmt = block[i]
+            if _barrier(ctx, stmt):
+                break
+            if _assigned(stmt) & needed:
+                chain.append(i)
+                needed |= _codes(stmt)
+        while chain and not (_calls(block[chain[-1]]) - DATA_ONLY):
+            chain.pop()
+        if not chain:
+            ctx.todo(
+                site.call,
+                self.code,
+                "the forward pass that computes this loss is not in this "
+                f"block; run it under torch.amp.autocast({ctx.gen.lit(ctx.options.device_type)}, "
+                "dtype=torch.float16)",
+            )
+            return
+        first, last = block[chain[-1]], block[index - 1]
+        item = cst.WithItem(item=cst.parse_expression(self.autocast_code(ctx, site)))
+        ctx.edits.wrap(site.group, first, last, item)
+        ctx.needs_torch = True
+        ctx.note(site.group, first, self.code, "forward pass and loss under autocast", NUMERICS)
+
+    @staticmethod
+    def autocast_code(ctx: FileContext, site: BackwardSite) -> str:
+        opts = ctx.options
+        enabled = (
+            f", enabled={site.scaler.autocast_enabled}" if site.scaler.autocast_enabled else ""
+        )
+        return f"torch.amp.autocast({ctx.gen.lit(opts.device_type)}, dtype=torch.{opts.dtype}{enabled})"

@@ -1,0 +1,43 @@
+"""A2N109: `with amp.disable_casts():` becomes `torch.amp.autocast(..., enabled=False)`."""
+
+from __future__ import annotations
+
+import libcst as cst
+
+from apex2native.context import FileContext
+from apex2native.findings import NUMERICS
+from apex2native.rules.base import Rule
+
+
+class DisableCasts(Rule):
+    """A region where apex stopped casting becomes a region where autocast is off.
+
+    Before:
+        with amp.disable_casts():
+            out = custom_op(x)
+    After:
+        with torch.amp.autocast("cuda", enabled=False):
+            out = custom_op(x)
+
+    Tensors made in fp16 before the region stay fp16 inside it, as with apex; cast them
+    with `.float()` where the region needs fp32.
+    """
+
+    code = "A2N109"
+    name = "disable-casts"
+    tier = NUMERICS
+    summary = "amp.disable_casts() -> torch.amp.autocast(enabled=False)"
+
+    def apply(self, ctx: FileContext) -> None:
+        for call in ctx.calls_to("apex.amp.disable_casts"):
+            if call.args:
+                ctx.todo(call, self.code, "amp.disable_casts with arguments")
+                continue
+            code = f"torch.amp.autocast({ctx.gen.lit(ctx.options.device_type)}, enabled=False)"
+            group = object()
+            ctx.edits.replace_node(group, call, lambda _u, c=code: cst.parse_expression(c))
+            ctx.handle(group, call.func)
+            ctx.needs_torch = True
+            ctx.note(
+                group, call, self.code, "amp.disable_casts -> autocast(enabled=False)", NUMERICS
+            )

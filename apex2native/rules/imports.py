@@ -1,0 +1,216 @@
+"""A2N101: apex imports, their guards and availability flags go once nothing uses them."""
+
+from __future__ import annotations
+
+import libcst as cst
+import libcst.matchers as m
+from libcst.codemod import CodemodContext
+from libcst.codemod.visitors import AddImportsVisitor
+from libcst.helpers import get_full_name_for_node
+from libcst.metadata import MetadataWrapper, ScopeProvider
+from libcst.metadata.scope_provider import ImportAssignment
+
+from apex2native.apex_imports import (
+    catches_import_errors,
+    guard_flags,
+    has_apex_import,
+    is_apex_import,
+)
+from apex2native.context import FileContext, descendants
+from apex2native.findings import SAFE
+from apex2native.rules.base import Rule
+
+
+class Imports(Rule):
+    """apex imports are removed once unused, with the try/except guards around them.
+
+    Before:
+        try:
+            from apex import amp
+            APEX_AVAILABLE = True
+        except ImportError:
+            amp = None
+            APEX_AVAILABLE = False
+    After:
+        APEX_AVAILABLE = True          (only if the flag is still read somewhere)
+
+    Tests of availability (`amp is not None`, `if amp:`) are always true after the
+    migration and become `True`/`False`. `import torch` is added where new code needs it.
+    Imports still used by code no rule could rewrite stay, next to their TODO.
+    """
+
+    code = "A2N101"
+    name = "imports"
+    tier = SAFE
+    summary = "remove unused apex imports and guards; add import torch"
+
+    def apply(self, ctx: FileContext) -> None:
+        for ref, name in ctx.apex_refs():
+            if name not in ("apex", "apex.amp"):
+                continue
+            parent = ctx.parent(ref)
+            value = None
+            target: cst.CSTNode = ref
+            if m.matches(
+                parent,
+                m.Comparison(comparisons=[m.ComparisonTarget(m.Is() | m.IsNot(), m.Name("None"))]),
+            ):
+                value = "False" if isinstance(parent.comparisons[0].operator, cst.Is) else "True"  # type: ignore[union-attr]
+                target = parent  # type: ignore[assignment]
+            elif isinstance(parent, (cst.If, cst.IfExp, cst.While)) and parent.test is ref:
+                value = "True"
+            elif isinstance(parent, (cst.BooleanOperation, cst.UnaryOperation)):
+                value = "True"
+            if value is None:
+                continue
+            group = object()
+            ctx.edits.replace_node(group, target, lambda _u, v=value: cst.Name(v))
+            ctx.handle(group, ref)
+            ctx.note(group, ref, self.code, f"apex availability test -> {value}", SAFE)
+
+    def cleanup(
+        self, module: cst.Module, needs_torch: bool, remove_unused: bool = True
+    ) -> cst.Module:
+        """After the rewrite: drop what became unused, add `import torch` if needed."""
+        if remove_unused:
+            wrapper = MetadataWrapper(module)
+            module = wrapper.module.visit(_Cleanup(wrapper))
+        if needs_torch:
+            context = CodemodContext()
+            AddImportsVisitor.add_needed_import(context, "torch")
+            module = AddImportsVisitor(context).transform_module(module)
+        return module
+
+
+class _Cleanup(cst.CSTTransformer):
+    def __init__(self, wrapper: MetadataWrapper) -> None:
+        super().__init__()
+        self.unused: set[tuple[int, str]] = set()
+        used: set[tuple[int, str]] = set()
+        for scope in set(wrapper.resolve(ScopeProvider).values()):
+            if scope is None:
+                continue
+            for assignment in scope.assignments:
+                if isinstance(assignment, ImportAssignment) and is_apex_import(assignment.node):
+                    key = (id(assignment.node), assignment.name)
+                    (used if assignment.references else self.unused).add(key)
+        self.unused -= used
+        module = wrapper.module
+        self.flags = guard_flags(module)
+        self.flags_read = {
+            n.value
+            for n in descendants(module)
+            if isinstance(n, cst.Name) and n.value in self.flags and not self._in_guard(n, module)
+        }
+        self._empty: set[int] = set()
+
+    def _in_guard(self, name: cst.Name, module: cst.Module) -> bool:
+        for node in descendants(module):
+            if (
+                isinstance(node, cst.Try)
+                and has_apex_import(node.body)
+                and catches_import_errors(node)
+            ):
+                if any(n is name for n in descendants(node)):
+                    return True
+        return False
+
+    def _keep(self, node: cst.CSTNode, alias: cst.ImportAlias) -> bool:
+        if alias.asname is not None:
+            bound = get_full_name_for_node(alias.asname.name) or ""
+        else:
+            bound = (get_full_name_for_node(alias.name) or "").split(".")[0]
+        return (id(node), bound) not in self.unused
+
+    def leave_Import(self, original_node, updated_node):
+        if not is_apex_import(original_node):
+            return updated_node
+        names = [a for a in updated_node.names if self._keep(original_node, a)]
+        if not names:
+            return cst.RemoveFromParent()
+        return updated_node.with_changes(names=_fix_commas(names))
+
+    def leave_ImportFrom(self, original_node, updated_node):
+        if not is_apex_import(original_node) or isinstance(updated_node.names, cst.ImportStar):
+            return updated_node
+        names = [a for a in updated_node.names if self._keep(original_node, a)]
+        if not names:
+            return cst.RemoveFromParent()
+        if len(names) == len(updated_node.names):
+            return updated_node
+        return updated_node.with_changes(names=_fix_commas(names))
+
+    def leave_SimpleStatementLine(self, original_node, updated_node):
+        if not updated_node.body:
+            marker = cst.SimpleStatementLine([cst.Pass()], leading_lines=updated_node.leading_lines)
+            self._empty.add(id(marker))
+            return marker
+        return updated_node
+
+    def leave_Try(self, original_node, updated_node):
+        if not (has_apex_import(original_node.body) and catches_import_errors(original_node)):
+            return updated_node
+        if any(isinstance(n, (cst.Import, cst.ImportFrom)) for n in descendants(updated_node.body)):
+            return updated_node
+        kept = [s for s in updated_node.body.body if not self._dead(s)]
+        if updated_node.orelse is not None:
+            kept += [s for s in updated_node.orelse.body.body if not self._dead(s)]
+        if not kept:
+            marker = cst.SimpleStatementLine([cst.Pass()], leading_lines=updated_node.leading_lines)
+            self._empty.add(id(marker))
+            return marker
+        kept[0] = kept[0].with_changes(
+            leading_lines=[*updated_node.leading_lines, *kept[0].leading_lines]
+        )
+        return cst.FlattenSentinel(kept)
+
+    def leave_If(self, original_node, updated_node):
+        """`if is_apex_available(): from apex import amp` goes with its import."""
+        if not has_apex_import(original_node.body) or updated_node.orelse is not None:
+            return updated_node
+        if all(self._dead(s) for s in updated_node.body.body):
+            marker = cst.SimpleStatementLine([cst.Pass()], leading_lines=updated_node.leading_lines)
+            self._empty.add(id(marker))
+            return marker
+        return updated_node
+
+    def _dead(self, stmt: cst.CSTNode) -> bool:
+        """Empty after import removal, `pass`, or a flag assignment nobody reads."""
+        if id(stmt) in self._empty:
+            return True
+        if m.matches(stmt, m.SimpleStatementLine(body=[m.Pass()])):
+            return True
+        return (
+            m.matches(
+                stmt, m.SimpleStatementLine(body=[m.Assign(targets=[m.AssignTarget(m.Name())])])
+            )
+            and stmt.body[0].targets[0].target.value in self.flags - self.flags_read
+        )  # type: ignore[attr-defined]
+
+    def _prune(self, body):
+        out, carry = [], []
+        for stmt in body:
+            if id(stmt) in self._empty:
+                carry.extend(stmt.leading_lines)
+                continue
+            if carry:
+                stmt = stmt.with_changes(leading_lines=[*carry, *stmt.leading_lines])
+                carry = []
+            out.append(stmt)
+        return out, carry
+
+    def leave_IndentedBlock(self, original_node, updated_node):
+        body, carry = self._prune(updated_node.body)
+        if not body:
+            body = [cst.SimpleStatementLine([cst.Pass()], leading_lines=carry)]
+            carry = []
+        return updated_node.with_changes(body=body, footer=[*carry, *updated_node.footer])
+
+    def leave_Module(self, original_node, updated_node):
+        body, carry = self._prune(updated_node.body)
+        return updated_node.with_changes(body=body, footer=[*carry, *updated_node.footer])
+
+
+def _fix_commas(names: list[cst.ImportAlias]) -> list[cst.ImportAlias]:
+    last = names[-1].with_changes(comma=cst.MaybeSentinel.DEFAULT)
+    return [*names[:-1], last]

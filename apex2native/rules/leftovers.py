@@ -1,0 +1,46 @@
+"""A2N190: apex uses no rule could rewrite are marked for a person, never dropped silently."""
+
+from __future__ import annotations
+
+from apex2native.context import FileContext
+from apex2native.findings import MANUAL
+from apex2native.rules.base import Rule
+
+HINTS = {
+    "apex.amp.register_half_function": "wrap the function with torch.amp.custom_fwd(cast_inputs=torch.float16)",
+    "apex.amp.register_float_function": "wrap the function with torch.amp.custom_fwd(cast_inputs=torch.float32)",
+    "apex.amp.register_promote_function": "cast mixed half/float inputs to float in the function",
+    "apex.amp.half_function": "use torch.amp.custom_fwd(device_type=..., cast_inputs=torch.float16)",
+    "apex.amp.float_function": "use torch.amp.custom_fwd(device_type=..., cast_inputs=torch.float32)",
+    "apex.amp.promote_function": "cast mixed half/float inputs to float in the function",
+    "apex.amp.init": "the pre-0.1 amp API: use torch.amp.autocast and torch.amp.GradScaler",
+    "apex.amp._amp_state": "private apex state has no native equivalent (GradScaler options?)",
+}
+
+
+class Leftovers(Rule):
+    """Every apex reference that no rule rewrote gets a TODO on the line above it.
+
+    The file keeps its apex import while such a reference remains, so it stays importable
+    wherever apex still is, and `rewrite --check` keeps failing until a person decides.
+    """
+
+    code = "A2N190"
+    name = "leftover"
+    tier = MANUAL
+    summary = "apex use with no automatic rewrite: TODO marker"
+
+    def apply(self, ctx: FileContext) -> None:
+        """Nothing to plan yet: which references are left is known only at the end."""
+
+    def finalize(self, ctx: FileContext) -> None:
+        handled = ctx.handled()
+        for ref, name in ctx.apex_refs():
+            if ref in handled or ctx.has_todo(ref):
+                continue
+            if any(a in handled for a in ctx.ancestors(ref)):
+                continue
+            hint = next((h for prefix, h in HINTS.items() if name.startswith(prefix)), None)
+            ctx.todo(
+                ref, self.code, f"`{name}` has no automatic rewrite" + (f": {hint}" if hint else "")
+            )

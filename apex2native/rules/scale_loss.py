@@ -1,0 +1,309 @@
+"""A2N103: `with amp.scale_loss(loss, opt) as s: s.backward()` becomes `scaler.scale(loss).backward()`."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import libcst as cst
+import libcst.matchers as m
+
+from apex2native.context import FileContext, Scaler, descendants
+from apex2native.findings import NUMERICS, SAFE
+from apex2native.rules.base import Rule
+from apex2native.rules.initialize import normalize
+
+SCALE_LOSS_PARAMS = (
+    "loss",
+    "optimizers",
+    "loss_id",
+    "model",
+    "delay_unscale",
+    "delay_overflow_check",
+)
+
+
+@dataclass
+class BackwardSite:
+    """One scaled backward: the transaction that the step, unscale and autocast rules extend."""
+
+    with_node: cst.With
+    call: cst.Call
+    loss: cst.BaseExpression
+    optimizers: list[str]
+    scaler: Scaler
+    top: cst.CSTNode  # the statement of its block that holds the site (the with, or its if)
+    group: object = field(default_factory=object)
+    steps: list[cst.Call] = field(default_factory=list)
+
+
+def bind(call: cst.Call) -> dict[str, cst.BaseExpression] | None:
+    out: dict[str, cst.BaseExpression] = {}
+    for i, arg in enumerate(call.args):
+        if arg.star:
+            return None
+        name = arg.keyword.value if arg.keyword else SCALE_LOSS_PARAMS[i]
+        out[name] = arg.value
+    return out if "loss" in out and "optimizers" in out else None
+
+
+def optimizer_codes(ctx: FileContext, node: cst.BaseExpression) -> list[str]:
+    if isinstance(node, (cst.List, cst.Tuple)):
+        return [ctx.code(e.value) for e in node.elements]
+    return [ctx.code(node)]
+
+
+def backward_call(node: cst.CSTNode, receiver: str | None = None) -> cst.Call | None:
+    """`x.backward(...)` as a whole statement, optionally for a given receiver code."""
+    if isinstance(node, cst.SimpleStatementLine) and len(node.body) == 1:
+        node = node.body[0]
+    if not m.matches(node, m.Expr(value=m.Call(func=m.Attribute(attr=m.Name("backward"))))):
+        return None
+    call = node.value  # type: ignore[attr-defined]
+    if receiver is not None:
+        if cst.Module([]).code_for_node(call.func.value).strip() != receiver:
+            return None
+    return call
+
+
+def _args_code(call: cst.Call) -> str:
+    return "".join(cst.Module([]).code_for_node(a) for a in call.args).replace(" ", "")
+
+
+class ScaleLoss(Rule):
+    """`amp.scale_loss` becomes `scaler.scale(loss)`; the with-block is dissolved.
+
+    Before:
+        with amp.scale_loss(loss, optimizer) as scaled_loss:
+            scaled_loss.backward()
+    After:
+        scaler.scale(loss).backward()
+
+    Other statements of the block stay where they were (gradients are still scaled there,
+    as under apex); any other use of the scaled loss keeps a name bound to `scaler.scale(loss)`.
+    `delay_unscale` disappears (native never unscales before `step`/`unscale_`). An
+    `if fp16: <scaled> else: loss.backward()` whose condition is the scaler's `enabled` flag
+    collapses to the scaled form, since a disabled scaler returns the loss unchanged.
+    The site is one transaction with its `step` (A2N104) and `unscale_` (A2N105).
+    """
+
+    code = "A2N103"
+    name = "scale-loss"
+    tier = SAFE
+    summary = "with amp.scale_loss(...) as s: s.backward() -> scaler.scale(loss).backward()"
+
+    def apply(self, ctx: FileContext) -> None:
+        for call in ctx.calls_to("apex.amp.scale_loss"):
+            self._site(ctx, call)
+
+    def _site(self, ctx: FileContext, call: cst.Call) -> None:
+        item = ctx.parent(call)
+        with_node = ctx.parent(item) if isinstance(item, cst.WithItem) else None
+        if not isinstance(with_node, cst.With) or len(with_node.items) != 1:
+            return ctx.todo(call, self.code, "amp.scale_loss outside a one-item with statement")
+        bound = bind(call)
+        if bound is None:
+            return ctx.todo(call, self.code, "amp.scale_loss arguments not understood")
+        if item.asname is None or not isinstance(item.asname.name, cst.Name):
+            return ctx.todo(call, self.code, "amp.scale_loss without `as <name>`")
+        optimizers = optimizer_codes(ctx, bound["optimizers"])
+        scaler = ctx.pick_scaler(call, set(optimizers))
+        if scaler is None:
+            return ctx.todo(
+                call,
+                self.code,
+                "no GradScaler reaches this function (amp.initialize runs "
+                "elsewhere); pass the scaler in and use scaler.scale(loss)",
+            )
+        site = BackwardSite(with_node, call, bound["loss"], optimizers, scaler, with_node)
+        if not self._dissolve(ctx, site, item.asname.name.value):
+            return
+        if not self._collapse_branch(ctx, site):
+            return
+        ctx.handle(site.group, call.func)
+        ctx.sites.append(site)
+        ctx.note(site.group, call, self.code, f"amp.scale_loss -> {scaler.access}.scale", SAFE)
+        if "delay_unscale" in bound:
+            ctx.note(
+                site.group, call, self.code, "delay_unscale dropped (native unscales at step)", SAFE
+            )
+        if "loss_id" in bound:
+            ctx.note(
+                site.group, call, self.code, "loss_id dropped: one scaler for every loss", NUMERICS
+            )
+        if "delay_overflow_check" in bound:
+            ctx.note(
+                site.group,
+                call,
+                self.code,
+                "delay_overflow_check dropped: this backward now takes part in the inf check",
+                NUMERICS,
+            )
+
+    def _dissolve(self, ctx: FileContext, site: BackwardSite, name: str) -> bool:
+        body = site.with_node.body
+        uses = [
+            n
+            for n in descendants(body)
+            if isinstance(n, cst.Name) and n.value == name and not _is_attr_name(ctx, n)
+        ]
+        backward_uses = [n for n in uses if _backward_receiver(ctx, n)]
+        loss_code = ctx.code(site.loss)
+        if isinstance(
+            site.loss, (cst.BinaryOperation, cst.BooleanOperation, cst.IfExp, cst.Lambda)
+        ):
+            loss_code = f"({loss_code})" if not site.loss.lpar else loss_code
+        scaled = f"{site.scaler.access}.scale({loss_code})"
+        if uses and len(uses) == len(backward_uses) == 1:
+            ctx.edits.replace_node(site.group, uses[0], lambda _u: cst.parse_expression(scaled))
+            bind_stmt = []
+        else:
+            bind_stmt = [ctx.gen.stmt(f"{name} = {scaled}", ctx.indent_width(site.with_node))]
+        ctx.edits.replace_statement(
+            site.group, site.with_node, lambda upd: [*bind_stmt, *_body_lines(upd.body)]
+        )
+        return True
+
+    def _collapse_branch(self, ctx: FileContext, site: BackwardSite) -> bool:
+        """Find the if/else that chooses between the scaled and a plain backward."""
+        block = ctx.parent(site.with_node)
+        branch = ctx.parent(block)
+        if isinstance(branch, cst.Else):
+            if_node, scaled_in_body = ctx.parent(branch), False
+        elif isinstance(branch, cst.If) and branch.body is block:
+            if_node, scaled_in_body = branch, True
+        else:
+            return True
+        if len(block.body) != 1:  # type: ignore[attr-defined]
+            site.top = ctx.statement_of(if_node)
+            return True
+        other = if_node.orelse if scaled_in_body else if_node
+        if scaled_in_body and other is None:
+            site.top = ctx.statement_of(if_node)
+            return True
+        other_block = other.body if isinstance(other, (cst.Else, cst.If)) else None
+        if scaled_in_body and isinstance(other, cst.If):
+            other_block = None  # an elif: the plain arm is not a plain else
+        plain = None
+        if other_block is not None and len(other_block.body) == 1:
+            plain = backward_call(other_block.body[0], ctx.code(site.loss))
+        scaled_backward = _only_backward(site.with_node)
+        if (
+            plain is None
+            or scaled_backward is None
+            or _args_code(plain) != _args_code(scaled_backward)
+        ):
+            site.top = ctx.statement_of(if_node)
+            if plain is None:
+                return True
+            return self._refuse(ctx, site, if_node)
+        test, negated = _strip_not(if_node.test)
+        if negated == scaled_in_body and not self._always(ctx, test):
+            return self._refuse(ctx, site, if_node)
+        if not self._matches(ctx, test, site.scaler) and not self._always(ctx, test):
+            return self._refuse(ctx, site, if_node)
+
+        def collapse(updated: cst.If) -> list[cst.BaseStatement]:
+            arm = updated.body if scaled_in_body else updated.orelse.body  # type: ignore[union-attr]
+            return list(arm.body)
+
+        parent = ctx.parent(if_node)
+        if isinstance(parent, cst.If) and parent.orelse is if_node:
+            ctx.edits.replace_node(
+                site.group,
+                if_node,
+                lambda upd: cst.Else(body=cst.IndentedBlock(body=collapse(upd))),
+            )
+        else:
+            ctx.edits.replace_statement(site.group, if_node, collapse)
+        site.top = ctx.statement_of(if_node)
+        ctx.note(
+            site.group,
+            if_node,
+            self.code,
+            "branch collapsed: a disabled scaler is a plain backward",
+            SAFE,
+        )
+        return True
+
+    def _matches(self, ctx: FileContext, test: cst.BaseExpression, scaler: Scaler) -> bool:
+        parts = [p for p in _conjuncts(test) if not _availability(ctx, p)]
+        if not parts:
+            return True
+        code = normalize(" and ".join(ctx.code(p) for p in parts))
+        return code in scaler.conditions
+
+    def _always(self, ctx: FileContext, test: cst.BaseExpression) -> bool:
+        return all(_availability(ctx, p) for p in _conjuncts(test))
+
+    def _refuse(self, ctx: FileContext, site: BackwardSite, if_node: cst.If) -> bool:
+        ctx.fail(
+            site.group,
+            site.call,
+            self.code,
+            f"`{ctx.code(if_node.test)}` is not the scaler's enabled flag, so the plain-backward "
+            f"arm would be unscaled by {site.scaler.access}.step; make them agree",
+        )
+        return False
+
+
+def _is_attr_name(ctx: FileContext, node: cst.Name) -> bool:
+    parent = ctx.parent(node)
+    return isinstance(parent, cst.Attribute) and parent.attr is node
+
+
+def _backward_receiver(ctx: FileContext, node: cst.Name) -> bool:
+    attr = ctx.parent(node)
+    call = ctx.parent(attr) if attr is not None else None
+    return (
+        isinstance(attr, cst.Attribute)
+        and attr.value is node
+        and attr.attr.value == "backward"
+        and isinstance(call, cst.Call)
+        and call.func is attr
+    )
+
+
+def _only_backward(with_node: cst.With) -> cst.Call | None:
+    body = with_node.body
+    stmts = body.body
+    if len(stmts) != 1:
+        return None
+    name = with_node.items[0].asname.name.value  # type: ignore[union-attr]
+    if isinstance(body, cst.SimpleStatementSuite):
+        return backward_call(stmts[0], name)
+    return backward_call(stmts[0], name)
+
+
+def _body_lines(body: cst.BaseSuite) -> list[cst.BaseStatement]:
+    if isinstance(body, cst.SimpleStatementSuite):
+        return [
+            cst.SimpleStatementLine(
+                body=[s.with_changes(semicolon=cst.MaybeSentinel.DEFAULT) for s in body.body]
+            )
+        ]
+    return list(body.body)  # type: ignore[attr-defined]
+
+
+def _strip_not(test: cst.BaseExpression) -> tuple[cst.BaseExpression, bool]:
+    if isinstance(test, cst.UnaryOperation) and isinstance(test.operator, cst.Not):
+        return test.expression, True
+    return test, False
+
+
+def _conjuncts(test: cst.BaseExpression) -> list[cst.BaseExpression]:
+    if (
+        isinstance(test, cst.BooleanOperation)
+        and isinstance(test.operator, cst.And)
+        and not test.lpar
+    ):
+        return _conjuncts(test.left) + _conjuncts(test.right)
+    return [test]
+
+
+def _availability(ctx: FileContext, node: cst.BaseExpression) -> bool:
+    """`amp`, `amp is not None`, `has_apex`: tests that apex is importable (always true now)."""
+    if ctx.apex_name(node) in ("apex", "apex.amp"):
+        return True
+    if m.matches(node, m.Comparison(comparisons=[m.ComparisonTarget(m.IsNot(), m.Name("None"))])):
+        return ctx.apex_name(node.left) in ("apex", "apex.amp")  # type: ignore[attr-defined]
+    return isinstance(node, cst.Name) and node.value in ctx.apex_flags

@@ -1,0 +1,185 @@
+"""A2N105: `scaler.unscale_(opt)` once before gradients are read between backward and step."""
+
+from __future__ import annotations
+
+import libcst as cst
+
+from apex2native.context import FileContext, descendants
+from apex2native.findings import NUMERICS, SAFE
+from apex2native.rules.base import Rule
+from apex2native.rules.scale_loss import BackwardSite
+
+GRAD_READERS = {
+    "clip_grad_norm_",
+    "clip_grad_value_",
+    "clip_grad_norm",
+    "clip_gradients",
+    "clip_grads",
+}
+
+
+def _callee(node: cst.Call) -> str | None:
+    func = node.func
+    if isinstance(func, cst.Attribute):
+        return func.attr.value
+    if isinstance(func, cst.Name):
+        return func.value
+    return None
+
+
+def grad_reads(ctx: FileContext, scope: cst.CSTNode) -> list[cst.CSTNode]:
+    """Nodes that read gradients: clipping calls, `amp.master_params(...)`, `.grad`."""
+    out = []
+    stack = list(scope.children)
+    while stack:
+        node = stack.pop()
+        if isinstance(node, (cst.FunctionDef, cst.ClassDef, cst.Lambda)):
+            continue
+        if isinstance(node, cst.Call) and (
+            _callee(node) in GRAD_READERS or ctx.call_name(node) == "apex.amp.master_params"
+        ):
+            out.append(node)
+            continue
+        if isinstance(node, cst.Attribute) and node.attr.value == "grad":
+            out.append(node)
+            continue
+        stack.extend(node.children)
+    return sorted(out, key=ctx.start)
+
+
+class Unscale(Rule):
+    """Gradients read between backward and step are unscaled first, once per optimizer.
+
+    Before:
+        torch.nn.utils.clip_grad_norm_(amp.master_params(optimizer), 1.0)
+        optimizer.step()
+    After:
+        scaler.unscale_(optimizer)
+        torch.nn.utils.clip_grad_norm_(
+            (p for group in optimizer.param_groups for p in group["params"]), 1.0
+        )
+        scaler.step(optimizer)
+
+    apex unscaled on leaving `scale_loss`; native gradients stay scaled until `unscale_`.
+    Clipping done on every micro-step while stepping every N moves to the step boundary
+    (a second `unscale_` before `update()` raises), which clips the accumulated gradient
+    instead of partial sums: reported as a numerics change.
+    """
+
+    code = "A2N105"
+    name = "unscale"
+    tier = SAFE
+    summary = "scaler.unscale_(opt) before clip_grad_norm_ / gradient reads"
+
+    def apply(self, ctx: FileContext) -> None:
+        done: set[tuple[str, str, int]] = set()
+        for site in list(ctx.sites):
+            if not self._site(ctx, site, done):
+                ctx.sites.remove(site)
+
+    def _site(self, ctx: FileContext, site: BackwardSite, done: set) -> bool:
+        scope = ctx.scope_of(site.with_node)
+        reads = [r for r in grad_reads(ctx, scope) if ctx.start(r) > ctx.end(site.with_node)]
+        for step in site.steps:
+            before = [r for r in reads if ctx.start(r) < ctx.start(step)]
+            if not before:
+                continue
+            opt = ctx.code(step.func.value)  # type: ignore[attr-defined]
+            step_stmt = ctx.statement_of(step)
+            first = before[0]
+            read_top, step_top = _tops(ctx, first, step_stmt)
+            key = (site.scaler.access, opt, id(read_top))
+            if key in done:
+                continue
+            done.add(key)
+            unscale = ctx.gen.stmt(
+                f"{site.scaler.access}.unscale_({opt})", ctx.indent_width(step_stmt)
+            )
+            if step_top is step_stmt:
+                ctx.edits.insert_before(site.group, read_top, unscale)
+                ctx.note(
+                    site.group,
+                    first,
+                    self.code,
+                    f"{site.scaler.access}.unscale_({opt}) before the gradient read",
+                    SAFE,
+                )
+                continue
+            if not self._movable(ctx, read_top, step_stmt, before):
+                ctx.fail(
+                    site.group,
+                    first,
+                    self.code,
+                    "gradients are read on every micro-step but the optimizer steps every N; "
+                    "move this read next to the step, after scaler.unscale_",
+                )
+                return False
+            for read in before:
+                top, _ = _tops(ctx, read, step_stmt)
+                if top is not read_top:
+                    ctx.fail(
+                        site.group,
+                        read,
+                        self.code,
+                        "several gradient reads before the step boundary",
+                    )
+                    return False
+            ctx.edits.move(site.group, read_top, step_stmt)
+            ctx.edits.insert_before(site.group, step_stmt, unscale)
+            ctx.note(
+                site.group,
+                first,
+                self.code,
+                "clipping moved to the step boundary: it now clips the accumulated gradient, "
+                "not each micro-batch",
+                NUMERICS,
+            )
+        return True
+
+    def _movable(
+        self, ctx: FileContext, read_top: cst.CSTNode, step_stmt: cst.CSTNode, reads
+    ) -> bool:
+        """A simple statement whose results nobody reads before the step can move there."""
+        if not isinstance(read_top, (cst.SimpleStatementLine, cst.BaseSmallStatement)):
+            return False
+        assigned = {
+            n.value
+            for n in descendants(read_top)
+            if isinstance(n, cst.Name)
+            and isinstance(ctx.parent(n), (cst.AssignTarget, cst.AugAssign))
+        }
+        if not assigned:
+            return True
+        scope = ctx.scope_of(read_top)
+        for node in descendants(scope):
+            if isinstance(node, cst.Name) and node.value in assigned:
+                inside = read_top in ctx.ancestors(node) or node is read_top
+                if not inside and ctx.start(read_top) < ctx.start(node) < ctx.start(step_stmt):
+                    return False
+        return True
+
+
+def _tops(ctx: FileContext, read: cst.CSTNode, step_stmt: cst.CSTNode):
+    """The statements holding `read` and `step_stmt` in their innermost common block."""
+    step_chain = [step_stmt, *ctx.ancestors(step_stmt)]
+    child = ctx.statement_of(read)
+    while True:
+        block = ctx.block_of(child)
+        if block in step_chain:
+            i = step_chain.index(block)
+            top = step_chain[i - 1]
+            if (
+                isinstance(top, cst.SimpleStatementLine)
+                and top is not step_stmt
+                and step_stmt in top.body
+            ):
+                top = step_stmt
+            return child, top
+        parent_stmt = ctx.parent(block)
+        while parent_stmt is not None and not isinstance(
+            ctx.parent(parent_stmt), (cst.IndentedBlock, cst.Module, cst.SimpleStatementSuite)
+        ):
+            parent_stmt = ctx.parent(parent_stmt)
+        if parent_stmt is None:
+            return child, step_stmt
+        child = parent_stmt
