@@ -1,0 +1,137 @@
+"""Recording hooks on `apex.amp` (real or stand-in), installed right after it is imported.
+
+`scale_loss` is wrapped to record the unscaled loss and the scale in use, and to wrap the
+one-shot skip that apex installs as an instance attribute `optimizer.step` after an overflow,
+so a skipped step still counts as a step opportunity. With the fp32 envelope run,
+`initialize` is forced to `enabled=False`.
+"""
+
+from __future__ import annotations
+
+import importlib.abc
+import sys
+
+import torch
+
+from .recorder import Recorder
+
+
+def _current_scale(amp, loss_id: int) -> float:
+    state = amp._amp_state
+    properties = getattr(state, "opt_properties", None)
+    if properties is None or not properties.enabled:
+        return 1.0
+    try:
+        return float(state.loss_scalers[loss_id].loss_scale())
+    except (AttributeError, IndexError):
+        return 1.0
+
+
+def _wrap_skips(rec: Recorder, optimizers) -> None:
+    if isinstance(optimizers, torch.optim.Optimizer) or hasattr(optimizers, "optim"):
+        optimizers = [optimizers]
+    for optimizer in optimizers:
+        stash = getattr(optimizer, "_amp_stash", None)
+        skip = optimizer.__dict__.get("step")
+        if stash is None or skip is None or not getattr(stash, "already_patched", False):
+            continue
+        if getattr(skip, "_a2n_skip", False):
+            continue
+
+        def recorded_skip(*args, _skip=skip, _opt=optimizer, **kwargs):
+            began = rec.begin(_opt, direct=False)
+            result = _skip(*args, **kwargs)
+            if began:
+                rec.end()
+            return result
+
+        recorded_skip._a2n_skip = True
+        optimizer.step = recorded_skip
+
+
+class _ScaleLoss:
+    def __init__(self, rec, amp, inner, loss, optimizers, loss_id):
+        self.rec, self.amp, self.inner = rec, amp, inner
+        self.loss, self.optimizers, self.loss_id = loss, optimizers, loss_id
+
+    def __enter__(self):
+        self.rec.set_pending(self.loss, _current_scale(self.amp, self.loss_id), "apex")
+        return self.inner.__enter__()
+
+    def __exit__(self, *exc):
+        result = self.inner.__exit__(*exc)
+        if exc[0] is None:
+            _wrap_skips(self.rec, self.optimizers)
+        return result
+
+
+def patch_amp(rec: Recorder, amp, amp_off: bool) -> None:
+    """Wrap `scale_loss` (and `initialize` when amp must be off) on an imported apex.amp."""
+    if getattr(amp, "_a2n_patched", False):
+        return
+    amp._a2n_patched = True
+    orig_scale_loss = amp.scale_loss
+
+    def scale_loss(loss, optimizers, loss_id=0, *args, **kwargs):
+        inner = orig_scale_loss(loss, optimizers, loss_id, *args, **kwargs)
+        return _ScaleLoss(rec, amp, inner, loss, optimizers, loss_id)
+
+    amp.scale_loss = scale_loss
+    handle = sys.modules.get("apex.amp.handle")
+    if handle is not None and getattr(handle, "scale_loss", None) is orig_scale_loss:
+        handle.scale_loss = scale_loss
+    if amp_off:
+        orig_initialize = amp.initialize
+
+        def initialize(models, optimizers=None, *args, **kwargs):
+            kwargs["enabled"] = False
+            return orig_initialize(models, optimizers, *args, **kwargs)
+
+        amp.initialize = initialize
+        frontend = sys.modules.get("apex.amp.frontend")
+        if frontend is not None:
+            frontend.initialize = initialize
+
+
+class _PatchingLoader(importlib.abc.Loader):
+    def __init__(self, inner, after):
+        self.inner, self.after = inner, after
+
+    def create_module(self, spec):
+        return self.inner.create_module(spec)
+
+    def exec_module(self, module):
+        self.inner.exec_module(module)
+        self.after(module)
+
+
+class _AmpFinder(importlib.abc.MetaPathFinder):
+    """Patch `apex.amp` as soon as it is executed, before user code binds its names."""
+
+    def __init__(self, after):
+        self.after = after
+
+    def find_spec(self, name, path, target=None):
+        if name != "apex.amp":
+            return None
+        for finder in sys.meta_path:
+            if finder is self or not hasattr(finder, "find_spec"):
+                continue
+            spec = finder.find_spec(name, path, target)
+            if spec is not None:
+                if spec.loader is not None:
+                    spec.loader = _PatchingLoader(spec.loader, self.after)
+                return spec
+        return None
+
+
+def install(rec: Recorder, amp_off: bool) -> None:
+    """Patch apex.amp now if already imported, else when it gets imported."""
+
+    def after(module):
+        patch_amp(rec, module, amp_off)
+
+    if "apex.amp" in sys.modules:
+        after(sys.modules["apex.amp"])
+    else:
+        sys.meta_path.insert(0, _AmpFinder(after))

@@ -1,0 +1,114 @@
+"""Turn the JSON-lines records of one side into per-metric series.
+
+Series compared between sides: `loss` and `loss_scale` (one entry per backward), `clip_norm`
+(one per `clip_grad_norm_` call), `applied/optK` and `grad_norm/optK` (one per step
+opportunity of optimizer K), `init_params` / `final_params` (per parameter: norm, sum, hash)
+and `final_scale` (the first loss scaler's scale at the end).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+
+@dataclass
+class Series:
+    """One metric: values in order, and the training step each value belongs to."""
+
+    name: str
+    kind: str
+    values: list[Any] = field(default_factory=list)
+    steps: list[int] = field(default_factory=list)
+
+    def add(self, value: Any, step: int) -> None:
+        self.values.append(value)
+        self.steps.append(step)
+
+
+def read_events(path: Path) -> list[dict]:
+    """Parse a record file, ignoring a torn last line of a killed process."""
+    events = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            events.append(json.loads(line))
+        except json.JSONDecodeError:
+            continue
+    return events
+
+
+def load_ranks(directory: Path, side: str) -> tuple[dict[str, list[dict]], list[str]]:
+    """Events per rank for one side; with several recording processes per rank, the one
+    with the most step events wins and a note says so."""
+    per_rank: dict[str, list[list[dict]]] = {}
+    for path in sorted(directory.glob(f"{side}.rank*.pid*.jsonl")):
+        rank = path.name[len(side) + len(".rank"):].split(".pid", 1)[0]
+        per_rank.setdefault(rank, []).append(read_events(path))
+    chosen, notes = {}, []
+    for rank, candidates in sorted(per_rank.items()):
+        candidates.sort(key=lambda evs: -sum(e.get("ev") == "step" for e in evs))
+        chosen[rank] = candidates[0]
+        if len(candidates) > 1:
+            notes.append(f"{side} rank {rank}: {len(candidates)} processes recorded; "
+                         "compared the one with the most steps")
+    return chosen, notes
+
+
+def end_event(events: list[dict]) -> dict | None:
+    return next((e for e in reversed(events) if e.get("ev") == "end"), None)
+
+
+def crash_event(events: list[dict]) -> dict | None:
+    return next((e for e in events if e.get("ev") == "crash"), None)
+
+
+def step_counts(events: list[dict]) -> list[int]:
+    counts: list[int] = []
+    for e in events:
+        if e.get("ev") == "step":
+            while len(counts) <= e["opt"]:
+                counts.append(0)
+            counts[e["opt"]] += 1
+    return counts
+
+
+def metrics(events: list[dict]) -> dict[str, Series]:
+    """All comparable series of one rank's events, in a stable order."""
+    out: dict[str, Series] = {
+        "loss": Series("loss", "float"),
+        "loss_scale": Series("loss_scale", "float"),
+        "clip_norm": Series("clip_norm", "float"),
+    }
+    per_opt: dict[int, tuple[Series, Series]] = {}
+    for e in events:
+        kind = e.get("ev")
+        if kind == "backward":
+            out["loss"].add(e["loss"], e["step"])
+            out["loss_scale"].add(e["scale"], e["step"])
+        elif kind == "clip":
+            out["clip_norm"].add(e["norm"], e["step"])
+        elif kind == "step":
+            idx = e["opt"]
+            if idx not in per_opt:
+                per_opt[idx] = (Series(f"applied/opt{idx}", "bool"),
+                                Series(f"grad_norm/opt{idx}", "float"))
+            per_opt[idx][0].add(e["applied"], e["n"])
+            per_opt[idx][1].add(e["grad_norm"], e["n"])
+        elif kind == "params":
+            name = f"{e['when']}_params"
+            series = out.setdefault(name, Series(name, "params"))
+            series.values.clear()
+            series.steps.clear()
+            for opt_idx, entries in enumerate(e["params"]):
+                for entry in entries:
+                    series.add(entry, opt_idx)
+    for idx in sorted(per_opt):
+        out[per_opt[idx][0].name], out[per_opt[idx][1].name] = per_opt[idx]
+    end = end_event(events)
+    if end is not None:
+        scales = end.get("apex_scalers") or end.get("grad_scalers") or [1.0]
+        counts = end.get("counts") or [0]
+        out["final_scale"] = Series("final_scale", "float", [scales[0]], [counts[0]])
+    return out
