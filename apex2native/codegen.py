@@ -47,10 +47,20 @@ class CodeGen:
         return cst.parse_expression(code)
 
     def stmt(self, code: str, indent_width: int = 0) -> cst.BaseStatement:
-        """One statement; laid out by black when it would pass the line length."""
-        if len(code) + indent_width > self.line_length and "\n" not in code:
+        """One statement; laid out by black when its first line would pass the line length."""
+        if len(code.split("\n", 1)[0]) + indent_width > self.line_length:
             code = self._black(code, self.line_length - indent_width)
         return cst.parse_statement(code + "\n")
+
+    def relayout(self, stmt: cst.BaseStatement, indent_width: int) -> cst.BaseStatement:
+        """A user statement that an edit made too long, laid out by black; else unchanged."""
+        if not isinstance(stmt, cst.SimpleStatementLine):
+            return stmt
+        code = cst.Module([]).code_for_node(stmt.with_changes(leading_lines=[])).rstrip("\n")
+        if "\n" in code or len(code) + indent_width <= self.line_length:
+            return stmt
+        new = self.stmt(code, indent_width)
+        return new.with_changes(leading_lines=stmt.leading_lines)
 
     @staticmethod
     def _black(code: str, width: int) -> str:

@@ -29,6 +29,13 @@ def descendants(node: cst.CSTNode) -> Iterator[cst.CSTNode]:
         stack.extend(reversed(current.children))
 
 
+def conjuncts(test: cst.BaseExpression) -> list[cst.BaseExpression]:
+    """`a and b and c` as [a, b, c]; anything else as [itself]."""
+    if isinstance(test, cst.BooleanOperation) and isinstance(test.operator, cst.And) and not test.lpar:
+        return conjuncts(test.left) + conjuncts(test.right)
+    return [test]
+
+
 BLOCKS = (cst.IndentedBlock, cst.Module, cst.SimpleStatementSuite)
 SCOPES = (cst.FunctionDef, cst.Lambda, cst.ClassDef, cst.Module)
 
@@ -50,6 +57,12 @@ class Scaler:
     autocast: bool = True
     update_args: str = ""
     line: int = 0
+    group: object = field(default_factory=object)
+    init_call: cst.CSTNode | None = None
+
+    @property
+    def key(self) -> tuple[int, str]:
+        return (id(self.home), self.access)
 
 
 class FileContext:
@@ -70,6 +83,8 @@ class FileContext:
         self._positions = self.wrapper.resolve(PositionProvider)
         self._apex_refs: list[tuple[cst.CSTNode, str]] | None = None
         self._todo_statements: set[cst.CSTNode] = set()
+        self._explained: set[cst.CSTNode] = set()
+        self._dependents: dict[tuple[int, str], list[object]] = {}
         self.sites: list = []
         self._flags: set[str] | None = None
 
@@ -102,6 +117,17 @@ class FileContext:
             ):
                 return qn.name
         return None
+
+    def is_availability_test(self, node: cst.BaseExpression) -> bool:
+        """`amp`, `amp is not None`, `HAS_APEX`: apex is importable, always true after migration."""
+        if self.apex_name(node) in ("apex", "apex.amp"):
+            return True
+        if isinstance(node, cst.Comparison) and len(node.comparisons) == 1:
+            target = node.comparisons[0]
+            if isinstance(target.operator, cst.IsNot) and isinstance(target.comparator, cst.Name):
+                if target.comparator.value == "None":
+                    return self.apex_name(node.left) in ("apex", "apex.amp")
+        return isinstance(node, cst.Name) and node.value in self.apex_flags
 
     def call_name(self, node: cst.CSTNode) -> str | None:
         """The apex name a call invokes (`apex.amp.scale_loss`), else None."""
@@ -257,10 +283,40 @@ class FileContext:
         """Record that a rule rewrote the apex reference `ref` (unless `group` is dropped)."""
         self._handled.append((group, ref))
 
+    def depend(self, scaler: Scaler, group: object) -> None:
+        """`group` uses `scaler`: if one user of a scaler fails, all of them stay apex."""
+        self._dependents.setdefault(scaler.key, []).append(group)
+
     def fail(self, group: object, node: cst.CSTNode, code: str, message: str) -> None:
-        """Abandon a transaction: its edits are dropped and the site gets a TODO."""
+        """Abandon a transaction: its edits are dropped and the site gets a TODO.
+
+        When the transaction used a scaler, every other use of that scaler and its creation
+        are dropped too, so the file stays consistent apex code around the TODO (and a
+        second run gives the same result). The apex references the dropped transactions had
+        taken are explained by these TODOs, so no second, vaguer one is added for them.
+        """
         self.edits.drop(group)
         self.todo(node, code, message)
+        dropped = [group]
+        for key, groups in self._dependents.items():
+            if not any(g is group for g in groups):
+                continue
+            for other in groups:
+                self.edits.drop(other)
+                dropped.append(other)
+            for scaler in self.scalers:
+                if scaler.key == key and not self.dropped(scaler.group):
+                    self.edits.drop(scaler.group)
+                    dropped.append(scaler.group)
+                    self.todo(
+                        scaler.init_call, "A2N102",
+                        f"amp.initialize kept: a use of its scaler could not be migrated "
+                        f"(see the {code} TODO)",
+                    )
+        self._explained.update(ref for g, ref in self._handled if any(g is d for d in dropped))
+
+    def explained(self, ref: cst.CSTNode) -> bool:
+        return ref in self._explained or self.has_todo(ref)
 
     def dropped(self, group: object) -> bool:
         return self.edits.is_dropped(group)

@@ -25,7 +25,7 @@ class StatementEdit:
     replace: Replacement | None = None  # updated statement -> list of statements
     todos: list[str] = field(default_factory=list)
     wrap_until: cst.CSTNode | None = None  # wrap this statement through `wrap_until` ...
-    wrap_item: cst.WithItem | None = None  # ... in `with <wrap_item>:`
+    wrap_with: cst.With | None = None  # ... in this `with` (its body is replaced)
     move_before: list[cst.CSTNode] = field(default_factory=list)  # statements moved here
     removed: bool = False  # moved elsewhere; its comments stay behind
 
@@ -75,10 +75,10 @@ class EditSet:
 
         self._record(group, add)
 
-    def wrap(self, group: object, first: cst.CSTNode, last: cst.CSTNode, item: cst.WithItem):
+    def wrap(self, group: object, first: cst.CSTNode, last: cst.CSTNode, template: cst.With):
         def add(s: EditSet) -> None:
             edit = s._stmt(first)
-            edit.wrap_until, edit.wrap_item = last, item
+            edit.wrap_until, edit.wrap_with = last, template
 
         self._record(group, add)
 
@@ -177,10 +177,11 @@ class EditApplier(cst.CSTTransformer):
         edit = self.edits.statements.get(original)
         if edit is None:
             return _as_lines(updated)
-        pre: list[cst.BaseStatement] = []
+        pre: list[cst.BaseStatement] = list(edit.before)
         for moved in edit.move_before:
-            pre.extend(_as_lines(self._moved.get(moved, moved)))
-        pre.extend(edit.before)
+            node = self._moved.get(moved, moved)
+            moved_edit = self.edits.statements[moved]
+            pre.extend(moved_edit.replace(node) if moved_edit.replace else _as_lines(node))
         if edit.removed:
             main: list[cst.BaseStatement] = []
         elif edit.replace is not None:
@@ -188,7 +189,8 @@ class EditApplier(cst.CSTTransformer):
         else:
             main = _as_lines(updated)
         lead = list(_leading(updated))
-        todos = [todo_line(t) for t in edit.todos]
+        present = {line.comment.value for line in lead if line.comment is not None}
+        todos = [todo_line(t) for t in edit.todos if todo_line(t).comment.value not in present]
         if main:
             main[0] = _with_leading(_strip_leading(main[0]), todos)
         else:
@@ -218,7 +220,7 @@ class EditApplier(cst.CSTTransformer):
                     inner.extend(s for s in expanded if not isinstance(s, _Carry))
                 lead = list(_leading(inner[0]))
                 inner[0] = _strip_leading(inner[0])
-                wrapped = cst.With(items=[edit.wrap_item], body=cst.IndentedBlock(body=inner))
+                wrapped = edit.wrap_with.with_changes(body=cst.IndentedBlock(body=inner))
                 out.append(_with_leading(wrapped, carry + lead))
                 carry = []
                 i = j + 1

@@ -24,7 +24,7 @@ DATA_ONLY = {
     "next",
     "iter",
 }
-BARRIER_CALLS = {"backward", "step", "zero_grad", "update", "unscale_"}
+BARRIER_CALLS = {"backward", "step", "unscale_"}
 
 
 def _codes(node: cst.CSTNode) -> set[str]:
@@ -110,7 +110,7 @@ class Autocast(Rule):
 
     def apply(self, ctx: FileContext) -> None:
         for site in ctx.sites:
-            if site.scaler.autocast:
+            if site.scaler.autocast and not ctx.dropped(site.group):
                 self._site(ctx, site)
 
     def _site(self, ctx: FileContext, site: BackwardSite) -> None:
@@ -136,9 +136,9 @@ class Autocast(Rule):
                 "dtype=torch.float16)",
             )
             return
-        first, last = block[chain[-1]], block[index - 1]
-        item = cst.WithItem(item=cst.parse_expression(self.autocast_code(ctx, site)))
-        ctx.edits.wrap(site.group, first, last, item)
+        first, last = block[chain[-1]], block[chain[0]]
+        template = ctx.gen.stmt(f"with {self.autocast_code(ctx, site)}:\n    pass", ctx.indent_width(first))
+        ctx.edits.wrap(site.group, first, last, template)
         ctx.needs_torch = True
         ctx.note(site.group, first, self.code, "forward pass and loss under autocast", NUMERICS)
 

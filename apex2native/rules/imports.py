@@ -49,24 +49,41 @@ class Imports(Rule):
             if name not in ("apex", "apex.amp"):
                 continue
             parent = ctx.parent(ref)
-            value = None
             target: cst.CSTNode = ref
-            if m.matches(
-                parent,
-                m.Comparison(comparisons=[m.ComparisonTarget(m.Is() | m.IsNot(), m.Name("None"))]),
-            ):
-                value = "False" if isinstance(parent.comparisons[0].operator, cst.Is) else "True"  # type: ignore[union-attr]
+            if m.matches(parent, m.Comparison(comparisons=[m.ComparisonTarget(m.Is() | m.IsNot(), m.Name("None"))])):
+                value = not isinstance(parent.comparisons[0].operator, cst.Is)  # type: ignore[union-attr]
                 target = parent  # type: ignore[assignment]
             elif isinstance(parent, (cst.If, cst.IfExp, cst.While)) and parent.test is ref:
-                value = "True"
+                value = True
             elif isinstance(parent, (cst.BooleanOperation, cst.UnaryOperation)):
-                value = "True"
-            if value is None:
+                value = True
+            else:
                 continue
             group = object()
-            ctx.edits.replace_node(group, target, lambda _u, v=value: cst.Name(v))
+            self._fold(ctx, group, target, value)
             ctx.handle(group, ref)
-            ctx.note(group, ref, self.code, f"apex availability test -> {value}", SAFE)
+            ctx.note(group, ref, self.code, f"apex availability test is now always {value}", SAFE)
+
+    def _fold(self, ctx: FileContext, group: object, node: cst.CSTNode, value: bool) -> None:
+        """Replace a test known to be `value`, folding the expression or statement around it."""
+        parent = ctx.parent(node)
+        if isinstance(parent, cst.UnaryOperation) and isinstance(parent.operator, cst.Not):
+            return self._fold(ctx, group, parent, not value)
+        if isinstance(parent, cst.BooleanOperation) and not node_has_parens(node):
+            absorbing = isinstance(parent.operator, cst.Or) == value
+            if absorbing:
+                return self._fold(ctx, group, parent, value)
+            keep_left = parent.right is node
+            ctx.edits.replace_node(group, parent, lambda u: u.left if keep_left else u.right)
+            return None
+        if isinstance(parent, cst.IfExp) and parent.test is node:
+            ctx.edits.replace_node(group, parent, lambda u: u.body if value else u.orelse)
+            return None
+        if isinstance(parent, cst.If) and parent.test is node and not _is_elif(ctx, parent):
+            ctx.edits.replace_statement(group, parent, lambda u: _taken_arm(u, value))
+            return None
+        ctx.edits.replace_node(group, node, lambda _u: cst.Name("True" if value else "False"))
+        return None
 
     def cleanup(
         self, module: cst.Module, needs_torch: bool, remove_unused: bool = True
@@ -209,6 +226,26 @@ class _Cleanup(cst.CSTTransformer):
     def leave_Module(self, original_node, updated_node):
         body, carry = self._prune(updated_node.body)
         return updated_node.with_changes(body=body, footer=[*carry, *updated_node.footer])
+
+
+def node_has_parens(node: cst.CSTNode) -> bool:
+    return bool(getattr(node, "lpar", ()))
+
+
+def _is_elif(ctx: FileContext, node: cst.If) -> bool:
+    parent = ctx.parent(node)
+    return isinstance(parent, cst.If) and parent.orelse is node
+
+
+def _taken_arm(updated: cst.If, value: bool) -> list[cst.BaseStatement]:
+    """The statements of the arm a constant test takes."""
+    if value:
+        return list(updated.body.body)
+    if updated.orelse is None:
+        return []
+    if isinstance(updated.orelse, cst.If):
+        return [updated.orelse]
+    return list(updated.orelse.body.body)
 
 
 def _fix_commas(names: list[cst.ImportAlias]) -> list[cst.ImportAlias]:

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 import libcst as cst
 import libcst.matchers as m
 
-from apex2native.context import FileContext, Scaler, descendants
+from apex2native.context import FileContext, Scaler, conjuncts, descendants
 from apex2native.findings import NUMERICS, SAFE
 from apex2native.rules.base import Rule
 
@@ -89,10 +89,10 @@ def pair_targets(target: cst.BaseExpression, value: cst.BaseExpression, out: lis
 def condition_code(ctx: FileContext, node: cst.BaseExpression) -> str:
     """Condition code as written, parenthesised when it would not bind inside `and`."""
     code = ctx.code(node)
-    if isinstance(node, (cst.BooleanOperation, cst.IfExp, cst.Lambda, cst.NamedExpr)):
-        if not (node.lpar and node.rpar):
-            return f"({code})"
-    return code
+    loose = isinstance(node, (cst.IfExp, cst.Lambda, cst.NamedExpr)) or (
+        isinstance(node, cst.BooleanOperation) and isinstance(node.operator, cst.Or)
+    )
+    return f"({code})" if loose and not node.lpar else code
 
 
 def normalize(code: str) -> str:
@@ -130,7 +130,6 @@ class Initialize(Rule):
             self._site(ctx, call)
 
     def _site(self, ctx: FileContext, call: cst.Call) -> None:
-        group = object()
         stmt = ctx.statement_of(call)
         small = stmt.body[0] if isinstance(stmt, cst.SimpleStatementLine) else stmt
         if isinstance(stmt, cst.SimpleStatementLine) and len(stmt.body) != 1:
@@ -165,6 +164,7 @@ class Initialize(Rule):
         keep = [(t, v) for t, v in pairs if ctx.code(t) != ctx.code(v)]
         rebind = self._rebind(ctx, keep, stmt)
 
+        group = object()
         if no_optimizers(optimizers):
             ctx.edits.replace_statement(group, stmt, lambda _u: rebind)
             ctx.handle(group, call.func)
@@ -180,6 +180,7 @@ class Initialize(Rule):
         opt_codes = self._optimizer_codes(ctx, optimizers, pairs)
         guards, outer = self._guards(ctx, stmt)
         scaler = self._scaler(ctx, call, opt_codes)
+        group = scaler.group
         kwargs, messages = self._options(ctx, bound, scaler, guards)
         if kwargs is None:
             return ctx.todo(call, self.code, messages[0])
@@ -241,7 +242,8 @@ class Initialize(Rule):
                 break
             if not _pure(parent.test) or _in_orelse(ctx, parent):
                 break
-            guards.insert(0, condition_code(ctx, parent.test))
+            kept = [c for c in conjuncts(parent.test) if not ctx.is_availability_test(c)]
+            guards[:0] = [condition_code(ctx, c) for c in kept]
             outer = node = parent
         return guards, outer
 
@@ -257,11 +259,15 @@ class Initialize(Rule):
                 home = cls
         for other in ctx.scalers:
             if other.home is home and other.optimizers & opt_codes:
-                return Scaler(other.access, home, opt_codes, line=ctx.line(call))
+                return Scaler(other.access, home, opt_codes, line=ctx.line(call), init_call=call)
         taken = {s.access for s in ctx.scalers if s.home is home}
         if self_name is not None:
-            text = ctx.code(home)
-            names = [n for n in SCALER_NAMES if f"{self_name}.{n}" not in text]
+            attrs = {
+                n.attr.value
+                for n in descendants(home)
+                if m.matches(n, m.Attribute(value=m.Name(self_name)))
+            }
+            names = [n for n in SCALER_NAMES if n not in attrs]
             base = f"{self_name}.{(names or ['amp_grad_scaler'])[0]}"
         else:
             used = {n.value for n in _names(ctx.module)}
@@ -270,7 +276,7 @@ class Initialize(Rule):
         access, n = base, 2
         while access in taken:
             access, n = f"{base}_{n}", n + 1
-        return Scaler(access, home, opt_codes, line=ctx.line(call))
+        return Scaler(access, home, opt_codes, line=ctx.line(call), init_call=call)
 
     def _options(self, ctx: FileContext, bound: InitCall, scaler: Scaler, guards: list[str]):
         """GradScaler keyword arguments and the report lines, or (None, [why]) to give up."""

@@ -36,7 +36,7 @@ class Leftovers(Rule):
     def finalize(self, ctx: FileContext) -> None:
         handled = ctx.handled()
         for ref, name in ctx.apex_refs():
-            if ref in handled or ctx.has_todo(ref):
+            if ref in handled or ctx.explained(ref):
                 continue
             if any(a in handled for a in ctx.ancestors(ref)):
                 continue

@@ -40,5 +40,8 @@ class MasterParams(Rule):
             code = f"(p for group in {opt}.param_groups for p in group[{q}])"
             group = object()
             ctx.edits.replace_node(group, call, lambda _u, c=code: cst.parse_expression(c))
+            stmt = ctx.statement_of(call)
+            width = ctx.indent_width(stmt)
+            ctx.edits.replace_statement(group, stmt, lambda u, w=width: [ctx.gen.relayout(u, w)])
             ctx.handle(group, call.func)
             ctx.note(group, call, self.code, "amp.master_params -> optimizer parameters", SAFE)

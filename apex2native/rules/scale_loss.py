@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 import libcst as cst
 import libcst.matchers as m
 
-from apex2native.context import FileContext, Scaler, descendants
+from apex2native.context import FileContext, Scaler, conjuncts, descendants
 from apex2native.findings import NUMERICS, SAFE
 from apex2native.rules.base import Rule
 from apex2native.rules.initialize import normalize
@@ -115,6 +115,7 @@ class ScaleLoss(Rule):
                 "elsewhere); pass the scaler in and use scaler.scale(loss)",
             )
         site = BackwardSite(with_node, call, bound["loss"], optimizers, scaler, with_node)
+        ctx.depend(scaler, site.group)
         if not self._dissolve(ctx, site, item.asname.name.value):
             return
         if not self._collapse_branch(ctx, site):
@@ -226,14 +227,14 @@ class ScaleLoss(Rule):
         return True
 
     def _matches(self, ctx: FileContext, test: cst.BaseExpression, scaler: Scaler) -> bool:
-        parts = [p for p in _conjuncts(test) if not _availability(ctx, p)]
+        parts = [p for p in conjuncts(test) if not ctx.is_availability_test(p)]
         if not parts:
             return True
         code = normalize(" and ".join(ctx.code(p) for p in parts))
         return code in scaler.conditions
 
     def _always(self, ctx: FileContext, test: cst.BaseExpression) -> bool:
-        return all(_availability(ctx, p) for p in _conjuncts(test))
+        return all(ctx.is_availability_test(p) for p in conjuncts(test))
 
     def _refuse(self, ctx: FileContext, site: BackwardSite, if_node: cst.If) -> bool:
         ctx.fail(
@@ -288,22 +289,3 @@ def _strip_not(test: cst.BaseExpression) -> tuple[cst.BaseExpression, bool]:
     if isinstance(test, cst.UnaryOperation) and isinstance(test.operator, cst.Not):
         return test.expression, True
     return test, False
-
-
-def _conjuncts(test: cst.BaseExpression) -> list[cst.BaseExpression]:
-    if (
-        isinstance(test, cst.BooleanOperation)
-        and isinstance(test.operator, cst.And)
-        and not test.lpar
-    ):
-        return _conjuncts(test.left) + _conjuncts(test.right)
-    return [test]
-
-
-def _availability(ctx: FileContext, node: cst.BaseExpression) -> bool:
-    """`amp`, `amp is not None`, `has_apex`: tests that apex is importable (always true now)."""
-    if ctx.apex_name(node) in ("apex", "apex.amp"):
-        return True
-    if m.matches(node, m.Comparison(comparisons=[m.ComparisonTarget(m.IsNot(), m.Name("None"))])):
-        return ctx.apex_name(node.left) in ("apex", "apex.amp")  # type: ignore[attr-defined]
-    return isinstance(node, cst.Name) and node.value in ctx.apex_flags

@@ -45,6 +45,7 @@ class StateDict(Rule):
             return
         scaler = reachable[0]
         group = object()
+        ctx.depend(scaler, group)
         new = cst.parse_expression(f"{scaler.access}.{method}")
         ctx.edits.replace_node(group, call.func, lambda _u: new)
         ctx.handle(group, call.func)

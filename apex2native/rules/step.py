@@ -62,6 +62,8 @@ class Step(Rule):
     def apply(self, ctx: FileContext) -> None:
         stepped: dict[cst.Call, str] = {}
         for site in list(ctx.sites):
+            if ctx.dropped(site.group):
+                continue
             if not self._site(ctx, site, stepped):
                 ctx.sites.remove(site)
 

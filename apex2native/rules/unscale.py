@@ -74,6 +74,8 @@ class Unscale(Rule):
     def apply(self, ctx: FileContext) -> None:
         done: set[tuple[str, str, int]] = set()
         for site in list(ctx.sites):
+            if ctx.dropped(site.group):
+                continue
             if not self._site(ctx, site, done):
                 ctx.sites.remove(site)
 
