@@ -197,7 +197,8 @@ class EditApplier(cst.CSTTransformer):
             lead += todos
         seq = pre + main + list(edit.after)
         if not seq:
-            return [_Carry(lead)] if lead else []
+            comments = [line for line in lead if line.comment is not None]
+            return [_Carry(comments)] if comments else []
         seq[0] = _with_leading(seq[0], lead)
         return seq
 

@@ -8,6 +8,7 @@ import sys
 import pytest
 from fixture_cases import case_id, cases, expected_path, rewrite_bytes
 
+from apex2native.engine import decode
 from apex2native.guards import unbound_names
 
 CASES = cases()
@@ -34,8 +35,8 @@ def test_second_run_changes_nothing(case):
 
 @pytest.mark.parametrize("case", CASES, ids=case_id)
 def test_output_compiles_and_binds_every_name_the_input_bound(case):
-    before = case.read_bytes().decode("utf-8-sig")
-    after = expected_path(case).read_bytes().decode("utf-8-sig")
+    before = decode(case.read_bytes())[0]
+    after = decode(expected_path(case).read_bytes())[0]
     compile(after, str(expected_path(case)), "exec")
     assert unbound_names(after) <= unbound_names(before)
 

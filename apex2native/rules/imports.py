@@ -208,7 +208,7 @@ class _Cleanup(cst.CSTTransformer):
         out, carry = [], []
         for stmt in body:
             if id(stmt) in self._empty:
-                carry.extend(stmt.leading_lines)
+                carry.extend(line for line in stmt.leading_lines if line.comment is not None)
                 continue
             if carry:
                 stmt = stmt.with_changes(leading_lines=[*carry, *stmt.leading_lines])
