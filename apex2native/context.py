@@ -31,7 +31,11 @@ def descendants(node: cst.CSTNode) -> Iterator[cst.CSTNode]:
 
 def conjuncts(test: cst.BaseExpression) -> list[cst.BaseExpression]:
     """`a and b and c` as [a, b, c]; anything else as [itself]."""
-    if isinstance(test, cst.BooleanOperation) and isinstance(test.operator, cst.And) and not test.lpar:
+    if (
+        isinstance(test, cst.BooleanOperation)
+        and isinstance(test.operator, cst.And)
+        and not test.lpar
+    ):
         return conjuncts(test.left) + conjuncts(test.right)
     return [test]
 
@@ -309,7 +313,8 @@ class FileContext:
                     self.edits.drop(scaler.group)
                     dropped.append(scaler.group)
                     self.todo(
-                        scaler.init_call, "A2N102",
+                        scaler.init_call,
+                        "A2N102",
                         f"amp.initialize kept: a use of its scaler could not be migrated "
                         f"(see the {code} TODO)",
                     )

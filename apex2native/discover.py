@@ -142,10 +142,11 @@ def _within(path: Path, root: Path) -> bool:
 
 
 def _display(path: Path, base: Path) -> str:
+    """Relative to the base where possible, else absolute (never a `../..` walk)."""
     try:
         return path.relative_to(base).as_posix()
     except ValueError:
-        return os.path.relpath(path, base).replace(os.sep, "/")
+        return path.as_posix()
 
 
 def discover(

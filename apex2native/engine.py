@@ -35,14 +35,14 @@ def decode(data: bytes) -> tuple[str, str, bool]:
     try:
         encoding, _ = tokenize.detect_encoding(iter(data.splitlines(keepends=True)).__next__)
     except SyntaxError as exc:
-        raise DecodeError(str(exc)) from exc
+        raise DecodeError(f"cannot decode: {exc}") from exc
     if encoding == "utf-8-sig":
         encoding = "utf-8"
     body = data[len(BOM) :] if bom else data
     try:
         return body.decode(encoding), encoding, bom
     except (UnicodeDecodeError, LookupError) as exc:
-        raise DecodeError(f"cannot decode as {encoding}: {exc}") from exc
+        raise DecodeError(f"cannot decode as {encoding}: {exc.__class__.__name__}") from exc
 
 
 def encode(text: str, encoding: str, bom: bool) -> bytes:

@@ -22,9 +22,9 @@ def test_there_are_fixtures_for_every_rule_family():
 
 @pytest.mark.parametrize("case", CASES, ids=case_id)
 def test_rewrite_matches_expected_bytes(case):
-    assert rewrite_bytes(case.read_bytes()).decode("latin-1") == expected_path(case).read_bytes().decode(
-        "latin-1"
-    )
+    assert rewrite_bytes(case.read_bytes()).decode("latin-1") == expected_path(
+        case
+    ).read_bytes().decode("latin-1")
 
 
 @pytest.mark.parametrize("case", CASES, ids=case_id)

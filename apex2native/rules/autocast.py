@@ -11,19 +11,11 @@ from apex2native.rules.base import Rule
 from apex2native.rules.scale_loss import BackwardSite
 
 # Calls that only move or re-type data: a statement with nothing else does not start a region.
-DATA_ONLY = {
-    "cuda",
-    "to",
-    "float",
-    "half",
-    "long",
-    "int",
-    "contiguous",
-    "detach",
-    "len",
-    "next",
-    "iter",
-}
+DATA_ONLY = frozenset(
+    "cuda to float half long int contiguous detach len next iter randn rand randint randperm "
+    "zeros ones empty full arange tensor as_tensor from_numpy size view reshape unsqueeze "
+    "squeeze permute".split()
+)
 BARRIER_CALLS = {"backward", "step", "unscale_"}
 
 
@@ -137,7 +129,9 @@ class Autocast(Rule):
             )
             return
         first, last = block[chain[-1]], block[chain[0]]
-        template = ctx.gen.stmt(f"with {self.autocast_code(ctx, site)}:\n    pass", ctx.indent_width(first))
+        template = ctx.gen.stmt(
+            f"with {self.autocast_code(ctx, site)}:\n    pass", ctx.indent_width(first)
+        )
         ctx.edits.wrap(site.group, first, last, template)
         ctx.needs_torch = True
         ctx.note(site.group, first, self.code, "forward pass and loss under autocast", NUMERICS)

@@ -50,7 +50,10 @@ class Imports(Rule):
                 continue
             parent = ctx.parent(ref)
             target: cst.CSTNode = ref
-            if m.matches(parent, m.Comparison(comparisons=[m.ComparisonTarget(m.Is() | m.IsNot(), m.Name("None"))])):
+            if m.matches(
+                parent,
+                m.Comparison(comparisons=[m.ComparisonTarget(m.Is() | m.IsNot(), m.Name("None"))]),
+            ):
                 value = not isinstance(parent.comparisons[0].operator, cst.Is)  # type: ignore[union-attr]
                 target = parent  # type: ignore[assignment]
             elif isinstance(parent, (cst.If, cst.IfExp, cst.While)) and parent.test is ref:

@@ -1,0 +1,194 @@
+"""`apex2native rewrite` as a user runs it: exit codes, diffs git accepts, bad input, reports."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import stat
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+from fixture_cases import REWRITE
+
+from apex2native.cli import main
+
+BASIC = (REWRITE / "initialize" / "literal_o1_training_loop.in.py").read_bytes()
+TODO_CASE = (REWRITE / "scale_loss" / "no_scaler_in_reach.in.py").read_bytes()
+CRLF = (REWRITE / "engine" / "crlf_line_endings.in.py").read_bytes()
+BOM = (REWRITE / "engine" / "utf8_bom.in.py").read_bytes()
+NO_EOL = (REWRITE / "engine" / "no_newline_at_end_of_file.in.py").read_bytes()
+PLAIN = b"import torch\n\nprint(torch.ones(1))\n"
+
+
+def run(*args: str, cwd: Path | None = None):
+    runner = CliRunner()
+    old = os.getcwd()
+    try:
+        if cwd is not None:
+            os.chdir(cwd)
+        return runner.invoke(main, list(args), catch_exceptions=False)
+    finally:
+        os.chdir(old)
+
+
+@pytest.fixture
+def tree(tmp_path):
+    (tmp_path / "pkg").mkdir()
+    (tmp_path / "pkg" / "train.py").write_bytes(BASIC)
+    (tmp_path / "pkg" / "plain.py").write_bytes(PLAIN)
+    return tmp_path
+
+
+def test_check_reports_pending_changes_and_writes_nothing(tree):
+    result = run("rewrite", "--check", ".", cwd=tree)
+    assert result.exit_code == 1
+    assert (tree / "pkg" / "train.py").read_bytes() == BASIC
+    assert "would rewrite pkg/train.py" in result.stderr
+    assert "2 files scanned, 1 would change, 0 unchanged, 1 skipped, 0 failed" in result.stderr
+
+
+def test_rewrite_writes_then_a_second_run_has_nothing_to_do(tree):
+    first = run("rewrite", str(tree))
+    assert first.exit_code == 0, first.stderr
+    written = (tree / "pkg" / "train.py").read_text()
+    assert "torch.amp.GradScaler" in written and "apex" not in written
+    assert (tree / "pkg" / "plain.py").read_bytes() == PLAIN
+    second = run("rewrite", "--check", str(tree))
+    assert second.exit_code == 0
+    assert (tree / "pkg" / "train.py").read_text() == written
+
+
+def test_rewrite_keeps_the_file_mode(tree):
+    target = tree / "pkg" / "train.py"
+    target.chmod(0o750)
+    assert run("rewrite", str(target)).exit_code == 0
+    assert stat.S_IMODE(target.stat().st_mode) == 0o750
+
+
+def test_todo_markers_left_exit_1_even_when_written(tmp_path):
+    (tmp_path / "step.py").write_bytes(TODO_CASE)
+    result = run("rewrite", ".", cwd=tmp_path)
+    assert result.exit_code == 1
+    assert "step.py:8: A2N103" in result.stderr
+    assert "# TODO(apex2native): A2N103" in (tmp_path / "step.py").read_text()
+
+
+@pytest.mark.skipif(shutil.which("git") is None, reason="git not installed")
+@pytest.mark.parametrize("content", [BASIC, CRLF, BOM, NO_EOL], ids=["lf", "crlf", "bom", "no-eol"])
+def test_diff_applies_with_git_apply(tmp_path, content):
+    repo = tmp_path / "repo"
+    (repo / "src").mkdir(parents=True)
+    (repo / "src" / "train.py").write_bytes(content)
+    subprocess.run(["git", "init", "-q", str(repo)], check=True)
+    diff = run("rewrite", "--diff", str(repo / "src"), cwd=repo)
+    assert diff.exit_code == 1
+    assert diff.stdout.startswith("diff --git a/src/train.py b/src/train.py\n--- a/src/train.py\n")
+    assert (repo / "src" / "train.py").read_bytes() == content
+    patch = tmp_path / "change.patch"
+    patch.write_bytes(diff.stdout_bytes)
+    subprocess.run(["git", "apply", "--check", str(patch)], cwd=repo, check=True)
+    subprocess.run(["git", "apply", str(patch)], cwd=repo, check=True)
+    applied = (repo / "src" / "train.py").read_bytes()
+    (repo / "src" / "train.py").write_bytes(content)
+    assert run("rewrite", str(repo / "src"), cwd=repo).exit_code == 0
+    assert (repo / "src" / "train.py").read_bytes() == applied
+
+
+def test_diff_order_is_stable(tmp_path):
+    for name in ("b.py", "a.py", "c.py"):
+        (tmp_path / name).write_bytes(BASIC)
+    out = run("rewrite", "--diff", str(tmp_path), cwd=tmp_path).stdout
+    heads = [line for line in out.splitlines() if line.startswith("diff --git")]
+    assert heads == [f"diff --git a/{n} b/{n}" for n in ("a.py", "b.py", "c.py")]
+
+
+def test_missing_path_is_one_line_and_others_still_run(tree):
+    result = run("rewrite", str(tree / "nope"), str(tree))
+    assert result.exit_code == 2
+    assert f"error: {tree / 'nope'}: no such file or directory" in result.stderr
+    assert "GradScaler" in (tree / "pkg" / "train.py").read_text()
+
+
+def test_non_python_file_named_explicitly(tmp_path):
+    (tmp_path / "notes.txt").write_text("apex\n")
+    result = run("rewrite", "--check", str(tmp_path / "notes.txt"))
+    assert result.exit_code == 2
+    assert "notes.txt: not a Python file" in result.stderr
+
+
+def test_syntax_error_next_to_a_good_file(tree):
+    bad = tree / "pkg" / "broken.py"
+    bad.write_bytes(b"from apex import amp\ndef broken(:\n    pass\n")
+    result = run("rewrite", ".", cwd=tree)
+    assert result.exit_code == 2
+    assert bad.read_bytes() == b"from apex import amp\ndef broken(:\n    pass\n"
+    assert "GradScaler" in (tree / "pkg" / "train.py").read_text()
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "pkg/broken.py: syntax error" in errors[0]
+
+
+def test_undecodable_file_is_reported_and_left(tmp_path):
+    bad = tmp_path / "latin.py"
+    bad.write_bytes(b"# apex caf\xe9\nx = 1\n")
+    result = run("rewrite", str(tmp_path))
+    assert result.exit_code == 2
+    assert "latin.py: cannot decode" in result.stderr
+    assert bad.read_bytes() == b"# apex caf\xe9\nx = 1\n"
+
+
+def test_gitignore_and_exclude_are_respected(tmp_path):
+    (tmp_path / ".gitignore").write_text("build/\n")
+    (tmp_path / "build").mkdir()
+    (tmp_path / "build" / "gen.py").write_bytes(BASIC)
+    (tmp_path / "vendor").mkdir()
+    (tmp_path / "vendor" / "lib.py").write_bytes(BASIC)
+    (tmp_path / "train.py").write_bytes(BASIC)
+    result = run("rewrite", "--check", "--exclude", "vendor/*", str(tmp_path), cwd=tmp_path)
+    assert "1 files scanned, 1 would change" in result.stderr
+
+
+def test_select_and_ignore_rule_codes(tmp_path):
+    (tmp_path / "t.py").write_bytes(
+        (REWRITE / "disable_casts" / "region_without_casts.in.py").read_bytes()
+    )
+    ignored = run("rewrite", "--check", "--ignore", "A2N109", "--ignore", "A2N190", str(tmp_path))
+    assert "0 would change" in ignored.stderr
+    selected = run("rewrite", "--check", "--select", "A2N109,A2N101", str(tmp_path))
+    assert "1 would change" in selected.stderr
+
+
+@pytest.mark.parametrize("suffix", [".json", ".md"])
+def test_report_files(tree, suffix):
+    path = tree / f"report{suffix}"
+    run("rewrite", "--check", "--report", str(path), "pkg", cwd=tree)
+    text = path.read_text()
+    if suffix == ".json":
+        data = json.loads(text)
+        assert data["summary"]["changed"] == 1
+        codes = {f["code"] for f in data["files"][0]["findings"]}
+        assert {"A2N102", "A2N103", "A2N104"} <= codes
+    else:
+        assert "## `pkg/train.py`: changed" in text
+
+
+def test_rules_lists_and_explains():
+    listing = run("rules")
+    assert "A2N103" in listing.stdout and "scale-loss" in listing.stdout
+    one = run("rules", "a2n105")
+    assert "Before:" in one.stdout and "scaler.unscale_(optimizer)" in one.stdout
+    assert run("rules", "A2N999").exit_code == 2
+
+
+def test_installed_command_and_module_entry_point(tree):
+    exe = shutil.which("apex2native")
+    assert exe is not None, "the console script is installed with the package"
+    result = subprocess.run([exe, "rewrite", "--check", str(tree)], capture_output=True, text=True)
+    assert result.returncode == 1
+    module = subprocess.run(
+        [sys.executable, "-m", "apex2native", "--version"], capture_output=True, text=True
+    )
+    assert module.returncode == 0 and "apex2native" in module.stdout
