@@ -192,3 +192,10 @@ def test_installed_command_and_module_entry_point(tree):
         [sys.executable, "-m", "apex2native", "--version"], capture_output=True, text=True
     )
     assert module.returncode == 0 and "apex2native" in module.stdout
+
+
+def test_docs_rules_md_is_generated_from_the_rules():
+    expected = (Path(__file__).resolve().parent.parent / "docs" / "rules.md").read_text()
+    assert (
+        run("rules", "--markdown").stdout == expected
+    ), "run: apex2native rules --markdown > docs/rules.md"
