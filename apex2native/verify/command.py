@@ -54,6 +54,8 @@ class _VerifyCommand(click.Command):
               default=Tolerances.envelope_floor, show_default=True)
 @click.option("--timeout", type=click.FloatRange(min=1), default=900.0, show_default=True,
               help="Seconds each batch of side runs may take.")
+@click.option("--sequential", is_flag=True,
+              help="Run the sides one after the other (automatic for torchrun).")
 @click.option("--report", type=click.Path(dir_okay=False, path_type=Path),
               help="Write a JSON report with both traces.")
 @click.option("--plot", type=click.Path(dir_okay=False, path_type=Path),
@@ -61,7 +63,7 @@ class _VerifyCommand(click.Command):
 @click.pass_context
 def verify(ctx: click.Context, trees: tuple[Path, ...], against: str | None, steps: int,
            device: str, apex_mode: str, seed: int, compare_mode: str, rtol: float,
-           envelope_factor: float, envelope_floor: float, timeout: float,
+           envelope_factor: float, envelope_floor: float, timeout: float, sequential: bool,
            report: Path | None, plot: Path | None) -> None:
     """Run ORIGINAL and REWRITTEN with COMMAND for N steps and compare what they did.
 
@@ -96,7 +98,7 @@ def verify(ctx: click.Context, trees: tuple[Path, ...], against: str | None, ste
     opts = VerifyOptions(rewritten=rewritten, command=command, original=original,
                          against=against, steps=steps, device=device, apex=apex_mode,
                          seed=seed, compare=compare_mode, tolerances=tolerances,
-                         timeout=timeout)
+                         timeout=timeout, sequential=sequential)
     outcome = run_verify(opts)
     click.echo(verdict_line(outcome, steps))
     rows = table(outcome)

@@ -148,15 +148,23 @@ def collect(spec: SideSpec, record_dir: Path, returncode: int | None, timed_out:
                    errors, ranks, notes)
 
 
-def run_sides(specs: list[SideSpec], settings: Settings, record_dir: Path) -> list[SideRun]:
-    """Run the sides (concurrently across trees) and return their results in order."""
+def launches_distributed(command: list[str]) -> bool:
+    """torchrun-style launchers pick fixed rendezvous ports: never run two at once."""
+    names = {Path(part).name for part in command}
+    return bool(names & {"torchrun", "torch.distributed.run", "torch.distributed.launch"})
+
+
+def run_sides(specs: list[SideSpec], settings: Settings, record_dir: Path,
+              parallel: bool = True) -> list[SideRun]:
+    """Run the sides and return their results in order. With `parallel`, sides in
+    different trees run at the same time; sides sharing a tree never do."""
     results: dict[str, SideRun] = {}
     pending = list(specs)
     while pending:
         batch, seen = [], set()
         for spec in list(pending):
             key = spec.tree.resolve()
-            if key not in seen:
+            if key not in seen and (parallel or not batch):
                 seen.add(key)
                 batch.append(spec)
                 pending.remove(spec)

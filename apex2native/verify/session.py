@@ -15,7 +15,7 @@ from pathlib import Path
 from .compare import Comparison, Row, compare_envelope, compare_exact, compare_fixed
 from .environment import resolve_apex, resolve_device
 from .errors import HarnessError
-from .runner import SideRun, SideSpec, Settings, run_sides, skip_mask
+from .runner import SideRun, SideSpec, Settings, launches_distributed, run_sides, skip_mask
 from .tolerances import Tolerances
 from .trace import metrics, step_counts
 from .worktree import revision_tree
@@ -36,6 +36,7 @@ class VerifyOptions:
     compare: str = "auto"
     tolerances: Tolerances = field(default_factory=Tolerances)
     timeout: float = 900.0
+    sequential: bool = False
 
 
 @dataclass
@@ -70,7 +71,7 @@ def _side_failure(run: SideRun) -> str:
     return f"{run.spec.label} side {run.status}: {run.error_summary()}"
 
 
-def _check_original(run: SideRun, notes: list[str], steps: int) -> None:
+def check_original(run: SideRun, notes: list[str], steps: int) -> None:
     if run.hook_errors:
         raise HarnessError(f"hooks failed in the {run.spec.label} side: {run.hook_errors[0]}")
     if run.status in ("crashed", "timeout", "no-hooks"):
@@ -101,18 +102,18 @@ def _rewritten_failure(a: SideRun, b: SideRun) -> str | None:
     return None
 
 
-def _judge(opts: VerifyOptions, mode: str, a: SideRun, b: SideRun,
+def _judge(tolerances: Tolerances, mode: str, a: SideRun, b: SideRun,
            c: SideRun | None) -> Comparison:
     parts = []
     for rank in sorted(a.ranks):
         ma, mb = metrics(a.ranks[rank]), metrics(b.ranks[rank])
         if mode == "exact":
-            part = compare_exact(ma, mb, opts.tolerances)
+            part = compare_exact(ma, mb, tolerances)
         elif mode == "envelope":
             mc = metrics(c.ranks.get(rank, [])) if c is not None else {}
-            part = compare_envelope(ma, mb, mc, opts.tolerances)
+            part = compare_envelope(ma, mb, mc, tolerances)
         else:
-            part = compare_fixed(ma, mb, opts.tolerances)
+            part = compare_fixed(ma, mb, tolerances)
         if len(a.ranks) > 1:
             for row in part.rows:
                 row.metric = f"rank{rank}/{row.metric}"
@@ -121,6 +122,22 @@ def _judge(opts: VerifyOptions, mode: str, a: SideRun, b: SideRun,
     order = ["FAIL", "PASS-NEAR", "PASS-FIXED", "PASS-ENVELOPE", "PASS-EXACT"]
     verdict = min((p.verdict for p in parts), key=order.index)
     return Comparison(mode, verdict, rows)
+
+
+def evaluate(a: SideRun, b: SideRun, c: SideRun | None, mode: str,
+             tolerances: Tolerances) -> tuple[int, str, str, Comparison | None]:
+    """Exit status, verdict, message and comparison for a rewritten run `b` against `a`
+    (and the fp32 run `c` in envelope mode). Raises HarnessError for harness problems."""
+    failure = _rewritten_failure(a, b)
+    if failure is not None:
+        return 1, "FAIL", failure, None
+    comparison = _judge(tolerances, mode, a, b, c)
+    failed = [r.metric for r in comparison.rows if r.failed]
+    if failed:
+        message = "differs in " + ", ".join(failed)
+    else:
+        message = f"{len(comparison.rows)} metrics compared"
+    return (0 if comparison.passed else 1), comparison.verdict, message, comparison
 
 
 def verify(opts: VerifyOptions) -> Outcome:
@@ -151,25 +168,17 @@ def _verify(opts: VerifyOptions, out: Outcome) -> None:
             record_dir = Path(tmp)
             specs = [SideSpec("original", original, opts.command, reference_apex=reference),
                      SideSpec("rewritten", opts.rewritten, opts.command)]
-            a, b = run_sides(specs, settings, record_dir)
+            parallel = not (opts.sequential or launches_distributed(opts.command))
+            a, b = run_sides(specs, settings, record_dir, parallel=parallel)
             out.sides = [a, b]
-            _check_original(a, out.notes, opts.steps)
-            failure = _rewritten_failure(a, b)
-            if failure is not None:
-                out.exit_code, out.verdict, out.message = 1, "FAIL", failure
-                return
+            check_original(a, out.notes, opts.steps)
             c = None
-            if mode == "envelope":
+            if mode == "envelope" and _rewritten_failure(a, b) is None:
                 spec = SideSpec("fp32", original, opts.command, reference_apex=reference,
                                 amp_off=True, skip_mask=skip_mask(a))
                 c = run_sides([spec], settings, record_dir)[0]
                 out.sides.append(c)
-                _check_original(c, out.notes, opts.steps)
-            out.comparison = _judge(opts, mode, a, b, c)
-    out.verdict = out.comparison.verdict
-    out.exit_code = 0 if out.comparison.passed else 1
-    failed = [r.metric for r in out.comparison.rows if r.failed]
-    if failed:
-        out.message = "differs in " + ", ".join(failed)
-    else:
-        out.message = f"{len(out.comparison.rows)} metrics compared"
+                check_original(c, out.notes, opts.steps)
+            out.exit_code, out.verdict, out.message, out.comparison = evaluate(
+                a, b, c, mode, opts.tolerances
+            )
