@@ -16,6 +16,7 @@ from libcst.metadata import (
 
 from apex2native.codegen import CodeGen
 from apex2native.edits import EditSet
+from apex2native.facts import FileFacts, ScalerSpec
 from apex2native.findings import MANUAL, Finding
 from apex2native.options import Options
 
@@ -27,6 +28,25 @@ def descendants(node: cst.CSTNode) -> Iterator[cst.CSTNode]:
         current = stack.pop()
         yield current
         stack.extend(reversed(current.children))
+
+
+def m_self_method(func: cst.BaseExpression) -> bool:
+    return (
+        isinstance(func, cst.Attribute)
+        and isinstance(func.value, cst.Name)
+        and func.value.value == "self"
+    )
+
+
+def absolute_name(name: str, module: str) -> str:
+    """`.train.fit` seen from `pkg.main` is `pkg.train.fit`."""
+    if not name.startswith("."):
+        return name
+    dots = len(name) - len(name.lstrip("."))
+    package = module.split(".")[:-1]
+    if dots > 1:
+        package = package[: len(package) - (dots - 1)]
+    return ".".join([*package, name.lstrip(".")])
 
 
 def conjuncts(test: cst.BaseExpression) -> list[cst.BaseExpression]:
@@ -63,6 +83,32 @@ class Scaler:
     line: int = 0
     group: object = field(default_factory=object)
     init_call: cst.CSTNode | None = None
+    models: tuple[str, ...] = ()
+    level_hints: tuple[str, ...] = ()
+
+    def spec(self, origin: str) -> ScalerSpec:
+        """What users of this scaler elsewhere in the repo need to know about it."""
+        return ScalerSpec(
+            origin=origin,
+            autocast=self.autocast,
+            runtime=bool(self.autocast_enabled and self.autocast_enabled.endswith(".is_enabled()")),
+            update_args=self.update_args,
+            conditions=tuple(sorted(self.conditions)),
+            level_hints=self.level_hints,
+        )
+
+    @classmethod
+    def from_spec(cls, access: str, home: cst.CSTNode, spec: ScalerSpec) -> Scaler:
+        return cls(
+            access,
+            home,
+            set(),
+            conditions=set(spec.conditions),
+            autocast_enabled=f"{access}.is_enabled()" if spec.runtime else None,
+            autocast=spec.autocast,
+            update_args=spec.update_args,
+            level_hints=spec.level_hints,
+        )
 
     @property
     def key(self) -> tuple[int, str]:
@@ -72,7 +118,10 @@ class Scaler:
 class FileContext:
     """Per-file state for one rewrite pass over one parsed module."""
 
-    def __init__(self, module: cst.Module, options: Options, gen: CodeGen) -> None:
+    def __init__(
+        self, module: cst.Module, options: Options, gen: CodeGen, facts: FileFacts | None = None
+    ) -> None:
+        self.facts = facts if facts is not None else FileFacts()
         self.wrapper = MetadataWrapper(module)
         self.module = self.wrapper.module
         self.options = options
@@ -91,6 +140,7 @@ class FileContext:
         self._dependents: dict[tuple[int, str], list[object]] = {}
         self.sites: list = []
         self._flags: set[str] | None = None
+        self._autocast: set[int] = set()
 
     @property
     def apex_flags(self) -> set[str]:
@@ -261,6 +311,70 @@ class FileContext:
             return matching[0]
         return reachable[0] if len(reachable) == 1 else None
 
+    def qualname(self, node: cst.CSTNode) -> str:
+        """`module.Class.method` for a def or class; the module name for the module."""
+        parts = [node.name.value] if isinstance(node, (cst.FunctionDef, cst.ClassDef)) else []
+        for anc in self.ancestors(node):
+            if isinstance(anc, (cst.FunctionDef, cst.ClassDef)):
+                parts.insert(0, anc.name.value)
+        return ".".join(p for p in (self.facts.module, *parts) if p)
+
+    def definitions(self) -> dict[str, cst.CSTNode]:
+        """Every def and class of the file by qualified name."""
+        return {
+            self.qualname(n): n
+            for n in descendants(self.module)
+            if isinstance(n, (cst.FunctionDef, cst.ClassDef))
+        }
+
+    def resolve_call(self, call: cst.Call) -> str | None:
+        """The qualified name a call targets, as far as imports and `self.` tell."""
+        func = call.func
+        if m_self_method(func):
+            for anc in self.ancestors(call):
+                if isinstance(anc, cst.ClassDef):
+                    return f"{self.qualname(anc)}.{func.attr.value}"  # type: ignore[attr-defined]
+            return None
+        return self.resolve_name(func)
+
+    def resolve_name(self, node: cst.CSTNode) -> str | None:
+        """The qualified name an expression names, through imports or module-level defs."""
+        names = self._qnames.get(node)
+        if names is None:
+            return None
+        if callable(names):
+            names = names()
+        for qn in sorted(names, key=lambda q: q.name):
+            if "<locals>" in qn.name:
+                continue
+            if qn.source == QualifiedNameSource.IMPORT:
+                return absolute_name(qn.name, self.facts.module)
+            if qn.source == QualifiedNameSource.LOCAL:
+                return ".".join(p for p in (self.facts.module, qn.name) if p)
+        return None
+
+    def mark_autocast(self, stmts) -> None:
+        """Statements a rule has put under autocast (so no other rule wraps them again)."""
+        self._autocast.update(id(s) for s in stmts)
+
+    def in_autocast(self, node: cst.CSTNode) -> bool:
+        if id(node) in self._autocast:
+            return True
+        for anc in self.ancestors(node):
+            if id(anc) in self._autocast:
+                return True
+            if isinstance(anc, cst.With) and any(
+                "autocast" in self.code(i.item) for i in anc.items
+            ):
+                return True
+        return False
+
+    def enclosing_function(self, node: cst.CSTNode) -> cst.FunctionDef | None:
+        for anc in self.ancestors(node):
+            if isinstance(anc, cst.FunctionDef):
+                return anc
+        return None
+
     def enclosing_class(self, func: cst.CSTNode) -> cst.ClassDef | None:
         parent = self.parent(func)
         if isinstance(parent, cst.IndentedBlock):
@@ -279,6 +393,14 @@ class FileContext:
         self.edits.todo(group, stmt, f"{code} {message}")
         self._findings.append((group, Finding(self.line(node), code, message, MANUAL, todo=True)))
         self._todo_statements.add(stmt)
+
+    def existing_todo(self, stmt: cst.CSTNode, code: str, message: str) -> None:
+        """A marker already in the file (from an earlier run), reported unless re-made now."""
+        if any(f.todo and f.code == code and f.message == message for _, f in self._findings):
+            return
+        self._findings.append(
+            (object(), Finding(self.line(stmt), code, message, MANUAL, todo=True))
+        )
 
     def has_todo(self, node: cst.CSTNode) -> bool:
         return self.statement_of(node) in self._todo_statements

@@ -42,6 +42,7 @@ class EditSet:
     def __init__(self) -> None:
         self._ops: list[_Op] = []
         self._dropped: set[int] = set()
+        self._keep: list[object] = []  # dropped groups stay alive so their ids stay unique
         self.statements: dict[cst.CSTNode, StatementEdit] = {}
         self.nodes: dict[cst.CSTNode, Replacement] = {}
 
@@ -51,6 +52,7 @@ class EditSet:
     def drop(self, group: object) -> None:
         """Forget every edit recorded under `group` (a site that could not be finished)."""
         self._dropped.add(id(group))
+        self._keep.append(group)
 
     def is_dropped(self, group: object) -> bool:
         return id(group) in self._dropped

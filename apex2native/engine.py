@@ -16,8 +16,10 @@ from apex2native import guards
 from apex2native.codegen import DEFAULT_LINE_LENGTH, CodeGen, detect_quote
 from apex2native.context import FileContext
 from apex2native.edits import EditApplier
+from apex2native.facts import FileFacts
 from apex2native.findings import FileOutcome, Finding
 from apex2native.options import Options
+from apex2native.plan import RepoPlan, build_plan
 from apex2native.rules import rules_for
 from apex2native.rules.imports import Imports
 
@@ -49,12 +51,19 @@ def encode(text: str, encoding: str, bom: bool) -> bytes:
     return (BOM if bom else b"") + text.encode(encoding)
 
 
-def rewrite_text(text: str, options: Options, line_length: int = DEFAULT_LINE_LENGTH):
-    """The rewritten text and the findings; pure, no file system. Raises on a parse error."""
+def rewrite_text(
+    text: str,
+    options: Options,
+    line_length: int = DEFAULT_LINE_LENGTH,
+    facts: FileFacts | None = None,
+):
+    """The rewritten text and the findings; pure, no file system. Raises on a parse error.
+
+    `facts` carries the repo-wide plan's decisions for this file (phase 1).
+    """
     module = cst.parse_module(text)
-    ctx = FileContext(
-        module, options, CodeGen(detect_quote(text), options.line_length or line_length)
-    )
+    gen = CodeGen(detect_quote(text), options.line_length or line_length)
+    ctx = FileContext(module, options, gen, facts)
     rules = rules_for(options.select, options.ignore)
     for rule in rules:
         rule.apply(ctx)
@@ -90,7 +99,9 @@ def line_length_for(folder: str) -> int:
     return DEFAULT_LINE_LENGTH
 
 
-def process_file(path: str, options: Options, display: str | None = None) -> FileOutcome:
+def process_file(
+    path: str, options: Options, display: str | None = None, facts: FileFacts | None = None
+) -> FileOutcome:
     """Rewrite one file in memory and check the result; never writes."""
     name = display or path
     try:
@@ -102,11 +113,11 @@ def process_file(path: str, options: Options, display: str | None = None) -> Fil
     except DecodeError as exc:
         return FileOutcome(name, "failed", error=str(exc))
     outcome = FileOutcome(name, "skipped", old_text=text, encoding=encoding, bom=bom)
-    if MARKER not in text:
+    if MARKER not in text and not facts:
         return outcome
     length = line_length_for(str(Path(path).resolve().parent))
     try:
-        new, findings = rewrite_text(text, options, length)
+        new, findings = rewrite_text(text, options, length, facts)
     except cst.ParserSyntaxError as exc:
         outcome.status, outcome.error = (
             "failed",
@@ -120,7 +131,7 @@ def process_file(path: str, options: Options, display: str | None = None) -> Fil
     if new == text:
         outcome.status = "unchanged"
         return outcome
-    problem = guards.check(text, new, lambda t: rewrite_text(t, options, length)[0])
+    problem = guards.check(text, new, lambda t: rewrite_text(t, options, length, facts)[0])
     if problem:
         outcome.status, outcome.error = "failed", f"guard refused the rewrite: {problem}"
         outcome.findings = [f for f in findings if f.todo]
@@ -146,9 +157,9 @@ def write_atomic(path: str, outcome: FileOutcome) -> None:
         raise
 
 
-def _work(args: tuple[str, str, Options]) -> FileOutcome:
-    path, display, options = args
-    return process_file(path, options, display)
+def _work(args: tuple[str, str, Options, FileFacts | None]) -> FileOutcome:
+    path, display, options, facts = args
+    return process_file(path, options, display, facts)
 
 
 def run(
@@ -156,15 +167,19 @@ def run(
     options: Options,
     jobs: int = 1,
     progress: Callable[[int], None] | None = None,
+    plan: RepoPlan | None = None,
 ) -> list[FileOutcome]:
     """Process (path, display name) pairs; outcomes come back sorted by display name.
 
     Files that never mention apex are settled here without a worker; only candidates go
     to the process pool.
     """
+    files = list(files)
+    plan = build_plan(files, options) if plan is None else plan
     outcomes: list[FileOutcome] = []
-    candidates: list[tuple[str, str, Options]] = []
+    candidates: list[tuple[str, str, Options, FileFacts | None]] = []
     for path, display in files:
+        facts = plan.for_path(path)
         try:
             head = Path(path).read_bytes()
         except OSError as exc:
@@ -172,12 +187,12 @@ def run(
                 FileOutcome(display, "failed", error=f"cannot read: {exc.strerror or exc}")
             )
             continue
-        if MARKER.encode() not in head:
+        if MARKER.encode() not in head and not facts:
             outcomes.append(FileOutcome(display, "skipped"))
             if progress:
                 progress(1)
             continue
-        candidates.append((path, display, options))
+        candidates.append((path, display, options, facts))
     if jobs > 1 and len(candidates) > 4:
         with ProcessPoolExecutor(max_workers=jobs) as pool:
             for outcome in pool.map(_work, candidates, chunksize=4):

@@ -10,6 +10,7 @@ from __future__ import annotations
 from apex2native.rules.autocast import Autocast
 from apex2native.rules.base import Rule
 from apex2native.rules.disable_casts import DisableCasts
+from apex2native.rules.evaluation import Evaluation
 from apex2native.rules.imports import Imports
 from apex2native.rules.initialize import Initialize
 from apex2native.rules.leftovers import Leftovers
@@ -17,15 +18,18 @@ from apex2native.rules.master_params import MasterParams
 from apex2native.rules.scale_loss import ScaleLoss
 from apex2native.rules.state_dict import StateDict
 from apex2native.rules.step import Step
+from apex2native.rules.thread_scaler import ThreadScaler
 from apex2native.rules.unscale import Unscale
 
 ALL_RULES: tuple[type[Rule], ...] = (
     Imports,
     Initialize,
+    ThreadScaler,
     ScaleLoss,
     Step,
     Unscale,
     Autocast,
+    Evaluation,
     MasterParams,
     StateDict,
     DisableCasts,

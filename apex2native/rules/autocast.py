@@ -5,7 +5,7 @@ from __future__ import annotations
 import libcst as cst
 import libcst.matchers as m
 
-from apex2native.context import FileContext, descendants
+from apex2native.context import FileContext, Scaler, descendants
 from apex2native.findings import NUMERICS
 from apex2native.rules.base import Rule
 from apex2native.rules.scale_loss import BackwardSite
@@ -19,7 +19,7 @@ DATA_ONLY = frozenset(
 BARRIER_CALLS = {"backward", "step", "unscale_"}
 
 
-def _codes(node: cst.CSTNode) -> set[str]:
+def reads(node: cst.CSTNode) -> set[str]:
     """Names and dotted attribute chains read in `node`."""
     out = set()
     for n in descendants(node):
@@ -32,7 +32,7 @@ def _codes(node: cst.CSTNode) -> set[str]:
     return out
 
 
-def _assigned(node: cst.CSTNode) -> set[str]:
+def assigned(node: cst.CSTNode) -> set[str]:
     """Names and attribute chains a statement binds (assignment targets, with/for targets)."""
     out: set[str] = set()
     for n in descendants(node):
@@ -108,15 +108,15 @@ class Autocast(Rule):
     def _site(self, ctx: FileContext, site: BackwardSite) -> None:
         block = ctx.siblings(site.top)
         index = next(i for i, s in enumerate(block) if s is site.top)
-        needed = _codes(site.loss)
+        needed = reads(site.loss)
         chain: list[int] = []
         for i in range(index - 1, -1, -1):
             stmt = block[i]
             if _barrier(ctx, stmt):
                 break
-            if _assigned(stmt) & needed:
+            if assigned(stmt) & needed:
                 chain.append(i)
-                needed |= _codes(stmt)
+                needed |= reads(stmt)
         while chain and not (_calls(block[chain[-1]]) - DATA_ONLY):
             chain.pop()
         if not chain:
@@ -133,13 +133,16 @@ class Autocast(Rule):
             f"with {self.autocast_code(ctx, site)}:\n    pass", ctx.indent_width(first)
         )
         ctx.edits.wrap(site.group, first, last, template)
+        ctx.mark_autocast(block[chain[-1] : chain[0] + 1])
         ctx.needs_torch = True
         ctx.note(site.group, first, self.code, "forward pass and loss under autocast", NUMERICS)
 
     @staticmethod
     def autocast_code(ctx: FileContext, site: BackwardSite) -> str:
+        return Autocast.autocast_code_for(ctx, site.scaler)
+
+    @staticmethod
+    def autocast_code_for(ctx: FileContext, scaler: Scaler) -> str:
         opts = ctx.options
-        enabled = (
-            f", enabled={site.scaler.autocast_enabled}" if site.scaler.autocast_enabled else ""
-        )
+        enabled = f", enabled={scaler.autocast_enabled}" if scaler.autocast_enabled else ""
         return f"torch.amp.autocast({ctx.gen.lit(opts.device_type)}, dtype=torch.{opts.dtype}{enabled})"

@@ -123,6 +123,7 @@ class _Cleanup(cst.CSTTransformer):
             if isinstance(n, cst.Name) and n.value in self.flags and not self._in_guard(n, module)
         }
         self._empty: set[int] = set()
+        self._markers: list[cst.CSTNode] = []  # kept alive: their ids must not be reused
 
     def _in_guard(self, name: cst.Name, module: cst.Module) -> bool:
         for node in descendants(module):
@@ -164,6 +165,7 @@ class _Cleanup(cst.CSTTransformer):
         if not updated_node.body:
             marker = cst.SimpleStatementLine([cst.Pass()], leading_lines=updated_node.leading_lines)
             self._empty.add(id(marker))
+            self._markers.append(marker)
             return marker
         return updated_node
 
@@ -178,6 +180,7 @@ class _Cleanup(cst.CSTTransformer):
         if not kept:
             marker = cst.SimpleStatementLine([cst.Pass()], leading_lines=updated_node.leading_lines)
             self._empty.add(id(marker))
+            self._markers.append(marker)
             return marker
         kept[0] = kept[0].with_changes(
             leading_lines=[*updated_node.leading_lines, *kept[0].leading_lines]
@@ -191,6 +194,7 @@ class _Cleanup(cst.CSTTransformer):
         if all(self._dead(s) for s in updated_node.body.body):
             marker = cst.SimpleStatementLine([cst.Pass()], leading_lines=updated_node.leading_lines)
             self._empty.add(id(marker))
+            self._markers.append(marker)
             return marker
         return updated_node
 

@@ -180,6 +180,7 @@ class Initialize(Rule):
         opt_codes = self._optimizer_codes(ctx, optimizers, pairs)
         guards, outer = self._guards(ctx, stmt)
         scaler = self._scaler(ctx, call, opt_codes)
+        scaler.models = self._model_codes(ctx, models, pairs)
         group = scaler.group
         kwargs, messages = self._options(ctx, bound, scaler, guards)
         if kwargs is None:
@@ -217,6 +218,17 @@ class Initialize(Rule):
                 + ", ".join(ctx.code(v) for _, v in keep)
             )
         return [ctx.gen.stmt(code, ctx.indent_width(stmt))]
+
+    def _model_codes(self, ctx: FileContext, models, pairs) -> tuple[str, ...]:
+        """Names the initialized models are known by after the call."""
+        nodes = (
+            [e.value for e in models.elements]
+            if isinstance(models, (cst.List, cst.Tuple))
+            else [models]
+        )
+        codes = {ctx.code(n) for n in nodes}
+        codes |= {ctx.code(t) for t, v in pairs if ctx.code(v) in codes}
+        return tuple(sorted(codes))
 
     def _optimizer_codes(self, ctx: FileContext, optimizers, pairs) -> set[str]:
         if isinstance(optimizers, (cst.List, cst.Tuple)):
@@ -292,6 +304,7 @@ class Initialize(Rule):
             level = "O1"
         if level is ...:
             expr = ctx.code(bound.args["opt_level"])
+            scaler.level_hints = (expr.rsplit(".", 1)[-1],)
             parts.append(f"{expr} != {q('O0')}")
             autocast_on = None
             messages.append(

@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
-from apex2native.context import FileContext
+import re
+
+import libcst as cst
+
+from apex2native.context import FileContext, descendants
 from apex2native.findings import MANUAL
 from apex2native.rules.base import Rule
 
+MARKER = re.compile(r"# TODO\(apex2native\): (A2N\d+) (.*)$")
 HINTS = {
     "apex.amp.register_half_function": "wrap the function with torch.amp.custom_fwd(cast_inputs=torch.float16)",
     "apex.amp.register_float_function": "wrap the function with torch.amp.custom_fwd(cast_inputs=torch.float32)",
@@ -34,6 +39,7 @@ class Leftovers(Rule):
         """Nothing to plan yet: which references are left is known only at the end."""
 
     def finalize(self, ctx: FileContext) -> None:
+        self._marked(ctx)
         handled = ctx.handled()
         for ref, name in ctx.apex_refs():
             if ref in handled or ctx.explained(ref):
@@ -44,3 +50,13 @@ class Leftovers(Rule):
             ctx.todo(
                 ref, self.code, f"`{name}` has no automatic rewrite" + (f": {hint}" if hint else "")
             )
+
+    def _marked(self, ctx: FileContext) -> None:
+        """Markers left by an earlier run still count: `--check` fails until a person acts."""
+        for node in descendants(ctx.module):
+            lines = getattr(node, "leading_lines", ())
+            for line in lines:
+                comment = line.comment.value if line.comment is not None else ""
+                match = MARKER.match(comment)
+                if match and isinstance(node, cst.CSTNode) and node is not ctx.module:
+                    ctx.existing_todo(node, match.group(1), match.group(2))

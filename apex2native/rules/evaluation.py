@@ -1,0 +1,138 @@
+"""A2N111: forward passes of an initialized model outside training run under autocast too."""
+
+from __future__ import annotations
+
+import libcst as cst
+import libcst.matchers as m
+
+from apex2native.context import FileContext, Scaler, descendants
+from apex2native.findings import NUMERICS, SAFE
+from apex2native.rules.autocast import Autocast, assigned, reads
+from apex2native.rules.base import Rule
+
+HALF = m.Call(func=m.Attribute(attr=m.Name("half")), args=[])
+
+
+class Evaluation(Rule):
+    """Evaluation code that apex O1 patched globally gets its own autocast regions.
+
+    Before (val.py, handed the model that main.py initialized):
+        if config.TRAIN.OPT_LEVEL == "O2":
+            images = images.half()
+        output = model(images)
+        loss = criterion(output, target)
+    After:
+        with torch.amp.autocast("cuda", dtype=torch.float16, enabled=scaler.is_enabled()):
+            output = model(images)
+            loss = criterion(output, target)
+
+    apex patched torch for the whole process, so evaluation ran in mixed precision as well.
+    `.half()` casts that exist only for O2/O3 (guarded by the opt level or the fp16 flag)
+    are removed: the model stays fp32 and autocast casts per op. Other `.half()` calls
+    (storage casts) stay and are reported.
+    """
+
+    code = "A2N111"
+    name = "evaluation"
+    tier = NUMERICS
+    summary = "forward passes in evaluation under autocast; O2 .half() casts removed"
+
+    def apply(self, ctx: FileContext) -> None:
+        defs = ctx.definitions()
+        for qualname, (models, spec) in ctx.facts.evaluation.items():
+            func = defs.get(qualname)
+            if not isinstance(func, cst.FunctionDef) or not spec.autocast:
+                continue
+            scalers = [s for s in ctx.reachable_scalers(func.body) if s.autocast]
+            if spec.runtime and not scalers:
+                continue
+            scaler = scalers[0] if scalers else Scaler.from_spec("scaler", func, spec)
+            hints = (
+                *spec.level_hints,
+                *(c for c in spec.conditions),
+                "fp16",
+                "half",
+                '"O2"',
+                '"O3"',
+            )
+            self._half(ctx, func, set(models), hints)
+            self._regions(ctx, func, set(models), scaler)
+
+    def _half(self, ctx: FileContext, func: cst.FunctionDef, models: set[str], hints) -> None:
+        removed: set[cst.CSTNode] = set()
+        for node in descendants(func.body):
+            if not isinstance(node, cst.If) or node.orelse is not None:
+                continue
+            test = ctx.code(node.test).replace("'", '"')
+            if not any(h and h.replace("'", '"') in test for h in hints):
+                continue
+            body = node.body.body
+            if body and all(_is_half_cast(s) for s in body):
+                group = object()
+                removed.add(node)
+                ctx.edits.replace_statement(group, node, lambda _u: [])
+                ctx.note(
+                    group,
+                    node,
+                    self.code,
+                    "O2/O3 .half() cast removed: autocast casts per op",
+                    NUMERICS,
+                )
+        for node in descendants(func.body):
+            if m.matches(node, HALF) and not any(a in removed for a in ctx.ancestors(node)):
+                ctx.note(
+                    object(), node, self.code, ".half() left as is: not an opt-level cast", SAFE
+                )
+
+    def _regions(
+        self, ctx: FileContext, func: cst.FunctionDef, models: set[str], scaler: Scaler
+    ) -> None:
+        wrapped: set[int] = set()
+        for node in descendants(func.body):
+            if not (
+                isinstance(node, cst.Call)
+                and isinstance(node.func, cst.Name)
+                and node.func.value in models
+            ):
+                continue
+            stmt = ctx.statement_of(node)
+            if (
+                id(stmt) in wrapped
+                or ctx.in_autocast(stmt)
+                or not isinstance(stmt, cst.SimpleStatementLine)
+            ):
+                continue
+            block = ctx.siblings(stmt)
+            start = block.index(stmt)
+            produced = assigned(stmt)
+            end = start
+            for later in block[start + 1 :]:
+                if not m.matches(later, m.SimpleStatementLine(body=[m.Assign()])):
+                    break
+                if not (reads(later) & produced) or not any(
+                    isinstance(n, cst.Call) for n in descendants(later)
+                ):
+                    break
+                produced |= assigned(later)
+                end += 1
+            for s in block[start : end + 1]:
+                wrapped.add(id(s))
+            group = object()
+            code = Autocast.autocast_code_for(ctx, scaler)
+            template = ctx.gen.stmt(f"with {code}:\n    pass", ctx.indent_width(stmt))
+            ctx.edits.wrap(group, block[start], block[end], template)
+            ctx.mark_autocast(block[start : end + 1])
+            ctx.needs_torch = True
+            ctx.note(group, stmt, self.code, "evaluation forward pass under autocast", NUMERICS)
+
+
+def _is_half_cast(stmt: cst.CSTNode) -> bool:
+    """`x = x.half()` or `model.half()` as a whole statement."""
+    if not isinstance(stmt, cst.SimpleStatementLine) or len(stmt.body) != 1:
+        return False
+    small = stmt.body[0]
+    if isinstance(small, cst.Expr):
+        return m.matches(small.value, HALF)
+    if isinstance(small, cst.Assign) and len(small.targets) == 1:
+        return m.matches(small.value, HALF)
+    return False

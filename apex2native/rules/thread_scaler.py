@@ -1,0 +1,225 @@
+"""A2N110: the scaler reaches uses in other functions, classes and files, as the plan decided."""
+
+from __future__ import annotations
+
+import libcst as cst
+import libcst.matchers as m
+
+from apex2native.context import FileContext, Scaler, descendants
+from apex2native.findings import SAFE
+from apex2native.rules.base import Rule
+
+
+class ThreadScaler(Rule):
+    """The GradScaler made where `amp.initialize` ran is handed to every function that uses it.
+
+    Before (train.py, main.py):
+        def train_one_epoch(config, model, data_loader, optimizer):
+            ...
+        train_one_epoch(config, model, loader, optimizer)
+    After:
+        def train_one_epoch(config, model, data_loader, optimizer, scaler):
+            ...
+        train_one_epoch(config, model, loader, optimizer, scaler=scaler)
+
+    The repo-wide plan prefers a scaler in scope, then `self.scaler` inherited from a base
+    class, then a parameter threaded along the call chain (every call site found is
+    updated, in any file; a helper that initializes and returns `model, optimizer` returns
+    the scaler too and its callers unpack it), and only then a module-level scaler with a
+    TODO naming the initialize site.
+    """
+
+    code = "A2N110"
+    name = "thread-scaler"
+    tier = SAFE
+    summary = "pass the scaler to the functions and classes that use it"
+
+    def apply(self, ctx: FileContext) -> None:
+        facts = ctx.facts
+        if not facts:
+            return
+        defs = ctx.definitions()
+        for qualname, (name, spec) in facts.params.items():
+            func = defs.get(qualname)
+            if isinstance(func, cst.FunctionDef):
+                ctx.scalers.append(Scaler.from_spec(name, func, spec))
+                self._add_param(ctx, func, name)
+        for qualname, spec in facts.unpacks.items():
+            func = defs.get(qualname)
+            if isinstance(func, cst.FunctionDef):
+                ctx.scalers.append(Scaler.from_spec("scaler", func, spec))
+        for qualname, (access, spec) in facts.inherited.items():
+            cls = defs.get(qualname)
+            if isinstance(cls, cst.ClassDef):
+                ctx.scalers.append(Scaler.from_spec(access, cls, spec))
+        for qualname, spec in facts.fallback.items():
+            self._fallback(ctx, defs.get(qualname), spec)
+        for qualname, notes in facts.notes.items():
+            node = defs.get(qualname, ctx.module)
+            for text in notes:
+                ctx.note(
+                    object(),
+                    node if node is not ctx.module else ctx.module.body[0],
+                    self.code,
+                    text,
+                    SAFE,
+                )
+        self._calls(ctx)
+        for qualname in facts.returns:
+            func = defs.get(qualname)
+            if isinstance(func, cst.FunctionDef):
+                self._returns(ctx, func)
+
+    def _add_param(self, ctx: FileContext, func: cst.FunctionDef, name: str) -> None:
+        params = func.params
+        taken = [
+            p.name.value for p in (*params.posonly_params, *params.params, *params.kwonly_params)
+        ]
+        if name in taken:
+            return
+        group = object()
+
+        def add(updated: cst.Parameters) -> cst.Parameters:
+            new = cst.Param(cst.Name(name))
+            if isinstance(updated.star_arg, (cst.Param, cst.ParamStar)) or updated.kwonly_params:
+                return updated.with_changes(kwonly_params=[*updated.kwonly_params, new])
+            if any(p.default is not None for p in updated.params):
+                new = new.with_changes(
+                    default=cst.Name("None"),
+                    equal=cst.AssignEqual(
+                        whitespace_before=cst.SimpleWhitespace(""),
+                        whitespace_after=cst.SimpleWhitespace(""),
+                    ),
+                )
+            return updated.with_changes(params=[*updated.params, new])
+
+        ctx.edits.replace_node(group, params, add)
+        ctx.note(group, func, self.code, f"{ctx.qualname(func)} takes the scaler as `{name}`", SAFE)
+
+    def _calls(self, ctx: FileContext) -> None:
+        callees = ctx.facts.callees
+        helpers = ctx.facts.helpers
+        for node in descendants(ctx.module):
+            if not isinstance(node, cst.Call):
+                continue
+            target = ctx.resolve_call(node)
+            if target in callees:
+                self._pass(ctx, node, callees[target])
+            if target in helpers:
+                self._unpack(ctx, node)
+
+    def _pass(self, ctx: FileContext, call: cst.Call, keyword: str) -> None:
+        if any(a.keyword is not None and a.keyword.value == keyword for a in call.args):
+            return
+        reachable = ctx.reachable_scalers(call)
+        if not reachable:
+            ctx.todo(call, self.code, f"no scaler reaches this call; pass `{keyword}=` by hand")
+            return
+        access = reachable[0].access
+        group = object()
+
+        def add(updated: cst.Call) -> cst.Call:
+            args = list(updated.args)
+            arg = cst.Arg(
+                value=cst.parse_expression(access),
+                keyword=cst.Name(keyword),
+                equal=cst.AssignEqual(cst.SimpleWhitespace(""), cst.SimpleWhitespace("")),
+            )
+            if args and args[-1].comma == cst.MaybeSentinel.DEFAULT:
+                args[-1] = args[-1].with_changes(
+                    comma=cst.Comma(whitespace_after=cst.SimpleWhitespace(" "))
+                )
+            elif args:
+                # a trailing comma already there: keep the call's own layout
+                pass
+            return updated.with_changes(args=[*args, arg])
+
+        ctx.edits.replace_node(group, call, add)
+        stmt = ctx.statement_of(call)
+        width = ctx.indent_width(stmt)
+        ctx.edits.replace_statement(group, stmt, lambda u: [ctx.gen.relayout(u, width)])
+
+    def _unpack(self, ctx: FileContext, call: cst.Call) -> None:
+        parent = ctx.parent(call)
+        if not (isinstance(parent, cst.Assign) and len(parent.targets) == 1):
+            return
+        target = parent.targets[0].target
+        if not isinstance(target, (cst.Tuple, cst.List)):
+            return
+        if any(m.matches(e.value, m.Name("scaler")) for e in target.elements):
+            return
+        group = object()
+
+        def add(updated):
+            elements = list(updated.elements)
+            last = elements[-1]
+            if last.comma == cst.MaybeSentinel.DEFAULT:
+                elements[-1] = last.with_changes(
+                    comma=cst.Comma(whitespace_after=cst.SimpleWhitespace(" "))
+                )
+            return updated.with_changes(elements=[*elements, cst.Element(cst.Name("scaler"))])
+
+        ctx.edits.replace_node(group, target, add)
+
+    def _returns(self, ctx: FileContext, func: cst.FunctionDef) -> None:
+        own = [s for s in ctx.scalers if s.home is func]
+        if not own:
+            return
+        access = own[0].access
+        for node in descendants(func.body):
+            if isinstance(node, cst.Return) and isinstance(node.value, cst.Tuple):
+                if ctx.enclosing_function(node) is not func:
+                    continue
+                if any(ctx.code(e.value) == access for e in node.value.elements):
+                    continue
+                group = object()
+                ctx.depend(own[0], group)
+
+                def add(updated: cst.Tuple) -> cst.Tuple:
+                    elements = list(updated.elements)
+                    last = elements[-1]
+                    if last.comma == cst.MaybeSentinel.DEFAULT:
+                        elements[-1] = last.with_changes(
+                            comma=cst.Comma(whitespace_after=cst.SimpleWhitespace(" "))
+                        )
+                    return updated.with_changes(
+                        elements=[*elements, cst.Element(cst.parse_expression(access))]
+                    )
+
+                ctx.edits.replace_node(group, node.value, add)
+
+    def _fallback(self, ctx: FileContext, func, spec) -> None:
+        """A module-level scaler next to the use: correct, but not the one initialize made."""
+        if any(isinstance(s.home, cst.Module) for s in ctx.scalers):
+            return
+        for stmt in ctx.module.body:
+            if m.matches(
+                stmt,
+                m.SimpleStatementLine(body=[m.Assign(targets=[m.AssignTarget(m.Name("scaler"))])]),
+            ):
+                ctx.scalers.append(Scaler.from_spec("scaler", ctx.module, spec))
+                return
+        body = list(ctx.module.body)
+        last_import = -1
+        for i, stmt in enumerate(body):
+            if m.matches(stmt, m.SimpleStatementLine(body=[m.Import() | m.ImportFrom()])):
+                last_import = i
+        anchor = body[last_import] if last_import >= 0 else body[0]
+        enabled = "" if spec.autocast else ", enabled=False"
+        creation = ctx.gen.stmt(
+            f"scaler = torch.amp.GradScaler({ctx.gen.lit(ctx.options.device_type)}{enabled})"
+        )
+        scaler = Scaler.from_spec("scaler", ctx.module, spec)
+        ctx.scalers.append(scaler)
+        group = scaler.group
+        if last_import >= 0:
+            ctx.edits.insert_after(group, anchor, creation)
+        else:
+            ctx.edits.insert_before(group, anchor, creation)
+        ctx.needs_torch = True
+        where = func if func is not None else anchor
+        ctx.todo(
+            where,
+            self.code,
+            f"module-level GradScaler: amp.initialize runs at {spec.origin}; pass that scaler here instead",
+        )
