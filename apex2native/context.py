@@ -30,6 +30,13 @@ def descendants(node: cst.CSTNode) -> Iterator[cst.CSTNode]:
         stack.extend(reversed(current.children))
 
 
+def _module_values(value: cst.BaseExpression) -> list[cst.BaseExpression]:
+    """The expressions an assignment may store as is: `x`, or either arm of `x if c else y`."""
+    if isinstance(value, cst.IfExp):
+        return [value.body, value.orelse]
+    return [value]
+
+
 def m_self_method(func: cst.BaseExpression) -> bool:
     return (
         isinstance(func, cst.Attribute)
@@ -141,6 +148,8 @@ class FileContext:
         self.sites: list = []
         self._flags: set[str] | None = None
         self._autocast: set[int] = set()
+        self._removed: list[cst.CSTNode] = []
+        self._held: dict[int, set[str]] = {}
 
     @property
     def apex_flags(self) -> set[str]:
@@ -161,27 +170,59 @@ class FileContext:
         if not isinstance(node, (cst.Name, cst.Attribute)):
             return None
         names = self._qnames.get(node)
-        if names is None:
-            return None
         if callable(names):
             names = names()
+        if not names:
+            return self._held_apex_name(node)
         for qn in sorted(names, key=lambda q: q.name):
             if qn.source == QualifiedNameSource.IMPORT and (
                 qn.name == "apex" or qn.name.startswith("apex.")
             ):
                 return qn.name
-        return None
+        return self._held_apex_name(node)
 
     def is_availability_test(self, node: cst.BaseExpression) -> bool:
         """`amp`, `amp is not None`, `HAS_APEX`: apex is importable, always true after migration."""
-        if self.apex_name(node) in ("apex", "apex.amp"):
+        if isinstance(node, cst.Name) and self.apex_name(node) in ("apex", "apex.amp"):
             return True
         if isinstance(node, cst.Comparison) and len(node.comparisons) == 1:
             target = node.comparisons[0]
             if isinstance(target.operator, cst.IsNot) and isinstance(target.comparator, cst.Name):
-                if target.comparator.value == "None":
+                if target.comparator.value == "None" and isinstance(node.left, cst.Name):
                     return self.apex_name(node.left) in ("apex", "apex.amp")
         return isinstance(node, cst.Name) and node.value in self.apex_flags
+
+    def _held_apex_name(self, node: cst.CSTNode) -> str | None:
+        """`self.amp.scale_loss` where the class stored the amp module: `self.amp = amp`."""
+        parts: list[str] = []
+        current = node
+        while isinstance(current, cst.Attribute):
+            parts.insert(0, current.attr.value)
+            current = current.value
+        if not (isinstance(current, cst.Name) and current.value == "self" and parts):
+            return None
+        cls = next((a for a in self.ancestors(node) if isinstance(a, cst.ClassDef)), None)
+        if cls is None or parts[0] not in self.held_apex(cls):
+            return None
+        return ".".join(["apex.amp", *parts[1:]])
+
+    def held_apex(self, cls: cst.ClassDef) -> set[str]:
+        """Attributes a class sets to the apex amp module (`self.amp = amp if fp16 else None`)."""
+        key = id(cls)
+        if key not in self._held:
+            attrs: set[str] = set()
+            self._held[key] = attrs
+            for n in descendants(cls):
+                if isinstance(n, cst.Assign) and len(n.targets) == 1:
+                    target = n.targets[0].target
+                    if (
+                        isinstance(target, cst.Attribute)
+                        and isinstance(target.value, cst.Name)
+                        and target.value.value == "self"
+                        and any(self.apex_name(v) == "apex.amp" for v in _module_values(n.value))
+                    ):
+                        attrs.add(target.attr.value)
+        return self._held[key]
 
     def call_name(self, node: cst.CSTNode) -> str | None:
         """The apex name a call invokes (`apex.amp.scale_loss`), else None."""
@@ -206,6 +247,8 @@ class FileContext:
                     if self.apex_name(parent) is not None:
                         continue
                 if any(isinstance(a, (cst.Import, cst.ImportFrom)) for a in self.ancestors(node)):
+                    continue
+                if self._removed and self.is_removed(node):
                     continue
                 refs.append((node, name))
             self._apex_refs = refs
@@ -352,6 +395,15 @@ class FileContext:
             if qn.source == QualifiedNameSource.LOCAL:
                 return ".".join(p for p in (self.facts.module, qn.name) if p)
         return None
+
+    def remove(self, node: cst.CSTNode) -> None:
+        """`node` is deleted by a rule: no other rule looks inside it."""
+        self._removed.append(node)
+        self._apex_refs = None
+
+    def is_removed(self, node: cst.CSTNode) -> bool:
+        removed = set(map(id, self._removed))
+        return id(node) in removed or any(id(a) in removed for a in self.ancestors(node))
 
     def mark_autocast(self, stmts) -> None:
         """Statements a rule has put under autocast (so no other rule wraps them again)."""

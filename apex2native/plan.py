@@ -340,8 +340,9 @@ class _PlanBuilder:
                 facts = self.file(call.path)
                 facts.helpers.add(qualname)
                 facts.unpacks[call.caller] = holder.spec
-                models = set(call.args[:1]) | holder.models
-                self.holders.setdefault(call.caller, Holder("scaler", holder.spec, models))
+                self.holders.setdefault(
+                    call.caller, Holder("scaler", holder.spec, set(holder.models))
+                )
                 self.note(
                     call.path, call.caller, f"{call.caller} unpacks the scaler from {qualname}"
                 )
@@ -393,6 +394,8 @@ class _PlanBuilder:
             func = self.functions.get(qualname)
             if func is None:
                 self._fallback(path, qualname)
+                continue
+            if qualname in self.holders:
                 continue
             holder = self.class_holder(func.cls)
             if holder is not None:

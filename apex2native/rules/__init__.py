@@ -7,9 +7,12 @@ pass (`autocast`) belong to the same site. `leftovers` runs last and marks what 
 
 from __future__ import annotations
 
+from apex2native.rules.amp_value import AmpValue
 from apex2native.rules.autocast import Autocast
 from apex2native.rules.base import Rule
+from apex2native.rules.deprecated_amp import DeprecatedAmp
 from apex2native.rules.disable_casts import DisableCasts
+from apex2native.rules.dual_backend import DualBackend
 from apex2native.rules.evaluation import Evaluation
 from apex2native.rules.imports import Imports
 from apex2native.rules.initialize import Initialize
@@ -22,7 +25,9 @@ from apex2native.rules.thread_scaler import ThreadScaler
 from apex2native.rules.unscale import Unscale
 
 ALL_RULES: tuple[type[Rule], ...] = (
+    DualBackend,
     Imports,
+    AmpValue,
     Initialize,
     ThreadScaler,
     ScaleLoss,
@@ -33,6 +38,7 @@ ALL_RULES: tuple[type[Rule], ...] = (
     MasterParams,
     StateDict,
     DisableCasts,
+    DeprecatedAmp,
     Leftovers,
 )
 

@@ -46,7 +46,7 @@ class Imports(Rule):
 
     def apply(self, ctx: FileContext) -> None:
         for ref, name in ctx.apex_refs():
-            if name not in ("apex", "apex.amp"):
+            if name not in ("apex", "apex.amp") or not isinstance(ref, cst.Name):
                 continue
             parent = ctx.parent(ref)
             target: cst.CSTNode = ref

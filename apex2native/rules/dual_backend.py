@@ -1,0 +1,125 @@
+"""A2N112: where a native AMP branch already exists next to the apex one, the apex one goes."""
+
+from __future__ import annotations
+
+import libcst as cst
+import libcst.matchers as m
+
+from apex2native.context import FileContext, descendants
+from apex2native.findings import SAFE
+from apex2native.rules.base import Rule
+
+APEX = m.SimpleString(value=m.MatchIfTrue(lambda v: v[1:-1].lower() == "apex"))
+
+
+def _apex_choice(test: cst.BaseExpression) -> tuple[str, bool] | None:
+    """(`args.amp_impl` code, True for ==) when the test picks the apex backend by name."""
+    if not isinstance(test, cst.Comparison) or len(test.comparisons) != 1:
+        return None
+    target = test.comparisons[0]
+    if not isinstance(target.operator, (cst.Equal, cst.NotEqual)):
+        return None
+    equal = isinstance(target.operator, cst.Equal)
+    if m.matches(target.comparator, APEX):
+        return cst.Module([]).code_for_node(test.left), equal
+    if m.matches(test.left, APEX):
+        return cst.Module([]).code_for_node(target.comparator), equal
+    return None
+
+
+class DualBackend(Rule):
+    """Files with a backend switch (`--amp-impl apex|native`) keep only the native branch.
+
+    Before:
+        parser.add_argument("--amp-impl", default="native", choices=["native", "apex"])
+        if args.amp_impl == "apex":
+            with amp.scale_loss(loss, optimizer) as scaled_loss:
+                scaled_loss.backward()
+        else:
+            scaler.scale(loss).backward()
+    After:
+        parser.add_argument("--amp-impl", default="native", choices=["native"])
+        scaler.scale(loss).backward()
+
+    The native branch already works; translating the apex branch would only make a second
+    copy of it. Only branches chosen by comparing against the string "apex" are touched.
+    """
+
+    code = "A2N112"
+    name = "dual-backend"
+    tier = SAFE
+    summary = "drop the apex branch where a native AMP branch already exists"
+
+    def apply(self, ctx: FileContext) -> None:
+        switches: set[str] = set()
+        for node in descendants(ctx.module):
+            if isinstance(node, cst.If):
+                choice = _apex_choice(node.test)
+                if choice is None:
+                    continue
+                switch, equal = choice
+                apex_arm = node.body if equal else node.orelse
+                if apex_arm is None or not self._mentions_apex(ctx, apex_arm):
+                    continue
+                if isinstance(node.orelse, cst.If) and equal:
+                    continue  # an elif chain after the apex arm: leave it to a person
+                switches.add(switch)
+                group = object()
+                keep_body = not equal
+                parent = ctx.parent(node)
+                if isinstance(parent, cst.If) and parent.orelse is node:
+                    continue
+                ctx.edits.replace_statement(group, node, lambda u, k=keep_body: _arm(u, k))
+                ctx.remove(apex_arm)
+                ctx.note(
+                    group,
+                    node,
+                    self.code,
+                    f"apex branch of `{switch}` removed; native branch kept",
+                    SAFE,
+                )
+        if switches:
+            self._choices(ctx, switches)
+
+    def _mentions_apex(self, ctx: FileContext, node: cst.CSTNode) -> bool:
+        return any(
+            ctx.apex_name(n) for n in descendants(node) if isinstance(n, (cst.Name, cst.Attribute))
+        )
+
+    def _choices(self, ctx: FileContext, switches: set[str]) -> None:
+        """`choices=[..., "apex"]` of the option behind a removed switch loses "apex"."""
+        dests = {s.rsplit(".", 1)[-1] for s in switches}
+        for node in descendants(ctx.module):
+            if not m.matches(node, m.Call(func=m.Attribute(attr=m.Name("add_argument")))):
+                continue
+            flags = [
+                a.value.evaluated_value for a in node.args if isinstance(a.value, cst.SimpleString)
+            ]
+            if not any(
+                f.lstrip("-").replace("-", "_") in dests for f in flags if isinstance(f, str)
+            ):
+                continue
+            for arg in node.args:
+                if (
+                    arg.keyword is not None
+                    and arg.keyword.value == "choices"
+                    and isinstance(arg.value, (cst.List, cst.Tuple))
+                ):
+                    kept = [e for e in arg.value.elements if not m.matches(e.value, APEX)]
+                    if kept and len(kept) < len(arg.value.elements):
+                        kept[-1] = kept[-1].with_changes(comma=cst.MaybeSentinel.DEFAULT)
+                        group = object()
+                        ctx.edits.replace_node(
+                            group, arg.value, lambda u, k=kept: u.with_changes(elements=k)
+                        )
+                        ctx.note(group, node, self.code, '"apex" removed from the choices', SAFE)
+
+
+def _arm(updated: cst.If, keep_body: bool) -> list[cst.BaseStatement]:
+    if keep_body:
+        return list(updated.body.body)
+    if updated.orelse is None:
+        return []
+    if isinstance(updated.orelse, cst.If):
+        return [updated.orelse]
+    return list(updated.orelse.body.body)

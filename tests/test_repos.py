@@ -1,0 +1,55 @@
+"""Whole fixture repositories: the scaler reaches every use across functions, classes, files."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+from repo_cases import repo_cases, rewrite_tree, tree_bytes
+
+CASES = repo_cases()
+
+
+def test_there_is_a_fixture_repo_per_flow_shape():
+    names = {case.name for case in CASES}
+    assert {
+        "three_file_script",
+        "helper_returns_model_and_optimizer",
+        "trainer_base_and_subclass",
+        "runner_hook_object",
+        "gan_two_models",
+        "dual_backend",
+        "amp_as_value",
+        "reinitialize_on_resume",
+    } <= names
+
+
+@pytest.mark.parametrize("case", CASES, ids=lambda c: c.name)
+def test_repo_rewrites_to_the_expected_tree(case, tmp_path):
+    outcomes = rewrite_tree(case / "before", tmp_path / case.name)
+    assert not [o for o in outcomes if o.status == "failed"], [o.error for o in outcomes]
+    assert tree_bytes(tmp_path / case.name) == tree_bytes(case / "after")
+
+
+@pytest.mark.parametrize("case", CASES, ids=lambda c: c.name)
+def test_second_run_over_the_rewritten_repo_changes_nothing(case, tmp_path):
+    outcomes = rewrite_tree(case / "after", tmp_path / case.name)
+    assert [o.path for o in outcomes if o.status in ("changed", "failed")] == []
+
+
+RUNNABLE = [c for c in CASES if (c / "after" / "main.py").is_file()]
+
+
+@pytest.mark.parametrize("case", RUNNABLE, ids=lambda c: c.name)
+def test_rewritten_repo_runs_on_cpu(case, tmp_path):
+    work = tmp_path / case.name
+    rewrite_tree(case / "after", work)
+    result = subprocess.run(
+        [sys.executable, "-W", "ignore", "main.py"],
+        cwd=work,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
