@@ -17,7 +17,7 @@ class _VerifyCommand(click.Command):
     def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
         if "--" in args:
             cut = args.index("--")
-            ctx.meta[_COMMAND_KEY] = list(args[cut + 1:])
+            ctx.meta[_COMMAND_KEY] = list(args[cut + 1 :])
             args = args[:cut]
         else:
             ctx.meta[_COMMAND_KEY] = []
@@ -30,41 +30,100 @@ class _VerifyCommand(click.Command):
     short_help="Run original and rewritten training steps and compare them.",
 )
 @click.argument("trees", nargs=-1, type=click.Path(file_okay=False, path_type=Path))
-@click.option("--against", metavar="REV",
-              help="Take ORIGINAL from this git revision (a temporary worktree); "
-                   "then the only tree argument is REWRITTEN (default: .).")
-@click.option("--steps", type=click.IntRange(min=1), default=20, show_default=True,
-              help="Optimizer-step opportunities to run on each side (skipped ones count).")
-@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto",
-              show_default=True, help="cpu maps 'cuda' autocast/GradScaler to the CPU.")
-@click.option("--apex", "apex_mode", type=click.Choice(["auto", "installed", "reference"]),
-              default="auto", show_default=True,
-              help="Original side: real NVIDIA apex, or the bundled reference stand-in.")
+@click.option(
+    "--against",
+    metavar="REV",
+    help="Take ORIGINAL from this git revision (a temporary worktree); "
+    "then the only tree argument is REWRITTEN (default: .).",
+)
+@click.option(
+    "--steps",
+    type=click.IntRange(min=1),
+    default=20,
+    show_default=True,
+    help="Optimizer-step opportunities to run on each side (skipped ones count).",
+)
+@click.option(
+    "--device",
+    type=click.Choice(["auto", "cpu", "cuda"]),
+    default="auto",
+    show_default=True,
+    help="cpu maps 'cuda' autocast/GradScaler to the CPU.",
+)
+@click.option(
+    "--apex",
+    "apex_mode",
+    type=click.Choice(["auto", "installed", "reference"]),
+    default="auto",
+    show_default=True,
+    help="Original side: real NVIDIA apex, or the bundled reference stand-in.",
+)
 @click.option("--seed", type=int, default=0, show_default=True)
-@click.option("--compare", "compare_mode",
-              type=click.Choice(["auto", "exact", "envelope", "fixed"]), default="auto",
-              show_default=True,
-              help="auto: exact with the stand-in, fp32 envelope with real apex.")
-@click.option("--rtol", type=click.FloatRange(min=0), default=Tolerances.near_rtol,
-              show_default=True,
-              help="Near-equal fallback of exact mode (0: bitwise or fail).")
-@click.option("--envelope-factor", type=click.FloatRange(min=0),
-              default=Tolerances.envelope_factor, show_default=True)
-@click.option("--envelope-floor", type=click.FloatRange(min=0),
-              default=Tolerances.envelope_floor, show_default=True)
-@click.option("--timeout", type=click.FloatRange(min=1), default=900.0, show_default=True,
-              help="Seconds each batch of side runs may take.")
-@click.option("--sequential", is_flag=True,
-              help="Run the sides one after the other (automatic for torchrun).")
-@click.option("--report", type=click.Path(dir_okay=False, path_type=Path),
-              help="Write a JSON report with both traces.")
-@click.option("--plot", type=click.Path(dir_okay=False, path_type=Path),
-              help="Write a PNG of loss and gradient-norm curves (needs matplotlib).")
+@click.option(
+    "--compare",
+    "compare_mode",
+    type=click.Choice(["auto", "exact", "envelope", "fixed"]),
+    default="auto",
+    show_default=True,
+    help="auto: exact with the stand-in, fp32 envelope with real apex.",
+)
+@click.option(
+    "--rtol",
+    type=click.FloatRange(min=0),
+    default=Tolerances.near_rtol,
+    show_default=True,
+    help="Near-equal fallback of exact mode (0: bitwise or fail).",
+)
+@click.option(
+    "--envelope-factor",
+    type=click.FloatRange(min=0),
+    default=Tolerances.envelope_factor,
+    show_default=True,
+)
+@click.option(
+    "--envelope-floor",
+    type=click.FloatRange(min=0),
+    default=Tolerances.envelope_floor,
+    show_default=True,
+)
+@click.option(
+    "--timeout",
+    type=click.FloatRange(min=1),
+    default=900.0,
+    show_default=True,
+    help="Seconds each batch of side runs may take.",
+)
+@click.option(
+    "--sequential", is_flag=True, help="Run the sides one after the other (automatic for torchrun)."
+)
+@click.option(
+    "--report",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Write a JSON report with both traces.",
+)
+@click.option(
+    "--plot",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Write a PNG of loss and gradient-norm curves (needs matplotlib).",
+)
 @click.pass_context
-def verify(ctx: click.Context, trees: tuple[Path, ...], against: str | None, steps: int,
-           device: str, apex_mode: str, seed: int, compare_mode: str, rtol: float,
-           envelope_factor: float, envelope_floor: float, timeout: float, sequential: bool,
-           report: Path | None, plot: Path | None) -> None:
+def verify(
+    ctx: click.Context,
+    trees: tuple[Path, ...],
+    against: str | None,
+    steps: int,
+    device: str,
+    apex_mode: str,
+    seed: int,
+    compare_mode: str,
+    rtol: float,
+    envelope_factor: float,
+    envelope_floor: float,
+    timeout: float,
+    sequential: bool,
+    report: Path | None,
+    plot: Path | None,
+) -> None:
     """Run ORIGINAL and REWRITTEN with COMMAND for N steps and compare what they did.
 
     \b
@@ -93,12 +152,23 @@ def verify(ctx: click.Context, trees: tuple[Path, ...], against: str | None, ste
         original, rewritten = trees
     if plot is not None and not plotting.available():
         raise click.UsageError(plotting.MISSING)
-    tolerances = Tolerances(near_rtol=rtol, envelope_factor=envelope_factor,
-                            envelope_floor=envelope_floor)
-    opts = VerifyOptions(rewritten=rewritten, command=command, original=original,
-                         against=against, steps=steps, device=device, apex=apex_mode,
-                         seed=seed, compare=compare_mode, tolerances=tolerances,
-                         timeout=timeout, sequential=sequential)
+    tolerances = Tolerances(
+        near_rtol=rtol, envelope_factor=envelope_factor, envelope_floor=envelope_floor
+    )
+    opts = VerifyOptions(
+        rewritten=rewritten,
+        command=command,
+        original=original,
+        against=against,
+        steps=steps,
+        device=device,
+        apex=apex_mode,
+        seed=seed,
+        compare=compare_mode,
+        tolerances=tolerances,
+        timeout=timeout,
+        sequential=sequential,
+    )
     outcome = run_verify(opts)
     click.echo(verdict_line(outcome, steps))
     rows = table(outcome)

@@ -90,9 +90,16 @@ def _count_row(name: str, a: Series, b: Series) -> Row | None:
         return None
     i = min(len(a.values), len(b.values))
     steps = a.steps if len(a.values) > i else b.steps
-    return Row(name, "count", i, i, steps[i] if i < len(steps) else None,
-               len(a.values), len(b.values),
-               f"original recorded {len(a.values)}, rewritten {len(b.values)}")
+    return Row(
+        name,
+        "count",
+        i,
+        i,
+        steps[i] if i < len(steps) else None,
+        len(a.values),
+        len(b.values),
+        f"original recorded {len(a.values)}, rewritten {len(b.values)}",
+    )
 
 
 def _first(pred, a: Series, b: Series) -> int | None:
@@ -173,8 +180,9 @@ def _check_values(name, sa, sb, limit) -> Row:
     worst = 0.0
     for i, x, y in _value_pairs(sa, sb):
         if x is None or y is None or not (_finite(x) and _finite(y)):
-            if not bitwise_equal(x, y) and not (x is not None and y is not None
-                                                and not _finite(x) and not _finite(y)):
+            if not bitwise_equal(x, y) and not (
+                x is not None and y is not None and not _finite(x) and not _finite(y)
+            ):
                 return _row_at(name, "differs", sa, sb, i, "non-finite or missing on one side")
             continue
         rel = abs(y - x) / abs(x) if x != 0 else (0.0 if y == 0 else math.inf)
@@ -211,8 +219,9 @@ def _compare_tolerant(a, b, c, tol: Tolerances, mode: str) -> Comparison:
         if _informational(name):
             first = _first(bitwise_equal, sa, sb) if count is None else count.index
             status = "equal" if first is None and count is None else "info"
-            rows.append(_row_at(name, status, sa, sb, None if count else first,
-                                "not judged in this mode"))
+            rows.append(
+                _row_at(name, status, sa, sb, None if count else first, "not judged in this mode")
+            )
             continue
         if name.startswith("applied/"):
             rows.append(_compare_masks(name, sa, sb, tol, mode))
@@ -225,13 +234,13 @@ def _compare_tolerant(a, b, c, tol: Tolerances, mode: str) -> Comparison:
         if mode == "envelope":
             env = _envelope(sa, c.get(name, Series(name, "float")))
             env += [env[-1] if env else 0.0] * (len(sa.values) - len(env))
-            row = _check_values(name, sa, sb,
-                                lambda i, env=env: tol.envelope_factor * env[i]
-                                + tol.envelope_floor)
+            row = _check_values(
+                name, sa, sb, lambda i, env=env: tol.envelope_factor * env[i] + tol.envelope_floor
+            )
         else:
             rtol = tol.fixed_grad_rtol if name != "loss" else tol.fixed_loss_rtol
             first_rtol = tol.fixed_first_loss_rtol if name == "loss" else rtol
-            row = _check_values(name, sa, sb, lambda i: first_rtol if i == 0 else rtol)
+            row = _check_values(name, sa, sb, lambda i, a=first_rtol, r=rtol: a if i == 0 else r)
         if not row.failed and name != "loss":
             ratio = _median_ratio(sa, sb)
             if ratio is not None and not tol.median_ratio_low <= ratio <= tol.median_ratio_high:
@@ -259,8 +268,10 @@ def _compare_params(sa, sb, sc, tol, mode) -> Row:
     norms_b = Series("final_params", "float", [v[0] for v in sb.values], list(sb.steps))
     if mode == "envelope" and sc is not None and len(sc.values) == len(sa.values):
         norms_c = [v[0] for v in sc.values]
-        bounds = [tol.envelope_factor * (abs(x - c) / abs(c) if c else 0.0) + tol.envelope_floor
-                  for x, c in zip(norms.values, norms_c)]
+        bounds = [
+            tol.envelope_factor * (abs(x - c) / abs(c) if c else 0.0) + tol.envelope_floor
+            for x, c in zip(norms.values, norms_c)
+        ]
         return _check_values("final_params", norms, norms_b, lambda i: bounds[i])
     return _check_values("final_params", norms, norms_b, lambda i: tol.fixed_loss_rtol)
 

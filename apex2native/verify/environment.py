@@ -41,8 +41,14 @@ def real_apex_importable(command: list[str], tree: Path) -> bool:
     """Whether NVIDIA apex (with apex.amp) imports in the original tree's interpreter."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("A2N_VERIFY_")}
     try:
-        proc = subprocess.run([python_of(command), "-c", _PROBE], cwd=tree, env=env,
-                              capture_output=True, text=True, timeout=120)
+        proc = subprocess.run(
+            [python_of(command), "-c", _PROBE],
+            cwd=tree,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
     except (OSError, subprocess.TimeoutExpired):
         return False
     return proc.returncode == 0 and proc.stdout.strip().endswith("installed")

@@ -37,12 +37,17 @@ def write_plot(path: Path, outcome: Outcome) -> None:
         events = run.ranks.get("0") or next(iter(run.ranks.values()), [])
         series = metrics(events)
         loss = series["loss"]
-        ax_loss.plot(range(len(loss.values)), [_num(v) for v in loss.values], marker=".",
-                     label=run.spec.label)
+        ax_loss.plot(
+            range(len(loss.values)),
+            [_num(v) for v in loss.values],
+            marker=".",
+            label=run.spec.label,
+        )
         grad_title, grad = _grad_series(series)
         if grad is not None:
-            ax_grad.plot(grad.steps, [_num(v) for v in grad.values], marker=".",
-                         label=run.spec.label)
+            ax_grad.plot(
+                grad.steps, [_num(v) for v in grad.values], marker=".", label=run.spec.label
+            )
     ax_loss.set(title="unscaled loss", xlabel="backward #")
     ax_grad.set(title=grad_title, xlabel="step", yscale="log")
     for ax in (ax_loss, ax_grad):

@@ -40,14 +40,18 @@ def table(outcome: Outcome) -> str:
     lines = [header]
     for row in outcome.comparison.rows:
         differs = row.index is not None
-        lines.append((
-            row.metric, row.status, str(row.compared),
-            str(row.index) if differs else "-",
-            str(row.step) if differs and row.step is not None else "-",
-            _fmt(row.original) if differs else "-",
-            _fmt(row.rewritten) if differs else "-",
-            row.detail,
-        ))
+        lines.append(
+            (
+                row.metric,
+                row.status,
+                str(row.compared),
+                str(row.index) if differs else "-",
+                str(row.step) if differs and row.step is not None else "-",
+                _fmt(row.original) if differs else "-",
+                _fmt(row.rewritten) if differs else "-",
+                row.detail,
+            )
+        )
     widths = [max(len(line[i]) for line in lines) for i in range(len(header) - 1)]
     return "\n".join(
         "  ".join(cell.ljust(w) for cell, w in zip(line[:-1], widths)) + "  " + line[-1]
@@ -56,8 +60,10 @@ def table(outcome: Outcome) -> str:
 
 
 def side_summaries(outcome: Outcome) -> list[str]:
-    return [f"{run.spec.label}: {run.status} in {run.wall_s:.1f}s ({run.spec.tree})"
-            for run in outcome.sides]
+    return [
+        f"{run.spec.label}: {run.status} in {run.wall_s:.1f}s ({run.spec.tree})"
+        for run in outcome.sides
+    ]
 
 
 def report_document(outcome: Outcome, opts: VerifyOptions) -> dict:
@@ -95,5 +101,4 @@ def report_document(outcome: Outcome, opts: VerifyOptions) -> dict:
 
 
 def write_report(path: Path, outcome: Outcome, opts: VerifyOptions) -> None:
-    path.write_text(json.dumps(report_document(outcome, opts), indent=1) + "\n",
-                    encoding="utf-8")
+    path.write_text(json.dumps(report_document(outcome, opts), indent=1) + "\n", encoding="utf-8")

@@ -78,8 +78,9 @@ class SideRun:
         return lines[-1] if lines else f"exit status {self.returncode}"
 
 
-def side_env(spec: SideSpec, settings: Settings, record_dir: Path,
-             base: dict[str, str] | None = None) -> dict[str, str]:
+def side_env(
+    spec: SideSpec, settings: Settings, record_dir: Path, base: dict[str, str] | None = None
+) -> dict[str, str]:
     """Environment of one side: hooks (and the stand-in apex) first on PYTHONPATH."""
     env = dict(os.environ if base is None else base)
     paths = [str(HOOKS_DIR)]
@@ -121,8 +122,12 @@ class _Running:
         self.start = time.monotonic()
         with open(self.out_path, "wb") as out, open(self.err_path, "wb") as err:
             self.proc = subprocess.Popen(
-                spec.command, cwd=spec.tree, env=side_env(spec, settings, record_dir),
-                stdin=subprocess.DEVNULL, stdout=out, stderr=err,
+                spec.command,
+                cwd=spec.tree,
+                env=side_env(spec, settings, record_dir),
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=err,
             )
 
     def wait(self, deadline: float) -> SideRun:
@@ -133,19 +138,34 @@ class _Running:
             timed_out = True
             self.proc.kill()
             self.proc.wait()
-        return collect(self.spec, self.record_dir, self.proc.returncode, timed_out,
-                       time.monotonic() - self.start, _tail(self.out_path), _tail(self.err_path))
+        return collect(
+            self.spec,
+            self.record_dir,
+            self.proc.returncode,
+            timed_out,
+            time.monotonic() - self.start,
+            _tail(self.out_path),
+            _tail(self.err_path),
+        )
 
 
-def collect(spec: SideSpec, record_dir: Path, returncode: int | None, timed_out: bool,
-            wall_s: float, stdout_tail: str = "", stderr_tail: str = "") -> SideRun:
+def collect(
+    spec: SideSpec,
+    record_dir: Path,
+    returncode: int | None,
+    timed_out: bool,
+    wall_s: float,
+    stdout_tail: str = "",
+    stderr_tail: str = "",
+) -> SideRun:
     """Gather a finished side's records from the record directory."""
     label = spec.label
     loaded = any(record_dir.glob(f"{label}.pid*{protocol.LOADED_SUFFIX}"))
     errors = [p.read_text() for p in sorted(record_dir.glob(f"{label}.pid*.error"))]
     ranks, notes = load_ranks(record_dir, label)
-    return SideRun(spec, returncode, timed_out, wall_s, stdout_tail, stderr_tail, loaded,
-                   errors, ranks, notes)
+    return SideRun(
+        spec, returncode, timed_out, wall_s, stdout_tail, stderr_tail, loaded, errors, ranks, notes
+    )
 
 
 def launches_distributed(command: list[str]) -> bool:
@@ -154,8 +174,9 @@ def launches_distributed(command: list[str]) -> bool:
     return bool(names & {"torchrun", "torch.distributed.run", "torch.distributed.launch"})
 
 
-def run_sides(specs: list[SideSpec], settings: Settings, record_dir: Path,
-              parallel: bool = True) -> list[SideRun]:
+def run_sides(
+    specs: list[SideSpec], settings: Settings, record_dir: Path, parallel: bool = True
+) -> list[SideRun]:
     """Run the sides and return their results in order. With `parallel`, sides in
     different trees run at the same time; sides sharing a tree never do."""
     results: dict[str, SideRun] = {}

@@ -15,7 +15,7 @@ from pathlib import Path
 from .compare import Comparison, Row, compare_envelope, compare_exact, compare_fixed
 from .environment import resolve_apex, resolve_device
 from .errors import HarnessError
-from .runner import SideRun, SideSpec, Settings, launches_distributed, run_sides, skip_mask
+from .runner import Settings, SideRun, SideSpec, launches_distributed, run_sides, skip_mask
 from .tolerances import Tolerances
 from .trace import metrics, step_counts
 from .worktree import revision_tree
@@ -81,8 +81,10 @@ def check_original(run: SideRun, notes: list[str], steps: int) -> None:
     if not any(counts):
         raise HarnessError(f"the {run.spec.label} side recorded no optimizer step")
     if run.status == "finished":
-        notes.append(f"{run.spec.label} side exited after {max(max(c) for c in counts if c)} "
-                     f"step opportunities (fewer than --steps {steps})")
+        notes.append(
+            f"{run.spec.label} side exited after {max(max(c) for c in counts if c)} "
+            f"step opportunities (fewer than --steps {steps})"
+        )
 
 
 def _rewritten_failure(a: SideRun, b: SideRun) -> str | None:
@@ -97,13 +99,16 @@ def _rewritten_failure(a: SideRun, b: SideRun) -> str | None:
     for rank in a.ranks:
         ca, cb = step_counts(a.ranks[rank]), step_counts(b.ranks[rank])
         if b.status == "finished" and cb != ca:
-            return (f"rewritten side stopped early: step opportunities {cb} "
-                    f"vs original {ca} (rank {rank})")
+            return (
+                f"rewritten side stopped early: step opportunities {cb} "
+                f"vs original {ca} (rank {rank})"
+            )
     return None
 
 
-def _judge(tolerances: Tolerances, mode: str, a: SideRun, b: SideRun,
-           c: SideRun | None) -> Comparison:
+def _judge(
+    tolerances: Tolerances, mode: str, a: SideRun, b: SideRun, c: SideRun | None
+) -> Comparison:
     parts = []
     for rank in sorted(a.ranks):
         ma, mb = metrics(a.ranks[rank]), metrics(b.ranks[rank])
@@ -124,8 +129,9 @@ def _judge(tolerances: Tolerances, mode: str, a: SideRun, b: SideRun,
     return Comparison(mode, verdict, rows)
 
 
-def evaluate(a: SideRun, b: SideRun, c: SideRun | None, mode: str,
-             tolerances: Tolerances) -> tuple[int, str, str, Comparison | None]:
+def evaluate(
+    a: SideRun, b: SideRun, c: SideRun | None, mode: str, tolerances: Tolerances
+) -> tuple[int, str, str, Comparison | None]:
     """Exit status, verdict, message and comparison for a rewritten run `b` against `a`
     (and the fp32 run `c` in envelope mode). Raises HarnessError for harness problems."""
     failure = _rewritten_failure(a, b)
@@ -166,16 +172,24 @@ def _verify(opts: VerifyOptions, out: Outcome) -> None:
         reference = out.apex == "reference"
         with tempfile.TemporaryDirectory(prefix="a2n-verify-") as tmp:
             record_dir = Path(tmp)
-            specs = [SideSpec("original", original, opts.command, reference_apex=reference),
-                     SideSpec("rewritten", opts.rewritten, opts.command)]
+            specs = [
+                SideSpec("original", original, opts.command, reference_apex=reference),
+                SideSpec("rewritten", opts.rewritten, opts.command),
+            ]
             parallel = not (opts.sequential or launches_distributed(opts.command))
             a, b = run_sides(specs, settings, record_dir, parallel=parallel)
             out.sides = [a, b]
             check_original(a, out.notes, opts.steps)
             c = None
             if mode == "envelope" and _rewritten_failure(a, b) is None:
-                spec = SideSpec("fp32", original, opts.command, reference_apex=reference,
-                                amp_off=True, skip_mask=skip_mask(a))
+                spec = SideSpec(
+                    "fp32",
+                    original,
+                    opts.command,
+                    reference_apex=reference,
+                    amp_off=True,
+                    skip_mask=skip_mask(a),
+                )
                 c = run_sides([spec], settings, record_dir)[0]
                 out.sides.append(c)
                 check_original(c, out.notes, opts.steps)

@@ -44,15 +44,17 @@ def load_ranks(directory: Path, side: str) -> tuple[dict[str, list[dict]], list[
     with the most step events wins and a note says so."""
     per_rank: dict[str, list[list[dict]]] = {}
     for path in sorted(directory.glob(f"{side}.rank*.pid*.jsonl")):
-        rank = path.name[len(side) + len(".rank"):].split(".pid", 1)[0]
+        rank = path.name[len(side) + len(".rank") :].split(".pid", 1)[0]
         per_rank.setdefault(rank, []).append(read_events(path))
     chosen, notes = {}, []
     for rank, candidates in sorted(per_rank.items()):
         candidates.sort(key=lambda evs: -sum(e.get("ev") == "step" for e in evs))
         chosen[rank] = candidates[0]
         if len(candidates) > 1:
-            notes.append(f"{side} rank {rank}: {len(candidates)} processes recorded; "
-                         "compared the one with the most steps")
+            notes.append(
+                f"{side} rank {rank}: {len(candidates)} processes recorded; "
+                "compared the one with the most steps"
+            )
     return chosen, notes
 
 
@@ -92,8 +94,10 @@ def metrics(events: list[dict]) -> dict[str, Series]:
         elif kind == "step":
             idx = e["opt"]
             if idx not in per_opt:
-                per_opt[idx] = (Series(f"applied/opt{idx}", "bool"),
-                                Series(f"grad_norm/opt{idx}", "float"))
+                per_opt[idx] = (
+                    Series(f"applied/opt{idx}", "bool"),
+                    Series(f"grad_norm/opt{idx}", "float"),
+                )
             per_opt[idx][0].add(e["applied"], e["n"])
             per_opt[idx][1].add(e["grad_norm"], e["n"])
         elif kind == "params":

@@ -34,7 +34,8 @@ def revision_tree(rev: str, path: Path) -> Iterator[Path]:
     try:
         yield tree / path.relative_to(top)
     finally:
-        subprocess.run(["git", "worktree", "remove", "--force", str(tree)], cwd=top,
-                       capture_output=True)
+        subprocess.run(
+            ["git", "worktree", "remove", "--force", str(tree)], cwd=top, capture_output=True
+        )
         shutil.rmtree(tmp, ignore_errors=True)
         subprocess.run(["git", "worktree", "prune"], cwd=top, capture_output=True)

@@ -37,8 +37,9 @@ def test_correct_rewrite_is_bitwise_equal(case, fixture_runs):
     original, rewritten = runs["original"], runs["rewritten"]
     assert original.status == "stopped", original.stderr_tail
     assert events(original, "start")[0]["apex"] == "reference"
-    code, verdict, message, comparison = evaluate(original, rewritten, None, "exact",
-                                                  Tolerances(near_rtol=0.0))
+    code, verdict, message, comparison = evaluate(
+        original, rewritten, None, "exact", Tolerances(near_rtol=0.0)
+    )
     assert (code, verdict) == (0, "PASS-EXACT"), message
     assert all(row.status == "equal" for row in comparison.rows)
 
@@ -46,8 +47,9 @@ def test_correct_rewrite_is_bitwise_equal(case, fixture_runs):
 @pytest.mark.parametrize(("case", "mutant"), all_mutants())
 def test_mutation_twin_fails(case, mutant, fixture_runs):
     runs = fixture_runs(case)
-    code, verdict, message, _ = evaluate(runs["original"], runs[f"mutant-{mutant}"], None,
-                                         "exact", Tolerances())
+    code, verdict, message, _ = evaluate(
+        runs["original"], runs[f"mutant-{mutant}"], None, "exact", Tolerances()
+    )
     assert (code, verdict) == (1, "FAIL"), message
 
 

@@ -7,7 +7,7 @@ import shutil
 import sys
 from pathlib import Path
 
-from apex2native.verify.runner import SideRun, SideSpec, Settings, run_sides
+from apex2native.verify.runner import Settings, SideRun, SideSpec, run_sides
 
 REPO = Path(__file__).resolve().parents[2]
 FIXTURES = REPO / "fixtures" / "verify"
@@ -17,8 +17,11 @@ COMMAND = [sys.executable, "train.py"]
 
 def cases() -> list[str]:
     """Fixture names: directories holding original/ and rewritten/."""
-    return sorted(p.name for p in FIXTURES.iterdir()
-                  if (p / "original").is_dir() and (p / "rewritten").is_dir())
+    return sorted(
+        p.name
+        for p in FIXTURES.iterdir()
+        if (p / "original").is_dir() and (p / "rewritten").is_dir()
+    )
 
 
 def mutants(case: str) -> dict[str, dict]:
@@ -32,8 +35,9 @@ def all_mutants() -> list[tuple[str, str]]:
 def materialize(case: str, mutant: str, dest: Path) -> Path:
     """Copy the rewritten tree to dest and apply the mutant's edits, each exactly once."""
     tree = dest / f"{case}-{mutant}"
-    shutil.copytree(FIXTURES / case / "rewritten", tree,
-                    ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copytree(
+        FIXTURES / case / "rewritten", tree, ignore=shutil.ignore_patterns("__pycache__")
+    )
     train = tree / "train.py"
     text = train.read_text()
     for old, new in mutants(case)[mutant]["edits"]:
@@ -46,8 +50,10 @@ def materialize(case: str, mutant: str, dest: Path) -> Path:
 
 def fixture_specs(case: str, dest: Path) -> list[SideSpec]:
     """Original (stand-in apex), rewritten and every mutant of one fixture."""
-    specs = [SideSpec("original", FIXTURES / case / "original", COMMAND, reference_apex=True),
-             SideSpec("rewritten", FIXTURES / case / "rewritten", COMMAND)]
+    specs = [
+        SideSpec("original", FIXTURES / case / "original", COMMAND, reference_apex=True),
+        SideSpec("rewritten", FIXTURES / case / "rewritten", COMMAND),
+    ]
     for name in mutants(case):
         specs.append(SideSpec(f"mutant-{name}", materialize(case, name, dest), COMMAND))
     return specs
@@ -57,7 +63,8 @@ def events(run: SideRun, kind: str, rank: str = "0") -> list[dict]:
     return [e for e in run.ranks[rank] if e["ev"] == kind]
 
 
-def run(specs: list[SideSpec], record_dir: Path, steps: int = STEPS,
-        device: str = "cpu") -> list[SideRun]:
+def run(
+    specs: list[SideSpec], record_dir: Path, steps: int = STEPS, device: str = "cpu"
+) -> list[SideRun]:
     record_dir.mkdir(parents=True, exist_ok=True)
     return run_sides(specs, Settings(steps, 0, device, 300.0), record_dir)

@@ -106,12 +106,21 @@ def _patch_custom_fwd_bwd() -> None:
 
 
 def _patch_moves() -> None:
+    device_type = torch.device
+
     def mapped_to(orig):
         @functools.wraps(orig)
         def to(self, *args, **kwargs):
-            if args and _is_cuda(args[0]):
-                args = ("cpu",) + args[1:]
-            if "device" in kwargs and _is_cuda(kwargs["device"]):
+            if args:
+                first = args[0]
+                kind = type(first)
+                if (
+                    (kind is str and first.startswith("cuda"))
+                    or (kind is device_type and first.type == "cuda")
+                    or kind is int
+                ):
+                    args = ("cpu",) + args[1:]
+            if kwargs and _is_cuda(kwargs.get("device")):
                 kwargs["device"] = "cpu"
             return orig(self, *args, **kwargs)
 

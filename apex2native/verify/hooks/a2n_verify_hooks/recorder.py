@@ -1,4 +1,4 @@
-"""Per-process record of one side: JSON lines flushed per event, and the N-step stop.
+"""Per-process record of one side: JSON lines flushed per step, and the N-step stop.
 
 A "step opportunity" is one call that could update an optimizer's parameters: an applied
 `optimizer.step`, a `GradScaler.step` that skipped, or apex's one-shot skip. After N of them
@@ -24,6 +24,8 @@ class StopTraining(BaseException):
 
 def _value(x) -> float | None:
     if isinstance(x, torch.Tensor):
+        if x.dim() == 0:
+            return float(x.item())
         return float(x.detach().float().sum().item())
     try:
         return float(x)
@@ -95,16 +97,15 @@ class Recorder:
         self.params_recorded = False
         self.ended = False
 
-    def emit(self, event: dict) -> None:
+    def emit(self, event: dict, flush: bool = False) -> None:
+        """Append one JSON line; lines reach the file at least once per step."""
         if self._file is None:
             path = os.path.join(self.directory, record_name(self.side, self.rank, os.getpid()))
             self._file = open(path, "w", encoding="utf-8")  # noqa: SIM115
-            self._write(self._start_event())
-        self._write(event)
-
-    def _write(self, event: dict) -> None:
+            self._file.write(json.dumps(self._start_event()) + "\n")
         self._file.write(json.dumps(event) + "\n")
-        self._file.flush()
+        if flush:
+            self._file.flush()
 
     def _start_event(self) -> dict:
         apex = sys.modules.get("apex")
@@ -151,13 +152,20 @@ class Recorder:
             loss = _value(tensor) if tensor.numel() == 1 else None
             scale, source = 1.0, "plain"
         self.last_scale = scale
-        self.emit({"ev": "backward", "n": self.n_backward, "step": self.step_index(),
-                   "loss": loss, "scale": scale, "src": source})
+        self.emit(
+            {
+                "ev": "backward",
+                "n": self.n_backward,
+                "step": self.step_index(),
+                "loss": loss,
+                "scale": scale,
+                "src": source,
+            }
+        )
         self.n_backward += 1
 
     def on_clip(self, norm) -> None:
-        self.emit({"ev": "clip", "n": self.n_clip, "step": self.step_index(),
-                   "norm": _value(norm)})
+        self.emit({"ev": "clip", "n": self.n_clip, "step": self.step_index(), "norm": _value(norm)})
         self.n_clip += 1
 
     def begin(self, optimizer, direct: bool) -> bool:
@@ -169,10 +177,16 @@ class Recorder:
             self.stop()
         if not self.params_recorded:
             self.params_recorded = True
-            self.emit({"ev": "params", "when": "init",
-                       "params": params_fingerprint(self.optimizers)})
-        self.current = {"opt": optimizer, "idx": idx, "direct": direct, "applied": False,
-                        "grad_norm": None}
+            self.emit(
+                {"ev": "params", "when": "init", "params": params_fingerprint(self.optimizers)}
+            )
+        self.current = {
+            "opt": optimizer,
+            "idx": idx,
+            "direct": direct,
+            "applied": False,
+            "grad_norm": None,
+        }
         return True
 
     def end(self) -> None:
@@ -182,9 +196,18 @@ class Recorder:
         idx = cur["idx"]
         n = self.counts[idx]
         self.counts[idx] += 1
-        self.emit({"ev": "step", "opt": idx, "n": n, "step": self.step_index(),
-                   "applied": cur["applied"], "grad_norm": cur["grad_norm"],
-                   "scale": self.last_scale})
+        self.emit(
+            {
+                "ev": "step",
+                "opt": idx,
+                "n": n,
+                "step": self.step_index(),
+                "applied": cur["applied"],
+                "grad_norm": cur["grad_norm"],
+                "scale": self.last_scale,
+            },
+            flush=True,
+        )
 
     def on_pre_step(self, optimizer) -> None:
         if self.current is None:
@@ -224,14 +247,21 @@ class Recorder:
         if self.ended or (self._file is None and not self.optimizers):
             return
         self.ended = True
-        self.emit({"ev": "params", "when": "final",
-                   "params": params_fingerprint(self.optimizers)})
-        self.emit({"ev": "end", "reason": reason, "counts": list(self.counts),
-                   "backwards": self.n_backward, **self.scaler_state()})
+        self.emit({"ev": "params", "when": "final", "params": params_fingerprint(self.optimizers)})
+        self.emit(
+            {
+                "ev": "end",
+                "reason": reason,
+                "counts": list(self.counts),
+                "backwards": self.n_backward,
+                **self.scaler_state(),
+            },
+            flush=True,
+        )
 
     def crash(self, error: str) -> None:
         if self._file is not None or self.optimizers:
-            self.emit({"ev": "crash", "error": error})
+            self.emit({"ev": "crash", "error": error}, flush=True)
 
     def stop(self) -> None:
         self.finish("stopped")

@@ -61,8 +61,9 @@ def _install_scaler_hooks(rec: Recorder) -> None:
         result = orig_scale(self, outputs)
         if isinstance(outputs, torch.Tensor):
             current = getattr(self, "_scale", None) if self._enabled else None
-            rec.set_pending(outputs, float(current.item()) if current is not None else 1.0,
-                            "scaler")
+            rec.set_pending(
+                outputs, float(current.item()) if current is not None else 1.0, "scaler"
+            )
         return result
 
     @functools.wraps(orig_step)

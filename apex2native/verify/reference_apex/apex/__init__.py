@@ -9,6 +9,8 @@ import torch
 
 from . import amp, normalization, optimizers
 
+__all__ = ["amp", "normalization", "optimizers"]
+
 if torch.distributed.is_available():
     from . import parallel  # noqa: F401
 

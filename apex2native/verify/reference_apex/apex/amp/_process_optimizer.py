@@ -21,7 +21,7 @@ def _master_params_to_model_params(self) -> None:
 def _lazy_init_with_master_weights(self) -> None:
     stash = self._amp_stash
     stash.fp16_groups, stash.fp32_from_fp16_groups, stash.fp32_from_fp32_groups = [], [], []
-    for i, group in enumerate(self.param_groups):
+    for group in self.param_groups:
         fp16_this, fp32_from_fp16_this, fp32_this = [], [], []
         for j, param in enumerate(group["params"]):
             if not param.requires_grad:
