@@ -61,6 +61,12 @@ def rewrite_text(
 
     `facts` carries the repo-wide plan's decisions for this file (phase 1).
     """
+    new, findings, _ = _rewrite(text, options, line_length, facts)
+    return new, findings
+
+
+def _rewrite(text: str, options: Options, line_length: int, facts: FileFacts | None):
+    """Like rewrite_text, also returning the file context (whose metadata the guards reuse)."""
     module = cst.parse_module(text)
     gen = CodeGen(detect_quote(text), options.line_length or line_length)
     ctx = FileContext(module, options, gen, facts)
@@ -72,11 +78,11 @@ def rewrite_text(
     edits = ctx.edits.compile()
     findings = ctx.findings()
     if not edits:
-        return text, findings
+        return text, findings, ctx
     new = ctx.module.visit(EditApplier(edits))
     cleanup = any(isinstance(r, Imports) for r in rules)
     new = Imports().cleanup(new, ctx.needs_torch, remove_unused=cleanup)
-    return new.code, findings
+    return new.code, findings, ctx
 
 
 @cache
@@ -117,7 +123,7 @@ def process_file(
         return outcome
     length = line_length_for(str(Path(path).resolve().parent))
     try:
-        new, findings = rewrite_text(text, options, length, facts)
+        new, findings, ctx = _rewrite(text, options, length, facts)
     except cst.ParserSyntaxError as exc:
         outcome.status, outcome.error = (
             "failed",
@@ -131,7 +137,14 @@ def process_file(
     if new == text:
         outcome.status = "unchanged"
         return outcome
-    problem = guards.check(text, new, lambda t: rewrite_text(t, options, length, facts)[0])
+
+    def rerun(again: str) -> tuple[str, set[str]]:
+        if MARKER not in again and not facts:
+            return again, guards.unbound_names(again)
+        result, _, again_ctx = _rewrite(again, options, length, facts)
+        return result, guards.unbound_in(again_ctx.wrapper)
+
+    problem = guards.check(new, guards.unbound_in(ctx.wrapper), rerun)
     if problem:
         outcome.status, outcome.error = "failed", f"guard refused the rewrite: {problem}"
         outcome.findings = [f for f in findings if f.todo]
@@ -175,35 +188,39 @@ def run(
     to the process pool.
     """
     files = list(files)
-    plan = build_plan(files, options) if plan is None else plan
-    outcomes: list[FileOutcome] = []
-    candidates: list[tuple[str, str, Options, FileFacts | None]] = []
-    for path, display in files:
-        facts = plan.for_path(path)
-        try:
-            head = Path(path).read_bytes()
-        except OSError as exc:
-            outcomes.append(
-                FileOutcome(display, "failed", error=f"cannot read: {exc.strerror or exc}")
-            )
-            continue
-        if MARKER.encode() not in head and not facts:
-            outcomes.append(FileOutcome(display, "skipped"))
-            if progress:
-                progress(1)
-            continue
-        candidates.append((path, display, options, facts))
-    if jobs > 1 and len(candidates) > 4:
-        with ProcessPoolExecutor(max_workers=jobs) as pool:
-            for outcome in pool.map(_work, candidates, chunksize=4):
-                outcomes.append(outcome)
+    pool = ProcessPoolExecutor(max_workers=jobs) if jobs > 1 else None
+    try:
+        if plan is None:
+            plan = build_plan(files, options, pool)
+        outcomes: list[FileOutcome] = []
+        candidates: list[tuple[str, str, Options, FileFacts | None]] = []
+        for path, display in files:
+            facts = plan.for_path(path)
+            try:
+                head = Path(path).read_bytes()
+            except OSError as exc:
+                outcomes.append(
+                    FileOutcome(display, "failed", error=f"cannot read: {exc.strerror or exc}")
+                )
+                continue
+            if MARKER.encode() not in head and not facts:
+                outcomes.append(FileOutcome(display, "skipped"))
                 if progress:
                     progress(1)
-    else:
-        for item in candidates:
-            outcomes.append(_work(item))
+                continue
+            candidates.append((path, display, options, facts))
+        results = (
+            pool.map(_work, candidates, chunksize=2)
+            if pool and len(candidates) > 4
+            else map(_work, candidates)
+        )
+        for outcome in results:
+            outcomes.append(outcome)
             if progress:
                 progress(1)
+    finally:
+        if pool is not None:
+            pool.shutdown()
     return sorted(outcomes, key=lambda o: o.path)
 
 

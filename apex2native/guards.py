@@ -18,9 +18,8 @@ BUILTINS = set(dir(builtins)) | {
 }
 
 
-def unbound_names(text: str) -> set[str]:
-    """Names the module reads that nothing binds (and that are not builtins)."""
-    wrapper = MetadataWrapper(cst.parse_module(text))
+def unbound_in(wrapper: MetadataWrapper) -> set[str]:
+    """Names the wrapped module reads that nothing binds (and that are not builtins)."""
     missing: set[str] = set()
     for scope in set(wrapper.resolve(ScopeProvider).values()):
         if scope is None:
@@ -32,23 +31,30 @@ def unbound_names(text: str) -> set[str]:
     return missing
 
 
-def check(old: str, new: str, rerun: Callable[[str], str]) -> str | None:
+def unbound_names(text: str) -> set[str]:
+    return unbound_in(MetadataWrapper(cst.parse_module(text)))
+
+
+def check(
+    new: str, old_unbound: set[str], rerun: Callable[[str], tuple[str, set[str]]]
+) -> str | None:
     """None when `new` is safe to write, else the reason it is not.
 
-    It must compile, bind every name it reads that `old` bound, and be a fixed point of
-    the rewrite (running again changes nothing).
+    It must compile, bind every name it reads that the original bound (`old_unbound` are
+    the original's unbound names), and be a fixed point of the rewrite: `rerun` rewrites
+    `new` again and returns that text with the unbound names of `new`.
     """
     try:
         compile(new, "<rewritten>", "exec", dont_inherit=True)
     except SyntaxError as exc:
         return f"the result does not compile (line {exc.lineno}: {exc.msg})"
     try:
-        new_missing = unbound_names(new) - unbound_names(old)
+        again, new_unbound = rerun(new)
     except cst.ParserSyntaxError as exc:
         return f"the result does not parse ({exc.message})"
-    if new_missing:
-        return "the result reads unbound names: " + ", ".join(sorted(new_missing))
-    again = rerun(new)
+    missing = new_unbound - old_unbound
+    if missing:
+        return "the result reads unbound names: " + ", ".join(sorted(missing))
     if again != new:
         return "a second run would change the result again (not idempotent)"
     return None

@@ -45,11 +45,12 @@ class Function:
 class Call:
     path: str
     caller: str  # qualified name of the enclosing function, or the module name
-    callee: str
+    callee: str  # as the file's imports name it; made canonical by the planner
     args: list[str]
     keywords: dict[str, str]
     unpacked: int | None  # number of names the result is unpacked into, if any
     line: int
+    raw: str = ""
 
 
 @dataclass
@@ -175,17 +176,20 @@ def _return_tuples(ctx: FileContext, func: cst.FunctionDef) -> list[list[str]]:
 class Planner:
     """Builds the RepoPlan from the files of one run."""
 
-    def __init__(self, files: list[tuple[str, str]], options: Options) -> None:
+    def __init__(self, files: list[tuple[str, str]], options: Options, pool=None) -> None:
         self.options = options
+        self.pool = pool
         self.paths = [p for p, _ in files]
         self.root = _common_root(self.paths)
         self.modules: dict[str, str] = {}
+        self.module_of: dict[str, str] = {}
         for path in self.paths:
             try:
                 name = module_name(Path(path), self.root)
             except ValueError:
                 continue
             self.modules.setdefault(name, path)
+            self.module_of[path] = name
         self.texts: dict[str, str] = {}
         self.summaries: dict[str, Summary] = {}
 
@@ -197,28 +201,29 @@ class Planner:
                 self.texts[path] = ""
         return self.texts[path]
 
-    def summary(self, path: str) -> Summary | None:
-        if path not in self.summaries:
-            module = next((m for m, p in self.modules.items() if p == path), Path(path).stem)
-            result = summarize(path, self.text(path), module, self.options)
-            if result is None:
-                return None
-            self.summaries[path] = result
-        return self.summaries[path]
+    def summarize_all(self, paths: list[str]) -> None:
+        """Summaries of `paths`, in worker processes when there are many."""
+        todo = [p for p in paths if p not in self.summaries]
+        args = [(p, self.text(p), self.module_of.get(p, Path(p).stem), self.options) for p in todo]
+        if self.pool is not None and len(args) > 8:
+            results = list(self.pool.map(_summarize, args, chunksize=4))
+        else:
+            results = [_summarize(a) for a in args]
+        for path, result in zip(todo, results):
+            if result is not None:
+                self.summaries[path] = result
 
     def parse_mentioning(self, names: set[str]) -> None:
         """Summarise every file whose text mentions one of `names` (as a word)."""
         if not names:
             return
         pattern = re.compile(r"\b(" + "|".join(sorted(map(re.escape, names))) + r")\b")
-        for path in self.paths:
-            if path not in self.summaries and pattern.search(self.text(path)):
-                self.summary(path)
+        self.summarize_all(
+            [p for p in self.paths if p not in self.summaries and pattern.search(self.text(p))]
+        )
 
     def build(self) -> RepoPlan:
-        for path in self.paths:
-            if "apex" in self.text(path):
-                self.summary(path)
+        self.summarize_all([p for p in self.paths if "apex" in self.text(p)])
         if not any(s.holders for s in self.summaries.values()):
             return RepoPlan()
         wanted = {q.rsplit(".", 1)[-1] for s in list(self.summaries.values()) for q in s.needs}
@@ -247,6 +252,27 @@ class Planner:
             out |= s.needs
         return out
 
+    def canonical(self, raw: str, path: str) -> str:
+        """`train.fit` imported by `repo/main.py` is `repo.train.fit` when that file exists.
+
+        Script-style repositories import their siblings by bare name (the script's folder
+        is on sys.path), so the importing file's folder and its parents are tried in turn.
+        """
+        parts = raw.split(".")
+        folder = Path(path).resolve().parent
+        while True:
+            try:
+                prefix = ".".join(folder.relative_to(self.root).parts)
+            except ValueError:
+                return raw
+            for i in range(len(parts) - 1, 0, -1):
+                module = ".".join(p for p in (prefix, *parts[:i]) if p)
+                if module in self.modules:
+                    return ".".join([module, *parts[i:]])
+            if folder == self.root:
+                return raw
+            folder = folder.parent
+
     def _decide(self) -> RepoPlan:
         functions: dict[str, Function] = {}
         classes: dict[str, list[str]] = {}
@@ -254,9 +280,13 @@ class Planner:
         holders: dict[str, Holder] = {}
         for s in self.summaries.values():
             functions.update(s.functions)
-            classes.update(s.classes)
+            classes.update(
+                {k: [self.canonical(b, s.path) for b in v] for k, v in s.classes.items()}
+            )
             holders.update(s.holders)
             for call in s.calls:
+                call.raw = call.raw or call.callee
+                call.callee = self.canonical(call.raw, s.path)
                 callers[call.callee].append(call)
         plan = _PlanBuilder(self, functions, classes, callers, holders)
         return plan.run()
@@ -338,7 +368,7 @@ class _PlanBuilder:
             self.note(func.path, qualname, f"{qualname} returns its scaler ({holder.spec.origin})")
             for call in unpacking:
                 facts = self.file(call.path)
-                facts.helpers.add(qualname)
+                facts.helpers.add(call.raw)
                 facts.unpacks[call.caller] = holder.spec
                 self.holders.setdefault(
                     call.caller, Holder("scaler", holder.spec, set(holder.models))
@@ -425,7 +455,7 @@ class _PlanBuilder:
             self.file(path).params[qualname] = (name, spec)
             self.holders.setdefault(qualname, Holder(name, spec))
             for call in calls:
-                self.file(call.path).callees[qualname] = name
+                self.file(call.path).callees[call.raw] = name
                 self.note(
                     call.path,
                     call.caller,
@@ -458,6 +488,10 @@ class _PlanBuilder:
         )
 
 
+def _summarize(args: tuple[str, str, str, Options]) -> Summary | None:
+    return summarize(*args)
+
+
 def _common_root(paths: list[str]) -> Path:
     import os
 
@@ -467,6 +501,6 @@ def _common_root(paths: list[str]) -> Path:
     return Path(os.path.commonpath(parents))
 
 
-def build_plan(files: list[tuple[str, str]], options: Options) -> RepoPlan:
-    """Phase 1 over the files of one run."""
-    return Planner(files, options).build()
+def build_plan(files: list[tuple[str, str]], options: Options, pool=None) -> RepoPlan:
+    """Phase 1 over the files of one run (`pool`: a process pool to summarise files in)."""
+    return Planner(files, options, pool).build()

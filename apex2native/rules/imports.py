@@ -93,55 +93,76 @@ class Imports(Rule):
     ) -> cst.Module:
         """After the rewrite: drop what became unused, add `import torch` if needed."""
         if remove_unused:
-            wrapper = MetadataWrapper(module)
-            module = wrapper.module.visit(_Cleanup(wrapper))
-        if needs_torch:
+            cleanup = _Cleanup(module)
+            if cleanup.ambiguous:
+                wrapper = MetadataWrapper(module)
+                module = wrapper.module
+                cleanup = _Cleanup(module, precise_unused(wrapper))
+            module = module.visit(cleanup)
+        if needs_torch and not _imports_torch(module):
             context = CodemodContext()
             AddImportsVisitor.add_needed_import(context, "torch")
             module = AddImportsVisitor(context).transform_module(module)
         return module
 
 
+def _imports_torch(module: cst.Module) -> bool:
+    """A top-level `import torch` is already there (the common case: no visitor pass)."""
+    return any(
+        m.matches(
+            s,
+            m.SimpleStatementLine(
+                body=[m.Import(names=[m.ImportAlias(name=m.Name("torch"), asname=None)])]
+            ),
+        )
+        for s in module.body
+    )
+
+
 class _Cleanup(cst.CSTTransformer):
-    def __init__(self, wrapper: MetadataWrapper) -> None:
+    """Removes apex imports whose names nothing reads any more, and the guards around them.
+
+    A name counts as used wherever it occurs outside import statements, which is
+    conservative: a shadowing local keeps the import rather than risk an unbound name.
+    """
+
+    def __init__(self, module: cst.Module, unused: set[tuple[int, str]] | None = None) -> None:
         super().__init__()
-        self.unused: set[tuple[int, str]] = set()
-        used: set[tuple[int, str]] = set()
-        for scope in set(wrapper.resolve(ScopeProvider).values()):
-            if scope is None:
-                continue
-            for assignment in scope.assignments:
-                if isinstance(assignment, ImportAssignment) and is_apex_import(assignment.node):
-                    key = (id(assignment.node), assignment.name)
-                    (used if assignment.references else self.unused).add(key)
-        self.unused -= used
-        module = wrapper.module
+        guards = [
+            node
+            for node in descendants(module)
+            if isinstance(node, cst.Try)
+            and has_apex_import(node.body)
+            and catches_import_errors(node)
+        ]
+        inside_guards = {id(n) for g in guards for n in descendants(g)}
+        imports = [n for n in descendants(module) if isinstance(n, (cst.Import, cst.ImportFrom))]
+        skip = {id(n) for imp in imports for n in descendants(imp)} | inside_guards
+        skip |= {id(n.attr) for n in descendants(module) if isinstance(n, cst.Attribute)}
+        skip |= {id(n.keyword) for n in descendants(module) if isinstance(n, cst.Arg) and n.keyword}
+        self.used = {
+            n.value for n in descendants(module) if isinstance(n, cst.Name) and id(n) not in skip
+        }
+        self.unused = unused
+        bound = {_bound(a) for imp in imports if is_apex_import(imp) for a in _aliases(imp)}
+        self.ambiguous = unused is None and bool(bound & self.used)
         self.flags = guard_flags(module)
         self.flags_read = {
             n.value
             for n in descendants(module)
-            if isinstance(n, cst.Name) and n.value in self.flags and not self._in_guard(n, module)
+            if isinstance(n, cst.Name) and n.value in self.flags and id(n) not in inside_guards
         }
         self._empty: set[int] = set()
         self._markers: list[cst.CSTNode] = []  # kept alive: their ids must not be reused
-
-    def _in_guard(self, name: cst.Name, module: cst.Module) -> bool:
-        for node in descendants(module):
-            if (
-                isinstance(node, cst.Try)
-                and has_apex_import(node.body)
-                and catches_import_errors(node)
-            ):
-                if any(n is name for n in descendants(node)):
-                    return True
-        return False
 
     def _keep(self, node: cst.CSTNode, alias: cst.ImportAlias) -> bool:
         if alias.asname is not None:
             bound = get_full_name_for_node(alias.asname.name) or ""
         else:
             bound = (get_full_name_for_node(alias.name) or "").split(".")[0]
-        return (id(node), bound) not in self.unused
+        if self.unused is not None:
+            return (id(node), bound) not in self.unused
+        return bound in self.used
 
     def leave_Import(self, original_node, updated_node):
         if not is_apex_import(original_node):
@@ -233,6 +254,31 @@ class _Cleanup(cst.CSTTransformer):
     def leave_Module(self, original_node, updated_node):
         body, carry = self._prune(updated_node.body)
         return updated_node.with_changes(body=body, footer=[*carry, *updated_node.footer])
+
+
+def _aliases(node: cst.CSTNode) -> list[cst.ImportAlias]:
+    names = getattr(node, "names", ())
+    return list(names) if not isinstance(names, cst.ImportStar) else []
+
+
+def _bound(alias: cst.ImportAlias) -> str:
+    if alias.asname is not None:
+        return get_full_name_for_node(alias.asname.name) or ""
+    return (get_full_name_for_node(alias.name) or "").split(".")[0]
+
+
+def precise_unused(wrapper: MetadataWrapper) -> set[tuple[int, str]]:
+    """(import node id, name) of apex imports no scope reads, by LibCST's scope analysis."""
+    unused: set[tuple[int, str]] = set()
+    used: set[tuple[int, str]] = set()
+    for scope in set(wrapper.resolve(ScopeProvider).values()):
+        if scope is None:
+            continue
+        for assignment in scope.assignments:
+            if isinstance(assignment, ImportAssignment) and is_apex_import(assignment.node):
+                key = (id(assignment.node), assignment.name)
+                (used if assignment.references else unused).add(key)
+    return unused - used
 
 
 def node_has_parens(node: cst.CSTNode) -> bool:
