@@ -35,7 +35,7 @@ APEX_FILES = sorted((ROOT / "fixtures" / "rewrite").rglob("*.in.py"))
 
 def plain_module(rng: random.Random, index: int) -> str:
     """A realistic-looking module of 150-400 lines with no apex in it."""
-    lines = ['"""Module %d."""' % index, "import math", "import torch", ""]
+    lines = [f'"""Module {index}."""', "import math", "import torch", ""]
     for f in range(rng.randint(10, 25)):
         lines.append(f"def helper_{index}_{f}(x, y=2, *args, **kwargs):")
         lines.append(f'    """Compute something {f}."""')
