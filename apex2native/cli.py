@@ -12,6 +12,7 @@ from apex2native import __version__, diffing, engine, report
 from apex2native.discover import discover
 from apex2native.options import Options
 from apex2native.rules import ALL_RULES, rule_by_code
+from apex2native.verify.command import verify
 
 EXIT_OK, EXIT_PENDING, EXIT_ERROR = 0, 1, 2
 PROGRESS_THRESHOLD = 200
@@ -136,6 +137,9 @@ def rewrite(
     if c["todos"] or (dry_run and c["changed"]):
         sys.exit(EXIT_PENDING)
     sys.exit(EXIT_OK)
+
+
+main.add_command(verify)
 
 
 @main.command()
