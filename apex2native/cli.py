@@ -142,6 +142,41 @@ def rewrite(
 main.add_command(verify)
 
 
+@main.command("convert-checkpoint")
+@click.argument("source", type=click.Path(exists=True, dir_okay=False))
+@click.argument("target", type=click.Path(dir_okay=False))
+@click.option("--static", is_flag=True, help="The run used a static loss_scale.")
+@click.option(
+    "--unsafe-load", is_flag=True, help="Allow pickled objects (torch.load weights_only=False)."
+)
+def convert_checkpoint_command(source, target, static, unsafe_load):
+    """Replace apex `amp.state_dict()` entries in a checkpoint with GradScaler state."""
+    try:
+        import torch
+    except ImportError:
+        click.echo(
+            "error: convert-checkpoint needs torch (pip install apex2native[verify])", err=True
+        )
+        sys.exit(EXIT_ERROR)
+    from apex2native.checkpoint import convert_checkpoint
+
+    try:
+        data = torch.load(source, map_location="cpu", weights_only=not unsafe_load)
+    except Exception as exc:  # torch raises several types for unreadable or unsafe files
+        click.echo(
+            f"error: {source}: cannot load ({type(exc).__name__}: {str(exc).splitlines()[0]})",
+            err=True,
+        )
+        sys.exit(EXIT_ERROR)
+    converted, changes = convert_checkpoint(data, static=static)
+    if not changes:
+        click.echo(f"{source}: no apex amp state found; nothing written", err=True)
+        sys.exit(EXIT_PENDING)
+    torch.save(converted, target)
+    for change in changes:
+        click.echo(f"{source}: {change}", err=True)
+
+
 @main.command()
 @click.argument("code", required=False)
 @click.option("--markdown", is_flag=True, help="Print every rule as Markdown (docs/rules.md).")

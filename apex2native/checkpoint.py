@@ -1,0 +1,68 @@
+"""Conversion of apex amp state inside old checkpoints into GradScaler state."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+SCALER_KEYS = ("scale", "growth_factor", "backoff_factor", "growth_interval", "_growth_tracker")
+WINDOW = 2000
+
+
+def is_amp_state(value: Any) -> bool:
+    """`{"loss_scaler0": {"loss_scale": S, "unskipped": U}, ...}` as `amp.state_dict()` wrote it."""
+    if not isinstance(value, Mapping) or not value:
+        return False
+    return all(
+        isinstance(k, str)
+        and k.startswith("loss_scaler")
+        and isinstance(v, Mapping)
+        and {"loss_scale", "unskipped"} <= set(v)
+        for k, v in value.items()
+    )
+
+
+def convert_amp_state(value: Mapping, static: bool = False) -> tuple[dict, str]:
+    """GradScaler state for one amp entry, and a note of any choice made.
+
+    Several loss scalers (`num_losses > 1`) collapse into one: the smallest scale is kept,
+    which is the safe choice against an immediate overflow. A static run restarts its
+    tracker (the scale must then be pinned with `scaler.update(new_scale=...)`).
+    """
+    entries = sorted(value.items())
+    note = ""
+    if len(entries) > 1:
+        key, chosen = min(entries, key=lambda kv: float(kv[1]["loss_scale"]))
+        note = f"{len(entries)} loss scalers: kept {key} (the smallest scale)"
+    else:
+        chosen = entries[0][1]
+    tracker = int(chosen["unskipped"])
+    if static or tracker >= WINDOW:
+        tracker = 0
+    state = {
+        "scale": float(chosen["loss_scale"]),
+        "growth_factor": 2.0,
+        "backoff_factor": 0.5,
+        "growth_interval": WINDOW,
+        "_growth_tracker": tracker,
+    }
+    return state, note
+
+
+def convert_checkpoint(checkpoint: Any, static: bool = False) -> tuple[Any, list[str]]:
+    """Every amp entry in a (nested) checkpoint dict replaced; the list says where."""
+    changes: list[str] = []
+
+    def walk(value: Any, path: str) -> Any:
+        if is_amp_state(value):
+            state, note = convert_amp_state(value, static)
+            changes.append(
+                f"{path or '<root>'}: amp state -> GradScaler state"
+                + (f" ({note})" if note else "")
+            )
+            return state
+        if isinstance(value, dict):
+            return {k: walk(v, f"{path}.{k}" if path else str(k)) for k, v in value.items()}
+        return value
+
+    return walk(checkpoint, ""), changes
