@@ -16,8 +16,7 @@ from typing import Any
 from .tolerances import Tolerances
 from .trace import Series
 
-VALUE_METRICS = ("loss", "clip_norm", "grad_norm/")
-INFORMATIONAL_OUTSIDE_EXACT = ("loss_scale", "final_scale", "init_params")
+INFORMATIONAL_OUTSIDE_EXACT = ("loss_scale", "init_params")
 
 
 @dataclass
@@ -40,10 +39,11 @@ class Row:
 
 @dataclass
 class Comparison:
+    """Verdict of one mode over all metric rows."""
+
     mode: str
     verdict: str
     rows: list[Row] = field(default_factory=list)
-    notes: list[str] = field(default_factory=list)
 
     @property
     def passed(self) -> bool:

@@ -3,7 +3,9 @@
 Series compared between sides: `loss` and `loss_scale` (one entry per backward), `clip_norm`
 (one per `clip_grad_norm_` call), `applied/optK` and `grad_norm/optK` (one per step
 opportunity of optimizer K), `init_params` / `final_params` (per parameter: norm, sum, hash)
-and `final_scale` (the first loss scaler's scale at the end).
+The final scale is not a series: the stop falls between apex's per-backward scale update
+and native's per-step one, so the scale used by the backward after step N (in `loss_scale`)
+is what is compared.
 """
 
 from __future__ import annotations
@@ -110,9 +112,4 @@ def metrics(events: list[dict]) -> dict[str, Series]:
                     series.add(entry, opt_idx)
     for idx in sorted(per_opt):
         out[per_opt[idx][0].name], out[per_opt[idx][1].name] = per_opt[idx]
-    end = end_event(events)
-    if end is not None:
-        scales = end.get("apex_scalers") or end.get("grad_scalers") or [1.0]
-        counts = end.get("counts") or [0]
-        out["final_scale"] = Series("final_scale", "float", [scales[0]], [counts[0]])
     return out

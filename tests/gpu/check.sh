@@ -44,11 +44,13 @@ run_case() {  # fixture variant apex expected rewritten_dir [extra verify args..
         return
     fi
     local report="$OUT/$fixture.$variant.$apex.json"
-    local line
-    line=$("$PY" -m apex2native.verify "fixtures/verify/$fixture/original" "$rewritten" \
+    local log="$OUT/$fixture.$variant.$apex"
+    "$PY" -m apex2native.verify "fixtures/verify/$fixture/original" "$rewritten" \
         --steps "$STEPS" --device "$DEVICE" --apex "$apex" --timeout 120 --report "$report" "$@" \
-        -- "$PY" train.py 2> "$OUT/$fixture.$variant.$apex.stderr" | head -n 1)
-    local code=${PIPESTATUS[0]}
+        -- "$PY" train.py > "$log.out" 2> "$log.stderr"
+    local code=$?
+    local line
+    line=$(head -n 1 "$log.out")
     printf "%s\t%s\t%s\t%s\t%s\t%s\n" "$fixture" "$variant" "$apex" "$expected" "$code" \
         "$line" >> "$OUT/summary.tsv"
     if [[ $apex == reference && $expected != "$code" ]]; then
