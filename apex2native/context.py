@@ -67,6 +67,27 @@ def conjuncts(test: cst.BaseExpression) -> list[cst.BaseExpression]:
     return [test]
 
 
+def taken_arm(updated: cst.If, take_body: bool) -> list[cst.BaseStatement]:
+    """The statements of the arm an `if` takes when its test is known."""
+    if take_body:
+        return list(updated.body.body)
+    if updated.orelse is None:
+        return []
+    if isinstance(updated.orelse, cst.If):
+        return [updated.orelse]
+    return list(updated.orelse.body.body)
+
+
+def with_appended(items: list, new: cst.CSTNode) -> list:
+    """`items` (args or elements) plus `new` at the end, with a comma before it."""
+    items = list(items)
+    if items and items[-1].comma == cst.MaybeSentinel.DEFAULT:
+        items[-1] = items[-1].with_changes(
+            comma=cst.Comma(whitespace_after=cst.SimpleWhitespace(" "))
+        )
+    return [*items, new]
+
+
 BLOCKS = (cst.IndentedBlock, cst.Module, cst.SimpleStatementSuite)
 SCOPES = (cst.FunctionDef, cst.Lambda, cst.ClassDef, cst.Module)
 

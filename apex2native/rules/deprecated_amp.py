@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import libcst as cst
 
-from apex2native.context import FileContext, descendants
+from apex2native.context import FileContext, descendants, with_appended
 from apex2native.findings import SAFE
 from apex2native.rules.base import Rule
 
@@ -70,11 +70,7 @@ class DeprecatedAmp(Rule):
                 )
                 args = [first, *args] if args else [device]
             else:
-                if args and args[-1].comma == cst.MaybeSentinel.DEFAULT:
-                    args[-1] = args[-1].with_changes(
-                        comma=cst.Comma(whitespace_after=cst.SimpleWhitespace(" "))
-                    )
-                args = [*args, device]
+                args = with_appended(args, device)
             return updated.with_changes(func=cst.parse_expression(new), args=args)
 
         ctx.edits.replace_node(group, call, rename)

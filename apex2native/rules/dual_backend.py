@@ -5,7 +5,7 @@ from __future__ import annotations
 import libcst as cst
 import libcst.matchers as m
 
-from apex2native.context import FileContext, descendants
+from apex2native.context import FileContext, descendants, taken_arm
 from apex2native.findings import SAFE
 from apex2native.rules.base import Rule
 
@@ -69,7 +69,7 @@ class DualBackend(Rule):
                 parent = ctx.parent(node)
                 if isinstance(parent, cst.If) and parent.orelse is node:
                     continue
-                ctx.edits.replace_statement(group, node, lambda u, k=keep_body: _arm(u, k))
+                ctx.edits.replace_statement(group, node, lambda u, k=keep_body: taken_arm(u, k))
                 ctx.remove(apex_arm)
                 ctx.note(
                     group,
@@ -113,13 +113,3 @@ class DualBackend(Rule):
                             group, arg.value, lambda u, k=kept: u.with_changes(elements=k)
                         )
                         ctx.note(group, node, self.code, '"apex" removed from the choices', SAFE)
-
-
-def _arm(updated: cst.If, keep_body: bool) -> list[cst.BaseStatement]:
-    if keep_body:
-        return list(updated.body.body)
-    if updated.orelse is None:
-        return []
-    if isinstance(updated.orelse, cst.If):
-        return [updated.orelse]
-    return list(updated.orelse.body.body)

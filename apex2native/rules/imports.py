@@ -16,7 +16,7 @@ from apex2native.apex_imports import (
     has_apex_import,
     is_apex_import,
 )
-from apex2native.context import FileContext, descendants
+from apex2native.context import FileContext, descendants, taken_arm
 from apex2native.findings import SAFE
 from apex2native.rules.base import Rule
 
@@ -83,7 +83,7 @@ class Imports(Rule):
             ctx.edits.replace_node(group, parent, lambda u: u.body if value else u.orelse)
             return None
         if isinstance(parent, cst.If) and parent.test is node and not _is_elif(ctx, parent):
-            ctx.edits.replace_statement(group, parent, lambda u: _taken_arm(u, value))
+            ctx.edits.replace_statement(group, parent, lambda u: taken_arm(u, value))
             return None
         ctx.edits.replace_node(group, node, lambda _u: cst.Name("True" if value else "False"))
         return None
@@ -288,17 +288,6 @@ def node_has_parens(node: cst.CSTNode) -> bool:
 def _is_elif(ctx: FileContext, node: cst.If) -> bool:
     parent = ctx.parent(node)
     return isinstance(parent, cst.If) and parent.orelse is node
-
-
-def _taken_arm(updated: cst.If, value: bool) -> list[cst.BaseStatement]:
-    """The statements of the arm a constant test takes."""
-    if value:
-        return list(updated.body.body)
-    if updated.orelse is None:
-        return []
-    if isinstance(updated.orelse, cst.If):
-        return [updated.orelse]
-    return list(updated.orelse.body.body)
 
 
 def _fix_commas(names: list[cst.ImportAlias]) -> list[cst.ImportAlias]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import libcst as cst
 import libcst.matchers as m
 
-from apex2native.context import FileContext, Scaler, descendants
+from apex2native.context import FileContext, Scaler, descendants, with_appended
 from apex2native.findings import SAFE
 from apex2native.rules.base import Rule
 
@@ -119,20 +119,12 @@ class ThreadScaler(Rule):
         group = object()
 
         def add(updated: cst.Call) -> cst.Call:
-            args = list(updated.args)
             arg = cst.Arg(
                 value=cst.parse_expression(access),
                 keyword=cst.Name(keyword),
                 equal=cst.AssignEqual(cst.SimpleWhitespace(""), cst.SimpleWhitespace("")),
             )
-            if args and args[-1].comma == cst.MaybeSentinel.DEFAULT:
-                args[-1] = args[-1].with_changes(
-                    comma=cst.Comma(whitespace_after=cst.SimpleWhitespace(" "))
-                )
-            elif args:
-                # a trailing comma already there: keep the call's own layout
-                pass
-            return updated.with_changes(args=[*args, arg])
+            return updated.with_changes(args=with_appended(updated.args, arg))
 
         ctx.edits.replace_node(group, call, add)
         stmt = ctx.statement_of(call)
@@ -151,13 +143,9 @@ class ThreadScaler(Rule):
         group = object()
 
         def add(updated):
-            elements = list(updated.elements)
-            last = elements[-1]
-            if last.comma == cst.MaybeSentinel.DEFAULT:
-                elements[-1] = last.with_changes(
-                    comma=cst.Comma(whitespace_after=cst.SimpleWhitespace(" "))
-                )
-            return updated.with_changes(elements=[*elements, cst.Element(cst.Name("scaler"))])
+            return updated.with_changes(
+                elements=with_appended(updated.elements, cst.Element(cst.Name("scaler")))
+            )
 
         ctx.edits.replace_node(group, target, add)
 
@@ -176,15 +164,8 @@ class ThreadScaler(Rule):
                 ctx.depend(own[0], group)
 
                 def add(updated: cst.Tuple) -> cst.Tuple:
-                    elements = list(updated.elements)
-                    last = elements[-1]
-                    if last.comma == cst.MaybeSentinel.DEFAULT:
-                        elements[-1] = last.with_changes(
-                            comma=cst.Comma(whitespace_after=cst.SimpleWhitespace(" "))
-                        )
-                    return updated.with_changes(
-                        elements=[*elements, cst.Element(cst.parse_expression(access))]
-                    )
+                    new = cst.Element(cst.parse_expression(access))
+                    return updated.with_changes(elements=with_appended(updated.elements, new))
 
                 ctx.edits.replace_node(group, node.value, add)
 
