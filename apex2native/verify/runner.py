@@ -115,7 +115,9 @@ def _tail(path: Path) -> str:
 
 
 class _Running:
-    def __init__(self, spec: SideSpec, settings: Settings, record_dir: Path):
+    def __init__(
+        self, spec: SideSpec, settings: Settings, record_dir: Path, base_env: dict[str, str] | None
+    ):
         self.spec, self.record_dir = spec, record_dir
         self.out_path = record_dir / f"{spec.label}.stdout"
         self.err_path = record_dir / f"{spec.label}.stderr"
@@ -124,7 +126,7 @@ class _Running:
             self.proc = subprocess.Popen(
                 spec.command,
                 cwd=spec.tree,
-                env=side_env(spec, settings, record_dir),
+                env=side_env(spec, settings, record_dir, base_env),
                 stdin=subprocess.DEVNULL,
                 stdout=out,
                 stderr=err,
@@ -175,7 +177,11 @@ def launches_distributed(command: list[str]) -> bool:
 
 
 def run_sides(
-    specs: list[SideSpec], settings: Settings, record_dir: Path, parallel: bool = True
+    specs: list[SideSpec],
+    settings: Settings,
+    record_dir: Path,
+    parallel: bool = True,
+    base_env: dict[str, str] | None = None,
 ) -> list[SideRun]:
     """Run the sides and return their results in order. With `parallel`, sides in
     different trees run at the same time; sides sharing a tree never do."""
@@ -189,7 +195,7 @@ def run_sides(
                 seen.add(key)
                 batch.append(spec)
                 pending.remove(spec)
-        running = [_Running(spec, settings, record_dir) for spec in batch]
+        running = [_Running(spec, settings, record_dir, base_env) for spec in batch]
         deadline = time.monotonic() + settings.timeout
         for run in running:
             results[run.spec.label] = run.wait(deadline)

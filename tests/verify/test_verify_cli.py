@@ -18,6 +18,11 @@ from apex2native.verify.command import verify
 PY = [sys.executable, "train.py"]
 
 
+@pytest.fixture(autouse=True)
+def _one_thread_per_side(monkeypatch):
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+
+
 def invoke(*args: str):
     result = CliRunner().invoke(verify, [str(a) for a in args], catch_exceptions=False)
     return result.exit_code, result.output

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import sys
 from pathlib import Path
@@ -66,5 +67,7 @@ def events(run: SideRun, kind: str, rank: str = "0") -> list[dict]:
 def run(
     specs: list[SideSpec], record_dir: Path, steps: int = STEPS, device: str = "cpu"
 ) -> list[SideRun]:
+    """Run sides concurrently, one intra-op thread each (many processes share 2 cores)."""
     record_dir.mkdir(parents=True, exist_ok=True)
-    return run_sides(specs, Settings(steps, 0, device, 300.0), record_dir)
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    return run_sides(specs, Settings(steps, 0, device, 300.0), record_dir, base_env=env)
