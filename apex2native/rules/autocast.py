@@ -101,17 +101,58 @@ class Autocast(Rule):
     summary = "forward + loss under torch.amp.autocast"
 
     def apply(self, ctx: FileContext) -> None:
+        blocks: dict[int, list[BackwardSite]] = {}
         for site in ctx.sites:
             if site.scaler.autocast and not ctx.dropped(site.group):
-                self._site(ctx, site)
+                blocks.setdefault(id(ctx.block_of(site.top)), []).append(site)
+        for sites in blocks.values():
+            self._block(ctx, sites)
 
-    def _site(self, ctx: FileContext, site: BackwardSite) -> None:
-        block = ctx.siblings(site.top)
+    def _block(self, ctx: FileContext, sites: list[BackwardSite]) -> None:
+        """One region per run of forward statements, shared by the sites of one block.
+
+        Each site marks the statements that compute its loss; marked statements with no
+        barrier (a backward, a step) between them form one region, so two losses computed
+        before their two backward passes share one autocast block.
+        """
+        block = ctx.siblings(sites[0].top)
+        tops = {id(s.top) for s in sites}
+        marked: dict[int, BackwardSite] = {}
+        for site in sites:
+            chain = self._chain(ctx, block, site, tops)
+            if not chain:
+                ctx.todo(
+                    site.call,
+                    self.code,
+                    "the forward pass that computes this loss is not in this "
+                    f"block; run it under torch.amp.autocast({ctx.gen.lit(ctx.options.device_type)}, "
+                    "dtype=torch.float16)",
+                )
+            for i in chain:
+                marked.setdefault(i, site)
+        region: list[int] = []
+        for i in range(len(block) + 1):
+            stop = i == len(block) or _barrier(ctx, block[i])
+            if not stop and i in marked:
+                if region and self.autocast_code(ctx, marked[region[0]]) != self.autocast_code(
+                    ctx, marked[i]
+                ):
+                    self._wrap(ctx, block, region, marked)
+                    region = []
+                region.append(i)
+            elif stop and region:
+                self._wrap(ctx, block, region, marked)
+                region = []
+
+    def _chain(self, ctx: FileContext, block, site: BackwardSite, tops: set[int]) -> list[int]:
+        """Indices of the statements that compute the site's loss, latest first."""
         index = next(i for i, s in enumerate(block) if s is site.top)
         needed = reads(site.loss)
         chain: list[int] = []
         for i in range(index - 1, -1, -1):
             stmt = block[i]
+            if id(stmt) in tops:
+                continue  # another loss's backward: its forward may sit before it
             if _barrier(ctx, stmt):
                 break
             if assigned(stmt) & needed:
@@ -119,21 +160,16 @@ class Autocast(Rule):
                 needed |= reads(stmt)
         while chain and not (_calls(block[chain[-1]]) - DATA_ONLY):
             chain.pop()
-        if not chain:
-            ctx.todo(
-                site.call,
-                self.code,
-                "the forward pass that computes this loss is not in this "
-                f"block; run it under torch.amp.autocast({ctx.gen.lit(ctx.options.device_type)}, "
-                "dtype=torch.float16)",
-            )
-            return
-        first, last = block[chain[-1]], block[chain[0]]
+        return chain
+
+    def _wrap(self, ctx: FileContext, block, region: list[int], marked: dict) -> None:
+        site = marked[region[0]]
+        first, last = block[region[0]], block[region[-1]]
         template = ctx.gen.stmt(
             f"with {self.autocast_code(ctx, site)}:\n    pass", ctx.indent_width(first)
         )
         ctx.edits.wrap(site.group, first, last, template)
-        ctx.mark_autocast(block[chain[-1] : chain[0] + 1])
+        ctx.mark_autocast(block[region[0] : region[-1] + 1])
         ctx.needs_torch = True
         ctx.note(site.group, first, self.code, "forward pass and loss under autocast", NUMERICS)
 
