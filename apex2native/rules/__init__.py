@@ -8,6 +8,7 @@ pass (`autocast`) belong to the same site. `leftovers` runs last and marks what 
 from __future__ import annotations
 
 from apex2native.rules.amp_value import AmpValue
+from apex2native.rules.apex_modules import ApexModules
 from apex2native.rules.autocast import Autocast
 from apex2native.rules.base import Rule
 from apex2native.rules.deprecated_amp import DeprecatedAmp
@@ -38,6 +39,7 @@ ALL_RULES: tuple[type[Rule], ...] = (
     MasterParams,
     StateDict,
     DisableCasts,
+    ApexModules,
     DeprecatedAmp,
     Leftovers,
 )

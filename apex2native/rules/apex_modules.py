@@ -1,0 +1,232 @@
+"""A2N2xx-A2N4xx: apex.parallel, apex.optimizers and apex.normalization to torch (a table)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import libcst as cst
+import libcst.matchers as m
+from libcst.helpers import get_full_name_for_node
+
+from apex2native.apex_imports import is_apex_import
+from apex2native.context import FileContext, descendants, with_appended
+from apex2native.findings import NUMERICS, SAFE
+from apex2native.rules.base import Rule
+
+
+@dataclass(frozen=True)
+class Mapping:
+    """How one apex class or function maps to torch.
+
+    `drop`: keywords with no native meaning (behaviour unchanged or only performance);
+    `refuse`: keyword values that change numbers with no native form (the call gets a TODO);
+    `add`: keywords the native call needs to behave like apex (added when absent).
+    """
+
+    code: str
+    native: str
+    tier: str = SAFE
+    drop: frozenset[str] = frozenset()
+    refuse: dict[str, str] = field(default_factory=dict)
+    add: dict[str, str] = field(default_factory=dict)
+    note: str = ""
+
+
+def _kw(*names: str) -> frozenset[str]:
+    return frozenset(names)
+
+
+TABLE: dict[str, Mapping] = {
+    "apex.parallel.DistributedDataParallel": Mapping(
+        "A2N201",
+        "torch.nn.parallel.DistributedDataParallel",
+        drop=_kw(
+            "message_size",
+            "delay_allreduce",
+            "shared_param",
+            "allreduce_trigger_params",
+            "retain_allreduce_buffers",
+            "allreduce_always_fp32",
+            "num_allreduce_streams",
+            "allreduce_communicators",
+            "gradient_predivide_factor",
+            "gradient_average_split_factor",
+            "prof",
+        ),
+        refuse={"gradient_average": "False"},
+        add={"broadcast_buffers": "False"},
+        note="apex never broadcast buffers after construction: broadcast_buffers=False keeps that",
+    ),
+    "apex.parallel.SyncBatchNorm": Mapping(
+        "A2N202", "torch.nn.SyncBatchNorm", refuse={"channel_last": "True", "fuse_relu": "True"}
+    ),
+    "apex.parallel.convert_syncbn_model": Mapping(
+        "A2N203", "torch.nn.SyncBatchNorm.convert_sync_batchnorm", refuse={"channel_last": "True"}
+    ),
+    "apex.optimizers.FusedSGD": Mapping(
+        "A2N302",
+        "torch.optim.SGD",
+        drop=_kw("materialize_master_grads", "set_grad_none"),
+        refuse={"wd_after_momentum": "True"},
+    ),
+    "apex.normalization.FusedLayerNorm": Mapping(
+        "A2N401",
+        "torch.nn.LayerNorm",
+        NUMERICS,
+        drop=_kw("memory_efficient"),
+        note="under autocast native LayerNorm returns fp32 where apex returned fp16",
+    ),
+    "apex.normalization.FusedRMSNorm": Mapping(
+        "A2N402",
+        "torch.nn.RMSNorm",
+        NUMERICS,
+        drop=_kw("memory_efficient"),
+        add={"eps": "1e-5"},
+        note="eps=1e-5 made explicit (native default depends on dtype)",
+    ),
+}
+SAME_NAME = {
+    "apex.parallel.DistributedDataParallel": "torch.nn.parallel",
+    "apex.parallel.SyncBatchNorm": "torch.nn",
+}
+ADAM = "apex.optimizers.FusedAdam"
+ADAM_DROP = _kw("set_grad_none", "capturable")
+ADAM_REFUSE = {"bias_correction": "False", "master_weights": "True", "amsgrad": "True"}
+
+
+class ApexModules(Rule):
+    """apex's DDP, SyncBatchNorm, fused optimizers and norms become their torch equivalents.
+
+    Before:
+        from apex.parallel import DistributedDataParallel as DDP
+        from apex.optimizers import FusedAdam
+        model = DDP(model, delay_allreduce=True)
+        optimizer = FusedAdam(model.parameters(), lr=1e-3)
+    After:
+        from torch.nn.parallel import DistributedDataParallel as DDP
+        model = DDP(model, broadcast_buffers=False)
+        optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=0.0)
+
+    Driven by a table (code, native name, keywords to drop, to refuse, to add). FusedAdam is
+    AdamW unless `adam_w_mode=False`, and its weight decay (0.0) is always passed because
+    AdamW's default is 0.01. Keyword values with no native form (`gradient_average=False`,
+    `channel_last=True`, ...) leave the call with a TODO. FusedLAMB and friends have no torch
+    counterpart and are reported by A2N190.
+    """
+
+    code = "A2N201"
+    name = "apex-modules"
+    tier = SAFE
+    summary = "apex.parallel / optimizers / normalization -> torch (DDP, SyncBN, AdamW, LayerNorm)"
+
+    def apply(self, ctx: FileContext) -> None:
+        kept_names = self._move_imports(ctx)
+        for ref, name in ctx.apex_refs():
+            if name not in TABLE and name != ADAM:
+                continue
+            kept = isinstance(ref, cst.Name) and ref.value in kept_names
+            parent = ctx.parent(ref)
+            if isinstance(parent, cst.Call) and parent.func is ref:
+                self._call(ctx, parent, ref, name, kept)
+            elif kept:
+                ctx.handle(object(), ref)
+            elif name in TABLE:
+                group = object()
+                native = TABLE[name].native
+                ctx.edits.replace_node(group, ref, lambda _u, n=native: cst.parse_expression(n))
+                ctx.handle(group, ref)
+                ctx.needs_torch = True
+
+    def _move_imports(self, ctx: FileContext) -> set[str]:
+        """`from apex.parallel import DistributedDataParallel as DDP` only changes its module.
+
+        Where torch has the same class under the same name, the import moves and every use
+        keeps its spelling (the smallest diff); the names bound that way are returned.
+        """
+        kept: set[str] = set()
+        for node in descendants(ctx.module):
+            if not (isinstance(node, cst.ImportFrom) and is_apex_import(node)):
+                continue
+            if isinstance(node.names, cst.ImportStar) or node.relative:
+                continue
+            module = get_full_name_for_node(node.module) or ""
+            targets = {SAME_NAME.get(f"{module}.{a.name.value}") for a in node.names}
+            if len(targets) != 1 or None in targets:
+                continue
+            native = targets.pop()
+            group = object()
+            ctx.edits.replace_node(
+                group, node, lambda u, n=native: u.with_changes(module=cst.parse_expression(n))
+            )
+            ctx.note(group, node, self.code, f"import moved from {module} to {native}", SAFE)
+            kept |= {
+                (a.asname.name.value if a.asname else a.name.value)  # type: ignore[union-attr]
+                for a in node.names
+            }
+        return kept
+
+    def _call(
+        self, ctx: FileContext, call: cst.Call, ref: cst.CSTNode, name: str, kept: bool = False
+    ) -> None:
+        keywords = {a.keyword.value: a for a in call.args if a.keyword is not None}
+        if name == ADAM:
+            mapping = self._adam(ctx, keywords)
+        else:
+            mapping = TABLE[name]
+        for key, bad in mapping.refuse.items():
+            if key in keywords and ctx.code(keywords[key].value) == bad:
+                ctx.todo(call, mapping.code, f"{name}({key}={bad}) has no torch equivalent")
+                return
+        if any(a.star == "**" for a in call.args):
+            ctx.todo(
+                call, mapping.code, f"{name}(**kwargs): check the keywords against {mapping.native}"
+            )
+            return
+        drop = mapping.drop | ({"adam_w_mode"} if name == ADAM else set())
+        group = object()
+        native = mapping.native
+        add = {k: v for k, v in mapping.add.items() if k not in keywords}
+
+        def rewrite(updated: cst.Call) -> cst.Call:
+            args = [a for a in updated.args if a.keyword is None or a.keyword.value not in drop]
+            if args:
+                args[-1] = args[-1].with_changes(comma=cst.MaybeSentinel.DEFAULT)
+            for key, value in add.items():
+                new = cst.Arg(
+                    cst.parse_expression(value),
+                    keyword=cst.Name(key),
+                    equal=cst.AssignEqual(cst.SimpleWhitespace(""), cst.SimpleWhitespace("")),
+                )
+                args = with_appended(args, new)
+            if kept:
+                return updated.with_changes(args=args)
+            return updated.with_changes(func=cst.parse_expression(native), args=args)
+
+        ctx.edits.replace_node(group, call, rewrite)
+        stmt = ctx.statement_of(call)
+        width = ctx.indent_width(stmt)
+        ctx.edits.replace_statement(group, stmt, lambda u: [ctx.gen.relayout(u, width)])
+        ctx.handle(group, ref)
+        ctx.needs_torch = ctx.needs_torch or not kept
+        dropped = sorted(k for k in keywords if k in drop and k != "adam_w_mode")
+        detail = f" (dropped {', '.join(dropped)})" if dropped else ""
+        ctx.note(group, call, mapping.code, f"{name} -> {native}{detail}", mapping.tier)
+        if mapping.note:
+            ctx.note(group, call, mapping.code, mapping.note, mapping.tier)
+
+    def _adam(self, ctx: FileContext, keywords: dict[str, cst.Arg]) -> Mapping:
+        mode = keywords.get("adam_w_mode")
+        adamw = mode is None or not m.matches(mode.value, m.Name("False"))
+        if mode is not None and not m.matches(mode.value, m.Name("True") | m.Name("False")):
+            return Mapping(
+                "A2N301", "torch.optim.AdamW", refuse={"adam_w_mode": ctx.code(mode.value)}
+            )
+        return Mapping(
+            "A2N301",
+            "torch.optim.AdamW" if adamw else "torch.optim.Adam",
+            NUMERICS,
+            drop=ADAM_DROP,
+            refuse=ADAM_REFUSE,
+            add={"weight_decay": "0.0"},
+            note="weight_decay passed explicitly: FusedAdam's default is 0.0, AdamW's 0.01",
+        )
