@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 
 @dataclass(frozen=True)
@@ -17,7 +17,6 @@ class Options:
     select: tuple[str, ...] = ()
     ignore: tuple[str, ...] = ()
     line_length: int | None = None
-    extra: dict = field(default_factory=dict, compare=False, hash=False)
 
     def enabled(self, code: str) -> bool:
         """True when a rule code passes the select/ignore filters."""

@@ -236,21 +236,15 @@ class Planner:
         for _ in range(4):  # callers of callers: widen the parsed set a few levels
             before = len(self.summaries)
             self.parse_mentioning(wanted)
-            wanted |= {
-                f.rsplit(".", 1)[-1]
-                for s in self.summaries.values()
-                for f in s.functions
-                if f in self._need_candidates()
+            wanted |= {  # whoever calls a wanted function may have to pass the scaler on
+                call.caller.rsplit(".", 1)[-1]
+                for summary in self.summaries.values()
+                for call in summary.calls
+                if call.callee.rsplit(".", 1)[-1] in wanted and call.caller != summary.module
             }
             if len(self.summaries) == before:
                 break
         return self._decide()
-
-    def _need_candidates(self) -> set[str]:
-        out = set()
-        for s in self.summaries.values():
-            out |= s.needs
-        return out
 
     def canonical(self, raw: str, path: str) -> str:
         """`train.fit` imported by `repo/main.py` is `repo.train.fit` when that file exists.

@@ -7,6 +7,7 @@ pass (`autocast`) belong to the same site. `leftovers` runs last and marks what 
 
 from __future__ import annotations
 
+from apex2native.options import Options
 from apex2native.rules.amp_value import AmpValue
 from apex2native.rules.apex_modules import ApexModules
 from apex2native.rules.autocast import Autocast
@@ -50,13 +51,8 @@ REQUIRED_WITH = {"A2N103": ("A2N104", "A2N105")}
 
 def rules_for(select: tuple[str, ...] = (), ignore: tuple[str, ...] = ()) -> list[Rule]:
     """Instances of the rules that pass the select/ignore code prefixes."""
-
-    def on(code: str) -> bool:
-        if select and not any(code.startswith(p) for p in select):
-            return False
-        return not any(code.startswith(p) for p in ignore)
-
-    codes = {r.code for r in ALL_RULES if on(r.code)}
+    options = Options(select=select, ignore=ignore)
+    codes = {r.code for r in ALL_RULES if options.enabled(r.code)}
     for code, required in REQUIRED_WITH.items():
         if code in codes:
             codes.update(required)
