@@ -178,7 +178,7 @@ class Initialize(Rule):
             return
 
         opt_codes = self._optimizer_codes(ctx, optimizers, pairs)
-        guards, outer = self._guards(ctx, stmt)
+        guards, outer = self._guards(ctx, stmt, call)
         scaler = self._scaler(ctx, call, opt_codes)
         scaler.models = self._model_codes(ctx, models, pairs)
         group = scaler.group
@@ -242,11 +242,14 @@ class Initialize(Rule):
                 codes.add(ctx.code(t))
         return codes
 
-    def _guards(self, ctx: FileContext, stmt: cst.CSTNode) -> tuple[list[str], cst.CSTNode]:
+    def _guards(
+        self, ctx: FileContext, stmt: cst.CSTNode, call: cst.Call
+    ) -> tuple[list[str], cst.CSTNode]:
         """Conditions of the `if` statements that hold the call, and the outermost of them."""
         guards: list[str] = []
         outer = stmt
         node = stmt
+        reads = {n.value for arg in call.args for n in _names(arg)}
         while True:
             block = ctx.parent(node)
             parent = ctx.parent(block) if block is not None else None
@@ -254,8 +257,12 @@ class Initialize(Rule):
                 break
             if not _pure(parent.test) or _in_orelse(ctx, parent):
                 break
+            earlier = parent.body.body[: list(parent.body.body).index(node)]
+            if any(n.value in reads for s in earlier for n in _bound_names(s)):
+                break  # the scaler would move above the assignment of a name it reads
             kept = [c for c in conjuncts(parent.test) if not ctx.is_availability_test(c)]
             guards[:0] = [condition_code(ctx, c) for c in kept]
+            reads |= {n.value for n in _names(parent.test)}
             outer = node = parent
         return guards, outer
 
@@ -425,6 +432,18 @@ def _pure(node: cst.BaseExpression) -> bool:
 
 def _names(node: cst.CSTNode):
     return (n for n in descendants(node) if isinstance(n, cst.Name))
+
+
+def _bound_names(stmt: cst.CSTNode):
+    """Names a statement binds: assignment, for and with targets, imports, defs."""
+    for node in descendants(stmt):
+        if isinstance(node, (cst.AssignTarget, cst.AugAssign, cst.AnnAssign, cst.For, cst.AsName)):
+            target = node.name if isinstance(node, cst.AsName) else node.target
+            yield from (n for n in descendants(target) if isinstance(n, cst.Name))
+        elif isinstance(node, (cst.FunctionDef, cst.ClassDef)):
+            yield node.name
+        elif isinstance(node, cst.ImportAlias):
+            yield from (n for n in descendants(node.asname or node.name) if isinstance(n, cst.Name))
 
 
 def _in_orelse(ctx: FileContext, node: cst.If) -> bool:
