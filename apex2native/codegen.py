@@ -43,8 +43,18 @@ class CodeGen:
     def lit(self, text: str) -> str:
         return f"{self.quote}{text}{self.quote}"
 
-    def expr(self, code: str) -> cst.BaseExpression:
-        return cst.parse_expression(code)
+    def autocast(self, device: str, dtype: str | None = None, enabled: str | None = None) -> str:
+        """`torch.amp.autocast("cuda", dtype=torch.float16, enabled=...)` as source."""
+        args = [self.lit(device)]
+        if dtype:
+            args.append(f"dtype=torch.{dtype}")
+        if enabled:
+            args.append(f"enabled={enabled}")
+        return f"torch.amp.autocast({', '.join(args)})"
+
+    def grad_scaler(self, device: str, kwargs: list[tuple[str, str]] = ()) -> str:
+        """`torch.amp.GradScaler("cuda", ...)` as source (device positional, rest keywords)."""
+        return f"torch.amp.GradScaler({', '.join([self.lit(device), *(f'{k}={v}' for k, v in kwargs)])})"
 
     def stmt(self, code: str, indent_width: int = 0) -> cst.BaseStatement:
         """One statement; laid out by black when its first line would pass the line length."""

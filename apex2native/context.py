@@ -426,6 +426,10 @@ class FileContext:
         removed = set(map(id, self._removed))
         return id(node) in removed or any(id(a) in removed for a in self.ancestors(node))
 
+    def autocast_hint(self) -> str:
+        """The autocast call a TODO tells a person to wrap a forward pass in."""
+        return self.gen.autocast(self.options.device_type, self.options.dtype)
+
     def mark_autocast(self, stmts) -> None:
         """Statements a rule has put under autocast (so no other rule wraps them again)."""
         self._autocast.update(id(s) for s in stmts)

@@ -216,10 +216,7 @@ class EditApplier(cst.CSTTransformer):
                 j = index[id(edit.wrap_until)]
                 inner: list[cst.BaseStatement] = []
                 for k in range(i, j + 1):
-                    if k == i:
-                        expanded = self._expand_unwrapped(originals[k], updated[k])
-                    else:
-                        expanded = self._expand(originals[k], updated[k])
+                    expanded = self._expand(originals[k], updated[k])
                     inner.extend(s for s in expanded if not isinstance(s, _Carry))
                 lead = list(_leading(inner[0]))
                 inner[0] = _strip_leading(inner[0])
@@ -236,16 +233,6 @@ class EditApplier(cst.CSTTransformer):
                 carry = []
             i += 1
         return out, carry
-
-    def _expand_unwrapped(self, original: cst.CSTNode, updated: cst.CSTNode):
-        """The first wrapped statement: everything but the wrap itself."""
-        edit = self.edits.statements[original]
-        saved = edit.wrap_until
-        edit.wrap_until = None
-        try:
-            return self._expand(original, updated)
-        finally:
-            edit.wrap_until = saved
 
 
 def _pass(lines: Sequence[cst.EmptyLine]) -> cst.SimpleStatementLine:

@@ -32,6 +32,9 @@ class AmpValue(Rule):
     summary = "self.amp = amp -> a flag; self.amp.* rewritten like amp.*"
 
     def apply(self, ctx: FileContext) -> None:
+        for ref, name in ctx.apex_refs():
+            if name == "apex.amp" and isinstance(ref, cst.Attribute):
+                ctx.handle(object(), ref)  # `self.amp` itself: a flag from now on
         for cls in descendants(ctx.module):
             if not isinstance(cls, cst.ClassDef) or not ctx.held_apex(cls):
                 continue

@@ -124,9 +124,8 @@ class Autocast(Rule):
                 ctx.todo(
                     site.call,
                     self.code,
-                    "the forward pass that computes this loss is not in this "
-                    f"block; run it under torch.amp.autocast({ctx.gen.lit(ctx.options.device_type)}, "
-                    "dtype=torch.float16)",
+                    "the forward pass that computes this loss is not in this block; "
+                    f"run it under {ctx.autocast_hint()}",
                 )
             for i in chain:
                 marked.setdefault(i, site)
@@ -180,5 +179,4 @@ class Autocast(Rule):
     @staticmethod
     def autocast_code_for(ctx: FileContext, scaler: Scaler) -> str:
         opts = ctx.options
-        enabled = f", enabled={scaler.autocast_enabled}" if scaler.autocast_enabled else ""
-        return f"torch.amp.autocast({ctx.gen.lit(opts.device_type)}, dtype=torch.{opts.dtype}{enabled})"
+        return ctx.gen.autocast(opts.device_type, opts.dtype, scaler.autocast_enabled)

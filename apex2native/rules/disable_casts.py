@@ -33,7 +33,7 @@ class DisableCasts(Rule):
             if call.args:
                 ctx.todo(call, self.code, "amp.disable_casts with arguments")
                 continue
-            code = f"torch.amp.autocast({ctx.gen.lit(ctx.options.device_type)}, enabled=False)"
+            code = ctx.gen.autocast(ctx.options.device_type, enabled="False")
             group = object()
             ctx.edits.replace_node(group, call, lambda _u, c=code: cst.parse_expression(c))
             ctx.handle(group, call.func)

@@ -172,8 +172,7 @@ class Initialize(Rule):
             ctx.todo(
                 call,
                 self.code,
-                "inference only: run this model's forward passes under "
-                f"torch.amp.autocast({ctx.gen.lit('cuda')}, dtype=torch.float16)",
+                f"inference only: run this model's forward passes under {ctx.autocast_hint()}",
             )
             return
 
@@ -187,9 +186,7 @@ class Initialize(Rule):
             return ctx.todo(call, self.code, messages[0])
 
         creation = ctx.gen.stmt(
-            f"{scaler.access} = torch.amp.GradScaler({ctx.gen.lit(ctx.options.device_type)}"
-            + "".join(f", {k}={v}" for k, v in kwargs)
-            + ")",
+            f"{scaler.access} = {ctx.gen.grad_scaler(ctx.options.device_type, kwargs)}",
             ctx.indent_width(outer),
         )
         ctx.needs_torch = True

@@ -46,8 +46,6 @@ class Leftovers(Rule):
                 continue
             if any(a in handled for a in ctx.ancestors(ref)):
                 continue
-            if name == "apex.amp" and isinstance(ref, cst.Attribute):
-                continue  # an attribute that held the module now holds a flag (A2N113)
             hint = next((h for prefix, h in HINTS.items() if name.startswith(prefix)), None)
             ctx.todo(
                 ref, self.code, f"`{name}` has no automatic rewrite" + (f": {hint}" if hint else "")

@@ -270,8 +270,6 @@ def _only_backward(with_node: cst.With) -> cst.Call | None:
     if len(stmts) != 1:
         return None
     name = with_node.items[0].asname.name.value  # type: ignore[union-attr]
-    if isinstance(body, cst.SimpleStatementSuite):
-        return backward_call(stmts[0], name)
     return backward_call(stmts[0], name)
 
 

@@ -186,10 +186,8 @@ class ThreadScaler(Rule):
             if m.matches(stmt, m.SimpleStatementLine(body=[m.Import() | m.ImportFrom()])):
                 last_import = i
         anchor = body[last_import] if last_import >= 0 else body[0]
-        enabled = "" if spec.autocast else ", enabled=False"
-        creation = ctx.gen.stmt(
-            f"scaler = torch.amp.GradScaler({ctx.gen.lit(ctx.options.device_type)}{enabled})"
-        )
+        kwargs = [] if spec.autocast else [("enabled", "False")]
+        creation = ctx.gen.stmt(f"scaler = {ctx.gen.grad_scaler(ctx.options.device_type, kwargs)}")
         scaler = Scaler.from_spec("scaler", ctx.module, spec)
         ctx.scalers.append(scaler)
         group = scaler.group
