@@ -11,6 +11,17 @@ from apex2native.context import descendants
 IMPORT_ERRORS = {"ImportError", "ModuleNotFoundError", "Exception", "BaseException"}
 
 
+DEPRECATED_AMP_MODULES = ("torch.cuda.amp", "torch.cpu.amp")
+
+
+def is_migrated_import(node: cst.CSTNode) -> bool:
+    """Imports the migration may leave unused: apex, and `from torch.cuda.amp import ...`."""
+    if isinstance(node, cst.ImportFrom) and not node.relative and node.module is not None:
+        if (get_full_name_for_node(node.module) or "") in DEPRECATED_AMP_MODULES:
+            return True
+    return is_apex_import(node)
+
+
 def is_apex_import(node: cst.CSTNode) -> bool:
     if isinstance(node, cst.ImportFrom):
         if node.relative or node.module is None:

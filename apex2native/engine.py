@@ -24,7 +24,12 @@ from apex2native.rules import rules_for
 from apex2native.rules.imports import Imports
 
 BOM = b"\xef\xbb\xbf"
-MARKER = "apex"
+# The text pre-filter: a file that contains none of these is never parsed.
+MARKERS = ("apex", "cuda.amp", "cpu.amp")
+
+
+def mentions(text: str) -> bool:
+    return any(marker in text for marker in MARKERS)
 
 
 class DecodeError(Exception):
@@ -119,7 +124,7 @@ def process_file(
     except DecodeError as exc:
         return FileOutcome(name, "failed", error=str(exc))
     outcome = FileOutcome(name, "skipped", old_text=text, encoding=encoding, bom=bom)
-    if MARKER not in text and not facts:
+    if not mentions(text) and not facts:
         return outcome
     length = line_length_for(str(Path(path).resolve().parent))
     try:
@@ -139,7 +144,7 @@ def process_file(
         return outcome
 
     def rerun(again: str) -> tuple[str, set[str]]:
-        if MARKER not in again and not facts:
+        if not mentions(again) and not facts:
             return again, guards.unbound_names(again)
         result, _, again_ctx = _rewrite(again, options, length, facts)
         return result, guards.unbound_in(again_ctx.wrapper)
@@ -203,7 +208,7 @@ def run(
                     FileOutcome(display, "failed", error=f"cannot read: {exc.strerror or exc}")
                 )
                 continue
-            if MARKER.encode() not in head and not facts:
+            if not mentions(head.decode("latin-1")) and not facts:
                 outcomes.append(FileOutcome(display, "skipped"))
                 if progress:
                     progress(1)

@@ -199,3 +199,26 @@ def test_docs_rules_md_is_generated_from_the_rules():
     assert (
         run("rules", "--markdown").stdout == expected
     ), "run: apex2native rules --markdown > docs/rules.md"
+
+
+def test_markers_left_by_an_earlier_run_keep_check_failing(tmp_path):
+    (tmp_path / "step.py").write_bytes(TODO_CASE)
+    assert run("rewrite", ".", cwd=tmp_path).exit_code == 1
+    text = (tmp_path / "step.py").read_text()
+    (tmp_path / "step.py").write_text(text.replace("from apex import amp\n", ""))
+    again = run("rewrite", "--check", ".", cwd=tmp_path)
+    assert again.exit_code == 1
+    assert "step.py:8: A2N103" in again.stderr
+    (tmp_path / "step.py").write_text("x = 1\n")
+    assert run("rewrite", "--check", ".", cwd=tmp_path).exit_code == 0
+
+
+def test_progress_is_reported_once_per_file(tree):
+    from apex2native import engine
+    from apex2native.discover import discover
+    from apex2native.options import Options
+
+    ticks = []
+    found = discover([str(tree)])
+    engine.run(found.files, Options(), jobs=1, progress=ticks.append)
+    assert sum(ticks) == len(found.files) == 2

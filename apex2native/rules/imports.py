@@ -14,7 +14,7 @@ from apex2native.apex_imports import (
     catches_import_errors,
     guard_flags,
     has_apex_import,
-    is_apex_import,
+    is_migrated_import,
 )
 from apex2native.context import FileContext, descendants, taken_arm
 from apex2native.findings import SAFE
@@ -144,7 +144,7 @@ class _Cleanup(cst.CSTTransformer):
             n.value for n in descendants(module) if isinstance(n, cst.Name) and id(n) not in skip
         }
         self.unused = unused
-        bound = {_bound(a) for imp in imports if is_apex_import(imp) for a in _aliases(imp)}
+        bound = {_bound(a) for imp in imports if is_migrated_import(imp) for a in _aliases(imp)}
         self.ambiguous = unused is None and bool(bound & self.used)
         self.flags = guard_flags(module)
         self.flags_read = {
@@ -165,7 +165,7 @@ class _Cleanup(cst.CSTTransformer):
         return bound in self.used
 
     def leave_Import(self, original_node, updated_node):
-        if not is_apex_import(original_node):
+        if not is_migrated_import(original_node):
             return updated_node
         names = [a for a in updated_node.names if self._keep(original_node, a)]
         if not names:
@@ -173,7 +173,7 @@ class _Cleanup(cst.CSTTransformer):
         return updated_node.with_changes(names=_fix_commas(names))
 
     def leave_ImportFrom(self, original_node, updated_node):
-        if not is_apex_import(original_node) or isinstance(updated_node.names, cst.ImportStar):
+        if not is_migrated_import(original_node) or isinstance(updated_node.names, cst.ImportStar):
             return updated_node
         names = [a for a in updated_node.names if self._keep(original_node, a)]
         if not names:
@@ -275,7 +275,7 @@ def precise_unused(wrapper: MetadataWrapper) -> set[tuple[int, str]]:
         if scope is None:
             continue
         for assignment in scope.assignments:
-            if isinstance(assignment, ImportAssignment) and is_apex_import(assignment.node):
+            if isinstance(assignment, ImportAssignment) and is_migrated_import(assignment.node):
                 key = (id(assignment.node), assignment.name)
                 (used if assignment.references else unused).add(key)
     return unused - used
