@@ -63,7 +63,17 @@ def _codes(values: tuple[str, ...]) -> tuple[str, ...]:
 @click.option(
     "--report", "report_path", metavar="FILE", help="Write a report: FILE.json or FILE.md."
 )
-@click.option("--quiet", "-q", is_flag=True, help="Only errors and the summary line.")
+@click.option(
+    "--output-format",
+    type=click.Choice(report.OUTPUT_FORMATS),
+    default="text",
+    show_default=True,
+    help="text: lines on stderr; json: the JSON report on stdout; github: workflow "
+    "annotations on stdout. json and github cannot be combined with --diff.",
+)
+@click.option(
+    "--quiet", "-q", is_flag=True, help="Print nothing but errors (and the output asked for)."
+)
 def rewrite(
     paths,
     show_diff,
@@ -75,6 +85,7 @@ def rewrite(
     select,
     ignore_codes,
     report_path,
+    output_format,
     quiet,
 ):
     """Rewrite apex code under PATHS into native torch.amp (in place unless --diff/--check).
@@ -82,6 +93,11 @@ def rewrite(
     Exit status: 0 nothing left to do, 1 changes pending (--check/--diff) or TODO markers
     left, 2 a path or file could not be processed.
     """
+    if show_diff and output_format != "text":
+        raise click.UsageError(
+            f"--output-format {output_format} cannot be combined with --diff: both print on "
+            f"stdout. Run them separately, or keep --diff and add --report FILE.json."
+        )
     options = Options(select=_codes(select), ignore=_codes(ignore_codes))
     found = discover(list(paths), include, exclude, respect_gitignore=not no_gitignore)
     for error in found.errors:
@@ -120,16 +136,15 @@ def rewrite(
         sys.stdout.flush()
         sys.stdout.buffer.write(diffing.diff_all(outcomes))
         sys.stdout.flush()
-    if not quiet:
-        for line in report.todo_lines(outcomes):
+    if output_format != "text":
+        click.echo(report.render(output_format, outcomes, dry_run, found.errors), nl=False)
+    elif not quiet:
+        for line in report.text_lines(outcomes, list_pending=check and not show_diff):
             click.echo(line, err=True)
-        if check and not show_diff:
-            for outcome in outcomes:
-                if outcome.status == "changed":
-                    click.echo(f"would rewrite {outcome.path}", err=True)
     if report_path:
-        report.write_report(report_path, outcomes, dry_run)
-    click.echo(report.summary(outcomes, dry_run), err=True)
+        report.write_report(report_path, outcomes, dry_run, found.errors)
+    if not quiet:
+        click.echo(report.summary(outcomes, dry_run), err=True)
 
     c = report.counts(outcomes)
     if found.errors or c["failed"]:

@@ -4,9 +4,13 @@ from __future__ import annotations
 
 import json
 from collections import Counter
+from collections.abc import Iterable
 from pathlib import Path
 
+from apex2native import annotations
 from apex2native.findings import FileOutcome
+
+OUTPUT_FORMATS = ("text", "json", "github")
 
 
 def counts(outcomes: list[FileOutcome]) -> Counter:
@@ -38,7 +42,25 @@ def todo_lines(outcomes: list[FileOutcome]) -> list[str]:
     return [f"{o.path}:{f.line}: {f.code} {f.message}" for o in outcomes for f in o.todos]
 
 
-def as_json(outcomes: list[FileOutcome], dry_run: bool) -> str:
+def text_lines(outcomes: list[FileOutcome], list_pending: bool) -> list[str]:
+    """The per-file lines of the text format: TODOs left, then files a --check would rewrite."""
+    pending = [f"would rewrite {o.path}" for o in outcomes if o.status == "changed"]
+    return todo_lines(outcomes) + (pending if list_pending else [])
+
+
+def render(
+    output_format: str, outcomes: list[FileOutcome], dry_run: bool, errors: Iterable[str] = ()
+) -> str:
+    """What `--output-format json|github` prints on stdout."""
+    if output_format == "json":
+        return as_json(outcomes, dry_run, errors)
+    if output_format == "github":
+        return annotations.github(outcomes, dry_run, errors)
+    raise ValueError(f"no machine-readable output format {output_format!r}")
+
+
+def as_json(outcomes: list[FileOutcome], dry_run: bool, errors: Iterable[str] = ()) -> str:
+    """The JSON report; `errors` are the paths that could not be processed at all."""
     c = counts(outcomes)
     data = {
         "summary": {
@@ -56,6 +78,7 @@ def as_json(outcomes: list[FileOutcome], dry_run: bool) -> str:
             for o in outcomes
             if o.status != "skipped"
         ],
+        "errors": list(errors),
     }
     return json.dumps(data, indent=2) + "\n"
 
@@ -75,11 +98,13 @@ def as_markdown(outcomes: list[FileOutcome], dry_run: bool) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write_report(path: str, outcomes: list[FileOutcome], dry_run: bool) -> None:
+def write_report(
+    path: str, outcomes: list[FileOutcome], dry_run: bool, errors: Iterable[str] = ()
+) -> None:
     target = Path(path)
     text = (
         as_markdown(outcomes, dry_run)
         if target.suffix.lower() == ".md"
-        else as_json(outcomes, dry_run)
+        else as_json(outcomes, dry_run, errors)
     )
     target.write_text(text, encoding="utf-8")
