@@ -11,7 +11,6 @@ from test_cli import BASIC, PLAIN, TODO_CASE, run
 from apex2native.annotations import command, escape_data, escape_property
 
 BROKEN = b"from apex import amp\ndef broken(:\n    pass\n"
-EXAMPLE = Path(__file__).resolve().parent.parent / "fixtures" / "examples" / "video_recognition"
 
 
 @pytest.fixture
@@ -131,11 +130,11 @@ def test_machine_formats_refuse_diff_because_both_use_stdout(repo, output_format
     assert result.stdout == ""
 
 
-def test_text_format_is_the_default():
-    with_flag = run("rewrite", "--check", "--output-format", "text", str(EXAMPLE))
-    default = run("rewrite", "--check", str(EXAMPLE))
+def test_text_format_is_the_default(repo):
+    with_flag = run("rewrite", "--check", "--output-format", "text", ".", cwd=repo)
+    default = run("rewrite", "--check", ".", cwd=repo)
     assert (with_flag.stdout, with_flag.stderr) == (default.stdout, default.stderr)
-    assert "would rewrite" in default.stderr and default.stdout == ""
+    assert "would rewrite train.py" in default.stderr and default.stdout == ""
 
 
 def test_annotation_escaping_follows_the_workflow_command_syntax():
