@@ -96,7 +96,7 @@ def rewrite(
     if show_diff and output_format != "text":
         raise click.UsageError(
             f"--output-format {output_format} cannot be combined with --diff: both print on "
-            f"stdout. Run them separately, or keep --diff and add --report FILE.json."
+            "stdout. Run them separately, or keep --diff and add --report FILE.json."
         )
     options = Options(select=_codes(select), ignore=_codes(ignore_codes))
     found = discover(list(paths), include, exclude, respect_gitignore=not no_gitignore)
