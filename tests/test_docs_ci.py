@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import re
 import shlex
 import shutil
@@ -13,9 +12,8 @@ from pathlib import Path
 
 import pytest
 import yaml
-from click.testing import CliRunner
+from test_cli import run
 
-from apex2native.cli import main
 from apex2native.verify.command import verify
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -63,12 +61,7 @@ def test_every_step_is_explained_in_one_comment_line():
 )
 def test_rewrite_commands_run(tmp_path, line):
     shutil.copytree(EXAMPLE, tmp_path / "repo")
-    old = os.getcwd()
-    os.chdir(tmp_path / "repo")
-    try:
-        result = CliRunner().invoke(main, ["rewrite", *tool_args(line, "rewrite")])
-    finally:
-        os.chdir(old)
+    result = run("rewrite", *tool_args(line, "rewrite"), cwd=tmp_path / "repo")
     dry_run = "--diff" in line or "--check" in line
     assert result.exit_code == (1 if dry_run else 0), result.stderr
     if "--output-format github" in line:
@@ -89,12 +82,7 @@ def test_gitlab_code_quality_snippet_turns_the_report_into_issues(tmp_path):
     diff_line = next(line for line in GITLAB["apex2native"]["script"] if "--diff" in line)
     snippet = next(line for line in GITLAB["apex2native"]["script"] if "<<'EOF'" in line)
     shutil.copytree(EXAMPLE, tmp_path / "repo")
-    old = os.getcwd()
-    os.chdir(tmp_path / "repo")
-    try:
-        CliRunner().invoke(main, ["rewrite", *tool_args(diff_line, "rewrite")])
-    finally:
-        os.chdir(old)
+    run("rewrite", *tool_args(diff_line, "rewrite"), cwd=tmp_path / "repo")
     python = snippet.split("<<'EOF'\n", 1)[1].rsplit("EOF", 1)[0]
     subprocess.run([sys.executable, "-c", python], cwd=tmp_path / "repo", check=True)
     issues = json.loads((tmp_path / "repo" / "gl-code-quality.json").read_text())
