@@ -6,7 +6,7 @@ import libcst as cst
 import libcst.matchers as m
 from libcst.helpers import get_full_name_for_node
 
-from apex2native.context import descendants
+from apex2native.index import TreeIndex
 
 IMPORT_ERRORS = {"ImportError", "ModuleNotFoundError", "Exception", "BaseException"}
 
@@ -35,8 +35,8 @@ def is_apex_import(node: cst.CSTNode) -> bool:
     return False
 
 
-def has_apex_import(body: cst.CSTNode) -> bool:
-    return any(is_apex_import(n) for n in descendants(body))
+def has_apex_import(index: TreeIndex, body: cst.CSTNode) -> bool:
+    return any(is_apex_import(n) for n in index.within(body, cst.Import, cst.ImportFrom))
 
 
 def catches_import_errors(node: cst.Try) -> bool:
@@ -51,19 +51,24 @@ def catches_import_errors(node: cst.Try) -> bool:
     return bool(node.handlers) and node.finalbody is None
 
 
-def guard_flags(module: cst.Module) -> set[str]:
+def apex_guards(index: TreeIndex) -> list[cst.Try]:
+    """`try: <apex import> except ImportError:` statements."""
+    return [
+        node
+        for node in index.within(index.module, cst.Try)
+        if has_apex_import(index, node.body) and catches_import_errors(node)
+    ]
+
+
+FLAG = m.Assign(targets=[m.AssignTarget(m.Name())], value=m.Name("True") | m.Name("False"))
+
+
+def guard_flags(index: TreeIndex) -> set[str]:
     """Names that record whether apex imported: `HAS_APEX = True` in the guarded try."""
     flags: set[str] = set()
-    for node in descendants(module):
-        if isinstance(node, cst.Try) and has_apex_import(node.body) and catches_import_errors(node):
-            for part in (node.body, *node.handlers):
-                for n in descendants(part):
-                    if m.matches(
-                        n,
-                        m.Assign(
-                            targets=[m.AssignTarget(m.Name())],
-                            value=m.Name("True") | m.Name("False"),
-                        ),
-                    ):
-                        flags.add(n.targets[0].target.value)  # type: ignore[attr-defined]
+    for node in apex_guards(index):
+        for part in (node.body, *node.handlers):
+            for n in index.within(part, cst.Assign):
+                if m.matches(n, FLAG):
+                    flags.add(n.targets[0].target.value)  # type: ignore[attr-defined]
     return flags

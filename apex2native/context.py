@@ -6,28 +6,13 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 import libcst as cst
-from libcst.metadata import (
-    MetadataWrapper,
-    ParentNodeProvider,
-    PositionProvider,
-    QualifiedNameProvider,
-    QualifiedNameSource,
-)
 
 from apex2native.codegen import CodeGen
 from apex2native.edits import EditSet
 from apex2native.facts import FileFacts, ScalerSpec
 from apex2native.findings import MANUAL, Finding
+from apex2native.index import TreeIndex
 from apex2native.options import Options
-
-
-def descendants(node: cst.CSTNode) -> Iterator[cst.CSTNode]:
-    """`node` and every node below it, in source order."""
-    stack = [node]
-    while stack:
-        current = stack.pop()
-        yield current
-        stack.extend(reversed(current.children))
 
 
 def _module_values(value: cst.BaseExpression) -> list[cst.BaseExpression]:
@@ -43,17 +28,6 @@ def m_self_method(func: cst.BaseExpression) -> bool:
         and isinstance(func.value, cst.Name)
         and func.value.value == "self"
     )
-
-
-def absolute_name(name: str, module: str) -> str:
-    """`.train.fit` seen from `pkg.main` is `pkg.train.fit`."""
-    if not name.startswith("."):
-        return name
-    dots = len(name) - len(name.lstrip("."))
-    package = module.split(".")[:-1]
-    if dots > 1:
-        package = package[: len(package) - (dots - 1)]
-    return ".".join([*package, name.lstrip(".")])
 
 
 def conjuncts(test: cst.BaseExpression) -> list[cst.BaseExpression]:
@@ -147,11 +121,16 @@ class FileContext:
     """Per-file state for one rewrite pass over one parsed module."""
 
     def __init__(
-        self, module: cst.Module, options: Options, gen: CodeGen, facts: FileFacts | None = None
+        self,
+        module: cst.Module,
+        options: Options,
+        gen: CodeGen,
+        facts: FileFacts | None = None,
+        text: str | None = None,
     ) -> None:
         self.facts = facts if facts is not None else FileFacts()
-        self.wrapper = MetadataWrapper(module)
-        self.module = self.wrapper.module
+        self.module = module
+        self.index = TreeIndex(module, self.facts.module, text=text)
         self.options = options
         self.gen = gen
         self.edits = EditSet()
@@ -159,9 +138,6 @@ class FileContext:
         self.scalers: list[Scaler] = []
         self._handled: list[tuple[object, cst.CSTNode]] = []
         self.needs_torch = False
-        self._qnames = self.wrapper.resolve(QualifiedNameProvider)
-        self._parents = self.wrapper.resolve(ParentNodeProvider)
-        self._positions = self.wrapper.resolve(PositionProvider)
         self._apex_refs: list[tuple[cst.CSTNode, str]] | None = None
         self._todo_statements: set[cst.CSTNode] = set()
         self._explained: set[cst.CSTNode] = set()
@@ -178,7 +154,7 @@ class FileContext:
         if self._flags is None:
             from apex2native.apex_imports import guard_flags
 
-            self._flags = guard_flags(self.module)
+            self._flags = guard_flags(self.index)
         return self._flags
 
     # names -----------------------------------------------------------------------------
@@ -190,16 +166,9 @@ class FileContext:
         """
         if not isinstance(node, (cst.Name, cst.Attribute)):
             return None
-        names = self._qnames.get(node)
-        if callable(names):
-            names = names()
-        if not names:
-            return self._held_apex_name(node)
-        for qn in sorted(names, key=lambda q: q.name):
-            if qn.source == QualifiedNameSource.IMPORT and (
-                qn.name == "apex" or qn.name.startswith("apex.")
-            ):
-                return qn.name
+        for name in sorted(self.index.imported_names(node)):
+            if name == "apex" or name.startswith("apex."):
+                return name
         return self._held_apex_name(node)
 
     def is_availability_test(self, node: cst.BaseExpression) -> bool:
@@ -233,8 +202,8 @@ class FileContext:
         if key not in self._held:
             attrs: set[str] = set()
             self._held[key] = attrs
-            for n in descendants(cls):
-                if isinstance(n, cst.Assign) and len(n.targets) == 1:
+            for n in self.index.within(cls, cst.Assign):
+                if len(n.targets) == 1:
                     target = n.targets[0].target
                     if (
                         isinstance(target, cst.Attribute)
@@ -254,26 +223,49 @@ class FileContext:
     def apex_refs(self) -> list[tuple[cst.CSTNode, str]]:
         """Outermost apex references outside import statements, in source order."""
         if self._apex_refs is None:
-            refs = []
-            for node in descendants(self.module):
-                if isinstance(node, (cst.Import, cst.ImportFrom)):
+            found: dict[int, tuple[cst.CSTNode, str]] = {}
+            for reads in self.index.reads.values():
+                for node in reads:
+                    self._add_outermost(node, found)
+            for cls in self.index.within(self.module, cst.ClassDef):
+                held = self.held_apex(cls)
+                if not held:
                     continue
-                if not isinstance(node, (cst.Name, cst.Attribute)):
-                    continue
-                name = self.apex_name(node)
-                if name is None:
-                    continue
-                parent = self.parent(node)
-                if isinstance(parent, cst.Attribute) and parent.value is node:
-                    if self.apex_name(parent) is not None:
-                        continue
-                if any(isinstance(a, (cst.Import, cst.ImportFrom)) for a in self.ancestors(node)):
-                    continue
-                if self._removed and self.is_removed(node):
-                    continue
-                refs.append((node, name))
+                for node in self.index.within(cls, cst.Attribute):
+                    if (
+                        isinstance(node.value, cst.Name)
+                        and node.value.value == "self"
+                        and node.attr.value in held
+                    ):
+                        self._add_outermost(node, found)
+            refs = [found[k] for k in sorted(found)]
+            if self._removed:
+                refs = [(n, q) for n, q in refs if not self.is_removed(n)]
             self._apex_refs = refs
         return self._apex_refs
+
+    def _add_outermost(self, node: cst.CSTNode, found: dict) -> None:
+        """Record the longest apex attribute chain that starts at `node`."""
+        name = self.apex_name(node)
+        if name is None:
+            return
+        current = node
+        while True:
+            parent = self.parent(current)
+            if isinstance(parent, cst.Attribute) and parent.value is current:
+                outer = self.apex_name(parent)
+                if outer is None:
+                    break
+                node, name = parent, outer
+            elif not (
+                isinstance(parent, cst.Subscript)
+                and parent.value is current
+                or isinstance(parent, cst.Call)
+                and parent.func is current
+            ):
+                break
+            current = parent
+        found.setdefault(self.index.order(node), (node, name))
 
     def calls_to(self, qualified: str) -> list[cst.Call]:
         out = []
@@ -285,63 +277,31 @@ class FileContext:
 
     # tree navigation ---------------------------------------------------------------------
     def parent(self, node: cst.CSTNode) -> cst.CSTNode | None:
-        return self._parents.get(node)
+        return self.index.parent(node)
 
     def ancestors(self, node: cst.CSTNode) -> Iterator[cst.CSTNode]:
-        current = self.parent(node)
-        while current is not None:
-            yield current
-            current = self.parent(current)
+        return self.index.ancestors(node)
 
     def code(self, node: cst.CSTNode) -> str:
-        return self.module.code_for_node(node).strip()
+        return self.index.code(node)
 
     def line(self, node: cst.CSTNode) -> int:
-        return self._positions[node].start.line
-
-    def start(self, node: cst.CSTNode) -> tuple[int, int]:
-        pos = self._positions[node].start
-        return (pos.line, pos.column)
-
-    def end(self, node: cst.CSTNode) -> tuple[int, int]:
-        pos = self._positions[node].end
-        return (pos.line, pos.column)
+        return self.index.line(node)
 
     def scope_of(self, node: cst.CSTNode) -> cst.CSTNode:
-        """The innermost function (or the module) whose body holds `node`."""
-        for anc in self.ancestors(node):
-            if isinstance(anc, (cst.FunctionDef, cst.Module)):
-                return anc
-        return self.module
+        return self.index.scope_of(node)
 
     def statement_of(self, node: cst.CSTNode) -> cst.CSTNode:
-        """The statement that holds `node` as a direct member of a block.
-
-        Inside a one-line suite (`if x: a(); b()`) that is the small statement itself, so an
-        insertion lands inside the suite rather than after the whole compound statement.
-        """
-        current = node
-        for anc in self.ancestors(node):
-            if isinstance(anc, BLOCKS):
-                return current
-            current = anc
-        return current
+        return self.index.statement_of(node)
 
     def block_of(self, stmt: cst.CSTNode) -> cst.CSTNode:
-        parent = self.parent(stmt)
-        if isinstance(parent, cst.SimpleStatementLine):
-            parent = self.parent(parent)
-        return parent  # type: ignore[return-value]
+        return self.index.block_of(stmt)
 
     def siblings(self, stmt: cst.CSTNode) -> list[cst.CSTNode]:
-        return list(self.block_of(stmt).body)  # type: ignore[attr-defined]
+        return self.index.siblings(stmt)
 
     def indent_width(self, stmt: cst.CSTNode) -> int:
-        depth = sum(
-            isinstance(a, (cst.IndentedBlock, cst.SimpleStatementSuite))
-            for a in self.ancestors(stmt)
-        )
-        return depth * len(self.module.default_indent.expandtabs(4))
+        return self.index.indent_width(stmt)
 
     def reachable_scalers(self, node: cst.CSTNode) -> list[Scaler]:
         """Scalers whose name is in scope at `node`, innermost home first."""
@@ -376,20 +336,10 @@ class FileContext:
         return reachable[0] if len(reachable) == 1 else None
 
     def qualname(self, node: cst.CSTNode) -> str:
-        """`module.Class.method` for a def or class; the module name for the module."""
-        parts = [node.name.value] if isinstance(node, (cst.FunctionDef, cst.ClassDef)) else []
-        for anc in self.ancestors(node):
-            if isinstance(anc, (cst.FunctionDef, cst.ClassDef)):
-                parts.insert(0, anc.name.value)
-        return ".".join(p for p in (self.facts.module, *parts) if p)
+        return self.index.qualname(node)
 
     def definitions(self) -> dict[str, cst.CSTNode]:
-        """Every def and class of the file by qualified name."""
-        return {
-            self.qualname(n): n
-            for n in descendants(self.module)
-            if isinstance(n, (cst.FunctionDef, cst.ClassDef))
-        }
+        return self.index.definitions()
 
     def resolve_call(self, call: cst.Call) -> str | None:
         """The qualified name a call targets, as far as imports and `self.` tell."""
@@ -403,19 +353,8 @@ class FileContext:
 
     def resolve_name(self, node: cst.CSTNode) -> str | None:
         """The qualified name an expression names, through imports or module-level defs."""
-        names = self._qnames.get(node)
-        if names is None:
-            return None
-        if callable(names):
-            names = names()
-        for qn in sorted(names, key=lambda q: q.name):
-            if "<locals>" in qn.name:
-                continue
-            if qn.source == QualifiedNameSource.IMPORT:
-                return absolute_name(qn.name, self.facts.module)
-            if qn.source == QualifiedNameSource.LOCAL:
-                return ".".join(p for p in (self.facts.module, qn.name) if p)
-        return None
+        names = self.index.qualified_names(node)
+        return min(names) if names else None
 
     def remove(self, node: cst.CSTNode) -> None:
         """`node` is deleted by a rule: no other rule looks inside it."""
@@ -447,16 +386,10 @@ class FileContext:
         return False
 
     def enclosing_function(self, node: cst.CSTNode) -> cst.FunctionDef | None:
-        for anc in self.ancestors(node):
-            if isinstance(anc, cst.FunctionDef):
-                return anc
-        return None
+        return self.index.enclosing_function(node)
 
     def enclosing_class(self, func: cst.CSTNode) -> cst.ClassDef | None:
-        parent = self.parent(func)
-        if isinstance(parent, cst.IndentedBlock):
-            parent = self.parent(parent)
-        return parent if isinstance(parent, cst.ClassDef) else None
+        return self.index.enclosing_class(func)
 
     # findings and transactions -----------------------------------------------------------
     def note(self, group: object, node: cst.CSTNode, code: str, message: str, tier: str) -> None:

@@ -107,6 +107,11 @@ class EditSet:
     def __bool__(self) -> bool:
         return bool(self.statements or self.nodes)
 
+    def touched(self) -> list[cst.CSTNode]:
+        """The original nodes some edit applies to."""
+        moved = [n for e in self.statements.values() for n in e.move_before]
+        return [*self.statements, *self.nodes, *moved]
+
 
 def todo_line(text: str) -> cst.EmptyLine:
     return cst.EmptyLine(comment=cst.Comment(f"# TODO(apex2native): {text}"))
@@ -140,12 +145,20 @@ def _strip_leading(stmt: cst.BaseStatement) -> cst.BaseStatement:
 
 
 class EditApplier(cst.CSTTransformer):
-    """Applies a compiled EditSet in one walk of the tree."""
+    """Applies a compiled EditSet in one walk of the tree.
 
-    def __init__(self, edits: EditSet) -> None:
+    Only the paths from the root to edited nodes are walked (`hot`: their ids); every other
+    subtree is kept as it is, which is most of a file.
+    """
+
+    def __init__(self, edits: EditSet, hot: set[int] | None = None) -> None:
         super().__init__()
         self.edits = edits
+        self.hot = hot
         self._moved: dict[cst.CSTNode, cst.CSTNode] = {}
+
+    def on_visit(self, node: cst.CSTNode) -> bool:
+        return self.hot is None or id(node) in self.hot
 
     def on_leave(self, original_node, updated_node):  # type: ignore[override]
         updated = super().on_leave(original_node, updated_node)

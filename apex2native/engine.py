@@ -74,7 +74,7 @@ def _rewrite(text: str, options: Options, line_length: int, facts: FileFacts | N
     """Like rewrite_text, also returning the file context (whose metadata the guards reuse)."""
     module = cst.parse_module(text)
     gen = CodeGen(detect_quote(text), options.line_length or line_length)
-    ctx = FileContext(module, options, gen, facts)
+    ctx = FileContext(module, options, gen, facts, text)
     rules = rules_for(options.select, options.ignore)
     for rule in rules:
         rule.apply(ctx)
@@ -84,7 +84,7 @@ def _rewrite(text: str, options: Options, line_length: int, facts: FileFacts | N
     findings = ctx.findings()
     if not edits:
         return text, findings, ctx
-    new = ctx.module.visit(EditApplier(edits))
+    new = ctx.module.visit(EditApplier(edits, ctx.index.paths_to(edits.touched())))
     cleanup = any(isinstance(r, Imports) for r in rules)
     new = Imports().cleanup(new, ctx.needs_torch, remove_unused=cleanup)
     return new.code, findings, ctx
@@ -144,12 +144,13 @@ def process_file(
         return outcome
 
     def rerun(again: str) -> tuple[str, set[str]]:
+        unbound = guards.unbound_names(again)
         if not mentions(again) and not facts:
-            return again, guards.unbound_names(again)
-        result, _, again_ctx = _rewrite(again, options, length, facts)
-        return result, guards.unbound_in(again_ctx.wrapper)
+            return again, unbound
+        result, _, _ = _rewrite(again, options, length, facts)
+        return result, unbound
 
-    problem = guards.check(new, guards.unbound_in(ctx.wrapper), rerun)
+    problem = guards.check(new, guards.unbound_names(text), rerun)
     if problem:
         outcome.status, outcome.error = "failed", f"guard refused the rewrite: {problem}"
         outcome.findings = [f for f in findings if f.todo]

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import builtins
+import symtable
 from collections.abc import Callable
 
 import libcst as cst
-from libcst.metadata import MetadataWrapper, ScopeProvider
 
 BUILTINS = set(dir(builtins)) | {
     "__file__",
@@ -18,21 +18,33 @@ BUILTINS = set(dir(builtins)) | {
 }
 
 
-def unbound_in(wrapper: MetadataWrapper) -> set[str]:
-    """Names the wrapped module reads that nothing binds (and that are not builtins)."""
-    missing: set[str] = set()
-    for scope in set(wrapper.resolve(ScopeProvider).values()):
-        if scope is None:
-            continue
-        for access in scope.accesses:
-            name = access.node.value if isinstance(access.node, cst.Name) else None
-            if name and not access.referents and name not in BUILTINS:
-                missing.add(name)
-    return missing
-
-
 def unbound_names(text: str) -> set[str]:
-    return unbound_in(MetadataWrapper(cst.parse_module(text)))
+    """Names the code reads that nothing binds (and that are not builtins).
+
+    Python's own symbol tables answer this: reads that resolve to the module scope and
+    that no module-level statement (or `global` declaration) binds.
+    """
+    try:
+        top = symtable.symtable(text, "<rewritten>", "exec")
+    except (SyntaxError, ValueError):
+        return set()
+    bound: set[str] = set()
+    reads: set[str] = set()
+    stack = [top]
+    while stack:
+        table = stack.pop()
+        stack.extend(table.get_children())
+        module = table.get_type() == "module"
+        for sym in table.get_symbols():
+            name = sym.get_name()
+            binds = sym.is_assigned() or sym.is_imported() or sym.is_namespace()
+            if module:
+                (bound if binds or sym.is_parameter() else reads).add(name)
+            elif sym.is_declared_global() and binds:
+                bound.add(name)
+            elif sym.is_global() and sym.is_referenced():
+                reads.add(name)
+    return reads - bound - BUILTINS
 
 
 def check(

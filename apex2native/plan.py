@@ -23,8 +23,9 @@ from pathlib import Path
 import libcst as cst
 
 from apex2native.codegen import CodeGen
-from apex2native.context import FileContext, descendants
+from apex2native.context import FileContext
 from apex2native.facts import FileFacts, ScalerSpec
+from apex2native.index import descendants
 from apex2native.options import Options
 
 NEEDS = ("apex.amp.scale_loss", "apex.amp.state_dict", "apex.amp.load_state_dict")

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import libcst as cst
 
-from apex2native.context import FileContext, descendants
+from apex2native.context import FileContext
 from apex2native.findings import SAFE
+from apex2native.index import descendants
 from apex2native.rules.base import Rule
 
 

@@ -9,8 +9,9 @@ import libcst.matchers as m
 from libcst.helpers import get_full_name_for_node
 
 from apex2native.apex_imports import is_apex_import
-from apex2native.context import FileContext, descendants, with_appended
+from apex2native.context import FileContext, with_appended
 from apex2native.findings import NUMERICS, SAFE
+from apex2native.index import descendants
 from apex2native.rules.base import Rule
 
 

@@ -5,8 +5,9 @@ from __future__ import annotations
 import libcst as cst
 import libcst.matchers as m
 
-from apex2native.context import FileContext, Scaler, descendants
+from apex2native.context import FileContext, Scaler
 from apex2native.findings import NUMERICS
+from apex2native.index import descendants
 from apex2native.rules.base import Rule
 from apex2native.rules.scale_loss import BackwardSite
 

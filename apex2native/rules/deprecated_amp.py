@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import libcst as cst
 
-from apex2native.context import FileContext, descendants, with_appended
+from apex2native.context import FileContext, with_appended
 from apex2native.findings import SAFE
+from apex2native.index import descendants
 from apex2native.rules.base import Rule
 
 # old qualified name -> (new callable, how the device is given)

@@ -5,8 +5,9 @@ from __future__ import annotations
 import libcst as cst
 import libcst.matchers as m
 
-from apex2native.context import FileContext, descendants, taken_arm
+from apex2native.context import FileContext, taken_arm
 from apex2native.findings import SAFE
+from apex2native.index import descendants
 from apex2native.rules.base import Rule
 
 APEX = m.SimpleString(value=m.MatchIfTrue(lambda v: v[1:-1].lower() == "apex"))

@@ -7,17 +7,17 @@ import libcst.matchers as m
 from libcst.codemod import CodemodContext
 from libcst.codemod.visitors import AddImportsVisitor
 from libcst.helpers import get_full_name_for_node
-from libcst.metadata import MetadataWrapper, ScopeProvider
-from libcst.metadata.scope_provider import ImportAssignment
 
 from apex2native.apex_imports import (
+    apex_guards,
     catches_import_errors,
     guard_flags,
     has_apex_import,
     is_migrated_import,
 )
-from apex2native.context import FileContext, descendants, taken_arm
+from apex2native.context import FileContext, taken_arm
 from apex2native.findings import SAFE
+from apex2native.index import TreeIndex, descendants
 from apex2native.rules.base import Rule
 
 
@@ -93,11 +93,10 @@ class Imports(Rule):
     ) -> cst.Module:
         """After the rewrite: drop what became unused, add `import torch` if needed."""
         if remove_unused:
-            cleanup = _Cleanup(module)
+            index = TreeIndex(module)
+            cleanup = _Cleanup(index)
             if cleanup.ambiguous:
-                wrapper = MetadataWrapper(module)
-                module = wrapper.module
-                cleanup = _Cleanup(module, precise_unused(wrapper))
+                cleanup = _Cleanup(index, precise_unused(index))
             module = module.visit(cleanup)
         if needs_torch and not _imports_torch(module):
             context = CodemodContext()
@@ -126,32 +125,27 @@ class _Cleanup(cst.CSTTransformer):
     conservative: a shadowing local keeps the import rather than risk an unbound name.
     """
 
-    def __init__(self, module: cst.Module, unused: set[tuple[int, str]] | None = None) -> None:
+    def __init__(self, index: TreeIndex, unused: set[tuple[int, str]] | None = None) -> None:
         super().__init__()
-        guards = [
-            node
-            for node in descendants(module)
-            if isinstance(node, cst.Try)
-            and has_apex_import(node.body)
-            and catches_import_errors(node)
-        ]
-        inside_guards = {id(n) for g in guards for n in descendants(g)}
-        imports = [n for n in descendants(module) if isinstance(n, (cst.Import, cst.ImportFrom))]
-        skip = {id(n) for imp in imports for n in descendants(imp)} | inside_guards
-        skip |= {id(n.attr) for n in descendants(module) if isinstance(n, cst.Attribute)}
-        skip |= {id(n.keyword) for n in descendants(module) if isinstance(n, cst.Arg) and n.keyword}
-        self.used = {
-            n.value for n in descendants(module) if isinstance(n, cst.Name) and id(n) not in skip
-        }
+        self.index = index
+        module = index.module
+        inside_guards = {id(n) for g in apex_guards(index) for n in index.subtree(g)}
+        imports = index.within(module, cst.Import, cst.ImportFrom)
+        skip = {id(n) for imp in imports for n in index.subtree(imp)} | inside_guards
+        skip |= {id(n.attr) for n in index.within(module, cst.Attribute)}
+        skip |= {id(n.keyword) for n in index.within(module, cst.Arg) if n.keyword}
+        names = index.within(module, cst.Name)
+        self.used = {n.value for n in names if id(n) not in skip}
         self.unused = unused
         bound = {_bound(a) for imp in imports if is_migrated_import(imp) for a in _aliases(imp)}
         self.ambiguous = unused is None and bool(bound & self.used)
-        self.flags = guard_flags(module)
+        self.flags = guard_flags(index)
         self.flags_read = {
-            n.value
-            for n in descendants(module)
-            if isinstance(n, cst.Name) and n.value in self.flags and id(n) not in inside_guards
+            n.value for n in names if n.value in self.flags and id(n) not in inside_guards
         }
+        self.hot = index.paths_to(
+            [*(i for i in imports if is_migrated_import(i)), *apex_guards(index)]
+        )
         self._empty: set[int] = set()
         self._markers: list[cst.CSTNode] = []  # kept alive: their ids must not be reused
 
@@ -163,6 +157,9 @@ class _Cleanup(cst.CSTTransformer):
         if self.unused is not None:
             return (id(node), bound) not in self.unused
         return bound in self.used
+
+    def on_visit(self, node: cst.CSTNode) -> bool:
+        return id(node) in self.hot
 
     def leave_Import(self, original_node, updated_node):
         if not is_migrated_import(original_node):
@@ -191,7 +188,9 @@ class _Cleanup(cst.CSTTransformer):
         return updated_node
 
     def leave_Try(self, original_node, updated_node):
-        if not (has_apex_import(original_node.body) and catches_import_errors(original_node)):
+        if not (
+            has_apex_import(self.index, original_node.body) and catches_import_errors(original_node)
+        ):
             return updated_node
         if any(isinstance(n, (cst.Import, cst.ImportFrom)) for n in descendants(updated_node.body)):
             return updated_node
@@ -210,7 +209,7 @@ class _Cleanup(cst.CSTTransformer):
 
     def leave_If(self, original_node, updated_node):
         """`if is_apex_available(): from apex import amp` goes with its import."""
-        if not has_apex_import(original_node.body) or updated_node.orelse is not None:
+        if not has_apex_import(self.index, original_node.body) or updated_node.orelse is not None:
             return updated_node
         if all(self._dead(s) for s in updated_node.body.body):
             marker = cst.SimpleStatementLine([cst.Pass()], leading_lines=updated_node.leading_lines)
@@ -267,18 +266,17 @@ def _bound(alias: cst.ImportAlias) -> str:
     return (get_full_name_for_node(alias.name) or "").split(".")[0]
 
 
-def precise_unused(wrapper: MetadataWrapper) -> set[tuple[int, str]]:
-    """(import node id, name) of apex imports no scope reads, by LibCST's scope analysis."""
+def precise_unused(index: TreeIndex) -> set[tuple[int, str]]:
+    """(import node id, name) of apex imports no read refers to, by scope analysis."""
+    used = index.used_imports()
     unused: set[tuple[int, str]] = set()
-    used: set[tuple[int, str]] = set()
-    for scope in set(wrapper.resolve(ScopeProvider).values()):
-        if scope is None:
-            continue
-        for assignment in scope.assignments:
-            if isinstance(assignment, ImportAssignment) and is_migrated_import(assignment.node):
-                key = (id(assignment.node), assignment.name)
-                (used if assignment.references else unused).add(key)
-    return unused - used
+    for node in index.within(index.module, cst.Import, cst.ImportFrom):
+        if is_migrated_import(node):
+            for alias in _aliases(node):
+                key = (id(node), _bound(alias))
+                if key not in used:
+                    unused.add(key)
+    return unused
 
 
 def node_has_parens(node: cst.CSTNode) -> bool:

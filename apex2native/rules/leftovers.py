@@ -6,8 +6,9 @@ import re
 
 import libcst as cst
 
-from apex2native.context import FileContext, descendants
+from apex2native.context import FileContext
 from apex2native.findings import MANUAL
+from apex2native.index import descendants
 from apex2native.rules.base import Rule
 
 MARKER = re.compile(r"# TODO\(apex2native\): (A2N\d+) (.*)$")

@@ -7,8 +7,9 @@ from dataclasses import dataclass, field
 import libcst as cst
 import libcst.matchers as m
 
-from apex2native.context import FileContext, Scaler, conjuncts, descendants
+from apex2native.context import FileContext, Scaler, conjuncts
 from apex2native.findings import NUMERICS, SAFE
+from apex2native.index import descendants
 from apex2native.rules.base import Rule
 from apex2native.rules.initialize import normalize
 

@@ -24,7 +24,7 @@ def step_calls(ctx: FileContext, scope: cst.CSTNode) -> list[cst.Call]:
         if m.matches(node, m.Call(func=m.Attribute(attr=m.Name("step")))):
             out.append(node)
         stack.extend(node.children)
-    return sorted(out, key=ctx.start)
+    return sorted(out, key=ctx.index.order)
 
 
 def _shares_loop(ctx: FileContext, a: cst.CSTNode, b: cst.CSTNode, scope: cst.CSTNode) -> bool:
@@ -79,7 +79,7 @@ class Step(Rule):
                 for c in calls
                 if ctx.code(c.func.value) == opt  # type: ignore[attr-defined]
                 and (
-                    ctx.start(c) > ctx.end(site.with_node)
+                    ctx.index.after(c, site.with_node)
                     or _shares_loop(ctx, c, site.with_node, scope)
                 )
             ]
@@ -123,7 +123,7 @@ class Step(Rule):
             for call in site.steps:
                 stmt = ctx.statement_of(call)
                 key = (site.scaler.access, id(ctx.block_of(stmt)))
-                if key not in last or ctx.start(stmt) > ctx.start(last[key][0]):
+                if key not in last or ctx.index.order(stmt) > ctx.index.order(last[key][0]):
                     last[key] = (stmt, site)
         for stmt, site in last.values():
             scaler = site.scaler

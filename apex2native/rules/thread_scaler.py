@@ -5,8 +5,9 @@ from __future__ import annotations
 import libcst as cst
 import libcst.matchers as m
 
-from apex2native.context import FileContext, Scaler, descendants, with_appended
+from apex2native.context import FileContext, Scaler, with_appended
 from apex2native.findings import SAFE
+from apex2native.index import descendants
 from apex2native.rules.base import Rule
 
 

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import libcst as cst
 
-from apex2native.context import FileContext, descendants
+from apex2native.context import FileContext
 from apex2native.findings import NUMERICS, SAFE
+from apex2native.index import descendants
 from apex2native.rules.base import Rule
 from apex2native.rules.scale_loss import BackwardSite
 
@@ -44,7 +45,7 @@ def grad_reads(ctx: FileContext, scope: cst.CSTNode) -> list[cst.CSTNode]:
             out.append(node)
             continue
         stack.extend(node.children)
-    return sorted(out, key=ctx.start)
+    return sorted(out, key=ctx.index.order)
 
 
 class Unscale(Rule):
@@ -81,9 +82,9 @@ class Unscale(Rule):
 
     def _site(self, ctx: FileContext, site: BackwardSite, done: set) -> bool:
         scope = ctx.scope_of(site.with_node)
-        reads = [r for r in grad_reads(ctx, scope) if ctx.start(r) > ctx.end(site.with_node)]
+        reads = [r for r in grad_reads(ctx, scope) if ctx.index.after(r, site.with_node)]
         for step in site.steps:
-            before = [r for r in reads if ctx.start(r) < ctx.start(step)]
+            before = [r for r in reads if ctx.index.order(r) < ctx.index.order(step)]
             if not before:
                 continue
             opt = ctx.code(step.func.value)  # type: ignore[attr-defined]
@@ -156,7 +157,9 @@ class Unscale(Rule):
         for node in descendants(scope):
             if isinstance(node, cst.Name) and node.value in assigned:
                 inside = read_top in ctx.ancestors(node) or node is read_top
-                if not inside and ctx.start(read_top) < ctx.start(node) < ctx.start(step_stmt):
+                if not inside and ctx.index.order(read_top) < ctx.index.order(
+                    node
+                ) < ctx.index.order(step_stmt):
                     return False
         return True
 
