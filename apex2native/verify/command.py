@@ -102,6 +102,20 @@ class _VerifyCommand(click.Command):
     help="Write a JSON report with both traces.",
 )
 @click.option(
+    "--rewrite-report",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="The JSON report of `apex2native rewrite --report` (default: "
+    "apex2native-report.json in REWRITTEN, when present). Differences it announces "
+    "are labelled, and pass as PASS-ANNOUNCED within the fp32 envelope.",
+)
+@click.option(
+    "--resume-from",
+    metavar="CKPT",
+    type=click.Path(dir_okay=False),
+    help="Run both sides from this checkpoint, which the original wrote with apex amp state. "
+    "COMMAND must pass it to the program, spelled as here; each side gets a private copy.",
+)
+@click.option(
     "--plot",
     type=click.Path(dir_okay=False, path_type=Path),
     help="Write a PNG of loss and gradient-norm curves (needs matplotlib).",
@@ -122,6 +136,8 @@ def verify(
     timeout: float,
     sequential: bool,
     report: Path | None,
+    rewrite_report: Path | None,
+    resume_from: str | None,
     plot: Path | None,
 ) -> None:
     """Run ORIGINAL and REWRITTEN with COMMAND for N steps and compare what they did.
@@ -129,6 +145,7 @@ def verify(
     \b
     apex2native verify ORIGINAL REWRITTEN --steps N -- COMMAND [ARG...]
     apex2native verify --against HEAD --steps 20 -- python train.py ...
+    apex2native verify A B --resume-from ckpt.pt -- python train.py --resume ckpt.pt
 
     COMMAND runs with each tree as its working directory. Exit status: 0 equivalent,
     1 not equivalent (also when the rewritten side crashes or stops early), 2 harness or
@@ -168,6 +185,8 @@ def verify(
         tolerances=tolerances,
         timeout=timeout,
         sequential=sequential,
+        rewrite_report=rewrite_report,
+        resume_from=resume_from,
     )
     outcome = run_verify(opts)
     click.echo(verdict_line(outcome, steps))

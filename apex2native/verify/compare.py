@@ -4,6 +4,12 @@ exact: every recorded float must be bitwise equal (PASS-EXACT); failing that, eq
 `near_rtol` with identical structure (PASS-NEAR). envelope: the rewrite may deviate from the
 original by `factor` times the original's own deviation from its fp32 run, plus a floor.
 fixed: fixed relative tolerances when no fp32 run exists.
+
+Entries are paired by key (see `align.py`). Series that shape training (loss, scale, applied
+steps, the gradients a step applied, parameters) must have the same entries on both sides. A
+diagnostic (`clip_norm`) is compared where both sides recorded it, and the entries only one
+side recorded are reported in the row (status `extra` when the paired values agree); they do
+not fail the comparison.
 """
 
 from __future__ import annotations
@@ -13,8 +19,9 @@ import statistics
 from dataclasses import dataclass, field
 from typing import Any
 
+from .align import aligned_to, describe_extras, pair, same_structure
 from .tolerances import Tolerances
-from .trace import Series
+from .trace import Series, is_diagnostic
 
 INFORMATIONAL_OUTSIDE_EXACT = ("loss_scale", "init_params")
 
@@ -31,10 +38,18 @@ class Row:
     original: Any = None
     rewritten: Any = None
     detail: str = ""
+    seq: int | None = None
+    extra: str = ""
+    announced: list[str] = field(default_factory=list)
 
     @property
     def failed(self) -> bool:
         return self.status in ("differs", "count")
+
+    @property
+    def differs(self) -> bool:
+        """Some paired value is not bitwise equal (whatever the mode made of it)."""
+        return self.index is not None or self.status == "count"
 
 
 @dataclass
@@ -86,20 +101,41 @@ def near_equal(a: Any, b: Any, rtol: float) -> bool:
 
 
 def _count_row(name: str, a: Series, b: Series) -> Row | None:
-    if len(a.values) == len(b.values):
+    """A series that shapes training must hold the same entries on both sides."""
+    i = same_structure(a, b)
+    if i is None:
         return None
-    i = min(len(a.values), len(b.values))
-    steps = a.steps if len(a.values) > i else b.steps
+    longer = a if i < len(a.values) else b
+    detail = f"original recorded {len(a.values)}, rewritten {len(b.values)}"
+    if len(a.values) == len(b.values):
+        detail += f"; entry {i} belongs to another step or micro-step"
     return Row(
         name,
         "count",
         i,
         i,
-        steps[i] if i < len(steps) else None,
+        longer.steps[i] if i < len(longer.steps) else None,
         len(a.values),
         len(b.values),
-        f"original recorded {len(a.values)}, rewritten {len(b.values)}",
+        detail,
+        seq=a.seq[i] if i < len(a.seq) else None,
     )
+
+
+def _paired(name: str, sa: Series, sb: Series) -> tuple[Series, Series, str]:
+    """A diagnostic's entries that both sides recorded, and what only one side recorded."""
+    if not is_diagnostic(name):
+        return sa, sb, ""
+    p = pair(sa, sb)
+    return p.a, p.b, describe_extras(sa, sb, p) if p.extras else ""
+
+
+def _with_extra(row: Row, extra: str) -> Row:
+    if extra:
+        row.extra = extra
+        if row.status == "equal":
+            row.status = "extra"
+    return row
 
 
 def _first(pred, a: Series, b: Series) -> int | None:
@@ -109,7 +145,8 @@ def _first(pred, a: Series, b: Series) -> int | None:
 def _row_at(name: str, status: str, a: Series, b: Series, i: int | None, detail: str = "") -> Row:
     if i is None:
         return Row(name, status, len(a.values), detail=detail)
-    return Row(name, status, len(a.values), i, a.steps[i], a.values[i], b.values[i], detail)
+    seq = a.seq[i] if i < len(a.seq) else None
+    return Row(name, status, len(a.values), i, a.steps[i], a.values[i], b.values[i], detail, seq)
 
 
 def compare_exact(a: dict[str, Series], b: dict[str, Series], tol: Tolerances) -> Comparison:
@@ -117,21 +154,12 @@ def compare_exact(a: dict[str, Series], b: dict[str, Series], tol: Tolerances) -
     rows = []
     for name in _names(a, b):
         sa, sb = a.get(name, Series(name, "float")), b.get(name, Series(name, "float"))
+        sa, sb, extra = _paired(name, sa, sb)
         count = _count_row(name, sa, sb)
         if count is not None:
             rows.append(count)
             continue
-        first = _first(bitwise_equal, sa, sb)
-        if first is None:
-            rows.append(_row_at(name, "equal", sa, sb, None))
-            continue
-        far = _first(lambda x, y: near_equal(x, y, tol.near_rtol), sa, sb)
-        if far is None and tol.near_rtol > 0:
-            worst = max(_entry_rel(x, y) for x, y in zip(sa.values, sb.values))
-            rows.append(_row_at(name, "near", sa, sb, first, f"max rel diff {worst:.3g}"))
-        else:
-            i = first if far is None else far
-            rows.append(_row_at(name, "differs", sa, sb, i, _describe(sa.values[i], sb.values[i])))
+        rows.append(_with_extra(_exact_row(name, sa, sb, tol), extra))
     if any(r.failed for r in rows):
         verdict = "FAIL"
     elif any(r.status == "near" for r in rows):
@@ -139,6 +167,18 @@ def compare_exact(a: dict[str, Series], b: dict[str, Series], tol: Tolerances) -
     else:
         verdict = "PASS-EXACT"
     return Comparison("exact", verdict, rows)
+
+
+def _exact_row(name: str, sa: Series, sb: Series, tol: Tolerances) -> Row:
+    first = _first(bitwise_equal, sa, sb)
+    if first is None:
+        return _row_at(name, "equal", sa, sb, None)
+    far = _first(lambda x, y: near_equal(x, y, tol.near_rtol), sa, sb)
+    if far is None and tol.near_rtol > 0:
+        worst = max(_entry_rel(x, y) for x, y in zip(sa.values, sb.values))
+        return _row_at(name, "near", sa, sb, first, f"max rel diff {worst:.3g}")
+    i = first if far is None else far
+    return _row_at(name, "differs", sa, sb, i, _describe(sa.values[i], sb.values[i]))
 
 
 def _entry_rel(x: Any, y: Any) -> float:
@@ -190,7 +230,8 @@ def _check_values(name, sa, sb, limit) -> Row:
         worst = max(worst, rel / bound if bound > 0 else (0.0 if rel == 0 else math.inf))
         if rel > bound:
             return _row_at(name, "differs", sa, sb, i, f"rel diff {rel:.3g} > allowed {bound:.3g}")
-    return _row_at(name, "within", sa, sb, None, f"worst {worst:.3g} of allowed")
+    first = _first(bitwise_equal, sa, sb)
+    return _row_at(name, "within", sa, sb, first, f"worst {worst:.3g} of allowed")
 
 
 def _median_ratio(sa: Series, sb: Series) -> float | None:
@@ -212,43 +253,45 @@ def _compare_tolerant(a, b, c, tol: Tolerances, mode: str) -> Comparison:
     rows = []
     for name in _names(a, b):
         sa, sb = a.get(name, Series(name, "float")), b.get(name, Series(name, "float"))
-        count = _count_row(name, sa, sb)
-        if count is not None and not _informational(name):
-            rows.append(count)
-            continue
-        if _informational(name):
-            first = _first(bitwise_equal, sa, sb) if count is None else count.index
-            status = "equal" if first is None and count is None else "info"
-            rows.append(
-                _row_at(name, status, sa, sb, None if count else first, "not judged in this mode")
-            )
-            continue
-        if name.startswith("applied/"):
-            rows.append(_compare_masks(name, sa, sb, tol, mode))
-            continue
-        if name == "final_params":
-            rows.append(_compare_params(sa, sb, c.get(name) if c else None, tol, mode))
-            continue
-        if not _is_value_metric(name):
-            continue
-        if mode == "envelope":
-            env = _envelope(sa, c.get(name, Series(name, "float")))
-            env += [env[-1] if env else 0.0] * (len(sa.values) - len(env))
-            row = _check_values(
-                name, sa, sb, lambda i, env=env: tol.envelope_factor * env[i] + tol.envelope_floor
-            )
-        else:
-            rtol = tol.fixed_grad_rtol if name != "loss" else tol.fixed_loss_rtol
-            first_rtol = tol.fixed_first_loss_rtol if name == "loss" else rtol
-            row = _check_values(name, sa, sb, lambda i, a=first_rtol, r=rtol: a if i == 0 else r)
-        if not row.failed and name != "loss":
-            ratio = _median_ratio(sa, sb)
-            if ratio is not None and not tol.median_ratio_low <= ratio <= tol.median_ratio_high:
-                row = _row_at(name, "differs", sa, sb, None, f"median ratio {ratio:.4g}")
-        rows.append(row)
+        sa, sb, extra = _paired(name, sa, sb)
+        row = _tolerant_row(name, sa, sb, c, tol, mode)
+        if row is not None:
+            rows.append(_with_extra(row, extra))
     failed = any(r.failed for r in rows)
     verdict = "FAIL" if failed else f"PASS-{mode.upper()}"
     return Comparison(mode, verdict, rows)
+
+
+def _tolerant_row(name, sa, sb, c, tol: Tolerances, mode: str) -> Row | None:
+    count = _count_row(name, sa, sb)
+    if count is not None and not _informational(name):
+        return count
+    if _informational(name):
+        first = _first(bitwise_equal, sa, sb) if count is None else count.index
+        status = "equal" if first is None and count is None else "info"
+        return _row_at(name, status, sa, sb, None if count else first, "not judged in this mode")
+    if name.startswith("applied/"):
+        return _compare_masks(name, sa, sb, tol, mode)
+    if name == "final_params":
+        return _compare_params(sa, sb, c.get(name) if c else None, tol, mode)
+    if not _is_value_metric(name):
+        return None
+    if mode == "envelope":
+        sc = aligned_to(sa.key_list(), c.get(name, Series(name, "float")))
+        env = _envelope(sa, sc)
+        env += [env[-1] if env else 0.0] * (len(sa.values) - len(env))
+        row = _check_values(
+            name, sa, sb, lambda i, env=env: tol.envelope_factor * env[i] + tol.envelope_floor
+        )
+    else:
+        rtol = tol.fixed_grad_rtol if name != "loss" else tol.fixed_loss_rtol
+        first_rtol = tol.fixed_first_loss_rtol if name == "loss" else rtol
+        row = _check_values(name, sa, sb, lambda i, a=first_rtol, r=rtol: a if i == 0 else r)
+    if not row.failed and name != "loss":
+        ratio = _median_ratio(sa, sb)
+        if ratio is not None and not tol.median_ratio_low <= ratio <= tol.median_ratio_high:
+            row = _row_at(name, "differs", sa, sb, None, f"median ratio {ratio:.4g}")
+    return row
 
 
 def _compare_masks(name, sa, sb, tol, mode) -> Row:

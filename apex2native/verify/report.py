@@ -27,9 +27,21 @@ def verdict_line(outcome: Outcome, steps: int) -> str:
     setup = f"device {outcome.device}, apex {outcome.apex}, mode {outcome.mode}"
     if outcome.verdict == "PASS-EXACT":
         return f"PASS-EXACT: bitwise equal over {steps} steps ({setup})"
+    if outcome.verdict == "PASS-ANNOUNCED":
+        return (
+            f"PASS-ANNOUNCED: equal over {steps} steps except where the rewrite announced a "
+            f"numerics change, and within the fp32 envelope there ({setup})"
+        )
     if outcome.verdict.startswith("PASS"):
         return f"{outcome.verdict}: equivalent within tolerance over {steps} steps ({setup})"
     return f"FAIL: {outcome.message} ({setup})"
+
+
+def _detail(row) -> str:
+    parts = [row.detail, row.extra]
+    if row.announced:
+        parts.append("announced: " + ", ".join(row.announced))
+    return "; ".join(p for p in parts if p)
 
 
 def table(outcome: Outcome) -> str:
@@ -49,7 +61,7 @@ def table(outcome: Outcome) -> str:
                 str(row.step) if differs and row.step is not None else "-",
                 _fmt(row.original) if differs else "-",
                 _fmt(row.rewritten) if differs else "-",
-                row.detail,
+                _detail(row),
             )
         )
     widths = [max(len(line[i]) for line in lines) for i in range(len(header) - 1)]
@@ -83,6 +95,11 @@ def report_document(outcome: Outcome, opts: VerifyOptions) -> dict:
         "command": opts.command,
         "tolerances": opts.tolerances.__dict__,
         "notes": outcome.notes,
+        "rewrite_report": str(outcome.rewrite_report) if outcome.rewrite_report else None,
+        "announcements": [
+            {"code": a.code, "message": a.message, "path": a.path, "line": a.line}
+            for a in outcome.announcements
+        ],
         "rows": rows,
         "sides": {
             run.spec.label: {

@@ -39,6 +39,7 @@ class SideSpec:
     reference_apex: bool = False
     amp_off: bool = False
     skip_mask: dict | None = None
+    resume: Path | None = None
 
 
 @dataclass
@@ -96,6 +97,9 @@ def side_env(
     env[protocol.ENV_DEVICE] = settings.device
     env.pop(protocol.ENV_AMP_OFF, None)
     env.pop(protocol.ENV_SKIP_MASK, None)
+    env.pop(protocol.ENV_RESUME, None)
+    if spec.resume is not None:
+        env[protocol.ENV_RESUME] = str(spec.resume)
     if spec.amp_off:
         env[protocol.ENV_AMP_OFF] = "1"
     if spec.skip_mask is not None:

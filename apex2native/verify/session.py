@@ -12,12 +12,23 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .compare import Comparison, Row, compare_envelope, compare_exact, compare_fixed
+from .announced import Announcement, find_report, load_report
+from .compare import Comparison
 from .environment import resolve_apex, resolve_device
 from .errors import HarnessError
+from .judge import Announced, Judgement, conclude, evaluate, rewritten_failure
+from .resume import (
+    Checkpoint,
+    check_command,
+    command_for,
+    inspect_checkpoint,
+    private_copy,
+    resume_rows,
+)
+from .resume import notes as resume_notes
 from .runner import Settings, SideRun, SideSpec, launches_distributed, run_sides, skip_mask
 from .tolerances import Tolerances
-from .trace import metrics, step_counts
+from .trace import step_counts
 from .worktree import revision_tree
 
 
@@ -37,6 +48,8 @@ class VerifyOptions:
     tolerances: Tolerances = field(default_factory=Tolerances)
     timeout: float = 900.0
     sequential: bool = False
+    rewrite_report: Path | None = None
+    resume_from: str | None = None
 
 
 @dataclass
@@ -50,6 +63,8 @@ class Outcome:
     comparison: Comparison | None = None
     sides: list[SideRun] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    rewrite_report: Path | None = None
+    announcements: list[Announcement] = field(default_factory=list)
 
 
 @contextmanager
@@ -87,65 +102,6 @@ def check_original(run: SideRun, notes: list[str], steps: int) -> None:
         )
 
 
-def _rewritten_failure(a: SideRun, b: SideRun) -> str | None:
-    if b.hook_errors:
-        raise HarnessError(f"hooks failed in the rewritten side: {b.hook_errors[0]}")
-    if b.status == "no-hooks":
-        raise HarnessError("hooks were not loaded in the rewritten side")
-    if b.status in ("crashed", "timeout"):
-        return _side_failure(b)
-    if sorted(a.ranks) != sorted(b.ranks):
-        return f"ranks differ: original {sorted(a.ranks)}, rewritten {sorted(b.ranks)}"
-    for rank in a.ranks:
-        ca, cb = step_counts(a.ranks[rank]), step_counts(b.ranks[rank])
-        if b.status == "finished" and cb != ca:
-            return (
-                f"rewritten side stopped early: step opportunities {cb} "
-                f"vs original {ca} (rank {rank})"
-            )
-    return None
-
-
-def _judge(
-    tolerances: Tolerances, mode: str, a: SideRun, b: SideRun, c: SideRun | None
-) -> Comparison:
-    parts = []
-    for rank in sorted(a.ranks):
-        ma, mb = metrics(a.ranks[rank]), metrics(b.ranks[rank])
-        if mode == "exact":
-            part = compare_exact(ma, mb, tolerances)
-        elif mode == "envelope":
-            mc = metrics(c.ranks.get(rank, [])) if c is not None else {}
-            part = compare_envelope(ma, mb, mc, tolerances)
-        else:
-            part = compare_fixed(ma, mb, tolerances)
-        if len(a.ranks) > 1:
-            for row in part.rows:
-                row.metric = f"rank{rank}/{row.metric}"
-        parts.append(part)
-    rows: list[Row] = [row for part in parts for row in part.rows]
-    order = ["FAIL", "PASS-NEAR", "PASS-FIXED", "PASS-ENVELOPE", "PASS-EXACT"]
-    verdict = min((p.verdict for p in parts), key=order.index)
-    return Comparison(mode, verdict, rows)
-
-
-def evaluate(
-    a: SideRun, b: SideRun, c: SideRun | None, mode: str, tolerances: Tolerances
-) -> tuple[int, str, str, Comparison | None]:
-    """Exit status, verdict, message and comparison for a rewritten run `b` against `a`
-    (and the fp32 run `c` in envelope mode). Raises HarnessError for harness problems."""
-    failure = _rewritten_failure(a, b)
-    if failure is not None:
-        return 1, "FAIL", failure, None
-    comparison = _judge(tolerances, mode, a, b, c)
-    failed = [r.metric for r in comparison.rows if r.failed]
-    if failed:
-        message = "differs in " + ", ".join(failed)
-    else:
-        message = f"{len(comparison.rows)} metrics compared"
-    return (0 if comparison.passed else 1), comparison.verdict, message, comparison
-
-
 def verify(opts: VerifyOptions) -> Outcome:
     """Run and judge one verification; never raises for harness errors (exit 2 instead)."""
     outcome = Outcome(2, "ERROR", "")
@@ -156,10 +112,31 @@ def verify(opts: VerifyOptions) -> Outcome:
     return outcome
 
 
+def _announcement_notes(out: Outcome) -> None:
+    if out.announcements:
+        out.notes.append(f"announced by the rewrite ({out.rewrite_report}):")
+        out.notes.extend(f"  {a.describe()}" for a in out.announcements)
+
+
+def _with_resume(judgement: Judgement, a: SideRun, b: SideRun, ckpt: Checkpoint) -> Judgement:
+    """The judgement with the resume rows added (a side that did not resume fails)."""
+    if judgement.comparison is None:
+        return judgement
+    judgement.comparison.rows.extend(resume_rows(a, b, ckpt))
+    return conclude(judgement.comparison)
+
+
 def _verify(opts: VerifyOptions, out: Outcome) -> None:
     if not opts.command:
         raise HarnessError("missing COMMAND after `--`")
     _require_dir(opts.rewritten, "REWRITTEN")
+    out.rewrite_report = find_report(opts.rewrite_report, opts.rewritten)
+    if out.rewrite_report is not None:
+        out.announcements = load_report(out.rewrite_report)
+    ckpt = inspect_checkpoint(opts.resume_from) if opts.resume_from else None
+    if ckpt is not None:
+        check_command(opts.command, ckpt)
+        out.notes.extend(resume_notes(ckpt))
     out.device = resolve_device(opts.device)
     with _original_tree(opts) as original:
         _require_dir(original, "ORIGINAL")
@@ -170,29 +147,43 @@ def _verify(opts: VerifyOptions, out: Outcome) -> None:
         out.mode = mode
         settings = Settings(opts.steps, opts.seed, out.device, opts.timeout)
         reference = out.apex == "reference"
+        announced = Announced(out.announcements, stand_in=reference)
         with tempfile.TemporaryDirectory(prefix="a2n-verify-") as tmp:
             record_dir = Path(tmp)
+
+            def spec(label: str, tree: Path, **kwargs) -> SideSpec:
+                if ckpt is None:
+                    return SideSpec(label, tree, opts.command, **kwargs)
+                copy = private_copy(ckpt, record_dir, label)
+                command = command_for(opts.command, ckpt, copy)
+                return SideSpec(label, tree, command, resume=copy, **kwargs)
+
             specs = [
-                SideSpec("original", original, opts.command, reference_apex=reference),
-                SideSpec("rewritten", opts.rewritten, opts.command),
+                spec("original", original, reference_apex=reference),
+                spec("rewritten", opts.rewritten),
             ]
             parallel = not (opts.sequential or launches_distributed(opts.command))
             a, b = run_sides(specs, settings, record_dir, parallel=parallel)
             out.sides = [a, b]
             check_original(a, out.notes, opts.steps)
-            c = None
-            if mode == "envelope" and _rewritten_failure(a, b) is None:
-                spec = SideSpec(
-                    "fp32",
-                    original,
-                    opts.command,
-                    reference_apex=reference,
-                    amp_off=True,
-                    skip_mask=skip_mask(a),
+
+            def fp32_run() -> SideRun:
+                fp32 = spec(
+                    "fp32", original, reference_apex=reference, amp_off=True, skip_mask=skip_mask(a)
                 )
-                c = run_sides([spec], settings, record_dir)[0]
+                c = run_sides([fp32], settings, record_dir)[0]
                 out.sides.append(c)
                 check_original(c, out.notes, opts.steps)
-            out.exit_code, out.verdict, out.message, out.comparison = evaluate(
-                a, b, c, mode, opts.tolerances
-            )
+                return c
+
+            c = None
+            if mode == "envelope" and rewritten_failure(a, b) is None:
+                c = fp32_run()
+            judgement = evaluate(a, b, c, mode, opts.tolerances, announced)
+            if judgement.needs_fp32:
+                judgement = evaluate(a, b, fp32_run(), mode, opts.tolerances, announced)
+            if ckpt is not None:
+                judgement = _with_resume(judgement, a, b, ckpt)
+            out.exit_code, out.verdict = judgement.exit_code, judgement.verdict
+            out.message, out.comparison = judgement.message, judgement.comparison
+    _announcement_notes(out)

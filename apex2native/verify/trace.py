@@ -6,6 +6,11 @@ opportunity of optimizer K), `init_params` / `final_params` (per parameter: norm
 The final scale is not a series: the stop falls between apex's per-backward scale update
 and native's per-step one, so the scale used by the backward after step N (in `loss_scale`)
 is what is compared.
+
+Each entry has a key that pairs it with the other side's entry: (step, micro-step, k) for
+backward and clip records, (n,) for step opportunities, (optimizer, i) for parameters.
+`clip_norm` is a diagnostic: a reading of the gradients, not something that shapes training,
+so a rewrite may legitimately record it at other micro-steps (see `align.py`).
 """
 
 from __future__ import annotations
@@ -15,19 +20,44 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+DIAGNOSTICS = ("clip_norm",)
+
+
+def is_diagnostic(name: str) -> bool:
+    """Diagnostics read training state; a difference in how often they were read is no fault."""
+    return name.rsplit("/", 1)[-1] in DIAGNOSTICS
+
 
 @dataclass
 class Series:
-    """One metric: values in order, and the training step each value belongs to."""
+    """One metric: values in order, the training step each belongs to, the key that pairs
+    it with the other side, and its position in the trace (which record came first)."""
 
     name: str
     kind: str
     values: list[Any] = field(default_factory=list)
     steps: list[int] = field(default_factory=list)
+    keys: list[tuple] = field(default_factory=list)
+    seq: list[int] = field(default_factory=list)
 
-    def add(self, value: Any, step: int) -> None:
+    def add(self, value: Any, step: int, key: tuple | None = None, seq: int = 0) -> None:
         self.values.append(value)
         self.steps.append(step)
+        self.keys.append(key if key is not None else (len(self.keys),))
+        self.seq.append(seq)
+
+    def key_list(self) -> list[tuple]:
+        """Keys of every entry; hand-built series without keys pair by position."""
+        if len(self.keys) == len(self.values):
+            return self.keys
+        return [(i,) for i in range(len(self.values))]
+
+    def subset(self, indices: list[int]) -> Series:
+        keys, seq = self.key_list(), self.seq
+        out = Series(self.name, self.kind)
+        for i in indices:
+            out.add(self.values[i], self.steps[i], keys[i], seq[i] if i < len(seq) else i)
+        return out
 
 
 def read_events(path: Path) -> list[dict]:
@@ -78,6 +108,13 @@ def step_counts(events: list[dict]) -> list[int]:
     return counts
 
 
+def _occurrence(seen: dict, key: tuple) -> tuple:
+    """The key made unique: how many entries with the same (step, micro) came before."""
+    k = seen.get(key, 0)
+    seen[key] = k + 1
+    return (*key, k)
+
+
 def metrics(events: list[dict]) -> dict[str, Series]:
     """All comparable series of one rank's events, in a stable order."""
     out: dict[str, Series] = {
@@ -86,13 +123,16 @@ def metrics(events: list[dict]) -> dict[str, Series]:
         "clip_norm": Series("clip_norm", "float"),
     }
     per_opt: dict[int, tuple[Series, Series]] = {}
-    for e in events:
+    seen: dict[str, dict] = {"backward": {}, "clip": {}}
+    for seq, e in enumerate(events):
         kind = e.get("ev")
         if kind == "backward":
-            out["loss"].add(e["loss"], e["step"])
-            out["loss_scale"].add(e["scale"], e["step"])
+            key = _occurrence(seen["backward"], (e["step"], e.get("micro", 0)))
+            out["loss"].add(e["loss"], e["step"], key, seq)
+            out["loss_scale"].add(e["scale"], e["step"], key, seq)
         elif kind == "clip":
-            out["clip_norm"].add(e["norm"], e["step"])
+            key = _occurrence(seen["clip"], (e["step"], e.get("micro", 0)))
+            out["clip_norm"].add(e["norm"], e["step"], key, seq)
         elif kind == "step":
             idx = e["opt"]
             if idx not in per_opt:
@@ -100,16 +140,14 @@ def metrics(events: list[dict]) -> dict[str, Series]:
                     Series(f"applied/opt{idx}", "bool"),
                     Series(f"grad_norm/opt{idx}", "float"),
                 )
-            per_opt[idx][0].add(e["applied"], e["n"])
-            per_opt[idx][1].add(e["grad_norm"], e["n"])
+            per_opt[idx][0].add(e["applied"], e["n"], (e["n"],), seq)
+            per_opt[idx][1].add(e["grad_norm"], e["n"], (e["n"],), seq)
         elif kind == "params":
             name = f"{e['when']}_params"
-            series = out.setdefault(name, Series(name, "params"))
-            series.values.clear()
-            series.steps.clear()
+            series = out[name] = Series(name, "params")
             for opt_idx, entries in enumerate(e["params"]):
-                for entry in entries:
-                    series.add(entry, opt_idx)
+                for i, entry in enumerate(entries):
+                    series.add(entry, opt_idx, (opt_idx, i), seq)
     for idx in sorted(per_opt):
         out[per_opt[idx][0].name], out[per_opt[idx][1].name] = per_opt[idx]
     return out

@@ -3,7 +3,10 @@
 Runs a small MLP training loop (native AMP, and apex style on the reference stand-in) with
 and without the injected hooks, alternating runs, and prints the median time per step and
 the overhead. Runs use one intra-op thread (OMP_NUM_THREADS=1) and time each step in process
-CPU time, so that other load on a small machine does not dominate the numbers.
+CPU time, so that other load on a small machine does not dominate the numbers. The program is
+written for CUDA where it has a choice: with the hooks (`--device cpu` mapping) it takes its
+GPU path, so the cost of the CPU mapping of "cuda" (factories, `.to`, `synchronize`) is in the
+hooked numbers.
 Usage: python tests/benchmarks/verify_overhead.py [--repeats 5] [--steps 300] [--widths 64,128]
 """
 

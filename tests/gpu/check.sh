@@ -4,7 +4,8 @@
 #   tests/gpu/check.sh [OUT_DIR]          (default OUT_DIR: $OUT or ./gpu-verify-results)
 #
 # 1. Reference stand-in on CUDA (exact mode): every fixture's rewrite must be PASS-EXACT and
-#    the selected mutation twins must FAIL (exit 1).
+#    up to two mutation twins per fixture must FAIL (exit 1). A fixture with a verify.json
+#    (resume) runs with its program arguments and --resume-from checkpoint.
 # 2. Real NVIDIA apex, only if `apex.amp` imports here: every fixture in envelope mode
 #    (original with apex, rewrite, fp32 run of the original), plus one mutant per fixture.
 #    Real-apex verdicts are recorded as evidence; they do not change the exit status.
@@ -35,9 +36,34 @@ fi
 printf "fixture\tvariant\tapex\texpected\texit\tverdict\n" > "$OUT/summary.tsv"
 failures=0
 
+case_args() {  # fixture -> "verify args ... -- program args ..." from its verify.json
+    "$PY" - "$1" <<'PY'
+import json, sys
+from pathlib import Path
+case = Path("fixtures/verify") / sys.argv[1]
+config = json.loads((case / "verify.json").read_text()) if (case / "verify.json").is_file() else {}
+ckpt = str(case / config["resume_from"]) if "resume_from" in config else None
+program = [ckpt if ckpt and a == config["resume_from"] else a for a in config.get("args", [])]
+print(" ".join((["--resume-from", ckpt] if ckpt else []) + ["--"] + program))
+PY
+}
+
+twins() {  # fixture -> up to two twin names (the classic pair where the fixture has them)
+    "$PY" - "$1" <<'PY'
+import json, sys
+names = list(json.load(open(f"fixtures/verify/{sys.argv[1]}/mutants.json")))
+classic = [n for n in ("step_on_scaled_grads", "outer_autocast") if n in names]
+print(" ".join((classic + [n for n in names if n not in classic])[:2]))
+PY
+}
+
 run_case() {  # fixture variant apex expected rewritten_dir [extra verify args...]
     local fixture=$1 variant=$2 apex=$3 expected=$4 rewritten=$5
     shift 5
+    local -a args
+    read -r -a args <<< "$(case_args "$fixture")"
+    local cut
+    for cut in "${!args[@]}"; do [[ ${args[$cut]} == -- ]] && break; done
     if (( SECONDS > BUDGET )); then
         printf "%s\t%s\t%s\t%s\t-\tskipped (time budget)\n" "$fixture" "$variant" "$apex" \
             "$expected" >> "$OUT/summary.tsv"
@@ -47,7 +73,7 @@ run_case() {  # fixture variant apex expected rewritten_dir [extra verify args..
     local log="$OUT/$fixture.$variant.$apex"
     "$PY" -m apex2native.verify "fixtures/verify/$fixture/original" "$rewritten" \
         --steps "$STEPS" --device "$DEVICE" --apex "$apex" --timeout 120 --report "$report" "$@" \
-        -- "$PY" train.py > "$log.out" 2> "$log.stderr"
+        "${args[@]:0:cut}" -- "$PY" train.py "${args[@]:cut+1}" > "$log.out" 2> "$log.stderr"
     local code=$?
     local line
     line=$(head -n 1 "$log.out")
@@ -73,14 +99,13 @@ PY
 }
 
 FIXTURES=(plain clipping accumulation two_models custom_function checkpoint static_scale
-          forced_overflow ddp)
-MUTANTS=(step_on_scaled_grads outer_autocast)
+          forced_overflow ddp micro_step_clip cuda_style resume)
 
 for fixture in "${FIXTURES[@]}"; do
     run_case "$fixture" rewritten reference 0 "fixtures/verify/$fixture/rewritten"
 done
 for fixture in "${FIXTURES[@]}"; do
-    for mutant in "${MUTANTS[@]}"; do
+    for mutant in $(twins "$fixture"); do
         run_case "$fixture" "$mutant" reference 1 "$(materialize "$fixture" "$mutant")"
     done
 done
@@ -92,8 +117,9 @@ if [[ $DEVICE == cuda ]] && "$PY" -c "import apex, apex.amp, sys; sys.exit(1 if 
     for fixture in "${FIXTURES[@]}"; do
         run_case "$fixture" rewritten installed 0 "fixtures/verify/$fixture/rewritten" \
             --compare envelope
-        run_case "$fixture" step_on_scaled_grads installed 1 \
-            "$(materialize "$fixture" step_on_scaled_grads)" --compare envelope
+        mutant=$(twins "$fixture" | cut -d' ' -f1)
+        run_case "$fixture" "$mutant" installed 1 "$(materialize "$fixture" "$mutant")" \
+            --compare envelope
     done
 else
     echo "real apex: not importable, cuda-apex runs skipped" >> "$OUT/env.txt"

@@ -9,6 +9,7 @@ import subprocess
 import sys
 
 import pytest
+import torch
 from click.testing import CliRunner
 from verify_helpers import FIXTURES, REPO, materialize
 
@@ -32,20 +33,10 @@ def trees(case: str):
     return FIXTURES / case / "original", FIXTURES / case / "rewritten"
 
 
-def test_pass_writes_report_and_plot(tmp_path):
-    report, png = tmp_path / "r.json", tmp_path / "p.png"
+def test_pass_writes_report(tmp_path):
+    report = tmp_path / "r.json"
     code, out = invoke(
-        *trees("clipping"),
-        "--steps",
-        4,
-        "--device",
-        "cpu",
-        "--report",
-        report,
-        "--plot",
-        png,
-        "--",
-        *PY,
+        *trees("clipping"), "--steps", 4, "--device", "cpu", "--report", report, "--", *PY
     )
     assert code == 0, out
     assert out.startswith("PASS-EXACT: bitwise equal over 4 steps")
@@ -56,7 +47,47 @@ def test_pass_writes_report_and_plot(tmp_path):
     steps = [e for e in doc["sides"]["original"]["ranks"]["0"] if e["ev"] == "step"]
     assert len(steps) == 4
     assert {r["metric"] for r in doc["rows"]} >= {"loss", "clip_norm", "grad_norm/opt0"}
+    assert doc["rewrite_report"].endswith("apex2native-report.json")
+    assert {a["code"] for a in doc["announcements"]} == {"A2N106"}
+
+
+def test_plot_is_a_png(tmp_path):
+    pytest.importorskip("matplotlib")
+    png = tmp_path / "p.png"
+    code, out = invoke(*trees("plain"), "--steps", 2, "--device", "cpu", "--plot", png, "--", *PY)
+    assert code == 0, out
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_micro_step_clip_passes_with_its_announced_difference_listed():
+    code, out = invoke(
+        *trees("micro_step_clip"), "--steps", 3, "--device", "cpu", "--rtol", 0, "--", *PY
+    )
+    assert code == 0 and out.startswith("PASS-EXACT"), out
+    clip = next(line for line in out.splitlines() if line.startswith("clip_norm "))
+    assert " extra " in clip
+    assert "original recorded 12, rewritten 4; only in the original: 8 at micro-steps 0, 1" in clip
+    assert "announced: A2N105 (train.py:37)" in clip
+    assert "A2N105 train.py:37: clipping moved to the step boundary" in out
+
+
+def test_a_difference_the_rewrite_announced_passes_as_announced(tmp_path):
+    """num_losses=2: apex halves only the overflowing loss's scale, the one GradScaler halves
+    the scale of both losses. The rewrite report announces it; nothing else differs."""
+    for side, tree in zip(("original", "rewritten"), trees("two_models")):
+        shutil.copytree(tree, tmp_path / side)
+        train = tmp_path / side / "train.py"
+        critic = "logits = critic(z.detach())"
+        overflow = "logits = critic(z.detach() * (1e5 if it == 2 else 1.0))"
+        train.write_text(train.read_text().replace(critic, overflow))
+    code, out = invoke(
+        tmp_path / "original", tmp_path / "rewritten", "--steps", 4, "--device", "cpu", "--", *PY
+    )
+    assert code == 0 and out.startswith("PASS-ANNOUNCED"), out
+    scale = next(line for line in out.splitlines() if line.startswith("loss_scale "))
+    assert " announced " in scale and "65536 " in scale and "32768 " in scale
+    assert "A2N102 (train.py:21)" in scale
+    assert "A2N102 train.py:21: num_losses: one GradScaler serves every loss" in out
 
 
 def test_mutant_fails_with_table(tmp_path):
@@ -259,3 +290,37 @@ def test_stop_right_after_an_overflowing_backward():
         *trees("forced_overflow"), "--steps", 2, "--device", "cpu", "--rtol", 0, "--", *PY
     )
     assert code == 0 and out.startswith("PASS-EXACT"), out
+
+
+def test_resume_from_an_apex_checkpoint():
+    ckpt = FIXTURES / "resume" / "checkpoint.pt"
+    code, out = invoke(
+        *trees("resume"),
+        "--steps",
+        4,
+        "--device",
+        "cpu",
+        "--rtol",
+        0,
+        "--resume-from",
+        ckpt,
+        "--",
+        *PY,
+        "--resume",
+        ckpt,
+    )
+    assert code == 0 and out.startswith("PASS-EXACT"), out
+    resumed = next(line for line in out.splitlines() if line.startswith("resume/scale "))
+    assert " equal " in resumed
+    assert "checkpoint['amp']: loss_scale 1024, unskipped 1997" in resumed
+
+
+def test_resume_needs_an_apex_checkpoint_that_command_passes(tmp_path):
+    ckpt = FIXTURES / "resume" / "checkpoint.pt"
+    code, out = invoke(*trees("resume"), "--resume-from", ckpt, "--", *PY)
+    assert code == 2 and "COMMAND does not pass it to the program" in out
+
+    native = tmp_path / "native.pt"
+    torch.save({"scaler": {"scale": 1024.0, "_growth_tracker": 3}}, native)
+    code, out = invoke(*trees("resume"), "--resume-from", native, "--", *PY, "--resume", native)
+    assert code == 2 and "holds no apex amp state" in out

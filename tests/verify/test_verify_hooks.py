@@ -1,4 +1,5 @@
-"""The injected hooks: CPU mapping of "cuda" AMP, chain-loading, stop semantics, recording."""
+"""The injected hooks: a CUDA program and its "cuda" AMP on the CPU, chain-loading, stop
+semantics, recording."""
 
 from __future__ import annotations
 
@@ -10,12 +11,13 @@ from verify_helpers import COMMAND, FIXTURES, events, run
 from apex2native.verify.runner import SideSpec
 
 PROBE = """
-import json
+import io, json, os, tempfile, warnings
 import torch
+import torch.distributed as dist
 import torch.nn as nn
+from torch.utils.data import DataLoader, TensorDataset
 
 checks = {}
-checks["cuda_hidden"] = torch.cuda.is_available() is False
 with torch.amp.autocast("cuda"):
     checks["autocast_cpu_fp16"] = (
         torch.is_autocast_enabled("cpu") and torch.get_autocast_dtype("cpu") == torch.float16
@@ -26,11 +28,54 @@ with torch.cuda.amp.autocast():
     checks["deprecated_autocast"] = torch.is_autocast_enabled("cpu")
 checks["scaler_enabled"] = torch.amp.GradScaler("cuda").is_enabled()
 checks["deprecated_scaler"] = torch.cuda.amp.GradScaler().is_enabled()
-checks["tensor_cuda"] = torch.zeros(2).cuda().device.type == "cpu"
-checks["tensor_to"] = torch.zeros(2).to("cuda:0").device.type == "cpu"
-checks["tensor_to_kw"] = torch.zeros(2).to(device=torch.device("cuda")).device.type == "cpu"
-checks["module_cuda"] = next(nn.Linear(2, 2).cuda().to("cuda").parameters()).device.type == "cpu"
 
+# the GPU path of a CUDA-written program
+checks["cuda_shown"] = torch.cuda.is_available() and torch.cuda.device_count() == 1
+torch.cuda.set_device(0)
+torch.cuda.manual_seed_all(0)
+torch.cuda.synchronize()
+torch.cuda.reset_peak_memory_stats()
+with torch.cuda.device(0):
+    checks["cuda_queries"] = torch.cuda.current_device() == 0 and torch.cuda.memory_allocated() == 0
+torch.backends.cudnn.benchmark = True
+torch.backends.cudnn.deterministic = False
+checks["cudnn_pinned"] = not torch.backends.cudnn.benchmark and torch.backends.cudnn.deterministic
+device = torch.device("cuda", 0)
+x = torch.zeros(2, device=device)
+made = [x, torch.ones(2, device="cuda:0"), torch.arange(3, device=device),
+        torch.zeros_like(x, device="cuda"), torch.tensor([1.0], device=device)]
+checks["factories"] = {t.device.type for t in made} == {"cpu"}
+checks["module_factory"] = next(nn.Linear(2, 2, device=device).parameters()).device.type == "cpu"
+checks["tensor_cuda"] = x.cuda(non_blocking=True).device.type == "cpu"
+checks["tensor_to"] = x.to("cuda:0", non_blocking=True).device.type == "cpu"
+checks["tensor_to_kw"] = x.to(device=torch.device("cuda")).device.type == "cpu"
+checks["module_cuda"] = next(nn.Linear(2, 2).cuda().to(device).parameters()).device.type == "cpu"
+checks["pin"] = x.pin_memory() is x
+with warnings.catch_warnings(record=True) as caught:
+    warnings.simplefilter("always")
+    batches = list(DataLoader(TensorDataset(torch.arange(4.0)), batch_size=2, pin_memory=True))
+checks["pinned_loader"] = len(batches) == 2 and not caught
+buffer = io.BytesIO()
+torch.save({"w": torch.ones(2)}, buffer)
+buffer.seek(0)
+checks["load"] = torch.load(buffer, map_location="cuda:0")["w"].device.type == "cpu"
+fd, store = tempfile.mkstemp()
+os.close(fd)
+dist.init_process_group("nccl", init_method=f"file://{store}", rank=0, world_size=1)
+checks["nccl_is_gloo"] = dist.get_backend() == "gloo"
+ddp = nn.parallel.DistributedDataParallel(nn.Linear(2, 2).cuda(), device_ids=[0], output_device=0)
+checks["ddp_device_ids"] = ddp(torch.ones(1, 2, device=device)).shape == (1, 2)
+dist.destroy_process_group()
+data_parallel = nn.DataParallel(nn.Linear(2, 2)).cuda()
+checks["data_parallel"] = data_parallel(torch.ones(1, 2).cuda()).shape == (1, 2)
+
+
+@torch.jit.script
+def scripted(n: int):
+    return torch.zeros(n)
+
+
+checks["torchscript_factories"] = scripted(2).shape == (2,)
 
 SEEN = []
 
@@ -62,12 +107,12 @@ def write(tmp_path, name, source):
     return tree
 
 
-def test_cuda_amp_is_mapped_to_cpu(tmp_path):
+def test_a_cuda_program_and_its_amp_run_on_the_cpu(tmp_path):
     tree = write(tmp_path, "probe", PROBE)
     (result,) = run([SideSpec("probe", tree, COMMAND)], tmp_path / "rec")
     line = next(ln for ln in result.stdout_tail.splitlines() if ln.startswith("CHECKS "))
     checks = json.loads(line[len("CHECKS ") :])
-    assert checks and all(checks.values()), checks
+    assert len(checks) == 23 and [name for name, ok in checks.items() if not ok] == []
 
 
 def test_without_mapping_cuda_amp_stays_disabled(tmp_path):

@@ -8,6 +8,7 @@ import shutil
 import sys
 from pathlib import Path
 
+from apex2native.verify.resume import command_for, inspect_checkpoint, private_copy
 from apex2native.verify.runner import Settings, SideRun, SideSpec, run_sides
 
 REPO = Path(__file__).resolve().parents[2]
@@ -49,14 +50,42 @@ def materialize(case: str, mutant: str, dest: Path) -> Path:
     return tree
 
 
+def config(case: str) -> dict:
+    """How a fixture runs when not as plain `python train.py` (fixtures/verify/<case>/verify.json):
+    extra program arguments, and the checkpoint to resume from (as `--resume-from` would)."""
+    path = FIXTURES / case / "verify.json"
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
+def checkpoint(case: str) -> Path | None:
+    name = config(case).get("resume_from")
+    return FIXTURES / case / name if name else None
+
+
+def fixture_command(case: str) -> list[str]:
+    ckpt = checkpoint(case)
+    args = config(case).get("args", [])
+    return COMMAND + [str(ckpt) if ckpt and arg == ckpt.name else arg for arg in args]
+
+
 def fixture_specs(case: str, dest: Path) -> list[SideSpec]:
-    """Original (stand-in apex), rewritten and every mutant of one fixture."""
+    """Original (stand-in apex), rewritten and every mutant of one fixture; each gets its own
+    copy of the fixture's checkpoint, if it resumes from one."""
+    command, ckpt_path = fixture_command(case), checkpoint(case)
+    ckpt = inspect_checkpoint(str(ckpt_path)) if ckpt_path else None
+
+    def spec(label: str, tree: Path, **kwargs) -> SideSpec:
+        if ckpt is None:
+            return SideSpec(label, tree, command, **kwargs)
+        copy = private_copy(ckpt, dest / "checkpoints", label)
+        return SideSpec(label, tree, command_for(command, ckpt, copy), resume=copy, **kwargs)
+
     specs = [
-        SideSpec("original", FIXTURES / case / "original", COMMAND, reference_apex=True),
-        SideSpec("rewritten", FIXTURES / case / "rewritten", COMMAND),
+        spec("original", FIXTURES / case / "original", reference_apex=True),
+        spec("rewritten", FIXTURES / case / "rewritten"),
     ]
     for name in mutants(case):
-        specs.append(SideSpec(f"mutant-{name}", materialize(case, name, dest), COMMAND))
+        specs.append(spec(f"mutant-{name}", materialize(case, name, dest)))
     return specs
 
 

@@ -1,7 +1,8 @@
 """Hooks injected into each side of `apex2native verify` (imported by its sitecustomize).
 
 `install()` reads the harness configuration from the environment, sets seeds and determinism
-flags, maps "cuda" mixed precision to the CPU when asked, and installs the recording hooks.
+flags, maps a CUDA program and its "cuda" mixed precision to the CPU when asked, and installs
+the recording hooks (and the checkpoint watch of `--resume-from`).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ def install() -> None:
         ENV_AMP_OFF,
         ENV_DEVICE,
         ENV_DIR,
+        ENV_RESUME,
         ENV_SEED,
         ENV_SIDE,
         ENV_SKIP_MASK,
@@ -28,7 +30,7 @@ def install() -> None:
     directory = os.environ[ENV_DIR]
     side = os.environ.get(ENV_SIDE, "side")
     try:
-        from . import apex_hooks, determinism, device_map, torch_hooks
+        from . import apex_hooks, determinism, device_map, resume_hooks, torch_hooks
         from .recorder import Recorder, StopTraining
 
         skip_mask = None
@@ -41,6 +43,8 @@ def install() -> None:
         device_map.install(os.environ.get(ENV_DEVICE) == "cpu", amp_off)
         torch_hooks.install(rec)
         apex_hooks.install(rec, amp_off)
+        if os.environ.get(ENV_RESUME):
+            resume_hooks.install(rec, os.environ[ENV_RESUME])
         _install_exit_handlers(rec, StopTraining)
     except Exception as exc:  # noqa: BLE001 - reported to the harness, never fatal here
         with open(os.path.join(directory, f"{side}.pid{os.getpid()}.error"), "w") as fh:

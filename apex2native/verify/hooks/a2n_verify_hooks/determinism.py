@@ -1,10 +1,25 @@
-"""Seeds and determinism flags, set identically on every side before user code runs."""
+"""Seeds and determinism flags, set identically on every side before user code runs.
+
+Programs written for GPUs often say `torch.backends.cudnn.benchmark = True`, which lets cuDNN
+pick convolution algorithms by timing them, differently in every process. The harness pins
+`cudnn.benchmark` to False and `cudnn.deterministic` to True: a program's later assignments
+to them are ignored (reading them gives the pinned values).
+"""
 
 from __future__ import annotations
 
 import random
 
 import torch
+from torch.backends import ContextProp
+
+PINNED = {"benchmark": False, "deterministic": True}
+
+
+def _pin_cudnn_flags() -> None:
+    cudnn = torch.backends.cudnn
+    for name, value in PINNED.items():
+        setattr(type(cudnn), name, ContextProp(lambda value=value: value, lambda requested: None))
 
 
 def install(seed: int) -> None:
@@ -19,6 +34,7 @@ def install(seed: int) -> None:
     torch.manual_seed(seed)
     torch.backends.cudnn.benchmark = False
     torch.backends.cudnn.deterministic = True
+    _pin_cudnn_flags()
     torch.use_deterministic_algorithms(True, warn_only=True)
     torch.backends.cuda.matmul.allow_tf32 = False
     torch.backends.cudnn.allow_tf32 = False

@@ -1,21 +1,19 @@
-"""Run "cuda" mixed precision on the CPU (`--device cpu`) and force amp off (envelope run).
+"""Run a CUDA-written program and its "cuda" mixed precision on the CPU (`--device cpu`), and
+force amp off (the envelope run).
 
-With the CPU mapping, these are patched so a script written for CUDA runs fp16 autocast and
-loss scaling on the CPU instead of silently disabling both:
+With the CPU mapping the program takes its GPU path (`cuda_api.py`), its tensors and process
+groups land on the CPU (`placement.py`, `distributed.py`), and these are patched so that
+"cuda" fp16 autocast and loss scaling really run on the CPU instead of silently turning off:
 
-* `torch.cuda.is_available()` returns False (device-agnostic scripts pick the CPU);
 * `torch.autocast` / `torch.amp.autocast` / `torch.cuda.amp.autocast`: device "cuda" becomes
   "cpu"; a missing dtype becomes float16 (the CUDA default), not the CPU default bfloat16;
 * `torch.amp.GradScaler` and `torch.cuda.amp.GradScaler`: device "cuda" becomes "cpu";
 * `torch.is_autocast_enabled`, `torch.get_autocast_dtype`, `torch.set_autocast_enabled`,
   `torch.set_autocast_dtype` and `torch.get_autocast_gpu_dtype`: "cuda" (or no argument)
   reads the CPU state;
-* `torch.amp.custom_fwd` / `custom_bwd`: `device_type="cuda"` becomes "cpu";
-* `Tensor.cuda()` and `Module.cuda()` return the object unchanged; `Tensor.to(...)` and
-  `Module.to(...)` with a CUDA device (string, `torch.device` or index) target the CPU.
+* `torch.amp.custom_fwd` / `custom_bwd`: `device_type="cuda"` becomes "cpu".
 
-Tensors created directly on "cuda" by factory functions (`torch.zeros(..., device="cuda")`) are
-not mapped. With amp off, autocast and GradScaler are constructed with `enabled=False`.
+With amp off, autocast and GradScaler are constructed with `enabled=False`.
 """
 
 from __future__ import annotations
@@ -24,17 +22,8 @@ import functools
 
 import torch
 
-
-def _is_cuda(device) -> bool:
-    if isinstance(device, str):
-        return device.startswith("cuda")
-    if isinstance(device, torch.device):
-        return device.type == "cuda"
-    return isinstance(device, int) and not isinstance(device, bool)
-
-
-def _map(device):
-    return "cpu" if _is_cuda(device) else device
+from . import cuda_api, distributed, placement
+from .placement import to_cpu
 
 
 def _patch_autocast(map_cpu: bool, amp_off: bool) -> None:
@@ -59,8 +48,8 @@ def _patch_grad_scaler(map_cpu: bool, amp_off: bool) -> None:
 
     @functools.wraps(orig_init)
     def __init__(self, device="cuda", *args, **kwargs):
-        if map_cpu and device == "cuda":
-            device = "cpu"
+        if map_cpu:
+            device = to_cpu(device)
         if amp_off:
             kwargs["enabled"] = False
             args = args[:4]
@@ -95,53 +84,24 @@ def _patch_custom_fwd_bwd() -> None:
 
     @functools.wraps(orig_fwd)
     def custom_fwd(fwd=None, *, device_type, cast_inputs=None):
-        return orig_fwd(fwd, device_type=_map(device_type), cast_inputs=cast_inputs)
+        return orig_fwd(fwd, device_type=to_cpu(device_type), cast_inputs=cast_inputs)
 
     @functools.wraps(orig_bwd)
     def custom_bwd(bwd=None, *, device_type):
-        return orig_bwd(bwd, device_type=_map(device_type))
+        return orig_bwd(bwd, device_type=to_cpu(device_type))
 
     module.custom_fwd = torch.amp.custom_fwd = custom_fwd
     module.custom_bwd = torch.amp.custom_bwd = custom_bwd
 
 
-def _patch_moves() -> None:
-    device_type = torch.device
-
-    def mapped_to(orig):
-        @functools.wraps(orig)
-        def to(self, *args, **kwargs):
-            if args:
-                first = args[0]
-                kind = type(first)
-                if (
-                    (kind is str and first.startswith("cuda"))
-                    or (kind is device_type and first.type == "cuda")
-                    or kind is int
-                ):
-                    args = ("cpu",) + args[1:]
-            if kwargs and _is_cuda(kwargs.get("device")):
-                kwargs["device"] = "cpu"
-            return orig(self, *args, **kwargs)
-
-        return to
-
-    def stay(self, *args, **kwargs):
-        return self
-
-    torch.Tensor.to = mapped_to(torch.Tensor.to)
-    torch.nn.Module.to = mapped_to(torch.nn.Module.to)
-    torch.Tensor.cuda = stay
-    torch.nn.Module.cuda = stay
-
-
 def install(map_cpu: bool, amp_off: bool) -> None:
     """Apply the CPU mapping and/or the amp-off policy to torch in this process."""
     if map_cpu:
-        torch.cuda.is_available = lambda: False
+        cuda_api.install()
+        placement.install()
+        distributed.install()
         _patch_autocast_state()
         _patch_custom_fwd_bwd()
-        _patch_moves()
     if map_cpu or amp_off:
         _patch_autocast(map_cpu, amp_off)
         _patch_grad_scaler(map_cpu, amp_off)

@@ -3,6 +3,10 @@
 A "step opportunity" is one call that could update an optimizer's parameters: an applied
 `optimizer.step`, a `GradScaler.step` that skipped, or apex's one-shot skip. After N of them
 for some optimizer, the next one raises `StopTraining`.
+
+Every record carries the optimizer step it belongs to (`step`: opportunities of optimizer 0
+so far) and, for backward and clip records, the micro-step within it (`micro`: the backward
+pass it follows), so the harness can pair records by step instead of by call count.
 """
 
 from __future__ import annotations
@@ -90,12 +94,15 @@ class Recorder:
         self.scalers: list = []
         self.n_backward = 0
         self.n_clip = 0
+        self._micro_step = 0
+        self._micro = 0
         self.pending: tuple | None = None
         self.last_scale: float | None = None
         self.current: dict | None = None
         self.in_backward = False
         self.params_recorded = False
         self.ended = False
+        self.cuda = torch.cuda.is_available()  # before `--device cpu` answers True
 
     def emit(self, event: dict, flush: bool = False) -> None:
         """Append one JSON line; lines reach the file at least once per step."""
@@ -112,7 +119,7 @@ class Recorder:
         apex_kind = None
         if apex is not None:
             apex_kind = "reference" if getattr(apex, "A2N_REFERENCE", False) else "installed"
-        cuda = torch.cuda.is_available()
+        cuda = self.cuda
         return {
             "ev": "start",
             "side": self.side,
@@ -128,6 +135,11 @@ class Recorder:
 
     def step_index(self) -> int:
         return self.counts[0] if self.counts else 0
+
+    def _backwards_in_step(self, step: int) -> int:
+        if step != self._micro_step:
+            self._micro_step, self._micro = step, 0
+        return self._micro
 
     def index(self, optimizer) -> int:
         idx = self._index.get(id(optimizer))
@@ -152,11 +164,15 @@ class Recorder:
             loss = _value(tensor) if tensor.numel() == 1 else None
             scale, source = 1.0, "plain"
         self.last_scale = scale
+        step = self.step_index()
+        micro = self._backwards_in_step(step)
+        self._micro = micro + 1
         self.emit(
             {
                 "ev": "backward",
                 "n": self.n_backward,
-                "step": self.step_index(),
+                "step": step,
+                "micro": micro,
                 "loss": loss,
                 "scale": scale,
                 "src": source,
@@ -165,8 +181,15 @@ class Recorder:
         self.n_backward += 1
 
     def on_clip(self, norm) -> None:
-        self.emit({"ev": "clip", "n": self.n_clip, "step": self.step_index(), "norm": _value(norm)})
+        step = self.step_index()
+        micro = max(self._backwards_in_step(step) - 1, 0)
+        self.emit(
+            {"ev": "clip", "n": self.n_clip, "step": step, "micro": micro, "norm": _value(norm)}
+        )
         self.n_clip += 1
+
+    def on_resume(self) -> None:
+        self.emit({"ev": "resume", "step": self.step_index()}, flush=True)
 
     def begin(self, optimizer, direct: bool) -> bool:
         """Start a step opportunity; raises StopTraining once N were taken."""
@@ -201,7 +224,7 @@ class Recorder:
                 "ev": "step",
                 "opt": idx,
                 "n": n,
-                "step": self.step_index(),
+                "step": n,
                 "applied": cur["applied"],
                 "grad_norm": cur["grad_norm"],
                 "scale": self.last_scale,
