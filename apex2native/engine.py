@@ -1,59 +1,65 @@
-"""Runs the rules on each file: decode, one parse, plan, apply, guard, and (maybe) write."""
+"""Runs a migration: plan the repository, rewrite each file, hold back units that fail.
+
+1. plan (`plan.py`): `ast` summaries, migration units, what every file must do;
+2. rewrite each candidate file (LibCST, one parse, rules plan edits in transactions);
+3. a unit that failed anywhere, or that the repository-wide check (`consistency/`) rejects,
+   is held back: the files that touch it are rewritten again with the unit blocked, so it
+   stays apex in every file, with TODO markers at its blockers;
+4. guards on every changed file (compiles, binds its names, a second run changes nothing).
+
+Nothing is written here: `write_atomic` is for the caller, once it has the outcomes.
+"""
 
 from __future__ import annotations
 
-import os
-import tempfile
-import tokenize
+import dataclasses
 from collections.abc import Callable, Iterable
 from concurrent.futures import ProcessPoolExecutor
-from functools import cache
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import libcst as cst
 
 from apex2native import guards
 from apex2native.codegen import DEFAULT_LINE_LENGTH, CodeGen, detect_quote
+from apex2native.consistency import check_repository
 from apex2native.context import FileContext
 from apex2native.edits import EditApplier
 from apex2native.facts import FileFacts
-from apex2native.findings import FileOutcome, Finding
+from apex2native.findings import FileOutcome, Finding, UnitFacts
 from apex2native.options import Options
 from apex2native.plan import RepoPlan, build_plan
 from apex2native.rules import rules_for
 from apex2native.rules.imports import Imports
+from apex2native.textio import DecodeError, decode, encode, line_length_for
+from apex2native.textio import write_atomic as _write
 
-BOM = b"\xef\xbb\xbf"
 # The text pre-filter: a file that contains none of these is never parsed.
 MARKERS = ("apex", "cuda.amp", "cpu.amp")
+MAX_ROUNDS = 8  # units held back, then the files that touch them rewritten again
 
 
 def mentions(text: str) -> bool:
     return any(marker in text for marker in MARKERS)
 
 
-class DecodeError(Exception):
-    """The bytes of a file are not text in the encoding it declares."""
+@dataclass
+class FileRewrite:
+    """One file's rewrite before the guards: its text, findings and migration units."""
+
+    text: str
+    findings: list[Finding]
+    units: set[str] = field(default_factory=set)
+    touched: set[str] = field(default_factory=set)
+    failed: dict[str, tuple[int, str, str, str]] = field(default_factory=dict)
+    unit_facts: UnitFacts = field(default_factory=UnitFacts)
 
 
-def decode(data: bytes) -> tuple[str, str, bool]:
-    """Text, encoding and whether a UTF-8 BOM leads the file."""
-    bom = data.startswith(BOM)
-    try:
-        encoding, _ = tokenize.detect_encoding(iter(data.splitlines(keepends=True)).__next__)
-    except SyntaxError as exc:
-        raise DecodeError(f"cannot decode: {exc}") from exc
-    if encoding == "utf-8-sig":
-        encoding = "utf-8"
-    body = data[len(BOM) :] if bom else data
-    try:
-        return body.decode(encoding), encoding, bom
-    except (UnicodeDecodeError, LookupError) as exc:
-        raise DecodeError(f"cannot decode as {encoding}: {exc.__class__.__name__}") from exc
-
-
-def encode(text: str, encoding: str, bom: bool) -> bytes:
-    return (BOM if bom else b"") + text.encode(encoding)
+def single_file_facts(text: str, name: str = "<string>") -> FileFacts:
+    """The plan for a text on its own (what `rewrite` decides for a one-file repository)."""
+    plan = build_plan([(name, name)], texts={name: text}, module_names={name: ("", False)})
+    facts = plan.facts.get(name)
+    return facts if facts is not None else FileFacts()
 
 
 def rewrite_text(
@@ -61,17 +67,22 @@ def rewrite_text(
     options: Options,
     line_length: int = DEFAULT_LINE_LENGTH,
     facts: FileFacts | None = None,
-):
+) -> tuple[str, list[Finding]]:
     """The rewritten text and the findings; pure, no file system. Raises on a parse error.
 
-    `facts` carries the repo-wide plan's decisions for this file (phase 1).
+    `facts` carries the repo-wide plan's decisions for this file; without it the text is
+    planned as a repository of its own.
     """
-    new, findings, _ = _rewrite(text, options, line_length, facts)
-    return new, findings
+    if facts is None:
+        facts = single_file_facts(text)
+    result = rewrite_file_text(text, options, line_length, facts)
+    return result.text, result.findings
 
 
-def _rewrite(text: str, options: Options, line_length: int, facts: FileFacts | None):
-    """Like rewrite_text, also returning the file context (whose metadata the guards reuse)."""
+def rewrite_file_text(
+    text: str, options: Options, line_length: int, facts: FileFacts
+) -> FileRewrite:
+    """Parse once, let every rule plan its edits, settle the units, apply, clean imports."""
     module = cst.parse_module(text)
     gen = CodeGen(detect_quote(text), options.line_length or line_length)
     ctx = FileContext(module, options, gen, facts, text)
@@ -80,34 +91,31 @@ def _rewrite(text: str, options: Options, line_length: int, facts: FileFacts | N
         rule.apply(ctx)
     for rule in rules:
         rule.finalize(ctx)
-    edits = ctx.edits.compile()
-    findings = ctx.findings()
+    for unit, reason in facts.blocked.items():
+        ctx.tx.block(unit, reason)
+    for line, marks in facts.marks.items():
+        stmt = ctx.index.statement_at(line)
+        for code, message in marks:
+            ctx.tx.todo(stmt if stmt is not None else module, code, message)
+    if ctx.availability and ctx.apex_remains():
+        for group in ctx.availability:
+            ctx.tx.edits.drop(group)
+    edits = ctx.tx.edits.compile()
+    result = FileRewrite(
+        text,
+        ctx.tx.findings(),
+        ctx.tx.units(),
+        ctx.tx.touched_units(),
+        {u: (b.line, b.code, b.message, b.scope) for u, b in ctx.tx.failed.items()},
+        ctx.surviving_unit_facts(),
+    )
     if not edits:
-        return text, findings, ctx
+        return result
     new = ctx.module.visit(EditApplier(edits, ctx.index.paths_to(edits.touched())))
     cleanup = any(isinstance(r, Imports) for r in rules)
-    new = Imports().cleanup(new, ctx.needs_torch, remove_unused=cleanup)
-    return new.code, findings, ctx
-
-
-@cache
-def line_length_for(folder: str) -> int:
-    """`[tool.black] line-length` of the nearest pyproject.toml above `folder`."""
-    path = Path(folder)
-    for candidate in (path, *path.parents):
-        pyproject = candidate / "pyproject.toml"
-        if pyproject.is_file():
-            try:
-                import tomllib
-            except ImportError:  # Python < 3.11
-                return DEFAULT_LINE_LENGTH
-            try:
-                data = tomllib.loads(pyproject.read_text(encoding="utf-8"))
-            except (OSError, ValueError):
-                return DEFAULT_LINE_LENGTH
-            value = data.get("tool", {}).get("black", {}).get("line-length")
-            return int(value) if isinstance(value, int) else DEFAULT_LINE_LENGTH
-    return DEFAULT_LINE_LENGTH
+    new = Imports().cleanup(new, ctx.needs_torch, remove_unused=cleanup, keep=facts.exports)
+    result.text = new.code
+    return result
 
 
 def process_file(
@@ -124,61 +132,164 @@ def process_file(
     except DecodeError as exc:
         return FileOutcome(name, "failed", error=str(exc))
     outcome = FileOutcome(name, "skipped", old_text=text, encoding=encoding, bom=bom)
+    facts = facts if facts is not None else FileFacts()
     if not mentions(text) and not facts:
         return outcome
     length = line_length_for(str(Path(path).resolve().parent))
     try:
-        new, findings, ctx = _rewrite(text, options, length, facts)
+        result = rewrite_file_text(text, options, length, facts)
     except cst.ParserSyntaxError as exc:
-        outcome.status, outcome.error = (
-            "failed",
-            f"syntax error at line {exc.raw_line}: {exc.message}",
-        )
+        outcome.status, outcome.error = "failed", _parse_error(text, exc)
         return outcome
     except Exception as exc:  # a rule bug must not lose the other files
         outcome.status, outcome.error = "failed", f"internal error ({type(exc).__name__}: {exc})"
         return outcome
-    outcome.findings = findings
+    outcome.findings = result.findings
+    outcome.units, outcome.touched = result.units, result.touched
+    outcome.failed_units = result.failed
+    outcome.unit_facts = result.unit_facts
+    outcome.held_back = {u: r for u, r in facts.blocked.items() if u in result.touched}
+    new = result.text
     if new == text:
         outcome.status = "unchanged"
         return outcome
+
+    again_facts = dataclasses.replace(facts, marks={})  # its markers are in the text now
 
     def rerun(again: str) -> tuple[str, set[str]]:
         unbound = guards.unbound_names(again)
         if not mentions(again) and not facts:
             return again, unbound
-        result, _, _ = _rewrite(again, options, length, facts)
-        return result, unbound
+        return rewrite_file_text(again, options, length, again_facts).text, unbound
 
     problem = guards.check(new, guards.unbound_names(text), rerun)
     if problem:
         outcome.status, outcome.error = "failed", f"guard refused the rewrite: {problem}"
-        outcome.findings = [f for f in findings if f.todo]
+        outcome.findings = [f for f in outcome.findings if f.todo]
         return outcome
     outcome.status, outcome.new_text = "changed", new
     return outcome
 
 
-def write_atomic(path: str, outcome: FileOutcome) -> None:
-    """Temp file in the same folder, same mode, then rename over the original."""
-    target = Path(path)
-    mode = target.stat().st_mode
-    data = encode(outcome.new_text or "", outcome.encoding, outcome.bom)
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".a2n")
+def _parse_error(text: str, exc: cst.ParserSyntaxError) -> str:
+    """A syntax error, or valid Python that LibCST's parser does not accept."""
     try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-        os.chmod(tmp, mode & 0o7777)
-        os.replace(tmp, target)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+        compile(text, "<file>", "exec", dont_inherit=True)
+    except SyntaxError:
+        return f"syntax error at line {exc.raw_line}: {exc.message}"
+    except (ValueError, RecursionError, MemoryError):
+        pass
+    return (
+        f"valid Python that LibCST's parser cannot read (line {exc.raw_line}: {exc.message}); "
+        "left as it is"
+    )
 
 
-def _work(args: tuple[str, str, Options, FileFacts | None]) -> FileOutcome:
+def write_atomic(path: str, outcome: FileOutcome) -> None:
+    """Write a changed file: temp file in the same folder, same mode, renamed over it."""
+    _write(path, outcome.new_text or "", outcome.encoding, outcome.bom)
+
+
+def _work(args: tuple[str, str, Options, FileFacts]) -> FileOutcome:
     path, display, options, facts = args
     return process_file(path, options, display, facts)
+
+
+class _Run:
+    """One migration over a set of files: rewrite, hold back failed units, repeat."""
+
+    def __init__(self, files, options: Options, pool, plan: RepoPlan, progress) -> None:
+        self.files = files
+        self.options = options
+        self.pool = pool
+        self.plan = plan
+        self.progress = progress
+        self.blocked: dict[str, str] = {}
+        self.marks: dict[str, dict[int, list[tuple[str, str]]]] = {}
+
+    def facts(self, path: str) -> FileFacts:
+        facts = self.plan.for_path(path)
+        if facts is None:
+            facts = FileFacts(*_module_of(self.plan, path))
+        facts.blocked = dict(self.blocked)
+        facts.marks = self.marks.get(path, {})
+        return facts
+
+    def rewrite(self, jobs: list[tuple[str, str]]) -> list[FileOutcome]:
+        args = [(p, d, self.options, self.facts(p)) for p, d in jobs]
+        if self.pool is not None and len(args) > 4:
+            return list(self.pool.map(_work, args, chunksize=2))
+        return [_work(a) for a in args]
+
+    def run(self) -> list[FileOutcome]:
+        outcomes: dict[str, FileOutcome] = {}
+        candidates: list[tuple[str, str]] = []
+        for path, display in self.files:
+            try:
+                head = Path(path).read_bytes()
+            except OSError as exc:
+                outcomes[path] = FileOutcome(
+                    display, "failed", error=f"cannot read: {exc.strerror or exc}"
+                )
+                continue
+            if not mentions(head.decode("latin-1")) and not self.plan.for_path(path):
+                outcomes[path] = FileOutcome(display, "skipped")
+                if self.progress:
+                    self.progress(1)
+                continue
+            candidates.append((path, display))
+        for (path, _), outcome in zip(candidates, self.rewrite(candidates)):
+            outcomes[path] = outcome
+            if self.progress:
+                self.progress(1)
+        for _ in range(MAX_ROUNDS):
+            fresh = self._new_blocks(outcomes)
+            if not fresh:
+                break
+            again = [
+                (p, d) for p, d in candidates if outcomes[p].touched & set(fresh) or p in self.marks
+            ]
+            for (path, _), outcome in zip(again, self.rewrite(again)):
+                outcomes[path] = outcome
+        return list(outcomes.values())
+
+    def _new_blocks(self, outcomes: dict[str, FileOutcome]) -> dict[str, str]:
+        """Units that failed somewhere or break the repository check, not yet held back."""
+        fresh: dict[str, str] = {}
+        for path, outcome in outcomes.items():
+            for unit, (_, code, message, scope) in outcome.failed_units.items():
+                if unit not in self.blocked and unit not in fresh:
+                    where = self.plan.relative(path) + (f", {scope}" if scope else "")
+                    fresh[unit] = f"its unit is held back by {where} ({code} {message})"
+        if not fresh:
+            for violation in check_repository(self.plan, outcomes, self.blocked):
+                if not violation.unit:
+                    _refuse_file(outcomes, violation)
+                    continue
+                if violation.unit in self.blocked or violation.unit in fresh:
+                    continue
+                where = self.plan.relative(violation.path) if violation.path else "the repository"
+                fresh[violation.unit] = violation.reason(where)
+                if violation.path is not None:
+                    marks = self.marks.setdefault(violation.path, {})
+                    marks.setdefault(violation.line, []).append((violation.code, violation.message))
+        self.blocked.update(fresh)
+        return fresh
+
+
+def _refuse_file(outcomes: dict[str, FileOutcome], violation) -> None:
+    """A change no unit owns breaks another file: that change is not written."""
+    outcome = outcomes.get(violation.culprit or "")
+    if outcome is not None and outcome.status == "changed":
+        outcome.status = "failed"
+        outcome.error = f"not written: {violation.message}"
+        outcome.new_text = None
+
+
+def _module_of(plan: RepoPlan, path: str) -> tuple[str, bool]:
+    if plan.graph is not None:
+        return plan.graph.name_of(path)
+    return Path(path).stem, False
 
 
 def run(
@@ -188,42 +299,13 @@ def run(
     progress: Callable[[int], None] | None = None,
     plan: RepoPlan | None = None,
 ) -> list[FileOutcome]:
-    """Process (path, display name) pairs; outcomes come back sorted by display name.
-
-    Files that never mention apex are settled here without a worker; only candidates go
-    to the process pool.
-    """
+    """Process (path, display name) pairs; outcomes come back sorted by display name."""
     files = list(files)
     pool = ProcessPoolExecutor(max_workers=jobs) if jobs > 1 else None
     try:
         if plan is None:
-            plan = build_plan(files, options, pool)
-        outcomes: list[FileOutcome] = []
-        candidates: list[tuple[str, str, Options, FileFacts | None]] = []
-        for path, display in files:
-            facts = plan.for_path(path)
-            try:
-                head = Path(path).read_bytes()
-            except OSError as exc:
-                outcomes.append(
-                    FileOutcome(display, "failed", error=f"cannot read: {exc.strerror or exc}")
-                )
-                continue
-            if not mentions(head.decode("latin-1")) and not facts:
-                outcomes.append(FileOutcome(display, "skipped"))
-                if progress:
-                    progress(1)
-                continue
-            candidates.append((path, display, options, facts))
-        results = (
-            pool.map(_work, candidates, chunksize=2)
-            if pool and len(candidates) > 4
-            else map(_work, candidates)
-        )
-        for outcome in results:
-            outcomes.append(outcome)
-            if progress:
-                progress(1)
+            plan = build_plan(files, pool)
+        outcomes = _Run(files, options, pool, plan, progress).run()
     finally:
         if pool is not None:
             pool.shutdown()

@@ -10,7 +10,8 @@ class ScalerSpec:
     """How a scaler created elsewhere behaves, as far as its users need to know.
 
     `runtime`: autocast follows the scaler (`enabled=scaler.is_enabled()`), because the opt
-    level or the enabled flag is only known at run time.
+    level or the enabled flag is only known at run time. `unit`: the migration unit (the
+    initialize site, `path:line`) the scaler belongs to.
     """
 
     origin: str
@@ -19,24 +20,65 @@ class ScalerSpec:
     update_args: str = ""
     conditions: tuple[str, ...] = ()
     level_hints: tuple[str, ...] = ()
+    unit: str = ""
+    switch: str | None = None  # autocast's enabled= where the scaler is made (None: always)
+
+
+@dataclass(frozen=True)
+class InitDecision:
+    """What one `amp.initialize` statement becomes, decided by the plan.
+
+    kind: `scaler` (a GradScaler is created), `inference` (no optimizer: the call goes and
+    the forward passes need autocast), `problem` (left as it is, with `problem` as the TODO).
+    """
+
+    line: int
+    anchor: tuple[str, int] = ("", 0)  # (enclosing def or module, n-th initialize in it)
+    home: str = ""  # qualname of the function, class (self attribute) or module
+    kind: str = "problem"
+    problem: str | None = None
+    access: str = ""
+    kwargs: tuple[tuple[str, str], ...] = ()
+    messages: tuple[tuple[str, str], ...] = ()
+    rebind: str | None = None
+    outer_line: int = 0
+    optimizers: tuple[str, ...] = ()
+    models: tuple[str, ...] = ()
+    autocast_enabled: str | None = None
+    spec: ScalerSpec | None = None
 
 
 @dataclass
 class FileFacts:
-    """The plan's decisions for one file, keyed by function or class qualified names."""
+    """The plan's decisions for one file, keyed by function or class qualified names.
+
+    `inits`: what each `amp.initialize` becomes, by (enclosing def, ordinal), which stays
+    true when lines move; `blocked`: migration units that must stay apex in this run, with
+    the reason; `marks`: TODO markers for given lines of the original (the blockers the
+    repository check found here);
+    `aliases`: project names that stand for apex (`base_trainer.amp` -> `apex.amp`);
+    `exports`: apex names other modules import from this one (kept while they do).
+    """
 
     module: str = ""
+    is_package: bool = False
+    inits: dict[tuple[str, int], InitDecision] = field(default_factory=dict)
     params: dict[str, tuple[str, ScalerSpec]] = field(default_factory=dict)
-    callees: dict[str, str] = field(default_factory=dict)
+    callees: dict[str, tuple[str, str]] = field(default_factory=dict)  # raw -> (param, unit)
     returns: dict[str, ScalerSpec] = field(default_factory=dict)
-    helpers: set[str] = field(default_factory=set)
+    helpers: dict[str, str] = field(default_factory=dict)  # raw callee -> unit
     unpacks: dict[str, ScalerSpec] = field(default_factory=dict)
     inherited: dict[str, tuple[str, ScalerSpec]] = field(default_factory=dict)
     evaluation: dict[str, tuple[tuple[str, ...], ScalerSpec]] = field(default_factory=dict)
-    fallback: dict[str, ScalerSpec] = field(default_factory=dict)
-    notes: dict[str, list[str]] = field(default_factory=dict)
+    unreached: dict[str, str] = field(default_factory=dict)  # qualname -> unit it needs
+    notes: dict[str, list[tuple[str, str]]] = field(default_factory=dict)
+    blocked: dict[str, str] = field(default_factory=dict)
+    marks: dict[int, list[tuple[str, str]]] = field(default_factory=dict)
+    aliases: dict[str, str] = field(default_factory=dict)
+    exports: set[str] = field(default_factory=set)
 
     def __bool__(self) -> bool:
+        """True when the file has something to do beyond its own text (a repo decision)."""
         return any(
             (
                 self.params,
@@ -46,6 +88,8 @@ class FileFacts:
                 self.unpacks,
                 self.inherited,
                 self.evaluation,
-                self.fallback,
+                self.unreached,
+                self.marks,
+                self.aliases,
             )
         )

@@ -24,6 +24,23 @@ class Finding:
 
 
 @dataclass
+class UnitFacts:
+    """What a file's rewrite did for its migration units, for the repository check.
+
+    accesses: how the file names each unit's scaler (`scaler`, `self.scaler`) -> unit;
+    flags: attributes that held the amp module and now hold a flag -> unit;
+    switches: unit -> (the `enabled=` of an autocast region it wrote, "" for none; the
+    qualified name of the function that holds the region);
+    scaler_switch: unit -> the `enabled=` of the GradScaler it created ("" for none).
+    """
+
+    accesses: dict[str, str] = field(default_factory=dict)
+    flags: dict[str, str] = field(default_factory=dict)
+    switches: dict[str, set[tuple[str, str]]] = field(default_factory=dict)
+    scaler_switch: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
 class FileOutcome:
     """The result of processing one file; `new_text` is None when nothing changes."""
 
@@ -35,6 +52,11 @@ class FileOutcome:
     error: str | None = None
     encoding: str = "utf-8"
     bom: bool = False
+    units: set[str] = field(default_factory=set)  # migration units changed here
+    touched: set[str] = field(default_factory=set)  # units with any site here
+    failed_units: dict[str, tuple[int, str, str, str]] = field(default_factory=dict)
+    held_back: dict[str, str] = field(default_factory=dict)  # unit -> why, units kept apex here
+    unit_facts: UnitFacts = field(default_factory=UnitFacts)
 
     @property
     def todos(self) -> list[Finding]:

@@ -398,6 +398,18 @@ class TreeIndex:
         return scope is not None and name in scope.bindings
 
     # lines -----------------------------------------------------------------------------
+    def statement_at(self, line: int) -> cst.CSTNode | None:
+        """The first statement (small or compound) that starts on `line`."""
+        self.line(self.module)
+        best = None
+        for node in self.nodes:
+            if self._lines.get(id(node)) == line and isinstance(
+                node, (cst.BaseSmallStatement, cst.BaseCompoundStatement, cst.SimpleStatementLine)
+            ):
+                if best is None:
+                    best = node
+        return best
+
     def line(self, node: cst.CSTNode) -> int:
         """The line of the statement that holds `node` (1-based)."""
         if self._lines is None:

@@ -1,57 +1,36 @@
 """Phase 1, repo-wide: where scalers are made, where they are needed, and how they get there.
 
-Every file that mentions apex is parsed once, with LibCST metadata, and summarised: its
-functions and classes, the calls it makes (resolved to qualified names through its imports),
-the scalers `amp.initialize` creates in it and the functions that need one but cannot reach
-one. Files that never mention apex are parsed only when they define or call a function on a
-path. The plan then decides, per function that needs a scaler, in this order:
+Files are read with `ast` (see `summary.py`): first every file that mentions apex, then the
+project modules those import and, following the import graph upwards, the modules that
+import them (a caller of `pkg/train.py:fit` can only be a file that imports `pkg.train`).
+A cheap word scan picks the candidates; only they are parsed. The plan then decides, per
+function that needs a scaler, in this order:
 
 1. a scaler in the same scope (the file rules already see it);
 2. `self.scaler` inherited from a base class that creates it;
 3. a `scaler` parameter threaded along the call chain, every call site found updated; a
    helper that initializes and returns `model, optimizer` also returns the scaler;
 4. otherwise a module-level scaler next to the use, with a TODO that names the init site.
+
+Every decision carries its migration unit (the initialize site it serves), so a unit that
+fails anywhere can be held back everywhere.
 """
 
 from __future__ import annotations
 
+import os
 import re
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import libcst as cst
-
-from apex2native.codegen import CodeGen
-from apex2native.context import FileContext
 from apex2native.facts import FileFacts, ScalerSpec
-from apex2native.index import descendants
-from apex2native.options import Options
+from apex2native.scopes import absolute_name
+from apex2native.summary import Call, Function, Summary, summarize
+from apex2native.textio import read_text
 
-NEEDS = ("apex.amp.scale_loss", "apex.amp.state_dict", "apex.amp.load_state_dict")
 PARAM_NAMES = ("scaler", "grad_scaler", "amp_scaler")
-
-
-@dataclass
-class Function:
-    qualname: str
-    path: str
-    params: list[str]
-    names: set[str]
-    cls: str | None
-    return_tuples: list[list[str]]
-
-
-@dataclass
-class Call:
-    path: str
-    caller: str  # qualified name of the enclosing function, or the module name
-    callee: str  # as the file's imports name it; made canonical by the planner
-    args: list[str]
-    keywords: dict[str, str]
-    unpacked: int | None  # number of names the result is unpacked into, if any
-    line: int
-    raw: str = ""
+IMPORT_DEPTH = 4  # importers of importers ... of an apex file that are read
 
 
 @dataclass
@@ -64,195 +43,61 @@ class Holder:
 
 
 @dataclass
-class Summary:
-    path: str
-    module: str
-    functions: dict[str, Function] = field(default_factory=dict)
-    classes: dict[str, list[str]] = field(default_factory=dict)
-    calls: list[Call] = field(default_factory=list)
-    holders: dict[str, Holder] = field(default_factory=dict)  # function/class/module qualname
-    needs: set[str] = field(default_factory=set)
-
-
-@dataclass
 class RepoPlan:
     facts: dict[str, FileFacts] = field(default_factory=dict)
     moves: list[str] = field(default_factory=list)
+    summaries: dict[str, Summary] = field(default_factory=dict)
+    graph: ImportGraph | None = None
+    errors: dict[str, str] = field(default_factory=dict)
 
     def for_path(self, path: str) -> FileFacts | None:
         return self.facts.get(path)
 
+    def relative(self, path: str) -> str:
+        """`path` as the repository shows it (relative to the root of the run)."""
+        return self.graph.relative(path) if self.graph is not None else path
 
-def module_name(path: Path, root: Path) -> str:
+
+def module_name(path: Path, root: Path) -> tuple[str, bool]:
+    """The dotted module name of a file under `root`, and whether it is a package."""
     rel = path.resolve().relative_to(root).with_suffix("")
     parts = list(rel.parts)
-    if parts and parts[-1] == "__init__":
+    package = bool(parts) and parts[-1] == "__init__"
+    if package:
         parts.pop()
-    return ".".join(parts)
+    return ".".join(parts), package
 
 
-def summarize(path: str, text: str, module: str, options: Options) -> Summary | None:
-    """One file's functions, classes, calls, scalers and needs (None if it does not parse)."""
-    from apex2native.rules.initialize import Initialize
+class ImportGraph:
+    """Project modules by name, and how a dotted name written in one file resolves.
 
-    try:
-        tree = cst.parse_module(text)
-    except cst.ParserSyntaxError:
-        return None
-    ctx = FileContext(tree, options, CodeGen(), FileFacts(module=module))
-    summary = Summary(path, module)
-    if "apex" in text:
-        Initialize().apply(ctx)
-    for qualname, node in ctx.definitions().items():
-        if isinstance(node, cst.ClassDef):
-            bases = [ctx.resolve_name(base.value) for base in node.bases]
-            summary.classes[qualname] = [b for b in bases if b]
-            continue
-        cls = ctx.enclosing_class(node)
-        summary.functions[qualname] = Function(
-            qualname,
-            path,
-            [
-                p.name.value
-                for p in (
-                    *node.params.posonly_params,
-                    *node.params.params,
-                    *node.params.kwonly_params,
-                )
-            ],
-            {n.value for n in descendants(node) if isinstance(n, cst.Name)},
-            ctx.qualname(cls) if cls is not None else None,
-            _return_tuples(ctx, node),
-        )
-    for node in descendants(ctx.module):
-        if isinstance(node, cst.Call):
-            callee = ctx.resolve_call(node)
-            if callee is None:
-                continue
-            func = ctx.enclosing_function(node)
-            parent = ctx.parent(node)
-            unpacked = None
-            if isinstance(parent, cst.Assign) and len(parent.targets) == 1:
-                target = parent.targets[0].target
-                if isinstance(target, (cst.Tuple, cst.List)):
-                    unpacked = len(target.elements)
-            summary.calls.append(
-                Call(
-                    path,
-                    ctx.qualname(func) if func is not None else module,
-                    callee,
-                    [ctx.code(a.value) for a in node.args if a.keyword is None and not a.star],
-                    {
-                        a.keyword.value: ctx.code(a.value)
-                        for a in node.args
-                        if a.keyword is not None
-                    },
-                    unpacked,
-                    ctx.line(node),
-                )
-            )
-    for scaler in ctx.scalers:
-        home = scaler.home
-        key = ctx.qualname(home) if not isinstance(home, cst.Module) else module
-        spec = scaler.spec(f"{Path(path).name}:{scaler.line}")
-        summary.holders.setdefault(key, Holder(scaler.access, spec, set(scaler.models)))
-    for ref, name in ctx.apex_refs():
-        if name in NEEDS and not ctx.reachable_scalers(ref):
-            func = ctx.enclosing_function(ref)
-            summary.needs.add(ctx.qualname(func) if func is not None else module)
-    return summary
+    Resolution is by path, never by file name: the package path from the root, and for
+    script-style repositories the importing file's folder and its parents.
+    """
 
-
-def _return_tuples(ctx: FileContext, func: cst.FunctionDef) -> list[list[str]]:
-    out = []
-    for node in descendants(func.body):
-        if isinstance(node, cst.Return) and ctx.enclosing_function(node) is func:
-            if isinstance(node.value, cst.Tuple):
-                out.append([ctx.code(e.value) for e in node.value.elements])
-            else:
-                out.append([])
-    return out
-
-
-class Planner:
-    """Builds the RepoPlan from the files of one run."""
-
-    def __init__(self, files: list[tuple[str, str]], options: Options, pool=None) -> None:
-        self.options = options
-        self.pool = pool
-        self.paths = [p for p, _ in files]
-        self.root = _common_root(self.paths)
+    def __init__(self, paths: list[str], names: dict[str, tuple[str, bool]] | None = None) -> None:
+        self.root = _common_root(paths)
         self.modules: dict[str, str] = {}
-        self.module_of: dict[str, str] = {}
-        for path in self.paths:
+        self.module_of: dict[str, tuple[str, bool]] = {}
+        for path in paths:
             try:
-                name = module_name(Path(path), self.root)
+                name, package = (names or {}).get(path) or module_name(Path(path), self.root)
             except ValueError:
                 continue
             self.modules.setdefault(name, path)
-            self.module_of[path] = name
-        self.texts: dict[str, str] = {}
-        self.summaries: dict[str, Summary] = {}
+            self.module_of[path] = (name, package)
 
-    def text(self, path: str) -> str:
-        if path not in self.texts:
-            try:
-                self.texts[path] = Path(path).read_text(encoding="utf-8")
-            except (OSError, UnicodeDecodeError):
-                self.texts[path] = ""
-        return self.texts[path]
+    def relative(self, path: str) -> str:
+        try:
+            return Path(path).resolve().relative_to(self.root).as_posix()
+        except ValueError:
+            return path
 
-    def summarize_all(self, paths: list[str]) -> None:
-        """Summaries of `paths`, in worker processes when there are many."""
-        todo = [p for p in paths if p not in self.summaries]
-        args = [(p, self.text(p), self.module_of.get(p, Path(p).stem), self.options) for p in todo]
-        if self.pool is not None and len(args) > 8:
-            results = list(self.pool.map(_summarize, args, chunksize=4))
-        else:
-            results = [_summarize(a) for a in args]
-        for path, result in zip(todo, results):
-            if result is not None:
-                self.summaries[path] = result
-
-    def parse_mentioning(self, names: set[str]) -> None:
-        """Summarise every file whose text mentions one of `names` (as a word)."""
-        if not names:
-            return
-        pattern = re.compile(r"\b(" + "|".join(sorted(map(re.escape, names))) + r")\b")
-        self.summarize_all(
-            [p for p in self.paths if p not in self.summaries and pattern.search(self.text(p))]
-        )
-
-    def build(self) -> RepoPlan:
-        self.summarize_all([p for p in self.paths if "apex" in self.text(p)])
-        if not any(s.holders for s in self.summaries.values()):
-            return RepoPlan()
-        wanted = {q.rsplit(".", 1)[-1] for s in list(self.summaries.values()) for q in s.needs}
-        wanted |= {
-            c.callee.rsplit(".", 1)[-1]
-            for s in list(self.summaries.values())
-            for c in s.calls
-            if c.caller in s.holders
-        }
-        for _ in range(4):  # callers of callers: widen the parsed set a few levels
-            before = len(self.summaries)
-            self.parse_mentioning(wanted)
-            wanted |= {  # whoever calls a wanted function may have to pass the scaler on
-                call.caller.rsplit(".", 1)[-1]
-                for summary in self.summaries.values()
-                for call in summary.calls
-                if call.callee.rsplit(".", 1)[-1] in wanted and call.caller != summary.module
-            }
-            if len(self.summaries) == before:
-                break
-        return self._decide()
+    def name_of(self, path: str) -> tuple[str, bool]:
+        return self.module_of.get(path, (Path(path).stem, False))
 
     def canonical(self, raw: str, path: str) -> str:
-        """`train.fit` imported by `repo/main.py` is `repo.train.fit` when that file exists.
-
-        Script-style repositories import their siblings by bare name (the script's folder
-        is on sys.path), so the importing file's folder and its parents are tried in turn.
-        """
+        """`train.fit` imported by `repo/main.py` is `repo.train.fit` when that file exists."""
         parts = raw.split(".")
         folder = Path(path).resolve().parent
         while True:
@@ -260,7 +105,7 @@ class Planner:
                 prefix = ".".join(folder.relative_to(self.root).parts)
             except ValueError:
                 return raw
-            for i in range(len(parts) - 1, 0, -1):
+            for i in range(len(parts), 0, -1):
                 module = ".".join(p for p in (prefix, *parts[:i]) if p)
                 if module in self.modules:
                     return ".".join([module, *parts[i:]])
@@ -268,44 +113,177 @@ class Planner:
                 return raw
             folder = folder.parent
 
-    def _decide(self) -> RepoPlan:
-        functions: dict[str, Function] = {}
-        classes: dict[str, list[str]] = {}
-        callers: dict[str, list[Call]] = defaultdict(list)
-        holders: dict[str, Holder] = {}
-        for s in self.summaries.values():
-            functions.update(s.functions)
-            classes.update(
-                {k: [self.canonical(b, s.path) for b in v] for k, v in s.classes.items()}
-            )
-            holders.update(s.holders)
-            for call in s.calls:
-                call.raw = call.raw or call.callee
-                call.callee = self.canonical(call.raw, s.path)
-                callers[call.callee].append(call)
-        plan = _PlanBuilder(self, functions, classes, callers, holders)
-        return plan.run()
+    def module_file(self, raw: str, path: str) -> tuple[str | None, str]:
+        """The project file a dotted name lives in, and the rest of the name inside it."""
+        name = self.canonical(raw, path)
+        parts = name.split(".")
+        for i in range(len(parts), 0, -1):
+            module = ".".join(parts[:i])
+            if module in self.modules:
+                return self.modules[module], ".".join(parts[i:])
+        return None, name
+
+    def imported_files(self, summary: Summary) -> set[str]:
+        """Project files a summarised file imports."""
+        out = set()
+        for ref in summary.imports:
+            base = absolute_name(ref.module, summary.module, summary.is_package)
+            targets = [base] if not ref.names else [f"{base}.{n}" for n, _ in ref.names]
+            if ref.names and ref.module.strip("."):
+                targets.append(base)
+            for target in targets:
+                found, _ = self.module_file(target, summary.path)
+                if found is not None and found != summary.path:
+                    out.add(found)
+        return out
+
+
+class Planner:
+    """Builds the RepoPlan from the files of one run."""
+
+    def __init__(
+        self,
+        files: list[tuple[str, str]],
+        texts: dict[str, str] | None = None,
+        module_names: dict[str, tuple[str, bool]] | None = None,
+    ) -> None:
+        self.paths = [p for p, _ in files]
+        self.graph = ImportGraph(self.paths, module_names)
+        self.texts: dict[str, str] = dict(texts or {})
+        self.summaries: dict[str, Summary] = {}
+        self.errors: dict[str, str] = {}
+
+    def text(self, path: str) -> str:
+        if path not in self.texts:
+            try:
+                self.texts[path] = read_text(path)
+            except OSError:
+                self.texts[path] = ""
+        return self.texts[path]
+
+    def summarize_all(self, paths, pool=None, aliases=None) -> None:
+        todo = [p for p in paths if p not in self.summaries and p not in self.errors]
+        args = [(p, self.text(p), *self.graph.name_of(p), (aliases or {}).get(p)) for p in todo]
+        if pool is not None and len(args) > 16:
+            results = list(pool.map(_summarize, args, chunksize=8))
+        else:
+            results = [_summarize(a) for a in args]
+        for path, (summary, error) in zip(todo, results):
+            if summary is not None:
+                self.summaries[path] = summary
+            else:
+                self.errors[path] = error or "does not parse"
+
+    def build(self, pool=None) -> RepoPlan:
+        apex = [p for p in self.paths if "apex" in self.text(p)]
+        self.summarize_all(apex, pool)
+        if not any(s.inits or s.needs or s.apex_exports for s in self.summaries.values()):
+            return RepoPlan(summaries=self.summaries, graph=self.graph, errors=self.errors)
+        imported = {f for s in list(self.summaries.values()) for f in self.graph.imported_files(s)}
+        self.summarize_all(sorted(imported), pool)
+        frontier = set(apex)
+        for _ in range(IMPORT_DEPTH):
+            importers = self._importers_of(frontier, pool)
+            frontier = importers - set(self.summaries)
+            self.summarize_all(sorted(importers), pool)
+            if not frontier:
+                break
+        self._resummarize_aliased(pool)
+        return _PlanBuilder(self).run()
+
+    def aliases(self) -> dict[str, dict[str, str]]:
+        """Per file: names it imports from a project module that re-exports apex."""
+        out: dict[str, dict[str, str]] = {}
+        for summary in self.summaries.values():
+            for ref in summary.imports:
+                base = absolute_name(ref.module, summary.module, summary.is_package)
+                found, rest = self.graph.module_file(base, summary.path)
+                source = self.summaries.get(found) if found else None
+                if source is None or rest:
+                    continue
+                for name, _bound in ref.names:
+                    if name in source.apex_exports:
+                        out.setdefault(summary.path, {})[f"{base}.{name}"] = source.apex_exports[
+                            name
+                        ]
+        return out
+
+    def _resummarize_aliased(self, pool) -> None:
+        """Files that use apex through a project module's re-export are read again, so
+        their apex uses are seen (`from base_trainer import amp`)."""
+        aliases = self.aliases()
+        for path in aliases:
+            self.summaries.pop(path, None)
+        self.summarize_all(sorted(aliases), pool, aliases)
+
+    def _importers_of(self, targets: set[str], pool=None) -> set[str]:
+        """Files that import one of `targets` (a word scan, then the parsed imports)."""
+        words = set()
+        for path in targets:
+            name, package = self.graph.name_of(path)
+            last = name.rsplit(".", 1)[-1] if name else ""
+            if last:
+                words.add(last)
+        if not words:
+            return set()
+        pattern = re.compile(r"\b(" + "|".join(sorted(map(re.escape, words))) + r")\b")
+        candidates = [
+            p
+            for p in self.paths
+            if p not in targets and ("import" in self.text(p)) and pattern.search(self.text(p))
+        ]
+        self.summarize_all(candidates, pool)
+        out = set()
+        for path in candidates:
+            summary = self.summaries.get(path)
+            if summary is not None and self.graph.imported_files(summary) & targets:
+                out.add(path)
+        return out
 
 
 class _PlanBuilder:
-    def __init__(self, planner: Planner, functions, classes, callers, holders) -> None:
+    def __init__(self, planner: Planner) -> None:
         self.planner = planner
-        self.functions: dict[str, Function] = functions
-        self.classes: dict[str, list[str]] = classes
-        self.callers: dict[str, list[Call]] = callers
-        self.holders: dict[str, Holder] = holders
+        self.graph = planner.graph
+        self.functions: dict[str, Function] = {}
+        self.classes: dict[str, list[str]] = {}
+        self.callers: dict[str, list[Call]] = defaultdict(list)
+        self.holders: dict[str, Holder] = {}
         self.facts: dict[str, FileFacts] = {}
         self.moves: list[str] = []
         self.param_of: dict[str, str] = {}
+        for s in planner.summaries.values():
+            self.functions.update(s.functions)
+            self.classes.update(
+                {k: [self.graph.canonical(b, s.path) for b in v] for k, v in s.classes.items()}
+            )
+            for site in s.inits:
+                decision = site.decision
+                if decision.kind == "scaler" and decision.spec is not None:
+                    self.holders.setdefault(
+                        site.home, Holder(decision.access, decision.spec, set(site.models))
+                    )
+            for call in s.calls:
+                call.raw = call.raw or call.callee
+                call.callee = self.graph.canonical(call.raw, s.path)
+                self.callers[call.callee].append(call)
 
     def file(self, path: str) -> FileFacts:
-        summary = self.planner.summaries.get(path)
-        module = summary.module if summary else Path(path).stem
-        return self.facts.setdefault(path, FileFacts(module=module))
+        if path not in self.facts:
+            module, package = self.graph.name_of(path)
+            self.facts[path] = FileFacts(module=module, is_package=package)
+        return self.facts[path]
 
-    def note(self, path: str, qualname: str, text: str) -> None:
-        self.file(path).notes.setdefault(qualname, []).append(text)
-        self.moves.append(f"{Path(path).name}: {text}")
+    def note(self, path: str, qualname: str, unit: str, text: str) -> None:
+        self.file(path).notes.setdefault(qualname, []).append((unit, text))
+        self.moves.append(f"{self.rel(path)}: {text}")
+
+    def rel(self, path: str) -> str:
+        return self.graph.relative(path)
+
+    def origin(self, spec: ScalerSpec) -> str:
+        path, _, line = spec.origin.rpartition(":")
+        return f"{self.rel(path)}:{line}"
 
     def class_holder(self, cls: str | None, seen: set[str] | None = None) -> Holder | None:
         """The self-attribute scaler a class gets from itself or a base class."""
@@ -338,6 +316,12 @@ class _PlanBuilder:
         return None
 
     def run(self) -> RepoPlan:
+        for path, summary in self.planner.summaries.items():
+            if summary.inits:
+                facts = self.file(path)
+                for site in summary.inits:
+                    facts.inits[site.decision.anchor] = site.decision
+        self._aliases()
         self._helpers_return_scalers()
         needs = []
         for summary in self.planner.summaries.values():
@@ -345,7 +329,19 @@ class _PlanBuilder:
                 needs.append((summary.path, qualname))
         self._evaluation(needs)
         self._thread(needs)
-        return RepoPlan(self.facts, self.moves)
+        return RepoPlan(
+            self.facts, self.moves, self.planner.summaries, self.graph, self.planner.errors
+        )
+
+    def _aliases(self) -> None:
+        """`from base_trainer import amp`: the importing file's `amp` is apex's too, and
+        base_trainer keeps exporting it while someone imports it."""
+        for path, aliases in self.planner.aliases().items():
+            self.file(path).aliases.update(aliases)
+            for dotted in aliases:
+                found, _ = self.graph.module_file(dotted.rsplit(".", 1)[0], path)
+                if found is not None:
+                    self.file(found).exports.add(dotted.rsplit(".", 1)[1])
 
     def _helpers_return_scalers(self) -> None:
         """A helper that initializes and returns the model and optimizer returns the scaler too."""
@@ -359,17 +355,26 @@ class _PlanBuilder:
             unpacking = [c for c in self.callers.get(qualname, []) if c.unpacked in sizes]
             if not unpacking or len(sizes) != 1:
                 continue
+            unit = holder.spec.unit
             self.file(func.path).returns[qualname] = holder.spec
-            self.note(func.path, qualname, f"{qualname} returns its scaler ({holder.spec.origin})")
+            self.note(
+                func.path,
+                qualname,
+                unit,
+                f"{qualname} returns its scaler ({self.origin(holder.spec)})",
+            )
             for call in unpacking:
                 facts = self.file(call.path)
-                facts.helpers.add(call.raw)
+                facts.helpers[call.raw] = unit
                 facts.unpacks[call.caller] = holder.spec
                 self.holders.setdefault(
                     call.caller, Holder("scaler", holder.spec, set(holder.models))
                 )
                 self.note(
-                    call.path, call.caller, f"{call.caller} unpacks the scaler from {qualname}"
+                    call.path,
+                    call.caller,
+                    unit,
+                    f"{call.caller} unpacks the scaler from {qualname}",
                 )
 
     def _evaluation(self, needs: list[tuple[str, str]]) -> None:
@@ -418,7 +423,7 @@ class _PlanBuilder:
             done.add(qualname)
             func = self.functions.get(qualname)
             if func is None:
-                self._fallback(path, qualname)
+                self._unreached(path, qualname)
                 continue
             if qualname in self.holders:
                 continue
@@ -428,12 +433,14 @@ class _PlanBuilder:
                 self.note(
                     path,
                     qualname,
-                    f"{func.cls} reaches {holder.access} from its base class ({holder.spec.origin})",
+                    holder.spec.unit,
+                    f"{func.cls} reaches {holder.access} from its base class "
+                    f"({self.origin(holder.spec)})",
                 )
                 continue
             calls = self.callers.get(qualname, [])
             if not calls:
-                self._fallback(path, qualname)
+                self._unreached(path, qualname)
                 continue
             spec = None
             for call in calls:
@@ -444,18 +451,19 @@ class _PlanBuilder:
                 elif source is not None:
                     spec = spec or source.spec
             if spec is None:
-                self._fallback(path, qualname)
+                self._unreached(path, qualname)
                 continue
             name = self._param_name(qualname)
             self.file(path).params[qualname] = (name, spec)
             self.holders.setdefault(qualname, Holder(name, spec))
             for call in calls:
-                self.file(call.path).callees[call.raw] = name
+                self.file(call.path).callees[call.raw] = (name, spec.unit)
                 self.note(
                     call.path,
                     call.caller,
-                    f"scaler ({spec.origin}) passed from {call.caller} to {qualname} "
-                    f"({Path(call.path).name}:{call.line})",
+                    spec.unit,
+                    f"scaler ({self.origin(spec)}) passed from {call.caller} to {qualname} "
+                    f"({self.rel(call.path)}:{call.line})",
                 )
 
     def _upstream_spec(self, qualname: str, seen: set[str] | None = None) -> ScalerSpec | None:
@@ -472,30 +480,35 @@ class _PlanBuilder:
                 return found
         return None
 
-    def _fallback(self, path: str, qualname: str) -> None:
-        specs = {h.spec for h in self.holders.values()}
-        if len(specs) != 1:
-            return
-        spec = next(iter(specs))
-        self.file(path).fallback[qualname] = spec
-        self.note(
-            path, qualname, f"{qualname}: module-level scaler (no call path from {spec.origin})"
-        )
+    def _unreached(self, path: str, qualname: str) -> None:
+        """No call path brings a scaler here. When only one unit could be meant, the site
+        is that unit's blocker; otherwise the repository check finds what it breaks."""
+        units = {
+            site.decision.spec.unit if site.decision.spec else f"{summary.path}:{site.line}"
+            for summary in self.planner.summaries.values()
+            for site in summary.inits
+            if site.decision.kind != "inference"
+        }
+        if len(units) == 1:
+            self.file(path).unreached[qualname] = next(iter(units))
 
 
-def _summarize(args: tuple[str, str, str, Options]) -> Summary | None:
+def _summarize(args: tuple):
     return summarize(*args)
 
 
 def _common_root(paths: list[str]) -> Path:
-    import os
-
     if not paths:
         return Path.cwd()
     parents = [str(Path(p).resolve().parent) for p in paths]
     return Path(os.path.commonpath(parents))
 
 
-def build_plan(files: list[tuple[str, str]], options: Options, pool=None) -> RepoPlan:
+def build_plan(
+    files: list[tuple[str, str]],
+    pool=None,
+    texts: dict[str, str] | None = None,
+    module_names: dict[str, tuple[str, bool]] | None = None,
+) -> RepoPlan:
     """Phase 1 over the files of one run (`pool`: a process pool to summarise files in)."""
-    return Planner(files, options, pool).build()
+    return Planner(files, texts, module_names).build(pool)

@@ -6,8 +6,8 @@ import libcst as cst
 
 from apex2native.context import FileContext
 from apex2native.findings import SAFE
-from apex2native.index import descendants
 from apex2native.rules.base import Rule
+from apex2native.syntax import module_values
 
 
 class AmpValue(Rule):
@@ -33,35 +33,53 @@ class AmpValue(Rule):
     summary = "self.amp = amp -> a flag; self.amp.* rewritten like amp.*"
 
     def apply(self, ctx: FileContext) -> None:
-        for ref, name in ctx.apex_refs():
-            if name == "apex.amp" and isinstance(ref, cst.Attribute):
-                ctx.handle(object(), ref)  # `self.amp` itself: a flag from now on
-        for cls in descendants(ctx.module):
-            if not isinstance(cls, cst.ClassDef) or not ctx.held_apex(cls):
+        for cls in ctx.index.within(ctx.module, cst.ClassDef):
+            held = ctx.names.held(cls)
+            if held:
+                self._class(ctx, cls, held)
+
+    def _class(self, ctx: FileContext, cls: cst.ClassDef, held: set[str]) -> None:
+        unit = self.unit(ctx, cls)
+        for ref, name in ctx.names.refs():
+            if (
+                name == "apex.amp"
+                and isinstance(ref, cst.Attribute)
+                and ctx.index.contains(cls, ref)
+            ):
+                group = object()  # `self.amp` itself: a flag from now on
+                ctx.tx.tag(group, unit)
+                ctx.tx.handle(group, ref)
+        for node in ctx.index.within(cls, cst.Assign):
+            if len(node.targets) != 1:
                 continue
-            for node in descendants(cls):
-                if not (isinstance(node, cst.Assign) and len(node.targets) == 1):
-                    continue
-                target = node.targets[0].target
-                if not (
-                    isinstance(target, cst.Attribute) and target.attr.value in ctx.held_apex(cls)
-                ):
-                    continue
-                values = (
-                    [node.value.body, node.value.orelse]
-                    if isinstance(node.value, cst.IfExp)
-                    else [node.value]
-                )
-                group = object()
-                for value in values:
-                    if isinstance(value, cst.Name) and ctx.apex_name(value) == "apex.amp":
-                        ctx.edits.replace_node(group, value, lambda _u: cst.Name("True"))
-                        ctx.handle(group, value)
-                ctx.handle(group, target)
-                ctx.note(
-                    group,
-                    node,
-                    self.code,
-                    f"{ctx.code(target)} holds a flag instead of the amp module",
-                    SAFE,
-                )
+            target = node.targets[0].target
+            if not (isinstance(target, cst.Attribute) and target.attr.value in held):
+                continue
+            group = object()
+            ctx.tx.tag(group, unit)
+            ctx.unit_facts.flags[target.attr.value] = unit
+            for value in module_values(node.value):
+                if isinstance(value, cst.Name) and ctx.names.apex_name(value) == "apex.amp":
+                    ctx.tx.edits.replace_node(group, value, lambda _u: cst.Name("True"))
+                    ctx.tx.handle(group, value)
+            ctx.tx.handle(group, target)
+            ctx.tx.note(
+                group,
+                node,
+                self.code,
+                f"{ctx.index.code(target)} holds a flag instead of the amp module",
+                SAFE,
+            )
+
+    @staticmethod
+    def unit(ctx: FileContext, cls: cst.ClassDef) -> str:
+        """The unit of the class's own initialize, else a unit for the held module itself."""
+        qualname = ctx.index.qualname(cls)
+        units = {
+            d.spec.unit
+            for d in ctx.facts.inits.values()
+            if d.spec is not None and d.home == qualname
+        }
+        if len(units) == 1:
+            return units.pop()
+        return f"{qualname}:amp"

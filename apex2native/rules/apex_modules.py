@@ -9,10 +9,11 @@ import libcst.matchers as m
 from libcst.helpers import get_full_name_for_node
 
 from apex2native.apex_imports import is_apex_import
-from apex2native.context import FileContext, with_appended
+from apex2native.context import FileContext
 from apex2native.findings import NUMERICS, SAFE
 from apex2native.index import descendants
 from apex2native.rules.base import Rule
+from apex2native.syntax import with_appended
 
 
 @dataclass(frozen=True)
@@ -122,20 +123,20 @@ class ApexModules(Rule):
 
     def apply(self, ctx: FileContext) -> None:
         kept_names = self._move_imports(ctx)
-        for ref, name in ctx.apex_refs():
+        for ref, name in ctx.names.refs():
             if name not in TABLE and name != ADAM:
                 continue
             kept = isinstance(ref, cst.Name) and ref.value in kept_names
-            parent = ctx.parent(ref)
+            parent = ctx.index.parent(ref)
             if isinstance(parent, cst.Call) and parent.func is ref:
                 self._call(ctx, parent, ref, name, kept)
             elif kept:
-                ctx.handle(object(), ref)
+                ctx.tx.handle(object(), ref)
             elif name in TABLE:
                 group = object()
                 native = TABLE[name].native
-                ctx.edits.replace_node(group, ref, lambda _u, n=native: cst.parse_expression(n))
-                ctx.handle(group, ref)
+                ctx.tx.edits.replace_node(group, ref, lambda _u, n=native: cst.parse_expression(n))
+                ctx.tx.handle(group, ref)
                 ctx.needs_torch = True
 
     def _move_imports(self, ctx: FileContext) -> set[str]:
@@ -156,10 +157,10 @@ class ApexModules(Rule):
                 continue
             native = targets.pop()
             group = object()
-            ctx.edits.replace_node(
+            ctx.tx.edits.replace_node(
                 group, node, lambda u, n=native: u.with_changes(module=cst.parse_expression(n))
             )
-            ctx.note(group, node, self.code, f"import moved from {module} to {native}", SAFE)
+            ctx.tx.note(group, node, self.code, f"import moved from {module} to {native}", SAFE)
             kept |= {
                 (a.asname.name.value if a.asname else a.name.value)  # type: ignore[union-attr]
                 for a in node.names
@@ -175,11 +176,11 @@ class ApexModules(Rule):
         else:
             mapping = TABLE[name]
         for key, bad in mapping.refuse.items():
-            if key in keywords and ctx.code(keywords[key].value) == bad:
-                ctx.todo(call, mapping.code, f"{name}({key}={bad}) has no torch equivalent")
+            if key in keywords and ctx.index.code(keywords[key].value) == bad:
+                ctx.tx.todo(call, mapping.code, f"{name}({key}={bad}) has no torch equivalent")
                 return
         if any(a.star == "**" for a in call.args):
-            ctx.todo(
+            ctx.tx.todo(
                 call, mapping.code, f"{name}(**kwargs): check the keywords against {mapping.native}"
             )
             return
@@ -203,24 +204,24 @@ class ApexModules(Rule):
                 return updated.with_changes(args=args)
             return updated.with_changes(func=cst.parse_expression(native), args=args)
 
-        ctx.edits.replace_node(group, call, rewrite)
-        stmt = ctx.statement_of(call)
-        width = ctx.indent_width(stmt)
-        ctx.edits.replace_statement(group, stmt, lambda u: [ctx.gen.relayout(u, width)])
-        ctx.handle(group, ref)
+        ctx.tx.edits.replace_node(group, call, rewrite)
+        stmt = ctx.index.statement_of(call)
+        width = ctx.index.indent_width(stmt)
+        ctx.tx.edits.replace_statement(group, stmt, lambda u: [ctx.gen.relayout(u, width)])
+        ctx.tx.handle(group, ref)
         ctx.needs_torch = ctx.needs_torch or not kept
         dropped = sorted(k for k in keywords if k in drop and k != "adam_w_mode")
         detail = f" (dropped {', '.join(dropped)})" if dropped else ""
-        ctx.note(group, call, mapping.code, f"{name} -> {native}{detail}", mapping.tier)
+        ctx.tx.note(group, call, mapping.code, f"{name} -> {native}{detail}", mapping.tier)
         if mapping.note:
-            ctx.note(group, call, mapping.code, mapping.note, mapping.tier)
+            ctx.tx.note(group, call, mapping.code, mapping.note, mapping.tier)
 
     def _adam(self, ctx: FileContext, keywords: dict[str, cst.Arg]) -> Mapping:
         mode = keywords.get("adam_w_mode")
         adamw = mode is None or not m.matches(mode.value, m.Name("False"))
         if mode is not None and not m.matches(mode.value, m.Name("True") | m.Name("False")):
             return Mapping(
-                "A2N301", "torch.optim.AdamW", refuse={"adam_w_mode": ctx.code(mode.value)}
+                "A2N301", "torch.optim.AdamW", refuse={"adam_w_mode": ctx.index.code(mode.value)}
             )
         return Mapping(
             "A2N301",

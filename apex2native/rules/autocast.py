@@ -69,11 +69,11 @@ def _barrier(ctx: FileContext, stmt: cst.CSTNode) -> bool:
         return True
     if any(isinstance(n, cst.With) and _is_autocast(ctx, n) for n in descendants(stmt)):
         return True
-    return any(ctx.call_name(n) for n in descendants(stmt) if isinstance(n, cst.Call))
+    return any(ctx.names.call_name(n) for n in descendants(stmt) if isinstance(n, cst.Call))
 
 
 def _is_autocast(ctx: FileContext, node: cst.With) -> bool:
-    return any("autocast" in ctx.code(item.item) for item in node.items)
+    return any("autocast" in ctx.index.code(item.item) for item in node.items)
 
 
 class Autocast(Rule):
@@ -104,10 +104,21 @@ class Autocast(Rule):
     def apply(self, ctx: FileContext) -> None:
         blocks: dict[int, list[BackwardSite]] = {}
         for site in ctx.sites:
-            if site.scaler.autocast and not ctx.dropped(site.group):
-                blocks.setdefault(id(ctx.block_of(site.top)), []).append(site)
+            if site.scaler.autocast and not ctx.tx.dropped(site.group):
+                blocks.setdefault(id(ctx.index.block_of(site.top)), []).append(site)
         for sites in blocks.values():
-            self._block(ctx, sites)
+            unreachable = [s for s in sites if s.scaler.unreachable_switch]
+            for site in unreachable:
+                ctx.tx.fail(
+                    site.group,
+                    site.call,
+                    self.code,
+                    "autocast must be switched like the scaler, whose switch is not visible "
+                    f"here; run the forward pass under {ctx.autocast_hint()} with that switch",
+                )
+            sites = [s for s in sites if not s.scaler.unreachable_switch]
+            if sites:
+                self._block(ctx, sites)
 
     def _block(self, ctx: FileContext, sites: list[BackwardSite]) -> None:
         """One region per run of forward statements, shared by the sites of one block.
@@ -116,13 +127,13 @@ class Autocast(Rule):
         barrier (a backward, a step) between them form one region, so two losses computed
         before their two backward passes share one autocast block.
         """
-        block = ctx.siblings(sites[0].top)
+        block = ctx.index.siblings(sites[0].top)
         tops = {id(s.top) for s in sites}
         marked: dict[int, BackwardSite] = {}
         for site in sites:
             chain = self._chain(ctx, block, site, tops)
             if not chain:
-                ctx.todo(
+                ctx.tx.todo(
                     site.call,
                     self.code,
                     "the forward pass that computes this loss is not in this block; "
@@ -166,12 +177,13 @@ class Autocast(Rule):
         site = marked[region[0]]
         first, last = block[region[0]], block[region[-1]]
         template = ctx.gen.stmt(
-            f"with {self.autocast_code(ctx, site)}:\n    pass", ctx.indent_width(first)
+            f"with {self.autocast_code(ctx, site)}:\n    pass", ctx.index.indent_width(first)
         )
-        ctx.edits.wrap(site.group, first, last, template)
+        ctx.tx.edits.wrap(site.group, first, last, template)
+        ctx.record_region(site.scaler, site.scaler.autocast_enabled, first)
         ctx.mark_autocast(block[region[0] : region[-1] + 1])
         ctx.needs_torch = True
-        ctx.note(site.group, first, self.code, "forward pass and loss under autocast", NUMERICS)
+        ctx.tx.note(site.group, first, self.code, "forward pass and loss under autocast", NUMERICS)
 
     @staticmethod
     def autocast_code(ctx: FileContext, site: BackwardSite) -> str:

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import libcst as cst
 
-from apex2native.context import FileContext, with_appended
+from apex2native.context import FileContext
 from apex2native.findings import SAFE
 from apex2native.index import descendants
 from apex2native.rules.base import Rule
+from apex2native.syntax import with_appended
 
 # old qualified name -> (new callable, how the device is given)
 RENAMES: dict[str, tuple[str, str]] = {
@@ -40,11 +41,11 @@ class DeprecatedAmp(Rule):
     def apply(self, ctx: FileContext) -> None:
         for node in descendants(ctx.module):
             if isinstance(node, cst.Call):
-                name = ctx.resolve_name(node.func)
-                if name in RENAMES and not ctx.is_removed(node):
+                name = ctx.names.resolve_name(node.func)
+                if name in RENAMES and not ctx.names.is_removed(node):
                     self._call(ctx, node, *RENAMES[name])
             elif isinstance(node, cst.Decorator) and not isinstance(node.decorator, cst.Call):
-                name = ctx.resolve_name(node.decorator)
+                name = ctx.names.resolve_name(node.decorator)
                 if name in RENAMES:
                     self._decorator(ctx, node, *RENAMES[name])
 
@@ -74,14 +75,16 @@ class DeprecatedAmp(Rule):
                 args = with_appended(args, device)
             return updated.with_changes(func=cst.parse_expression(new), args=args)
 
-        ctx.edits.replace_node(group, call, rename)
+        ctx.tx.edits.replace_node(group, call, rename)
         ctx.needs_torch = True
-        ctx.note(group, call, self.code, f"{ctx.code(call.func)} -> {new}", SAFE)
+        ctx.tx.note(group, call, self.code, f"{ctx.index.code(call.func)} -> {new}", SAFE)
 
     def _decorator(self, ctx: FileContext, deco: cst.Decorator, new: str, how: str) -> None:
         device = self._device_arg(ctx, how)
         group = object()
         call = cst.Call(func=cst.parse_expression(new), args=[device])
-        ctx.edits.replace_node(group, deco, lambda u: u.with_changes(decorator=call))
+        ctx.tx.edits.replace_node(group, deco, lambda u: u.with_changes(decorator=call))
         ctx.needs_torch = True
-        ctx.note(group, deco, self.code, f"@{ctx.code(deco.decorator)} -> @{new}(...)", SAFE)
+        ctx.tx.note(
+            group, deco, self.code, f"@{ctx.index.code(deco.decorator)} -> @{new}(...)", SAFE
+        )

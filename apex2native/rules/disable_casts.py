@@ -29,15 +29,16 @@ class DisableCasts(Rule):
     summary = "amp.disable_casts() -> torch.amp.autocast(enabled=False)"
 
     def apply(self, ctx: FileContext) -> None:
-        for call in ctx.calls_to("apex.amp.disable_casts"):
+        for call in ctx.names.calls_to("apex.amp.disable_casts"):
             if call.args:
-                ctx.todo(call, self.code, "amp.disable_casts with arguments")
+                ctx.tx.todo(call, self.code, "amp.disable_casts with arguments")
                 continue
             code = ctx.gen.autocast(ctx.options.device_type, enabled="False")
             group = object()
-            ctx.edits.replace_node(group, call, lambda _u, c=code: cst.parse_expression(c))
-            ctx.handle(group, call.func)
+            ctx.tx.tag(group, ctx.needed_unit(call) or "")
+            ctx.tx.edits.replace_node(group, call, lambda _u, c=code: cst.parse_expression(c))
+            ctx.tx.handle(group, call.func)
             ctx.needs_torch = True
-            ctx.note(
+            ctx.tx.note(
                 group, call, self.code, "amp.disable_casts -> autocast(enabled=False)", NUMERICS
             )

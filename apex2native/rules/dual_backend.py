@@ -5,10 +5,11 @@ from __future__ import annotations
 import libcst as cst
 import libcst.matchers as m
 
-from apex2native.context import FileContext, taken_arm
+from apex2native.context import FileContext
 from apex2native.findings import SAFE
 from apex2native.index import descendants
 from apex2native.rules.base import Rule
+from apex2native.syntax import taken_arm
 
 APEX = m.SimpleString(value=m.MatchIfTrue(lambda v: v[1:-1].lower() == "apex"))
 
@@ -67,12 +68,12 @@ class DualBackend(Rule):
                 switches.add(switch)
                 group = object()
                 keep_body = not equal
-                parent = ctx.parent(node)
+                parent = ctx.index.parent(node)
                 if isinstance(parent, cst.If) and parent.orelse is node:
                     continue
-                ctx.edits.replace_statement(group, node, lambda u, k=keep_body: taken_arm(u, k))
-                ctx.remove(apex_arm)
-                ctx.note(
+                ctx.tx.edits.replace_statement(group, node, lambda u, k=keep_body: taken_arm(u, k))
+                ctx.names.remove(apex_arm)
+                ctx.tx.note(
                     group,
                     node,
                     self.code,
@@ -84,7 +85,9 @@ class DualBackend(Rule):
 
     def _mentions_apex(self, ctx: FileContext, node: cst.CSTNode) -> bool:
         return any(
-            ctx.apex_name(n) for n in descendants(node) if isinstance(n, (cst.Name, cst.Attribute))
+            ctx.names.apex_name(n)
+            for n in descendants(node)
+            if isinstance(n, (cst.Name, cst.Attribute))
         )
 
     def _choices(self, ctx: FileContext, switches: set[str]) -> None:
@@ -110,7 +113,7 @@ class DualBackend(Rule):
                     if kept and len(kept) < len(arg.value.elements):
                         kept[-1] = kept[-1].with_changes(comma=cst.MaybeSentinel.DEFAULT)
                         group = object()
-                        ctx.edits.replace_node(
+                        ctx.tx.edits.replace_node(
                             group, arg.value, lambda u, k=kept: u.with_changes(elements=k)
                         )
-                        ctx.note(group, node, self.code, '"apex" removed from the choices', SAFE)
+                        ctx.tx.note(group, node, self.code, '"apex" removed from the choices', SAFE)

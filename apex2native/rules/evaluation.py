@@ -39,12 +39,12 @@ class Evaluation(Rule):
     summary = "forward passes in evaluation under autocast; O2 .half() casts removed"
 
     def apply(self, ctx: FileContext) -> None:
-        defs = ctx.definitions()
+        defs = ctx.index.definitions()
         for qualname, (models, spec) in ctx.facts.evaluation.items():
             func = defs.get(qualname)
             if not isinstance(func, cst.FunctionDef) or not spec.autocast:
                 continue
-            scalers = [s for s in ctx.reachable_scalers(func.body) if s.autocast]
+            scalers = [s for s in ctx.reach.reachable(func.body) if s.autocast]
             if spec.runtime and not scalers:
                 continue
             scaler = scalers[0] if scalers else Scaler.from_spec("scaler", func, spec)
@@ -56,23 +56,36 @@ class Evaluation(Rule):
                 '"O2"',
                 '"O3"',
             )
-            self._half(ctx, func, set(models), hints)
-            self._regions(ctx, func, set(models), scaler)
+            if scaler.unreachable_switch:
+                ctx.refuse(
+                    func,
+                    self.code,
+                    "evaluation would need autocast switched like the training scaler, whose "
+                    "switch is not visible here; run its forward passes under "
+                    f"{ctx.autocast_hint()} with that switch",
+                    spec.unit,
+                )
+                continue
+            self._half(ctx, func, set(models), hints, spec.unit)
+            self._regions(ctx, func, set(models), scaler, spec.unit)
 
-    def _half(self, ctx: FileContext, func: cst.FunctionDef, models: set[str], hints) -> None:
+    def _half(
+        self, ctx: FileContext, func: cst.FunctionDef, models: set[str], hints, unit: str
+    ) -> None:
         removed: set[cst.CSTNode] = set()
         for node in descendants(func.body):
             if not isinstance(node, cst.If) or node.orelse is not None:
                 continue
-            test = ctx.code(node.test).replace("'", '"')
+            test = ctx.index.code(node.test).replace("'", '"')
             if not any(h and h.replace("'", '"') in test for h in hints):
                 continue
             body = node.body.body
             if body and all(_is_half_cast(s) for s in body):
                 group = object()
+                ctx.tx.tag(group, unit)
                 removed.add(node)
-                ctx.edits.replace_statement(group, node, lambda _u: [])
-                ctx.note(
+                ctx.tx.edits.replace_statement(group, node, lambda _u: [])
+                ctx.tx.note(
                     group,
                     node,
                     self.code,
@@ -80,13 +93,13 @@ class Evaluation(Rule):
                     NUMERICS,
                 )
         for node in descendants(func.body):
-            if m.matches(node, HALF) and not any(a in removed for a in ctx.ancestors(node)):
-                ctx.note(
+            if m.matches(node, HALF) and not any(a in removed for a in ctx.index.ancestors(node)):
+                ctx.tx.note(
                     object(), node, self.code, ".half() left as is: not an opt-level cast", SAFE
                 )
 
     def _regions(
-        self, ctx: FileContext, func: cst.FunctionDef, models: set[str], scaler: Scaler
+        self, ctx: FileContext, func: cst.FunctionDef, models: set[str], scaler: Scaler, unit: str
     ) -> None:
         wrapped: set[int] = set()
         for node in descendants(func.body):
@@ -96,14 +109,14 @@ class Evaluation(Rule):
                 and node.func.value in models
             ):
                 continue
-            stmt = ctx.statement_of(node)
+            stmt = ctx.index.statement_of(node)
             if (
                 id(stmt) in wrapped
                 or ctx.in_autocast(stmt)
                 or not isinstance(stmt, cst.SimpleStatementLine)
             ):
                 continue
-            block = ctx.siblings(stmt)
+            block = ctx.index.siblings(stmt)
             start = block.index(stmt)
             produced = assigned(stmt)
             end = start
@@ -119,12 +132,14 @@ class Evaluation(Rule):
             for s in block[start : end + 1]:
                 wrapped.add(id(s))
             group = object()
+            ctx.tx.tag(group, unit)
             code = Autocast.autocast_code_for(ctx, scaler)
-            template = ctx.gen.stmt(f"with {code}:\n    pass", ctx.indent_width(stmt))
-            ctx.edits.wrap(group, block[start], block[end], template)
+            template = ctx.gen.stmt(f"with {code}:\n    pass", ctx.index.indent_width(stmt))
+            ctx.tx.edits.wrap(group, block[start], block[end], template)
+            ctx.record_region(scaler, scaler.autocast_enabled, stmt)
             ctx.mark_autocast(block[start : end + 1])
             ctx.needs_torch = True
-            ctx.note(group, stmt, self.code, "evaluation forward pass under autocast", NUMERICS)
+            ctx.tx.note(group, stmt, self.code, "evaluation forward pass under autocast", NUMERICS)
 
 
 def _is_half_cast(stmt: cst.CSTNode) -> bool:

@@ -15,10 +15,11 @@ from apex2native.apex_imports import (
     has_apex_import,
     is_migrated_import,
 )
-from apex2native.context import FileContext, taken_arm
+from apex2native.context import FileContext
 from apex2native.findings import SAFE
 from apex2native.index import TreeIndex, descendants
 from apex2native.rules.base import Rule
+from apex2native.syntax import taken_arm
 
 
 class Imports(Rule):
@@ -45,10 +46,10 @@ class Imports(Rule):
     summary = "remove unused apex imports and guards; add import torch"
 
     def apply(self, ctx: FileContext) -> None:
-        for ref, name in ctx.apex_refs():
+        for ref, name in ctx.names.refs():
             if name not in ("apex", "apex.amp") or not isinstance(ref, cst.Name):
                 continue
-            parent = ctx.parent(ref)
+            parent = ctx.index.parent(ref)
             target: cst.CSTNode = ref
             if m.matches(
                 parent,
@@ -63,13 +64,16 @@ class Imports(Rule):
             else:
                 continue
             group = object()
+            ctx.availability.append(group)
             self._fold(ctx, group, target, value)
-            ctx.handle(group, ref)
-            ctx.note(group, ref, self.code, f"apex availability test is now always {value}", SAFE)
+            ctx.tx.handle(group, ref)
+            ctx.tx.note(
+                group, ref, self.code, f"apex availability test is now always {value}", SAFE
+            )
 
     def _fold(self, ctx: FileContext, group: object, node: cst.CSTNode, value: bool) -> None:
         """Replace a test known to be `value`, folding the expression or statement around it."""
-        parent = ctx.parent(node)
+        parent = ctx.index.parent(node)
         if isinstance(parent, cst.UnaryOperation) and isinstance(parent.operator, cst.Not):
             return self._fold(ctx, group, parent, not value)
         if isinstance(parent, cst.BooleanOperation) and not node_has_parens(node):
@@ -77,26 +81,33 @@ class Imports(Rule):
             if absorbing:
                 return self._fold(ctx, group, parent, value)
             keep_left = parent.right is node
-            ctx.edits.replace_node(group, parent, lambda u: u.left if keep_left else u.right)
+            ctx.tx.edits.replace_node(group, parent, lambda u: u.left if keep_left else u.right)
             return None
         if isinstance(parent, cst.IfExp) and parent.test is node:
-            ctx.edits.replace_node(group, parent, lambda u: u.body if value else u.orelse)
+            ctx.tx.edits.replace_node(group, parent, lambda u: u.body if value else u.orelse)
             return None
         if isinstance(parent, cst.If) and parent.test is node and not _is_elif(ctx, parent):
-            ctx.edits.replace_statement(group, parent, lambda u: taken_arm(u, value))
+            ctx.tx.edits.replace_statement(group, parent, lambda u: taken_arm(u, value))
             return None
-        ctx.edits.replace_node(group, node, lambda _u: cst.Name("True" if value else "False"))
+        ctx.tx.edits.replace_node(group, node, lambda _u: cst.Name("True" if value else "False"))
         return None
 
     def cleanup(
-        self, module: cst.Module, needs_torch: bool, remove_unused: bool = True
+        self,
+        module: cst.Module,
+        needs_torch: bool,
+        remove_unused: bool = True,
+        keep: set[str] | frozenset[str] = frozenset(),
     ) -> cst.Module:
-        """After the rewrite: drop what became unused, add `import torch` if needed."""
+        """After the rewrite: drop what became unused, add `import torch` if needed.
+
+        `keep`: names other modules still import from this one.
+        """
         if remove_unused:
             index = TreeIndex(module)
-            cleanup = _Cleanup(index)
+            cleanup = _Cleanup(index, keep=keep)
             if cleanup.ambiguous:
-                cleanup = _Cleanup(index, precise_unused(index))
+                cleanup = _Cleanup(index, precise_unused(index), keep)
             module = module.visit(cleanup)
         if needs_torch and not _imports_torch(module):
             context = CodemodContext()
@@ -125,9 +136,15 @@ class _Cleanup(cst.CSTTransformer):
     conservative: a shadowing local keeps the import rather than risk an unbound name.
     """
 
-    def __init__(self, index: TreeIndex, unused: set[tuple[int, str]] | None = None) -> None:
+    def __init__(
+        self,
+        index: TreeIndex,
+        unused: set[tuple[int, str]] | None = None,
+        keep: set[str] | frozenset[str] = frozenset(),
+    ) -> None:
         super().__init__()
         self.index = index
+        self.keep = keep
         module = index.module
         inside_guards = {id(n) for g in apex_guards(index) for n in index.subtree(g)}
         imports = index.within(module, cst.Import, cst.ImportFrom)
@@ -154,6 +171,8 @@ class _Cleanup(cst.CSTTransformer):
             bound = get_full_name_for_node(alias.asname.name) or ""
         else:
             bound = (get_full_name_for_node(alias.name) or "").split(".")[0]
+        if bound in self.keep:
+            return True
         if self.unused is not None:
             return (id(node), bound) not in self.unused
         return bound in self.used
@@ -231,12 +250,21 @@ class _Cleanup(cst.CSTTransformer):
             and stmt.body[0].targets[0].target.value in self.flags - self.flags_read
         )  # type: ignore[attr-defined]
 
-    def _prune(self, body):
+    def _prune(self, body, block_start: bool = True):
+        """Drop emptied statements, keeping their comments; a statement that now opens its
+        block loses the blank lines that separated it from the removed one."""
         out, carry = [], []
+        removed = False
         for stmt in body:
             if id(stmt) in self._empty:
                 carry.extend(line for line in stmt.leading_lines if line.comment is not None)
+                removed = True
                 continue
+            if not out and removed and block_start and not carry:
+                lines = list(stmt.leading_lines)
+                while lines and lines[0].comment is None:
+                    lines.pop(0)
+                stmt = stmt.with_changes(leading_lines=lines)
             if carry:
                 stmt = stmt.with_changes(leading_lines=[*carry, *stmt.leading_lines])
                 carry = []
@@ -251,7 +279,7 @@ class _Cleanup(cst.CSTTransformer):
         return updated_node.with_changes(body=body, footer=[*carry, *updated_node.footer])
 
     def leave_Module(self, original_node, updated_node):
-        body, carry = self._prune(updated_node.body)
+        body, carry = self._prune(updated_node.body, block_start=False)
         return updated_node.with_changes(body=body, footer=[*carry, *updated_node.footer])
 
 
@@ -284,7 +312,7 @@ def node_has_parens(node: cst.CSTNode) -> bool:
 
 
 def _is_elif(ctx: FileContext, node: cst.If) -> bool:
-    parent = ctx.parent(node)
+    parent = ctx.index.parent(node)
     return isinstance(parent, cst.If) and parent.orelse is node
 
 

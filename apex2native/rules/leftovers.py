@@ -41,16 +41,18 @@ class Leftovers(Rule):
 
     def finalize(self, ctx: FileContext) -> None:
         self._marked(ctx)
-        handled = ctx.handled()
-        for ref, name in ctx.apex_refs():
-            if ref in handled or ctx.explained(ref):
+        handled = ctx.tx.handled()
+        for ref, name in ctx.names.refs():
+            if ref in handled or ctx.tx.explained(ref):
                 continue
-            if any(a in handled for a in ctx.ancestors(ref)):
+            if any(a in handled for a in ctx.index.ancestors(ref)):
                 continue
             hint = next((h for prefix, h in HINTS.items() if name.startswith(prefix)), None)
-            ctx.todo(
-                ref, self.code, f"`{name}` has no automatic rewrite" + (f": {hint}" if hint else "")
-            )
+            message = f"`{name}` has no automatic rewrite" + (f": {hint}" if hint else "")
+            if name == "apex.amp" or name.startswith("apex.amp."):
+                ctx.refuse(ref, self.code, message)
+            else:
+                ctx.tx.todo(ref, self.code, message)
 
     def _marked(self, ctx: FileContext) -> None:
         """Markers left by an earlier run still count: `--check` fails until a person acts."""
@@ -60,4 +62,4 @@ class Leftovers(Rule):
                 comment = line.comment.value if line.comment is not None else ""
                 match = MARKER.match(comment)
                 if match and isinstance(node, cst.CSTNode) and node is not ctx.module:
-                    ctx.existing_todo(node, match.group(1), match.group(2))
+                    ctx.tx.existing_todo(node, match.group(1), match.group(2))

@@ -28,20 +28,21 @@ class MasterParams(Rule):
     summary = "amp.master_params(opt) -> the optimizer's parameters"
 
     def apply(self, ctx: FileContext) -> None:
-        for call in ctx.calls_to("apex.amp.master_params"):
+        for call in ctx.names.calls_to("apex.amp.master_params"):
             args = [a for a in call.args if not a.star]
             if len(args) != 1 or len(call.args) != 1:
-                ctx.todo(call, self.code, "amp.master_params with unexpected arguments")
+                ctx.refuse(call, self.code, "amp.master_params with unexpected arguments")
                 continue
-            opt = ctx.code(args[0].value)
+            opt = ctx.index.code(args[0].value)
             if not isinstance(args[0].value, (cst.Name, cst.Attribute, cst.Subscript)):
                 opt = f"({opt})"
             q = ctx.gen.lit("params")
             code = f"(p for group in {opt}.param_groups for p in group[{q}])"
             group = object()
-            ctx.edits.replace_node(group, call, lambda _u, c=code: cst.parse_expression(c))
-            stmt = ctx.statement_of(call)
-            width = ctx.indent_width(stmt)
-            ctx.edits.replace_statement(group, stmt, lambda u, w=width: [ctx.gen.relayout(u, w)])
-            ctx.handle(group, call.func)
-            ctx.note(group, call, self.code, "amp.master_params -> optimizer parameters", SAFE)
+            ctx.tx.tag(group, ctx.needed_unit(call) or "")
+            ctx.tx.edits.replace_node(group, call, lambda _u, c=code: cst.parse_expression(c))
+            stmt = ctx.index.statement_of(call)
+            width = ctx.index.indent_width(stmt)
+            ctx.tx.edits.replace_statement(group, stmt, lambda u, w=width: [ctx.gen.relayout(u, w)])
+            ctx.tx.handle(group, call.func)
+            ctx.tx.note(group, call, self.code, "amp.master_params -> optimizer parameters", SAFE)

@@ -7,11 +7,12 @@ from dataclasses import dataclass, field
 import libcst as cst
 import libcst.matchers as m
 
-from apex2native.context import FileContext, Scaler, conjuncts
+from apex2native.context import FileContext, Scaler
 from apex2native.findings import NUMERICS, SAFE
 from apex2native.index import descendants
 from apex2native.rules.base import Rule
-from apex2native.rules.initialize import normalize
+from apex2native.scaler_options import normalize
+from apex2native.syntax import conjuncts
 
 SCALE_LOSS_PARAMS = (
     "loss",
@@ -49,8 +50,8 @@ def bind(call: cst.Call) -> dict[str, cst.BaseExpression] | None:
 
 def optimizer_codes(ctx: FileContext, node: cst.BaseExpression) -> list[str]:
     if isinstance(node, (cst.List, cst.Tuple)):
-        return [ctx.code(e.value) for e in node.elements]
-    return [ctx.code(node)]
+        return [ctx.index.code(e.value) for e in node.elements]
+    return [ctx.index.code(node)]
 
 
 def backward_call(node: cst.CSTNode, receiver: str | None = None) -> cst.Call | None:
@@ -93,23 +94,23 @@ class ScaleLoss(Rule):
     summary = "with amp.scale_loss(...) as s: s.backward() -> scaler.scale(loss).backward()"
 
     def apply(self, ctx: FileContext) -> None:
-        for call in ctx.calls_to("apex.amp.scale_loss"):
+        for call in ctx.names.calls_to("apex.amp.scale_loss"):
             self._site(ctx, call)
 
     def _site(self, ctx: FileContext, call: cst.Call) -> None:
-        item = ctx.parent(call)
-        with_node = ctx.parent(item) if isinstance(item, cst.WithItem) else None
+        item = ctx.index.parent(call)
+        with_node = ctx.index.parent(item) if isinstance(item, cst.WithItem) else None
         if not isinstance(with_node, cst.With) or len(with_node.items) != 1:
-            return ctx.todo(call, self.code, "amp.scale_loss outside a one-item with statement")
+            return ctx.refuse(call, self.code, "amp.scale_loss outside a one-item with statement")
         bound = bind(call)
         if bound is None:
-            return ctx.todo(call, self.code, "amp.scale_loss arguments not understood")
+            return ctx.refuse(call, self.code, "amp.scale_loss arguments not understood")
         if item.asname is None or not isinstance(item.asname.name, cst.Name):
-            return ctx.todo(call, self.code, "amp.scale_loss without `as <name>`")
+            return ctx.refuse(call, self.code, "amp.scale_loss without `as <name>`")
         optimizers = optimizer_codes(ctx, bound["optimizers"])
-        scaler = ctx.pick_scaler(call, set(optimizers))
+        scaler = ctx.reach.pick(call, set(optimizers))
         if scaler is None:
-            return ctx.todo(
+            return ctx.refuse(
                 call,
                 self.code,
                 "no GradScaler reaches this function (amp.initialize runs "
@@ -121,19 +122,19 @@ class ScaleLoss(Rule):
             return
         if not self._collapse_branch(ctx, site):
             return
-        ctx.handle(site.group, call.func)
+        ctx.tx.handle(site.group, call.func)
         ctx.sites.append(site)
-        ctx.note(site.group, call, self.code, f"amp.scale_loss -> {scaler.access}.scale", SAFE)
+        ctx.tx.note(site.group, call, self.code, f"amp.scale_loss -> {scaler.access}.scale", SAFE)
         if "delay_unscale" in bound:
-            ctx.note(
+            ctx.tx.note(
                 site.group, call, self.code, "delay_unscale dropped (native unscales at step)", SAFE
             )
         if "loss_id" in bound:
-            ctx.note(
+            ctx.tx.note(
                 site.group, call, self.code, "loss_id dropped: one scaler for every loss", NUMERICS
             )
         if "delay_overflow_check" in bound:
-            ctx.note(
+            ctx.tx.note(
                 site.group,
                 call,
                 self.code,
@@ -149,52 +150,52 @@ class ScaleLoss(Rule):
             if isinstance(n, cst.Name) and n.value == name and not _is_attr_name(ctx, n)
         ]
         backward_uses = [n for n in uses if _backward_receiver(ctx, n)]
-        loss_code = ctx.code(site.loss)
+        loss_code = ctx.index.code(site.loss)
         if isinstance(
             site.loss, (cst.BinaryOperation, cst.BooleanOperation, cst.IfExp, cst.Lambda)
         ):
             loss_code = f"({loss_code})" if not site.loss.lpar else loss_code
         scaled = f"{site.scaler.access}.scale({loss_code})"
         if uses and len(uses) == len(backward_uses) == 1:
-            ctx.edits.replace_node(site.group, uses[0], lambda _u: cst.parse_expression(scaled))
+            ctx.tx.edits.replace_node(site.group, uses[0], lambda _u: cst.parse_expression(scaled))
             bind_stmt = []
         else:
-            bind_stmt = [ctx.gen.stmt(f"{name} = {scaled}", ctx.indent_width(site.with_node))]
-        ctx.edits.replace_statement(
+            bind_stmt = [ctx.gen.stmt(f"{name} = {scaled}", ctx.index.indent_width(site.with_node))]
+        ctx.tx.edits.replace_statement(
             site.group, site.with_node, lambda upd: [*bind_stmt, *_body_lines(upd.body)]
         )
         return True
 
     def _collapse_branch(self, ctx: FileContext, site: BackwardSite) -> bool:
         """Find the if/else that chooses between the scaled and a plain backward."""
-        block = ctx.parent(site.with_node)
-        branch = ctx.parent(block)
+        block = ctx.index.parent(site.with_node)
+        branch = ctx.index.parent(block)
         if isinstance(branch, cst.Else):
-            if_node, scaled_in_body = ctx.parent(branch), False
+            if_node, scaled_in_body = ctx.index.parent(branch), False
         elif isinstance(branch, cst.If) and branch.body is block:
             if_node, scaled_in_body = branch, True
         else:
             return True
         if len(block.body) != 1:  # type: ignore[attr-defined]
-            site.top = ctx.statement_of(if_node)
+            site.top = ctx.index.statement_of(if_node)
             return True
         other = if_node.orelse if scaled_in_body else if_node
         if scaled_in_body and other is None:
-            site.top = ctx.statement_of(if_node)
+            site.top = ctx.index.statement_of(if_node)
             return True
         other_block = other.body if isinstance(other, (cst.Else, cst.If)) else None
         if scaled_in_body and isinstance(other, cst.If):
             other_block = None  # an elif: the plain arm is not a plain else
         plain = None
         if other_block is not None and len(other_block.body) == 1:
-            plain = backward_call(other_block.body[0], ctx.code(site.loss))
+            plain = backward_call(other_block.body[0], ctx.index.code(site.loss))
         scaled_backward = _only_backward(site.with_node)
         if (
             plain is None
             or scaled_backward is None
             or _args_code(plain) != _args_code(scaled_backward)
         ):
-            site.top = ctx.statement_of(if_node)
+            site.top = ctx.index.statement_of(if_node)
             if plain is None:
                 return True
             return self._refuse(ctx, site, if_node)
@@ -208,17 +209,17 @@ class ScaleLoss(Rule):
             arm = updated.body if scaled_in_body else updated.orelse.body  # type: ignore[union-attr]
             return list(arm.body)
 
-        parent = ctx.parent(if_node)
+        parent = ctx.index.parent(if_node)
         if isinstance(parent, cst.If) and parent.orelse is if_node:
-            ctx.edits.replace_node(
+            ctx.tx.edits.replace_node(
                 site.group,
                 if_node,
                 lambda upd: cst.Else(body=cst.IndentedBlock(body=collapse(upd))),
             )
         else:
-            ctx.edits.replace_statement(site.group, if_node, collapse)
-        site.top = ctx.statement_of(if_node)
-        ctx.note(
+            ctx.tx.edits.replace_statement(site.group, if_node, collapse)
+        site.top = ctx.index.statement_of(if_node)
+        ctx.tx.note(
             site.group,
             if_node,
             self.code,
@@ -228,34 +229,34 @@ class ScaleLoss(Rule):
         return True
 
     def _matches(self, ctx: FileContext, test: cst.BaseExpression, scaler: Scaler) -> bool:
-        parts = [p for p in conjuncts(test) if not ctx.is_availability_test(p)]
+        parts = [p for p in conjuncts(test) if not ctx.names.is_availability_test(p)]
         if not parts:
             return True
-        code = normalize(" and ".join(ctx.code(p) for p in parts))
+        code = normalize(" and ".join(ctx.index.code(p) for p in parts))
         return code in scaler.conditions
 
     def _always(self, ctx: FileContext, test: cst.BaseExpression) -> bool:
-        return all(ctx.is_availability_test(p) for p in conjuncts(test))
+        return all(ctx.names.is_availability_test(p) for p in conjuncts(test))
 
     def _refuse(self, ctx: FileContext, site: BackwardSite, if_node: cst.If) -> bool:
-        ctx.fail(
+        ctx.tx.fail(
             site.group,
             site.call,
             self.code,
-            f"`{ctx.code(if_node.test)}` is not the scaler's enabled flag, so the plain-backward "
+            f"`{ctx.index.code(if_node.test)}` is not the scaler's enabled flag, so the plain-backward "
             f"arm would be unscaled by {site.scaler.access}.step; make them agree",
         )
         return False
 
 
 def _is_attr_name(ctx: FileContext, node: cst.Name) -> bool:
-    parent = ctx.parent(node)
+    parent = ctx.index.parent(node)
     return isinstance(parent, cst.Attribute) and parent.attr is node
 
 
 def _backward_receiver(ctx: FileContext, node: cst.Name) -> bool:
-    attr = ctx.parent(node)
-    call = ctx.parent(attr) if attr is not None else None
+    attr = ctx.index.parent(node)
+    call = ctx.index.parent(attr) if attr is not None else None
     return (
         isinstance(attr, cst.Attribute)
         and attr.value is node

@@ -34,24 +34,24 @@ class StateDict(Rule):
             ("apex.amp.state_dict", "state_dict"),
             ("apex.amp.load_state_dict", "load_state_dict"),
         ):
-            for call in ctx.calls_to(qualified):
+            for call in ctx.names.calls_to(qualified):
                 self._site(ctx, call, method)
 
     def _site(self, ctx: FileContext, call: cst.Call, method: str) -> None:
-        reachable = ctx.reachable_scalers(call)
+        reachable = ctx.reach.reachable(call)
         if len(reachable) != 1:
             why = "no GradScaler reaches it" if not reachable else "several scalers reach it"
-            ctx.todo(call, self.code, f"amp.{method}: {why}; use the scaler's {method}")
+            ctx.refuse(call, self.code, f"amp.{method}: {why}; use the scaler's {method}")
             return
         scaler = reachable[0]
         group = object()
         ctx.depend(scaler, group)
         new = cst.parse_expression(f"{scaler.access}.{method}")
-        ctx.edits.replace_node(group, call.func, lambda _u: new)
-        ctx.handle(group, call.func)
-        ctx.note(group, call, self.code, f"amp.{method} -> {scaler.access}.{method}", SAFE)
+        ctx.tx.edits.replace_node(group, call.func, lambda _u: new)
+        ctx.tx.handle(group, call.func)
+        ctx.tx.note(group, call, self.code, f"amp.{method} -> {scaler.access}.{method}", SAFE)
         if method == "load_state_dict":
-            ctx.note(
+            ctx.tx.note(
                 group,
                 call,
                 self.code,

@@ -28,10 +28,10 @@ def step_calls(ctx: FileContext, scope: cst.CSTNode) -> list[cst.Call]:
 
 
 def _shares_loop(ctx: FileContext, a: cst.CSTNode, b: cst.CSTNode, scope: cst.CSTNode) -> bool:
-    loops_a = [n for n in ctx.ancestors(a) if isinstance(n, LOOPS)]
+    loops_a = [n for n in ctx.index.ancestors(a) if isinstance(n, LOOPS)]
     if not loops_a:
         return False
-    for anc in ctx.ancestors(b):
+    for anc in ctx.index.ancestors(b):
         if anc is scope:
             return False
         if anc in loops_a:
@@ -62,7 +62,7 @@ class Step(Rule):
     def apply(self, ctx: FileContext) -> None:
         stepped: dict[cst.Call, str] = {}
         for site in list(ctx.sites):
-            if ctx.dropped(site.group):
+            if ctx.tx.dropped(site.group):
                 continue
             if not self._site(ctx, site, stepped):
                 ctx.sites.remove(site)
@@ -71,20 +71,20 @@ class Step(Rule):
         self._updates(ctx)
 
     def _site(self, ctx: FileContext, site: BackwardSite, stepped: dict[cst.Call, str]) -> bool:
-        scope = ctx.scope_of(site.with_node)
+        scope = ctx.index.scope_of(site.with_node)
         calls = step_calls(ctx, scope)
         for opt in site.optimizers:
             found = [
                 c
                 for c in calls
-                if ctx.code(c.func.value) == opt  # type: ignore[attr-defined]
+                if ctx.index.code(c.func.value) == opt  # type: ignore[attr-defined]
                 and (
                     ctx.index.after(c, site.with_node)
                     or _shares_loop(ctx, c, site.with_node, scope)
                 )
             ]
             if not found:
-                ctx.fail(
+                ctx.tx.fail(
                     site.group,
                     site.call,
                     self.code,
@@ -94,7 +94,7 @@ class Step(Rule):
                 return False
             for call in found:
                 if call.args:
-                    ctx.fail(
+                    ctx.tx.fail(
                         site.group,
                         call,
                         self.code,
@@ -102,11 +102,11 @@ class Step(Rule):
                     )
                     return False
                 if stepped.get(call, site.scaler.access) != site.scaler.access:
-                    ctx.fail(site.group, call, self.code, f"{opt} is stepped by two scalers")
+                    ctx.tx.fail(site.group, call, self.code, f"{opt} is stepped by two scalers")
                     return False
                 stepped[call] = site.scaler.access
                 access = site.scaler.access
-                ctx.edits.replace_node(
+                ctx.tx.edits.replace_node(
                     site.group,
                     call,
                     lambda _u, a=access, o=opt: cst.parse_expression(f"{a}.step({o})"),
@@ -118,20 +118,22 @@ class Step(Rule):
         """One `update()` after the last step of each (scaler, block)."""
         last: dict[tuple[str, int], tuple[cst.CSTNode, BackwardSite]] = {}
         for site in ctx.sites:
-            if ctx.dropped(site.group):
+            if ctx.tx.dropped(site.group):
                 continue
             for call in site.steps:
-                stmt = ctx.statement_of(call)
-                key = (site.scaler.access, id(ctx.block_of(stmt)))
+                stmt = ctx.index.statement_of(call)
+                key = (site.scaler.access, id(ctx.index.block_of(stmt)))
                 if key not in last or ctx.index.order(stmt) > ctx.index.order(last[key][0]):
                     last[key] = (stmt, site)
         for stmt, site in last.values():
             scaler = site.scaler
-            ctx.edits.insert_after(
+            ctx.tx.edits.insert_after(
                 site.group,
                 stmt,
                 ctx.gen.stmt(
-                    f"{scaler.access}.update({scaler.update_args})", ctx.indent_width(stmt)
+                    f"{scaler.access}.update({scaler.update_args})", ctx.index.indent_width(stmt)
                 ),
             )
-            ctx.note(site.group, stmt, self.code, f"step -> {scaler.access}.step + update()", SAFE)
+            ctx.tx.note(
+                site.group, stmt, self.code, f"step -> {scaler.access}.step + update()", SAFE
+            )

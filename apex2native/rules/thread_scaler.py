@@ -5,10 +5,11 @@ from __future__ import annotations
 import libcst as cst
 import libcst.matchers as m
 
-from apex2native.context import FileContext, Scaler, with_appended
+from apex2native.context import FileContext, Scaler
 from apex2native.findings import SAFE
 from apex2native.index import descendants
 from apex2native.rules.base import Rule
+from apex2native.syntax import with_appended
 
 
 class ThreadScaler(Rule):
@@ -39,27 +40,27 @@ class ThreadScaler(Rule):
         facts = ctx.facts
         if not facts:
             return
-        defs = ctx.definitions()
+        defs = ctx.index.definitions()
         for qualname, (name, spec) in facts.params.items():
             func = defs.get(qualname)
             if isinstance(func, cst.FunctionDef):
-                ctx.scalers.append(Scaler.from_spec(name, func, spec))
-                self._add_param(ctx, func, name)
+                ctx.add_scaler(Scaler.from_spec(name, func, spec))
+                self._add_param(ctx, func, name, spec.unit)
         for qualname, spec in facts.unpacks.items():
             func = defs.get(qualname)
             if isinstance(func, cst.FunctionDef):
-                ctx.scalers.append(Scaler.from_spec("scaler", func, spec))
+                ctx.add_scaler(Scaler.from_spec("scaler", func, spec))
         for qualname, (access, spec) in facts.inherited.items():
             cls = defs.get(qualname)
             if isinstance(cls, cst.ClassDef):
-                ctx.scalers.append(Scaler.from_spec(access, cls, spec))
-        for qualname, spec in facts.fallback.items():
-            self._fallback(ctx, defs.get(qualname), spec)
+                ctx.add_scaler(Scaler.from_spec(access, cls, spec))
         for qualname, notes in facts.notes.items():
             node = defs.get(qualname, ctx.module)
-            for text in notes:
-                ctx.note(
-                    object(),
+            for unit, text in notes:
+                group = object()
+                ctx.tx.tag(group, unit)
+                ctx.tx.note(
+                    group,
                     node if node is not ctx.module else ctx.module.body[0],
                     self.code,
                     text,
@@ -71,7 +72,7 @@ class ThreadScaler(Rule):
             if isinstance(func, cst.FunctionDef):
                 self._returns(ctx, func)
 
-    def _add_param(self, ctx: FileContext, func: cst.FunctionDef, name: str) -> None:
+    def _add_param(self, ctx: FileContext, func: cst.FunctionDef, name: str, unit: str) -> None:
         params = func.params
         taken = [
             p.name.value for p in (*params.posonly_params, *params.params, *params.kwonly_params)
@@ -94,8 +95,11 @@ class ThreadScaler(Rule):
                 )
             return updated.with_changes(params=[*updated.params, new])
 
-        ctx.edits.replace_node(group, params, add)
-        ctx.note(group, func, self.code, f"{ctx.qualname(func)} takes the scaler as `{name}`", SAFE)
+        ctx.tx.tag(group, unit)
+        ctx.tx.edits.replace_node(group, params, add)
+        ctx.tx.note(
+            group, func, self.code, f"{ctx.index.qualname(func)} takes the scaler as `{name}`", SAFE
+        )
 
     def _calls(self, ctx: FileContext) -> None:
         callees = ctx.facts.callees
@@ -103,21 +107,24 @@ class ThreadScaler(Rule):
         for node in descendants(ctx.module):
             if not isinstance(node, cst.Call):
                 continue
-            target = ctx.resolve_call(node)
+            target = ctx.names.resolve_call(node)
             if target in callees:
-                self._pass(ctx, node, callees[target])
+                self._pass(ctx, node, *callees[target])
             if target in helpers:
-                self._unpack(ctx, node)
+                self._unpack(ctx, node, helpers[target])
 
-    def _pass(self, ctx: FileContext, call: cst.Call, keyword: str) -> None:
+    def _pass(self, ctx: FileContext, call: cst.Call, keyword: str, unit: str) -> None:
         if any(a.keyword is not None and a.keyword.value == keyword for a in call.args):
             return
-        reachable = ctx.reachable_scalers(call)
+        group = object()
+        ctx.tx.tag(group, unit)
+        reachable = [s for s in ctx.reach.reachable(call) if s.unit == unit]
         if not reachable:
-            ctx.todo(call, self.code, f"no scaler reaches this call; pass `{keyword}=` by hand")
+            ctx.tx.fail(
+                group, call, self.code, f"no scaler reaches this call; pass `{keyword}=` by hand"
+            )
             return
         access = reachable[0].access
-        group = object()
 
         def add(updated: cst.Call) -> cst.Call:
             arg = cst.Arg(
@@ -127,13 +134,13 @@ class ThreadScaler(Rule):
             )
             return updated.with_changes(args=with_appended(updated.args, arg))
 
-        ctx.edits.replace_node(group, call, add)
-        stmt = ctx.statement_of(call)
-        width = ctx.indent_width(stmt)
-        ctx.edits.replace_statement(group, stmt, lambda u: [ctx.gen.relayout(u, width)])
+        ctx.tx.edits.replace_node(group, call, add)
+        stmt = ctx.index.statement_of(call)
+        width = ctx.index.indent_width(stmt)
+        ctx.tx.edits.replace_statement(group, stmt, lambda u: [ctx.gen.relayout(u, width)])
 
-    def _unpack(self, ctx: FileContext, call: cst.Call) -> None:
-        parent = ctx.parent(call)
+    def _unpack(self, ctx: FileContext, call: cst.Call, unit: str) -> None:
+        parent = ctx.index.parent(call)
         if not (isinstance(parent, cst.Assign) and len(parent.targets) == 1):
             return
         target = parent.targets[0].target
@@ -142,24 +149,25 @@ class ThreadScaler(Rule):
         if any(m.matches(e.value, m.Name("scaler")) for e in target.elements):
             return
         group = object()
+        ctx.tx.tag(group, unit)
 
         def add(updated):
             return updated.with_changes(
                 elements=with_appended(updated.elements, cst.Element(cst.Name("scaler")))
             )
 
-        ctx.edits.replace_node(group, target, add)
+        ctx.tx.edits.replace_node(group, target, add)
 
     def _returns(self, ctx: FileContext, func: cst.FunctionDef) -> None:
-        own = [s for s in ctx.scalers if s.home is func]
+        own = [s for s in ctx.reach.scalers if s.home is func]
         if not own:
             return
         access = own[0].access
         for node in descendants(func.body):
             if isinstance(node, cst.Return) and isinstance(node.value, cst.Tuple):
-                if ctx.enclosing_function(node) is not func:
+                if ctx.index.enclosing_function(node) is not func:
                     continue
-                if any(ctx.code(e.value) == access for e in node.value.elements):
+                if any(ctx.index.code(e.value) == access for e in node.value.elements):
                     continue
                 group = object()
                 ctx.depend(own[0], group)
@@ -168,38 +176,4 @@ class ThreadScaler(Rule):
                     new = cst.Element(cst.parse_expression(access))
                     return updated.with_changes(elements=with_appended(updated.elements, new))
 
-                ctx.edits.replace_node(group, node.value, add)
-
-    def _fallback(self, ctx: FileContext, func, spec) -> None:
-        """A module-level scaler next to the use: correct, but not the one initialize made."""
-        if any(isinstance(s.home, cst.Module) for s in ctx.scalers):
-            return
-        for stmt in ctx.module.body:
-            if m.matches(
-                stmt,
-                m.SimpleStatementLine(body=[m.Assign(targets=[m.AssignTarget(m.Name("scaler"))])]),
-            ):
-                ctx.scalers.append(Scaler.from_spec("scaler", ctx.module, spec))
-                return
-        body = list(ctx.module.body)
-        last_import = -1
-        for i, stmt in enumerate(body):
-            if m.matches(stmt, m.SimpleStatementLine(body=[m.Import() | m.ImportFrom()])):
-                last_import = i
-        anchor = body[last_import] if last_import >= 0 else body[0]
-        kwargs = [] if spec.autocast else [("enabled", "False")]
-        creation = ctx.gen.stmt(f"scaler = {ctx.gen.grad_scaler(ctx.options.device_type, kwargs)}")
-        scaler = Scaler.from_spec("scaler", ctx.module, spec)
-        ctx.scalers.append(scaler)
-        group = scaler.group
-        if last_import >= 0:
-            ctx.edits.insert_after(group, anchor, creation)
-        else:
-            ctx.edits.insert_before(group, anchor, creation)
-        ctx.needs_torch = True
-        where = func if func is not None else anchor
-        ctx.todo(
-            where,
-            self.code,
-            f"module-level GradScaler: amp.initialize runs at {spec.origin}; pass that scaler here instead",
-        )
+                ctx.tx.edits.replace_node(group, node.value, add)

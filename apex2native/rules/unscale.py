@@ -37,7 +37,7 @@ def grad_reads(ctx: FileContext, scope: cst.CSTNode) -> list[cst.CSTNode]:
         if isinstance(node, (cst.FunctionDef, cst.ClassDef, cst.Lambda)):
             continue
         if isinstance(node, cst.Call) and (
-            _callee(node) in GRAD_READERS or ctx.call_name(node) == "apex.amp.master_params"
+            _callee(node) in GRAD_READERS or ctx.names.call_name(node) == "apex.amp.master_params"
         ):
             out.append(node)
             continue
@@ -75,20 +75,20 @@ class Unscale(Rule):
     def apply(self, ctx: FileContext) -> None:
         done: set[tuple[str, str, int]] = set()
         for site in list(ctx.sites):
-            if ctx.dropped(site.group):
+            if ctx.tx.dropped(site.group):
                 continue
             if not self._site(ctx, site, done):
                 ctx.sites.remove(site)
 
     def _site(self, ctx: FileContext, site: BackwardSite, done: set) -> bool:
-        scope = ctx.scope_of(site.with_node)
+        scope = ctx.index.scope_of(site.with_node)
         reads = [r for r in grad_reads(ctx, scope) if ctx.index.after(r, site.with_node)]
         for step in site.steps:
             before = [r for r in reads if ctx.index.order(r) < ctx.index.order(step)]
             if not before:
                 continue
-            opt = ctx.code(step.func.value)  # type: ignore[attr-defined]
-            step_stmt = ctx.statement_of(step)
+            opt = ctx.index.code(step.func.value)  # type: ignore[attr-defined]
+            step_stmt = ctx.index.statement_of(step)
             first = before[0]
             read_top, step_top = _tops(ctx, first, step_stmt)
             key = (site.scaler.access, opt, id(read_top))
@@ -96,11 +96,11 @@ class Unscale(Rule):
                 continue
             done.add(key)
             unscale = ctx.gen.stmt(
-                f"{site.scaler.access}.unscale_({opt})", ctx.indent_width(step_stmt)
+                f"{site.scaler.access}.unscale_({opt})", ctx.index.indent_width(step_stmt)
             )
             if step_top is step_stmt:
-                ctx.edits.insert_before(site.group, read_top, unscale)
-                ctx.note(
+                ctx.tx.edits.insert_before(site.group, read_top, unscale)
+                ctx.tx.note(
                     site.group,
                     first,
                     self.code,
@@ -109,7 +109,7 @@ class Unscale(Rule):
                 )
                 continue
             if not self._movable(ctx, read_top, step_stmt, before):
-                ctx.fail(
+                ctx.tx.fail(
                     site.group,
                     first,
                     self.code,
@@ -120,16 +120,16 @@ class Unscale(Rule):
             for read in before:
                 top, _ = _tops(ctx, read, step_stmt)
                 if top is not read_top:
-                    ctx.fail(
+                    ctx.tx.fail(
                         site.group,
                         read,
                         self.code,
                         "several gradient reads before the step boundary",
                     )
                     return False
-            ctx.edits.move(site.group, read_top, step_stmt)
-            ctx.edits.insert_before(site.group, step_stmt, unscale)
-            ctx.note(
+            ctx.tx.edits.move(site.group, read_top, step_stmt)
+            ctx.tx.edits.insert_before(site.group, step_stmt, unscale)
+            ctx.tx.note(
                 site.group,
                 first,
                 self.code,
@@ -149,14 +149,14 @@ class Unscale(Rule):
             n.value
             for n in descendants(read_top)
             if isinstance(n, cst.Name)
-            and isinstance(ctx.parent(n), (cst.AssignTarget, cst.AugAssign))
+            and isinstance(ctx.index.parent(n), (cst.AssignTarget, cst.AugAssign))
         }
         if not assigned:
             return True
-        scope = ctx.scope_of(read_top)
+        scope = ctx.index.scope_of(read_top)
         for node in descendants(scope):
             if isinstance(node, cst.Name) and node.value in assigned:
-                inside = read_top in ctx.ancestors(node) or node is read_top
+                inside = read_top in ctx.index.ancestors(node) or node is read_top
                 if not inside and ctx.index.order(read_top) < ctx.index.order(
                     node
                 ) < ctx.index.order(step_stmt):
@@ -166,10 +166,10 @@ class Unscale(Rule):
 
 def _tops(ctx: FileContext, read: cst.CSTNode, step_stmt: cst.CSTNode):
     """The statements holding `read` and `step_stmt` in their innermost common block."""
-    step_chain = [step_stmt, *ctx.ancestors(step_stmt)]
-    child = ctx.statement_of(read)
+    step_chain = [step_stmt, *ctx.index.ancestors(step_stmt)]
+    child = ctx.index.statement_of(read)
     while True:
-        block = ctx.block_of(child)
+        block = ctx.index.block_of(child)
         if block in step_chain:
             i = step_chain.index(block)
             top = step_chain[i - 1]
@@ -180,11 +180,11 @@ def _tops(ctx: FileContext, read: cst.CSTNode, step_stmt: cst.CSTNode):
             ):
                 top = step_stmt
             return child, top
-        parent_stmt = ctx.parent(block)
+        parent_stmt = ctx.index.parent(block)
         while parent_stmt is not None and not isinstance(
-            ctx.parent(parent_stmt), (cst.IndentedBlock, cst.Module, cst.SimpleStatementSuite)
+            ctx.index.parent(parent_stmt), (cst.IndentedBlock, cst.Module, cst.SimpleStatementSuite)
         ):
-            parent_stmt = ctx.parent(parent_stmt)
+            parent_stmt = ctx.index.parent(parent_stmt)
         if parent_stmt is None:
             return child, step_stmt
         child = parent_stmt

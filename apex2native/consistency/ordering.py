@@ -1,0 +1,173 @@
+"""On every path: the backward, then `unscale_`, then gradient reads; one `unscale_` per step.
+
+A flow walk over each rewritten function that uses a scaler. The state of each scaler's
+gradients is one of: idle (nothing since the last step), scaled (a backward ran), unscaled
+(`unscale_` ran). Branches join, loops run twice. Violations: `unscale_` where no backward
+can have run yet, a second `unscale_` before `update()`, and a clip that can see scaled
+gradients.
+"""
+
+from __future__ import annotations
+
+import ast
+
+from apex2native.consistency.repo import RepoView, Violation
+
+CODE = "A2N100"
+IDLE, SCALED, UNSCALED = "idle", "scaled", "unscaled"
+GRAD_READERS = {"clip_grad_norm_", "clip_grad_value_", "clip_grad_norm", "clip_grads"}
+SCOPES = (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef, ast.Lambda)
+
+
+def check_ordering(view: RepoView) -> list[Violation]:
+    found: list[Violation] = []
+    for path in sorted(view.changed):
+        accesses = view.outcomes[path].unit_facts.accesses
+        tree = view.new_tree(path)
+        if not accesses or tree is None:
+            continue
+        for scope, qualname in _scopes(tree, view.graph.name_of(path)[0]):
+            for access, unit in accesses.items():
+                if unit in view.blocked:
+                    continue
+                problem = _Flow(access).check(scope)
+                if problem:
+                    message = f"in {qualname or 'the module'}: {problem}"
+                    line = view.old_line(path, qualname)
+                    found.append(Violation(unit, CODE, message, path, line))
+    return found
+
+
+def _scopes(tree: ast.Module, module: str):
+    """The module body and every function body, with the function's qualified name."""
+    yield tree.body, ""
+    stack: list[tuple[ast.AST, list[str]]] = [(tree, [])]
+    while stack:
+        node, names = stack.pop()
+        for child in ast.iter_child_nodes(node):
+            if isinstance(child, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+                path = [*names, child.name]
+                if not isinstance(child, ast.ClassDef):
+                    yield child.body, ".".join(p for p in (module, *path) if p)
+                stack.append((child, path))
+            else:
+                stack.append((child, names))
+
+
+class _Flow:
+    def __init__(self, access: str) -> None:
+        self.access = access
+        self.problem: str | None = None
+        self._loops: list[set[str]] = []  # states that jump back to each enclosing loop
+
+    def check(self, body: list[ast.stmt]) -> str | None:
+        events = [self._event(n) for s in body for n in _scope_nodes(s)]
+        kinds = {e[0] for e in events if e}
+        if "unscale" not in kinds:
+            return None
+        self.run(body, {IDLE} if "backward" in kinds else {SCALED})
+        return self.problem
+
+    def _events_deep(self, stmt: ast.AST):
+        for node in _own_nodes(stmt):
+            event = self._event(node)
+            if event:
+                yield event
+
+    def _event(self, node: ast.AST) -> tuple[str, int] | None:
+        if not isinstance(node, ast.Call) or not isinstance(node.func, ast.Attribute):
+            name = getattr(node.func, "id", None) if isinstance(node, ast.Call) else None
+            return ("read", node.lineno) if name in GRAD_READERS else None
+        attr = node.func.attr
+        receiver = ast.unparse(node.func.value)
+        if attr == "backward":
+            return ("backward", node.lineno)
+        if receiver == self.access and attr in ("unscale_", "step", "update"):
+            return (attr.rstrip("_"), node.lineno)
+        if attr in GRAD_READERS:
+            return ("read", node.lineno)
+        return None
+
+    def run(self, body: list[ast.stmt], state: set[str]) -> set[str]:
+        for stmt in body:
+            if not state:
+                return state
+            state = self.stmt(stmt, state)
+        return state
+
+    def stmt(self, stmt: ast.stmt, state: set[str]) -> set[str]:
+        if isinstance(stmt, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            return state
+        if isinstance(stmt, ast.If):
+            state = self.simple(stmt.test, state)
+            return self.run(stmt.body, set(state)) | self.run(stmt.orelse, set(state))
+        if isinstance(stmt, (ast.For, ast.AsyncFor, ast.While)):
+            head = self.simple(stmt.iter if not isinstance(stmt, ast.While) else stmt.test, state)
+            total = set(head)
+            for _ in range(2):
+                self._loops.append(set())
+                total |= self.run(stmt.body, set(total))
+                total |= self._loops.pop()
+            return self.run(stmt.orelse, set(total)) | total
+        if isinstance(stmt, (ast.With, ast.AsyncWith)):
+            for item in stmt.items:
+                state = self.simple(item.context_expr, state)
+            return self.run(stmt.body, state)
+        if isinstance(stmt, ast.Try):
+            after_body = self.run(stmt.body, set(state))
+            out = set(after_body)
+            for handler in stmt.handlers:
+                out |= self.run(handler.body, state | after_body)
+            out = self.run(stmt.orelse, out) if stmt.orelse else out
+            return self.run(stmt.finalbody, out) if stmt.finalbody else out
+        if isinstance(stmt, (ast.Return, ast.Raise)):
+            self.simple(stmt, state)
+            return set()
+        if isinstance(stmt, (ast.Continue, ast.Break)):
+            if self._loops:
+                self._loops[-1].update(state)
+            return set()
+        return self.simple(stmt, state)
+
+    def simple(self, node: ast.AST, state: set[str]) -> set[str]:
+        for kind, line in self._events_deep(node):
+            state = self.apply(kind, line, state)
+        return state
+
+    def apply(self, kind: str, line: int, state: set[str]) -> set[str]:
+        if kind == "backward":
+            return {UNSCALED if s == UNSCALED else SCALED for s in state}
+        if kind == "unscale":
+            if IDLE in state and self.problem is None:
+                self.problem = f"line {line}: scaler.unscale_ can run before any backward"
+            if UNSCALED in state and self.problem is None:
+                self.problem = f"line {line}: scaler.unscale_ can run twice before update()"
+            return {UNSCALED}
+        if kind == "read":
+            if SCALED in state and self.problem is None:
+                self.problem = f"line {line}: gradients can be read before scaler.unscale_"
+            return state
+        if kind in ("step", "update"):
+            return {IDLE}
+        return state
+
+
+def _scope_nodes(node: ast.AST):
+    """Every node of a statement, nested blocks included, but not nested defs."""
+    stack = [node]
+    while stack:
+        current = stack.pop()
+        yield current
+        stack.extend(c for c in ast.iter_child_nodes(current) if not isinstance(c, SCOPES))
+
+
+def _own_nodes(node: ast.AST):
+    """The nodes of a statement or expression, not those of nested defs or blocks."""
+    stack = [node]
+    while stack:
+        current = stack.pop()
+        yield current
+        for child in ast.iter_child_nodes(current):
+            if isinstance(child, (*SCOPES, ast.stmt)) and child is not node:
+                continue
+            stack.append(child)

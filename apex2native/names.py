@@ -1,0 +1,171 @@
+"""Which expressions of one file are apex: imports, aliases, and amp held on `self`."""
+
+from __future__ import annotations
+
+import libcst as cst
+
+from apex2native.apex_imports import guard_flags
+from apex2native.index import TreeIndex
+from apex2native.summary import unalias
+from apex2native.syntax import is_self_method, module_values
+
+
+def is_apex(name: str | None) -> bool:
+    return name is not None and (name == "apex" or name.startswith("apex."))
+
+
+class ApexNames:
+    """Resolves names to apex's dotted names through the file's imports.
+
+    Look-alikes (`args.amp`, a local `apex`, a home-grown `scale_loss`) resolve to local
+    names and are never apex. A guarded import (`amp = None` in the except arm) still is, and
+    so is a project name the plan found to re-export apex (`aliases`: `base.amp` -> `apex.amp`).
+    """
+
+    def __init__(self, index: TreeIndex, aliases: dict[str, str] | None = None) -> None:
+        self.index = index
+        self.aliases = aliases or {}
+        self._flags: set[str] | None = None
+        self._held: dict[int, set[str]] = {}
+        self._refs: list[tuple[cst.CSTNode, str]] | None = None
+        self._removed: list[cst.CSTNode] = []
+
+    @property
+    def flags(self) -> set[str]:
+        """Flags set by an apex import guard (`HAS_APEX = True`)."""
+        if self._flags is None:
+            self._flags = guard_flags(self.index)
+        return self._flags
+
+    def apex_name(self, node: cst.CSTNode) -> str | None:
+        """The apex dotted name `node` refers to, else None."""
+        if not isinstance(node, (cst.Name, cst.Attribute)):
+            return None
+        for name in sorted(self.index.imported_names(node)):
+            name = unalias(name, self.aliases)
+            if is_apex(name):
+                return name
+        return self._held_apex_name(node)
+
+    def call_name(self, node: cst.CSTNode) -> str | None:
+        """The apex name a call invokes (`apex.amp.scale_loss`), else None."""
+        return self.apex_name(node.func) if isinstance(node, cst.Call) else None
+
+    def is_availability_test(self, node: cst.BaseExpression) -> bool:
+        """`amp`, `amp is not None`, `HAS_APEX`: apex is importable, always true after migration."""
+        if isinstance(node, cst.Name) and self.apex_name(node) in ("apex", "apex.amp"):
+            return True
+        if isinstance(node, cst.Comparison) and len(node.comparisons) == 1:
+            target = node.comparisons[0]
+            if isinstance(target.operator, cst.IsNot) and isinstance(target.comparator, cst.Name):
+                if target.comparator.value == "None" and isinstance(node.left, cst.Name):
+                    return self.apex_name(node.left) in ("apex", "apex.amp")
+        return isinstance(node, cst.Name) and node.value in self.flags
+
+    def _held_apex_name(self, node: cst.CSTNode) -> str | None:
+        """`self.amp.scale_loss` where the class stored the amp module: `self.amp = amp`."""
+        parts: list[str] = []
+        current = node
+        while isinstance(current, cst.Attribute):
+            parts.insert(0, current.attr.value)
+            current = current.value
+        if not (isinstance(current, cst.Name) and current.value == "self" and parts):
+            return None
+        cls = next((a for a in self.index.ancestors(node) if isinstance(a, cst.ClassDef)), None)
+        if cls is None or parts[0] not in self.held(cls):
+            return None
+        return ".".join(["apex.amp", *parts[1:]])
+
+    def held(self, cls: cst.ClassDef) -> set[str]:
+        """Attributes a class sets to the apex amp module (`self.amp = amp if fp16 else None`)."""
+        key = id(cls)
+        if key not in self._held:
+            attrs: set[str] = set()
+            self._held[key] = attrs
+            for n in self.index.within(cls, cst.Assign):
+                if len(n.targets) != 1:
+                    continue
+                target = n.targets[0].target
+                if (
+                    isinstance(target, cst.Attribute)
+                    and isinstance(target.value, cst.Name)
+                    and target.value.value == "self"
+                    and any(self.apex_name(v) == "apex.amp" for v in module_values(n.value))
+                ):
+                    attrs.add(target.attr.value)
+        return self._held[key]
+
+    def refs(self) -> list[tuple[cst.CSTNode, str]]:
+        """Outermost apex references outside import statements, in source order."""
+        if self._refs is None:
+            found: dict[int, tuple[cst.CSTNode, str]] = {}
+            for reads in self.index.reads.values():
+                for node in reads:
+                    self._add_outermost(node, found)
+            for cls in self.index.within(self.index.module, cst.ClassDef):
+                held = self.held(cls)
+                if not held:
+                    continue
+                for node in self.index.within(cls, cst.Attribute):
+                    if is_self_method(node) and node.attr.value in held:
+                        self._add_outermost(node, found)
+            refs = [found[k] for k in sorted(found)]
+            if self._removed:
+                refs = [(n, q) for n, q in refs if not self.is_removed(n)]
+            self._refs = refs
+        return self._refs
+
+    def _add_outermost(self, node: cst.CSTNode, found: dict) -> None:
+        """Record the longest apex attribute chain that starts at `node`."""
+        name = self.apex_name(node)
+        if name is None:
+            return
+        current = node
+        while True:
+            parent = self.index.parent(current)
+            if isinstance(parent, cst.Attribute) and parent.value is current:
+                outer = self.apex_name(parent)
+                if outer is None:
+                    break
+                node, name = parent, outer
+            elif not (
+                isinstance(parent, cst.Subscript)
+                and parent.value is current
+                or isinstance(parent, cst.Call)
+                and parent.func is current
+            ):
+                break
+            current = parent
+        found.setdefault(self.index.order(node), (node, name))
+
+    def calls_to(self, qualified: str) -> list[cst.Call]:
+        out = []
+        for ref, name in self.refs():
+            parent = self.index.parent(ref)
+            if name == qualified and isinstance(parent, cst.Call) and parent.func is ref:
+                out.append(parent)
+        return out
+
+    def remove(self, node: cst.CSTNode) -> None:
+        """`node` is deleted by a rule: no other rule looks inside it."""
+        self._removed.append(node)
+        self._refs = None
+
+    def is_removed(self, node: cst.CSTNode) -> bool:
+        removed = set(map(id, self._removed))
+        return id(node) in removed or any(id(a) in removed for a in self.index.ancestors(node))
+
+    def resolve_call(self, call: cst.Call) -> str | None:
+        """The qualified name a call targets, as far as imports and `self.` tell."""
+        func = call.func
+        if is_self_method(func):
+            for anc in self.index.ancestors(call):
+                if isinstance(anc, cst.ClassDef):
+                    return f"{self.index.qualname(anc)}.{func.attr.value}"  # type: ignore[attr-defined]
+            return None
+        return self.resolve_name(func)
+
+    def resolve_name(self, node: cst.CSTNode) -> str | None:
+        """The qualified name an expression names, through imports or module-level defs."""
+        names = self.index.qualified_names(node)
+        return min(names) if names else None

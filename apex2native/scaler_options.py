@@ -1,0 +1,197 @@
+"""What `GradScaler(...)` an `amp.initialize(...)` call becomes: a pure function of its arguments.
+
+The plan decides this once per initialize site (from `ast`), and the rewrite of the file that
+holds the site writes it; every other file of the migration unit learns it from the plan.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from apex2native.findings import NUMERICS
+
+PARAMS = (
+    "models",
+    "optimizers",
+    "enabled",
+    "opt_level",
+    "cast_model_type",
+    "patch_torch_functions",
+    "keep_batchnorm_fp32",
+    "master_weights",
+    "loss_scale",
+    "cast_model_outputs",
+    "num_losses",
+    "verbosity",
+    "min_loss_scale",
+    "max_loss_scale",
+)
+NUMERIC = re.compile(r"^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$")
+NOT_LITERAL = ...
+
+
+@dataclass(frozen=True)
+class Arg:
+    """One argument as written: its source, its value when it is a literal (else `...`),
+    and whether it needs parentheses to stay one operand of `and`."""
+
+    code: str
+    literal: object = NOT_LITERAL
+    loose: bool = False
+
+    def condition(self) -> str:
+        return f"({self.code})" if self.loose else self.code
+
+
+@dataclass
+class ScalerOptions:
+    """The scaler's keyword arguments, the report lines, and how autocast follows it.
+
+    `autocast`: False when amp never casts (O0, enabled=False); `autocast_enabled`: the
+    `enabled=` of every autocast region (None: always on); `conditions`: normalised
+    spellings of the switch, which other code may test to choose the scaled branch.
+    """
+
+    kwargs: list[tuple[str, str]] = field(default_factory=list)
+    messages: list[tuple[str, str]] = field(default_factory=list)
+    conditions: set[str] = field(default_factory=set)
+    autocast: bool = True
+    autocast_enabled: str | None = None
+    update_args: str = ""
+    level_hints: tuple[str, ...] = ()
+    problem: str | None = None
+
+
+def normalize(code: str) -> str:
+    """A condition's spelling with whitespace, quote style and outer parentheses ignored."""
+    code = re.sub(r"\s+", "", code)
+    code = code.replace("'", '"')
+    while code.startswith("(") and code.endswith(")"):
+        code = code[1:-1]
+    m_bool = re.fullmatch(r"bool\((.*)\)", code)
+    return m_bool.group(1) if m_bool else code
+
+
+def bind_initialize(positional: list[Arg], keywords: dict[str, Arg]) -> dict[str, Arg]:
+    """`amp.initialize`'s arguments by parameter name."""
+    bound = {PARAMS[i]: arg for i, arg in enumerate(positional[: len(PARAMS)])}
+    bound.update(keywords)
+    return bound
+
+
+def scaler_options(
+    args: dict[str, Arg], guards: list[str], access: str, lit: Callable[[str], str]
+) -> ScalerOptions:
+    """GradScaler options for an initialize call with `args`, run under the `guards`.
+
+    `access` names the scaler where autocast regions read it (`scaler.is_enabled()`), and
+    `lit` spells a string literal in the file's quote style.
+    """
+    out = ScalerOptions()
+    parts = list(guards)
+    scaling = True
+    autocast_on: bool | None = True  # None: decided at run time
+
+    level = args["opt_level"].literal if "opt_level" in args else "O1"
+    if level is NOT_LITERAL:
+        expr = args["opt_level"].code
+        out.level_hints = (expr.rsplit(".", 1)[-1],)
+        parts.append(f"{expr} != {lit('O0')}")
+        autocast_on = None
+        out.messages.append(
+            (f"runtime opt level `{expr}`: O2/O3 run as autocast with fp32 weights", NUMERICS)
+        )
+    elif level not in ("O0", "O1", "O2", "O3"):
+        out.problem = f"unknown opt_level {level!r}; create the GradScaler by hand"
+        return out
+    elif level == "O0":
+        scaling, autocast_on = False, False
+    elif level in ("O2", "O3"):
+        out.messages.append(
+            (
+                f"{level}: native AMP keeps fp32 weights under autocast; apex ran "
+                + ("fp16 weights with fp32 master copies" if level == "O2" else "pure fp16")
+                + " (numbers and memory differ)",
+                NUMERICS,
+            )
+        )
+        if level == "O3":
+            scaling = False
+
+    enabled = args["enabled"].literal if "enabled" in args else None
+    if enabled is False:
+        scaling, autocast_on = False, False
+    elif enabled is NOT_LITERAL:
+        parts.append(args["enabled"].condition())
+        autocast_on = None if autocast_on is not False else False
+
+    loss_scale = args["loss_scale"].literal if "loss_scale" in args else None
+    if isinstance(loss_scale, str) and loss_scale != "dynamic":
+        if not NUMERIC.match(loss_scale.strip()):
+            out.problem = f"loss_scale={loss_scale!r} is not a number"
+            return out
+        loss_scale = float(loss_scale)
+    if loss_scale is NOT_LITERAL:
+        out.problem = (
+            f"loss_scale={args['loss_scale'].code} is decided at run time "
+            "(dynamic or static); create the GradScaler by hand"
+        )
+        return out
+    if isinstance(loss_scale, (int, float)) and not isinstance(loss_scale, bool):
+        loss_scale = float(loss_scale)
+        if loss_scale == 1.0:
+            scaling = False
+        else:
+            out.kwargs.append(("init_scale", repr(loss_scale)))
+            out.update_args = f"new_scale={loss_scale!r}"
+            out.messages.append(
+                (
+                    f"static loss_scale {loss_scale!r}: GradScaler skips steps with inf/NaN "
+                    "gradients, apex's static scale applied them",
+                    NUMERICS,
+                )
+            )
+
+    _option_messages(args, out)
+    if not scaling:
+        out.kwargs.insert(0, ("enabled", "False"))
+    elif parts:
+        out.kwargs.insert(0, ("enabled", " and ".join(parts)))
+    out.conditions = {normalize(p) for p in parts}
+    if len(parts) > 1:
+        out.conditions.add(normalize(" and ".join(parts)))
+    if autocast_on is False:
+        out.autocast = False
+    elif autocast_on is None or (parts and scaling):
+        out.autocast_enabled = f"{access}.is_enabled()" if scaling else " and ".join(parts)
+    return out
+
+
+def _option_messages(args: dict[str, Arg], out: ScalerOptions) -> None:
+    """Options with no exact native form: the closest is written, the difference reported."""
+    num_losses = args["num_losses"].literal if "num_losses" in args else None
+    if num_losses is NOT_LITERAL or (
+        isinstance(num_losses, (int, float)) and not isinstance(num_losses, bool) and num_losses > 1
+    ):
+        out.messages.append(
+            ("num_losses: one GradScaler serves every loss; apex kept one scale per loss", NUMERICS)
+        )
+    if "min_loss_scale" in args and args["min_loss_scale"].literal is not None:
+        out.messages.append(
+            (f"min_loss_scale={args['min_loss_scale'].code}: GradScaler has no floor", NUMERICS)
+        )
+    if "max_loss_scale" in args:
+        out.messages.append(
+            (f"max_loss_scale={args['max_loss_scale'].code}: GradScaler has no cap", NUMERICS)
+        )
+    if "cast_model_outputs" in args and args["cast_model_outputs"].literal is not None:
+        out.messages.append(
+            (
+                "cast_model_outputs: outputs are no longer cast; compute the loss under autocast",
+                NUMERICS,
+            )
+        )
+    if "cast_model_type" in args and args["cast_model_type"].literal is not None:
+        out.messages.append(("cast_model_type: the model keeps fp32 weights", NUMERICS))

@@ -1,0 +1,892 @@
+"""Phase 1 per file: what the repo-wide plan needs to know, read with Python's `ast`.
+
+`ast` reads a file about ten times faster than LibCST with metadata, so the plan can look at
+every file on an import path from an apex file and still only pay LibCST for the files that
+will change. A summary holds the file's defs, classes, imports and calls (resolved through
+its imports), and its `amp.initialize` sites with the decision of what each becomes.
+"""
+
+from __future__ import annotations
+
+import ast
+from dataclasses import dataclass, field
+
+from apex2native.codegen import detect_quote
+from apex2native.facts import InitDecision, ScalerSpec
+from apex2native.scaler_options import (
+    NOT_LITERAL,
+    Arg,
+    bind_initialize,
+    scaler_options,
+)
+from apex2native.scopes import (
+    CLASS,
+    COMPREHENSION,
+    FUNCTION,
+    MODULE,
+    Binding,
+    Scope,
+    absolute_name,
+    import_qualified,
+    qualified_names,
+)
+
+NEEDS = ("apex.amp.scale_loss", "apex.amp.state_dict", "apex.amp.load_state_dict")
+SCALER_NAMES = ("scaler", "grad_scaler", "amp_scaler")
+IMPORT_ERRORS = {"ImportError", "ModuleNotFoundError", "Exception", "BaseException"}
+COMPREHENSIONS = (ast.ListComp, ast.SetComp, ast.DictComp, ast.GeneratorExp)
+FUNCTIONS = (ast.FunctionDef, ast.AsyncFunctionDef)
+
+
+@dataclass
+class Function:
+    qualname: str
+    path: str
+    params: list[str]
+    names: set[str]
+    cls: str | None
+    return_tuples: list[list[str]]
+    line: int = 0
+    required: tuple[str, ...] = ()  # parameters without a default (not *args/**kwargs)
+
+
+@dataclass
+class Call:
+    path: str
+    caller: str  # qualified name of the enclosing function, or the module name
+    callee: str  # as the file's imports name it; made canonical by the planner
+    args: list[str]
+    keywords: dict[str, str]
+    unpacked: int | None  # number of names the result is unpacked into, if any
+    line: int
+    raw: str = ""
+
+
+@dataclass
+class ImportRef:
+    """`import a.b [as c]` or `from [.]a import b [as c]`, as written."""
+
+    line: int
+    module: str  # dotted, with leading dots for relative imports
+    names: list[tuple[str, str]]  # (imported name, bound name); empty for `import a.b`
+    bound: str = ""  # for `import a.b as c`: "c"; for `import a.b`: "a"
+    star: bool = False
+
+
+@dataclass
+class InitSite:
+    """One `amp.initialize` call: where it is and what the plan decided it becomes."""
+
+    line: int
+    home: str  # qualname of the function, class (self attribute) or module
+    decision: InitDecision
+    models: tuple[str, ...] = ()
+
+
+@dataclass
+class Summary:
+    path: str
+    module: str
+    is_package: bool = False
+    functions: dict[str, Function] = field(default_factory=dict)
+    classes: dict[str, list[str]] = field(default_factory=dict)
+    calls: list[Call] = field(default_factory=list)
+    imports: list[ImportRef] = field(default_factory=list)
+    inits: list[InitSite] = field(default_factory=list)
+    needs: set[str] = field(default_factory=set)
+    module_names: set[str] = field(default_factory=set)  # bound at module level
+    apex_exports: dict[str, str] = field(default_factory=dict)  # module name -> apex name
+    uses_apex: bool = False
+    amp_uses: list[tuple[int, str]] = field(default_factory=list)  # (line, apex.amp.* name)
+
+
+# scopes -----------------------------------------------------------------------------------
+class AstScopes:
+    """Parent links and name bindings of an `ast` module (the twin of TreeIndex's scopes)."""
+
+    def __init__(self, tree: ast.Module, module: str, is_package: bool) -> None:
+        self.tree = tree
+        self.module = module
+        self.is_package = is_package
+        self.parent: dict[int, ast.AST] = {}
+        self.scope_of: dict[int, Scope] = {}
+        self.module_scope = Scope(MODULE)
+        self._walk()
+
+    def _walk(self) -> None:
+        stack: list[tuple[ast.AST, Scope]] = [(self.tree, self.module_scope)]
+        while stack:
+            node, scope = stack.pop()
+            children = self._children(node, scope)
+            for child, _ in children:
+                self.parent[id(child)] = node
+            stack.extend(reversed(children))
+
+    def _children(self, node: ast.AST, scope: Scope) -> list[tuple[ast.AST, Scope]]:
+        kind = type(node)
+        if kind is ast.Name:
+            if isinstance(node.ctx, ast.Store):
+                scope.bind(node.id, Binding("assign"))
+            elif isinstance(node.ctx, ast.Load):
+                self.scope_of[id(node)] = scope
+            return []
+        if kind in FUNCTIONS or kind is ast.ClassDef:
+            return self._def(node, scope)
+        if kind is ast.Lambda:
+            inner = Scope(FUNCTION, scope)
+            self.scope_of[id(node)] = inner
+            self._params(node.args, inner)
+            outer = [*node.args.defaults, *(d for d in node.args.kw_defaults if d)]
+            return [(c, scope) for c in outer] + [(node.body, inner)]
+        if kind in COMPREHENSIONS:
+            inner = Scope(COMPREHENSION, scope)
+            self.scope_of[id(node)] = inner
+            out = []
+            for i, gen in enumerate(node.generators):
+                out.append((gen.iter, scope if i == 0 else inner))
+                out.append((gen.target, inner))
+                out.extend((cond, inner) for cond in gen.ifs)
+            elts = [node.key, node.value] if kind is ast.DictComp else [node.elt]
+            return out + [(e, inner) for e in elts]
+        if kind is ast.NamedExpr:
+            if isinstance(node.target, ast.Name):
+                scope.function_scope().bind(node.target.id, Binding("assign"))
+            return [(node.value, scope)]
+        if kind is ast.Import or kind is ast.ImportFrom:
+            self._import(node, scope)
+            return []
+        if kind is ast.Global or kind is ast.Nonlocal:
+            (scope.globals if kind is ast.Global else scope.nonlocals).update(node.names)
+            return []
+        if kind is ast.ExceptHandler and node.name:
+            scope.bind(node.name, Binding("assign"))
+        elif kind in (ast.MatchAs, ast.MatchStar) and node.name:
+            scope.bind(node.name, Binding("assign"))
+        return [(c, scope) for c in ast.iter_child_nodes(node)]
+
+    def _def(self, node, scope: Scope) -> list[tuple[ast.AST, Scope]]:
+        is_class = isinstance(node, ast.ClassDef)
+        qualified = node.name if scope.kind == MODULE else None
+        scope.bind(node.name, Binding("class" if is_class else "def", qualified))
+        inner = Scope(CLASS if is_class else FUNCTION, scope, node.name)
+        self.scope_of[id(node)] = inner
+        outer: list[ast.AST] = list(node.decorator_list)
+        if is_class:
+            outer += [*node.bases, *node.keywords]
+        else:
+            self._params(node.args, inner)
+            args = node.args
+            outer += [*args.defaults, *(d for d in args.kw_defaults if d)]
+            outer += [
+                a.annotation
+                for a in (*args.posonlyargs, *args.args, *args.kwonlyargs, args.vararg, args.kwarg)
+                if a is not None and a.annotation is not None
+            ]
+            if node.returns is not None:
+                outer.append(node.returns)
+        return [(c, scope) for c in outer] + [(s, inner) for s in node.body]
+
+    @staticmethod
+    def _params(args: ast.arguments, inner: Scope) -> None:
+        for a in (*args.posonlyargs, *args.args, *args.kwonlyargs, args.vararg, args.kwarg):
+            if a is not None:
+                inner.bind(a.arg, Binding("param"))
+
+    def _import(self, node, scope: Scope) -> None:
+        if isinstance(node, ast.Import):
+            for alias in node.names:
+                if alias.asname:
+                    scope.bind(alias.asname, Binding("import", alias.name, id(node)))
+                else:
+                    top = alias.name.split(".")[0]
+                    scope.bind(top, Binding("import", top, id(node)))
+            return
+        for alias in node.names:
+            if alias.name == "*":
+                continue
+            qualified = import_qualified(node.module, alias.name, node.level)
+            scope.bind(alias.asname or alias.name, Binding("import", qualified, id(node)))
+
+    # queries ---------------------------------------------------------------------------
+    def bindings(self, name: ast.Name) -> list[Binding]:
+        scope = self.scope_of.get(id(name))
+        return scope.lookup(name.id) if scope is not None else []
+
+    def imported(self, node: ast.AST) -> list[str]:
+        """Dotted names an expression stands for through imports (seen through calls and
+        subscripts on the way, as the LibCST side does)."""
+        if isinstance(node, ast.Name):
+            return [b.qualified for b in self.bindings(node) if b.kind == "import" and b.qualified]
+        if isinstance(node, ast.Attribute):
+            return [f"{base}.{node.attr}" for base in self.imported(_through(node.value))]
+        return []
+
+    def qualified(self, node: ast.AST) -> list[str]:
+        if isinstance(node, ast.Name):
+            names = qualified_names(self.bindings(node), self.module)
+            return [absolute_name(n, self.module, self.is_package) for n in names]
+        if isinstance(node, ast.Attribute):
+            return [f"{base}.{node.attr}" for base in self.qualified(_through(node.value))]
+        return []
+
+    def ancestors(self, node: ast.AST):
+        current = self.parent.get(id(node))
+        while current is not None:
+            yield current
+            current = self.parent.get(id(current))
+
+
+def _through(node: ast.AST) -> ast.AST:
+    while isinstance(node, (ast.Call, ast.Subscript)):
+        node = node.func if isinstance(node, ast.Call) else node.value
+    return node
+
+
+# the summary ------------------------------------------------------------------------------
+class _Summarizer:
+    def __init__(
+        self,
+        path: str,
+        text: str,
+        tree: ast.Module,
+        module: str,
+        is_package: bool,
+        aliases: dict[str, str] | None = None,
+    ):
+        self.path = path
+        self.aliases = aliases or {}
+        self.text = text
+        self.tree = tree
+        self.scopes = AstScopes(tree, module, is_package)
+        self.summary = Summary(path, module, is_package)
+        self.lit_quote = detect_quote(text) if "apex" in text else '"'
+        self._apex_memo: dict[int, str | None] = {}
+        self._held: dict[int, set[str]] = {}
+        self._flags: set[str] | None = None
+
+    def code(self, node: ast.AST) -> str:
+        return (ast.get_source_segment(self.text, node) or ast.unparse(node)).strip()
+
+    def lit(self, value: str) -> str:
+        return f"{self.lit_quote}{value}{self.lit_quote}"
+
+    # names -----------------------------------------------------------------------------
+    def apex_name(self, node: ast.AST) -> str | None:
+        key = id(node)
+        if key not in self._apex_memo:
+            found = None
+            if isinstance(node, (ast.Name, ast.Attribute)):
+                for name in sorted(self.scopes.imported(node)):
+                    name = unalias(name, self.aliases)
+                    if name == "apex" or name.startswith("apex."):
+                        found = name
+                        break
+                if found is None:
+                    found = self._held_apex_name(node)
+            self._apex_memo[key] = found
+        return self._apex_memo[key]
+
+    def _held_apex_name(self, node: ast.AST) -> str | None:
+        parts: list[str] = []
+        current = node
+        while isinstance(current, ast.Attribute):
+            parts.insert(0, current.attr)
+            current = current.value
+        if not (isinstance(current, ast.Name) and current.id == "self" and parts):
+            return None
+        cls = next((a for a in self.scopes.ancestors(node) if isinstance(a, ast.ClassDef)), None)
+        if cls is None or parts[0] not in self.held(cls):
+            return None
+        return ".".join(["apex.amp", *parts[1:]])
+
+    def held(self, cls: ast.ClassDef) -> set[str]:
+        """Attributes a class sets to the amp module (`self.amp = amp if fp16 else None`)."""
+        if id(cls) not in self._held:
+            attrs: set[str] = set()
+            self._held[id(cls)] = attrs
+            for node in ast.walk(cls):
+                if isinstance(node, ast.Assign) and len(node.targets) == 1:
+                    target = node.targets[0]
+                    values = (
+                        [node.value.body, node.value.orelse]
+                        if isinstance(node.value, ast.IfExp)
+                        else [node.value]
+                    )
+                    if (
+                        isinstance(target, ast.Attribute)
+                        and isinstance(target.value, ast.Name)
+                        and target.value.id == "self"
+                        and any(self.apex_name(v) == "apex.amp" for v in values)
+                    ):
+                        attrs.add(target.attr)
+        return self._held[id(cls)]
+
+    def flags(self) -> set[str]:
+        """`HAS_APEX = True` style flags set in apex import guards."""
+        if self._flags is None:
+            self._flags = set()
+            for node in ast.walk(self.tree):
+                if isinstance(node, ast.Try) and _guards_apex_import(node):
+                    for part in (*node.body, *node.handlers):
+                        for n in ast.walk(part):
+                            if (
+                                isinstance(n, ast.Assign)
+                                and len(n.targets) == 1
+                                and isinstance(n.targets[0], ast.Name)
+                                and isinstance(n.value, ast.Constant)
+                                and isinstance(n.value.value, bool)
+                            ):
+                                self._flags.add(n.targets[0].id)
+        return self._flags
+
+    def is_availability_test(self, node: ast.AST) -> bool:
+        """`amp`, `amp is not None`, `HAS_APEX`: true once apex is gone."""
+        if isinstance(node, ast.Name) and self.apex_name(node) in ("apex", "apex.amp"):
+            return True
+        if (
+            isinstance(node, ast.Compare)
+            and len(node.ops) == 1
+            and isinstance(node.ops[0], ast.IsNot)
+            and isinstance(node.comparators[0], ast.Constant)
+            and node.comparators[0].value is None
+            and isinstance(node.left, ast.Name)
+        ):
+            return self.apex_name(node.left) in ("apex", "apex.amp")
+        return isinstance(node, ast.Name) and node.id in self.flags()
+
+    # structure -------------------------------------------------------------------------
+    def qualname(self, node: ast.AST) -> str:
+        parts = [node.name] if isinstance(node, (*FUNCTIONS, ast.ClassDef)) else []
+        for anc in self.scopes.ancestors(node):
+            if isinstance(anc, (*FUNCTIONS, ast.ClassDef)):
+                parts.insert(0, anc.name)
+        return ".".join(p for p in (self.summary.module, *parts) if p)
+
+    def enclosing_function(self, node: ast.AST):
+        return next((a for a in self.scopes.ancestors(node) if isinstance(a, FUNCTIONS)), None)
+
+    def enclosing_class(self, func: ast.AST) -> ast.ClassDef | None:
+        parent = self.scopes.parent.get(id(func))
+        return parent if isinstance(parent, ast.ClassDef) else None
+
+    def statement_of(self, node: ast.AST) -> ast.stmt:
+        current = node
+        while not isinstance(current, ast.stmt):
+            current = self.scopes.parent[id(current)]
+        return current  # type: ignore[return-value]
+
+    def run(self) -> Summary:
+        s = self.summary
+        s.module_names = set(self.scopes.module_scope.bindings)
+        for name, bindings in self.scopes.module_scope.bindings.items():
+            for b in bindings:
+                if b.kind == "import" and b.qualified:
+                    q = b.qualified
+                    if q == "apex" or q.startswith("apex."):
+                        s.apex_exports[name] = q
+        for node in ast.walk(self.tree):
+            kind = type(node)
+            if kind in FUNCTIONS:
+                self._function(node)
+            elif kind is ast.ClassDef:
+                bases = [q for b in node.bases for q in self.scopes.qualified(b)[:1]]
+                s.classes[self.qualname(node)] = bases
+            elif kind is ast.Call:
+                self._call(node)
+            elif kind is ast.Import or kind is ast.ImportFrom:
+                self._import(node)
+        if s.uses_apex or s.apex_exports or self.aliases:
+            self._apex_sites()
+        return s
+
+    def _function(self, node) -> None:
+        cls = self.enclosing_class(node)
+        args = node.args
+        positional = [*args.posonlyargs, *args.args]
+        params = [a.arg for a in (*positional, *args.kwonlyargs)]
+        required = [a.arg for a in positional[: len(positional) - len(args.defaults)]]
+        required += [a.arg for a, d in zip(args.kwonlyargs, args.kw_defaults) if d is None]
+        self.summary.functions[self.qualname(node)] = Function(
+            self.qualname(node),
+            self.path,
+            params,
+            {n.id for n in ast.walk(node) if isinstance(n, ast.Name)},
+            self.qualname(cls) if cls is not None else None,
+            self._return_tuples(node),
+            node.lineno,
+            tuple(required),
+        )
+
+    def _return_tuples(self, func) -> list[list[str]]:
+        out = []
+        stack = list(func.body)
+        while stack:
+            node = stack.pop()
+            if isinstance(node, (*FUNCTIONS, ast.ClassDef, ast.Lambda)):
+                continue
+            if isinstance(node, ast.Return):
+                if isinstance(node.value, ast.Tuple):
+                    out.append([self.code(e) for e in node.value.elts])
+                else:
+                    out.append([])
+            stack.extend(ast.iter_child_nodes(node))
+        return out
+
+    def _call(self, node: ast.Call) -> None:
+        callee = self._resolve_call(node)
+        if callee is None:
+            return
+        func = self.enclosing_function(node)
+        parent = self.scopes.parent.get(id(node))
+        unpacked = None
+        if isinstance(parent, ast.Assign) and len(parent.targets) == 1:
+            target = parent.targets[0]
+            if isinstance(target, (ast.Tuple, ast.List)):
+                unpacked = len(target.elts)
+        self.summary.calls.append(
+            Call(
+                self.path,
+                self.qualname(func) if func is not None else self.summary.module,
+                callee,
+                [self.code(a) for a in node.args if not isinstance(a, ast.Starred)],
+                {k.arg: self.code(k.value) for k in node.keywords if k.arg is not None},
+                unpacked,
+                self.statement_of(node).lineno,
+            )
+        )
+
+    def _resolve_call(self, node: ast.Call) -> str | None:
+        func = node.func
+        if (
+            isinstance(func, ast.Attribute)
+            and isinstance(func.value, ast.Name)
+            and func.value.id == "self"
+        ):
+            cls = next(
+                (a for a in self.scopes.ancestors(node) if isinstance(a, ast.ClassDef)), None
+            )
+            return f"{self.qualname(cls)}.{func.attr}" if cls is not None else None
+        names = self.scopes.qualified(func)
+        return min(names) if names else None
+
+    def _import(self, node) -> None:
+        if isinstance(node, ast.Import):
+            for alias in node.names:
+                bound = alias.asname or alias.name.split(".")[0]
+                self.summary.imports.append(ImportRef(node.lineno, alias.name, [], bound))
+                if alias.name == "apex" or alias.name.startswith("apex."):
+                    self.summary.uses_apex = True
+            return
+        module = "." * node.level + (node.module or "")
+        if not node.level and (module == "apex" or module.startswith("apex.")):
+            self.summary.uses_apex = True
+        names = [(a.name, a.asname or a.name) for a in node.names if a.name != "*"]
+        star = any(a.name == "*" for a in node.names)
+        self.summary.imports.append(ImportRef(node.lineno, module, names, star=star))
+
+    # apex sites ------------------------------------------------------------------------
+    def _apex_sites(self) -> None:
+        taken: dict[str, list[tuple[str, set[str]]]] = {}
+        homes: list[tuple[str, str]] = []  # (home qualname, access)
+        calls = [
+            n
+            for n in ast.walk(self.tree)
+            if isinstance(n, ast.Call) and self.apex_name(n.func) == "apex.amp.initialize"
+        ]
+        ordinals: dict[str, int] = {}
+        for call in sorted(calls, key=lambda c: (c.lineno, c.col_offset)):
+            func = self.enclosing_function(call)
+            scope = self.qualname(func) if func is not None else self.summary.module
+            anchor = (scope, ordinals.get(scope, 0))
+            ordinals[scope] = anchor[1] + 1
+            site = _InitAnalysis(self, call, taken, anchor).run()
+            self.summary.inits.append(site)
+            if site.decision.access:
+                homes.append((site.home, site.decision.access))
+        for node in ast.walk(self.tree):
+            if isinstance(node, (ast.Name, ast.Attribute)):
+                self._amp_use(node)
+            if not isinstance(node, ast.Call) or self.apex_name(node.func) not in NEEDS:
+                continue
+            func = self.enclosing_function(node)
+            if not self._reaches_scaler(node, func, homes):
+                self.summary.needs.add(
+                    self.qualname(func) if func is not None else self.summary.module
+                )
+
+    def _amp_use(self, node: ast.AST) -> None:
+        """Record `node` if it is an outermost use of something inside apex.amp."""
+        name = self.apex_name(node)
+        if name is None or not name.startswith("apex.amp."):
+            return
+        parent = self.scopes.parent.get(id(node))
+        if isinstance(parent, ast.Attribute) and parent.value is node and self.apex_name(parent):
+            return
+        self.summary.amp_uses.append((self.statement_of(node).lineno, name))
+
+    def _reaches_scaler(self, node, func, homes: list[tuple[str, str]]) -> bool:
+        scopes = [self.qualname(a) for a in self.scopes.ancestors(node) if isinstance(a, FUNCTIONS)]
+        for home, access in homes:
+            if home == self.summary.module or home in scopes:
+                return True
+            if access.startswith("self.") and func is not None:
+                method = next(
+                    (a for a in [func, *self.scopes.ancestors(func)] if isinstance(a, FUNCTIONS)),
+                    None,
+                )
+                cls = self.enclosing_class(method) if method is not None else None
+                if cls is not None and self.qualname(cls) == home:
+                    args = method.args.args
+                    if args and args[0].arg == "self":
+                        return True
+        return False
+
+
+class _InitAnalysis:
+    """What one `amp.initialize(...)` call becomes (the `Initialize` rule writes it)."""
+
+    def __init__(
+        self, owner: _Summarizer, call: ast.Call, taken: dict, anchor: tuple[str, int]
+    ) -> None:
+        self.o = owner
+        self.anchor = anchor
+        self.call = call
+        self.taken = taken
+        self.stmt = owner.statement_of(call)
+        self.home = ""
+
+    def decision(self, **kwargs) -> InitDecision:
+        return InitDecision(line=self.stmt.lineno, anchor=self.anchor, home=self.home, **kwargs)
+
+    def site(self, decision: InitDecision, home: str = "", models=()) -> InitSite:
+        return InitSite(self.stmt.lineno, home, decision, tuple(models))
+
+    def run(self) -> InitSite:
+        o, call, stmt = self.o, self.call, self.stmt
+        siblings = self._siblings()
+        if any(s is not stmt and s.lineno == stmt.lineno for s in siblings):
+            return self.site(
+                self.decision(problem="amp.initialize shares its line; split it first")
+            )
+        if isinstance(stmt, ast.Assign) and stmt.value is call and len(stmt.targets) == 1:
+            target = stmt.targets[0]
+        elif isinstance(stmt, ast.Expr) and stmt.value is call:
+            target = None
+        else:
+            return self.site(
+                self.decision(
+                    problem="amp.initialize result is used in an expression; create a "
+                    "torch.amp.GradScaler here and pass it to the training step"
+                )
+            )
+        for a in call.args:
+            if isinstance(a, ast.Starred):
+                return self.site(self.decision(problem=_hidden("*")))
+        if any(k.arg is None for k in call.keywords):
+            return self.site(self.decision(problem=_hidden("**")))
+        args = bind_initialize(
+            [self.arg(a) for a in call.args], {k.arg: self.arg(k.value) for k in call.keywords}
+        )
+        nodes = dict(zip(_PARAM_NAMES, call.args))
+        nodes.update({k.arg: k.value for k in call.keywords})
+        if "models" not in args:
+            return self.site(
+                self.decision(
+                    problem="amp.initialize: no models argument; create the GradScaler by hand"
+                )
+            )
+        models, optimizers = nodes["models"], nodes.get("optimizers")
+        returned = models if _no_optimizers(optimizers) else (models, optimizers)
+        pairs: list[tuple[ast.AST, object]] = []
+        if target is not None:
+            _pair_targets(target, returned, pairs)
+        keep = [(t, v) for t, v in pairs if o.code(t) != self.value_code(v)]
+        rebind = self._rebind(keep)
+        if _no_optimizers(optimizers):
+            return self.site(self.decision(kind="inference", rebind=rebind))
+
+        opt_codes = self._optimizer_codes(optimizers, pairs)
+        guards, outer = self._guards()
+        home, access, unit = self._scaler(opt_codes)
+        self.home = home
+        options = scaler_options(args, guards, access, o.lit)
+        if options.problem:
+            return self.site(self.decision(problem=options.problem), home)
+        model_codes = self._model_codes(models, pairs)
+        spec = ScalerSpec(
+            origin=unit,
+            autocast=options.autocast,
+            runtime=bool(
+                options.autocast_enabled and options.autocast_enabled.endswith(".is_enabled()")
+            ),
+            update_args=options.update_args,
+            conditions=tuple(sorted(options.conditions)),
+            level_hints=options.level_hints,
+            unit=unit,
+            switch=options.autocast_enabled,
+        )
+        decision = self.decision(
+            kind="scaler",
+            access=access,
+            kwargs=tuple(options.kwargs),
+            messages=tuple(options.messages),
+            rebind=rebind,
+            outer_line=outer.lineno,
+            optimizers=tuple(sorted(opt_codes)),
+            models=model_codes,
+            autocast_enabled=options.autocast_enabled,
+            spec=spec,
+        )
+        self.taken.setdefault(home, []).append((access, set(opt_codes), unit))
+        return self.site(decision, home, model_codes)
+
+    def arg(self, node: ast.AST) -> Arg:
+        literal: object = NOT_LITERAL
+        if isinstance(node, ast.Constant) and (
+            node.value is None or isinstance(node.value, (str, int, float, bool))
+        ):
+            literal = node.value
+        loose = isinstance(node, (ast.IfExp, ast.Lambda, ast.NamedExpr)) or (
+            isinstance(node, ast.BoolOp) and isinstance(node.op, ast.Or)
+        )
+        return Arg(self.o.code(node), literal, loose)
+
+    def value_code(self, value) -> str:
+        if isinstance(value, tuple):
+            return "(" + ", ".join(self.value_code(v) for v in value) + ")"
+        return self.o.code(value)
+
+    def _siblings(self) -> list[ast.stmt]:
+        parent = self.o.scopes.parent.get(id(self.stmt))
+        for name in ("body", "orelse", "finalbody", "handlers"):
+            block = getattr(parent, name, None)
+            if isinstance(block, list) and self.stmt in block:
+                return block
+        return [self.stmt]
+
+    def _rebind(self, keep: list) -> str | None:
+        if not keep:
+            return None
+        if len(keep) == 1:
+            return f"{self.o.code(keep[0][0])} = {self.value_code(keep[0][1])}"
+        return (
+            ", ".join(self.o.code(t) for t, _ in keep)
+            + " = "
+            + ", ".join(self.value_code(v) for _, v in keep)
+        )
+
+    def _model_codes(self, models, pairs) -> tuple[str, ...]:
+        nodes = models.elts if isinstance(models, (ast.List, ast.Tuple)) else [models]
+        codes = {self.o.code(n) for n in nodes}
+        codes |= {self.o.code(t) for t, v in pairs if self.value_code(v) in codes}
+        return tuple(sorted(codes))
+
+    def _optimizer_codes(self, optimizers, pairs) -> set[str]:
+        nodes = optimizers.elts if isinstance(optimizers, (ast.List, ast.Tuple)) else [optimizers]
+        opt_nodes = {self.o.code(n) for n in nodes}
+        codes = set(opt_nodes)
+        whole = self.o.code(optimizers)
+        for t, v in pairs:
+            if self.value_code(v) in opt_nodes or self.value_code(v) == whole:
+                codes.add(self.o.code(t))
+        return codes
+
+    def _guards(self) -> tuple[list[str], ast.stmt]:
+        """Conditions of the `if` statements that hold the call, and the outermost of them."""
+        o = self.o
+        guards: list[str] = []
+        outer = node = self.stmt
+        reads = {n.id for a in (*self.call.args, *self.call.keywords) for n in _names(a)}
+        while True:
+            parent = o.scopes.parent.get(id(node))
+            if not isinstance(parent, ast.If) or node not in parent.body:
+                break
+            if not _pure(parent.test) or _is_elif(o, parent):
+                break
+            earlier = parent.body[: parent.body.index(node)]
+            if any(name in reads for s in earlier for name in _bound_names(s)):
+                break  # the scaler would move above the assignment of a name it reads
+            kept = [c for c in _conjuncts(parent.test) if not o.is_availability_test(c)]
+            guards[:0] = [self.arg(c).condition() for c in kept]
+            reads |= {n.id for n in _names(parent.test)}
+            outer = node = parent
+        return guards, outer
+
+    def _scaler(self, opt_codes: set[str]) -> tuple[str, str, str]:
+        """The scaler's home (qualname), how code there reaches it, and its unit.
+
+        A second initialize of the same optimizers in the same home (a re-initialization
+        on resume) makes no new scaler: it is the same unit.
+        """
+        o = self.o
+        func = o.enclosing_function(self.call)
+        home = o.qualname(func) if func is not None else o.summary.module
+        self_name = None
+        cls = o.enclosing_class(func) if func is not None else None
+        if func is not None and func.args.args:
+            first = func.args.args[0].arg
+            if cls is not None and first == "self":
+                self_name, home = first, o.qualname(cls)
+        for access, optimizers, unit in self.taken.get(home, []):
+            if optimizers & opt_codes:
+                return home, access, unit
+        taken = {access for access, _, _ in self.taken.get(home, [])}
+        if self_name is not None:
+            attrs = {
+                n.attr
+                for n in ast.walk(cls)
+                if isinstance(n, ast.Attribute)
+                and isinstance(n.value, ast.Name)
+                and n.value.id == self_name
+            }
+            names = [n for n in SCALER_NAMES if n not in attrs]
+            base = f"{self_name}.{(names or ['amp_grad_scaler'])[0]}"
+        else:
+            used = _identifiers(o.tree)
+            names = [n for n in SCALER_NAMES if n not in used]
+            base = (names or ["amp_grad_scaler"])[0]
+        access, n = base, 2
+        while access in taken:
+            access, n = f"{base}_{n}", n + 1
+        return home, access, f"{o.path}:{self.stmt.lineno}"
+
+
+_PARAM_NAMES = ("models", "optimizers")
+
+
+def _hidden(star: str) -> str:
+    return f"amp.initialize: `{star}` arguments hide the amp options; create the GradScaler by hand"
+
+
+def _no_optimizers(node) -> bool:
+    return (
+        node is None
+        or (isinstance(node, ast.Constant) and node.value is None)
+        or (isinstance(node, (ast.List, ast.Tuple)) and not node.elts)
+    )
+
+
+def _pair_targets(target: ast.AST, value, out: list) -> None:
+    """Match assignment targets to the expressions apex handed back unchanged."""
+    values = (
+        list(value)
+        if isinstance(value, tuple)
+        else value.elts if isinstance(value, (ast.Tuple, ast.List)) else None
+    )
+    if isinstance(target, (ast.Tuple, ast.List)) and values is not None:
+        if len(target.elts) == len(values) and not any(
+            isinstance(e, ast.Starred) for e in (*target.elts, *values)
+        ):
+            for t, v in zip(target.elts, values):
+                _pair_targets(t, v, out)
+            return
+    out.append((target, value))
+
+
+def _names(node: ast.AST):
+    return (n for n in ast.walk(node) if isinstance(n, ast.Name))
+
+
+def _identifiers(tree: ast.AST) -> set[str]:
+    """Every identifier written in the module: names, attributes, parameters, keywords."""
+    out: set[str] = set()
+    for n in ast.walk(tree):
+        if isinstance(n, ast.Name):
+            out.add(n.id)
+        elif isinstance(n, ast.Attribute):
+            out.add(n.attr)
+        elif isinstance(n, ast.arg):
+            out.add(n.arg)
+        elif isinstance(n, ast.keyword) and n.arg:
+            out.add(n.arg)
+        elif isinstance(n, (*FUNCTIONS, ast.ClassDef)):
+            out.add(n.name)
+        elif isinstance(n, ast.alias):
+            out.update(n.name.split("."))
+            if n.asname:
+                out.add(n.asname)
+        elif isinstance(n, (ast.Global, ast.Nonlocal)):
+            out.update(n.names)
+        elif isinstance(n, ast.ExceptHandler) and n.name:
+            out.add(n.name)
+    return out
+
+
+def _bound_names(stmt: ast.AST):
+    """Names a statement binds: assignment, for and with targets, imports, defs."""
+    for node in ast.walk(stmt):
+        if isinstance(node, ast.Name) and isinstance(node.ctx, ast.Store):
+            yield node.id
+        elif isinstance(node, (*FUNCTIONS, ast.ClassDef)):
+            yield node.name
+        elif isinstance(node, ast.alias):
+            yield node.asname or node.name.split(".")[0]
+
+
+def _conjuncts(test: ast.AST) -> list[ast.AST]:
+    """`a and b and c` as [a, b, c] (a parenthesised `and` inside stays whole)."""
+    if isinstance(test, ast.BoolOp) and isinstance(test.op, ast.And):
+        return list(test.values)
+    return [test]
+
+
+def _pure(node: ast.AST) -> bool:
+    """Side-effect free enough to evaluate once more, earlier (names, attributes, compares)."""
+    if not isinstance(
+        node,
+        (ast.Name, ast.Attribute, ast.Compare, ast.UnaryOp, ast.BoolOp, ast.Subscript),
+    ) and not (isinstance(node, ast.Constant) and isinstance(node.value, str)):
+        return False
+    return not any(isinstance(n, ast.Call) for n in ast.walk(node))
+
+
+def _is_elif(owner: _Summarizer, node: ast.If) -> bool:
+    parent = owner.scopes.parent.get(id(node))
+    return isinstance(parent, ast.If) and node in parent.orelse
+
+
+def _guards_apex_import(node: ast.Try) -> bool:
+    if not any(
+        isinstance(n, ast.Import)
+        and any(a.name.split(".")[0] == "apex" for a in n.names)
+        or isinstance(n, ast.ImportFrom)
+        and not n.level
+        and (n.module or "").split(".")[0] == "apex"
+        for s in node.body
+        for n in ast.walk(s)
+    ):
+        return False
+    if not node.handlers or node.finalbody:
+        return False
+    for handler in node.handlers:
+        if handler.type is None:
+            continue
+        types = handler.type.elts if isinstance(handler.type, ast.Tuple) else [handler.type]
+        for t in types:
+            name = t.attr if isinstance(t, ast.Attribute) else getattr(t, "id", "")
+            if name not in IMPORT_ERRORS:
+                return False
+    return True
+
+
+def unalias(name: str, aliases: dict[str, str]) -> str:
+    """`base.amp.scale_loss` -> `apex.amp.scale_loss` when `base.amp` re-exports apex.amp."""
+    for alias, target in aliases.items():
+        if name == alias or name.startswith(alias + "."):
+            return target + name[len(alias) :]
+    return name
+
+
+def summarize(
+    path: str,
+    text: str,
+    module: str,
+    is_package: bool = False,
+    aliases: dict[str, str] | None = None,
+) -> tuple[Summary | None, str | None]:
+    """The summary of one file, or None and why (it does not parse)."""
+    try:
+        tree = ast.parse(text)
+    except (SyntaxError, ValueError, RecursionError, MemoryError) as exc:
+        return None, f"{type(exc).__name__}: {exc}"
+    return _Summarizer(path, text, tree, module, is_package, aliases).run(), None

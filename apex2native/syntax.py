@@ -1,0 +1,53 @@
+"""Small shape helpers for LibCST trees that several rules need."""
+
+from __future__ import annotations
+
+import libcst as cst
+
+
+def module_values(value: cst.BaseExpression) -> list[cst.BaseExpression]:
+    """The expressions an assignment may store as is: `x`, or either arm of `x if c else y`."""
+    if isinstance(value, cst.IfExp):
+        return [value.body, value.orelse]
+    return [value]
+
+
+def is_self_method(func: cst.BaseExpression) -> bool:
+    """`self.<name>` as a callee."""
+    return (
+        isinstance(func, cst.Attribute)
+        and isinstance(func.value, cst.Name)
+        and func.value.value == "self"
+    )
+
+
+def conjuncts(test: cst.BaseExpression) -> list[cst.BaseExpression]:
+    """`a and b and c` as [a, b, c]; anything else as [itself]."""
+    if (
+        isinstance(test, cst.BooleanOperation)
+        and isinstance(test.operator, cst.And)
+        and not test.lpar
+    ):
+        return conjuncts(test.left) + conjuncts(test.right)
+    return [test]
+
+
+def taken_arm(updated: cst.If, take_body: bool) -> list[cst.BaseStatement]:
+    """The statements of the arm an `if` takes when its test is known."""
+    if take_body:
+        return list(updated.body.body)
+    if updated.orelse is None:
+        return []
+    if isinstance(updated.orelse, cst.If):
+        return [updated.orelse]
+    return list(updated.orelse.body.body)
+
+
+def with_appended(items: list, new: cst.CSTNode) -> list:
+    """`items` (args or elements) plus `new` at the end, with a comma before it."""
+    items = list(items)
+    if items and items[-1].comma == cst.MaybeSentinel.DEFAULT:
+        items[-1] = items[-1].with_changes(
+            comma=cst.Comma(whitespace_after=cst.SimpleWhitespace(" "))
+        )
+    return [*items, new]
