@@ -31,6 +31,8 @@ from apex2native.options import Options
 from apex2native.plan import RepoPlan, build_plan
 from apex2native.rules import rules_for
 from apex2native.rules.imports import Imports
+from apex2native.scopes import absolute_name
+from apex2native.summary import summarize
 from apex2native.textio import DecodeError, decode, encode, line_length_for
 from apex2native.textio import write_atomic as _write
 
@@ -113,7 +115,9 @@ def rewrite_file_text(
         return result
     new = ctx.module.visit(EditApplier(edits, ctx.index.paths_to(edits.touched())))
     cleanup = any(isinstance(r, Imports) for r in rules)
-    new = Imports().cleanup(new, ctx.needs_torch, remove_unused=cleanup, keep=facts.exports)
+    new = Imports().cleanup(
+        new, ctx.needs_torch, remove_unused=cleanup, keep=facts.exports, facts=facts
+    )
     result.text = new.code
     return result
 
@@ -251,12 +255,55 @@ class _Run:
             ]
             for (path, _), outcome in zip(again, self.rewrite(again)):
                 outcomes[path] = outcome
+        self._settle_exports(outcomes, dict(candidates))
         return list(outcomes.values())
+
+    def _settle_exports(self, outcomes: dict[str, FileOutcome], displays: dict[str, str]) -> None:
+        """A module stops re-exporting apex names once no other module imports them."""
+        for _ in range(MAX_ROUNDS):
+            again = []
+            for path, facts in self.plan.facts.items():
+                if not facts.exports or path not in displays:
+                    continue
+                still = facts.exports & self._imported_from(path, outcomes)
+                if still != facts.exports:
+                    facts.exports = still
+                    again.append((path, displays[path]))
+            if not again:
+                return
+            for (path, _), outcome in zip(again, self.rewrite(again)):
+                outcomes[path] = outcome
+
+    def _imported_from(self, target: str, outcomes: dict[str, FileOutcome]) -> set[str]:
+        """Names other files import from `target`, as their texts stand now."""
+        graph = self.plan.graph
+        names: set[str] = set()
+        for path, old in self.plan.summaries.items():
+            if path == target or graph is None:
+                continue
+            summary = old
+            outcome = outcomes.get(path)
+            if outcome is not None and outcome.status == "changed" and outcome.new_text:
+                summary, _ = summarize(path, outcome.new_text, old.module, old.is_package)
+            for ref in summary.imports if summary else ():
+                base = absolute_name(ref.module, summary.module, summary.is_package)
+                found, rest = graph.module_file(base, path)
+                if found == target and not rest:
+                    names.update(name for name, _ in ref.names)
+        return names
 
     def _new_blocks(self, outcomes: dict[str, FileOutcome]) -> dict[str, str]:
         """Units that failed somewhere or break the repository check, not yet held back."""
         fresh: dict[str, str] = {}
         for path, outcome in outcomes.items():
+            if outcome.status == "failed" and outcome.error:
+                facts = self.plan.for_path(path)
+                for unit in sorted(facts.units() if facts is not None else ()):
+                    if unit not in self.blocked and unit not in fresh:
+                        fresh[unit] = (
+                            f"its unit is held back by {self.plan.relative(path)}, "
+                            "which could not be rewritten"
+                        )
             for unit, (_, code, message, scope) in outcome.failed_units.items():
                 if unit not in self.blocked and unit not in fresh:
                     where = self.plan.relative(path) + (f", {scope}" if scope else "")

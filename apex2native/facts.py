@@ -77,6 +77,18 @@ class FileFacts:
     aliases: dict[str, str] = field(default_factory=dict)
     exports: set[str] = field(default_factory=set)
 
+    def units(self) -> set[str]:
+        """Every migration unit the plan links to this file."""
+        specs = [d.spec for d in self.inits.values() if d.spec is not None]
+        specs += [spec for _, spec in self.params.values()]
+        specs += [*self.returns.values(), *self.unpacks.values()]
+        specs += [spec for _, spec in self.inherited.values()]
+        specs += [spec for _, spec in self.evaluation.values()]
+        units = {s.unit for s in specs}
+        units |= {unit for _, unit in self.callees.values()}
+        units |= set(self.helpers.values()) | set(self.unreached.values())
+        return {u for u in units if u}
+
     def __bool__(self) -> bool:
         """True when the file has something to do beyond its own text (a repo decision)."""
         return any(

@@ -16,9 +16,11 @@ from apex2native.apex_imports import (
     is_migrated_import,
 )
 from apex2native.context import FileContext
+from apex2native.facts import FileFacts
 from apex2native.findings import SAFE
 from apex2native.index import TreeIndex, descendants
 from apex2native.rules.base import Rule
+from apex2native.scopes import absolute_name, import_qualified
 from apex2native.syntax import taken_arm
 
 
@@ -98,16 +100,19 @@ class Imports(Rule):
         needs_torch: bool,
         remove_unused: bool = True,
         keep: set[str] | frozenset[str] = frozenset(),
+        facts: FileFacts | None = None,
     ) -> cst.Module:
         """After the rewrite: drop what became unused, add `import torch` if needed.
 
-        `keep`: names other modules still import from this one.
+        `keep`: names other modules still import from this one; `facts.aliases`: project
+        names that stand for apex, whose imports go like apex's once unused.
         """
         if remove_unused:
-            index = TreeIndex(module)
-            cleanup = _Cleanup(index, keep=keep)
+            facts = facts or FileFacts()
+            index = TreeIndex(module, facts.module, facts.is_package)
+            cleanup = _Cleanup(index, keep=keep, aliases=facts.aliases)
             if cleanup.ambiguous:
-                cleanup = _Cleanup(index, precise_unused(index), keep)
+                cleanup = _Cleanup(index, precise_unused(index, cleanup), keep, facts.aliases)
             module = module.visit(cleanup)
         if needs_torch and not _imports_torch(module):
             context = CodemodContext()
@@ -141,10 +146,12 @@ class _Cleanup(cst.CSTTransformer):
         index: TreeIndex,
         unused: set[tuple[int, str]] | None = None,
         keep: set[str] | frozenset[str] = frozenset(),
+        aliases: dict[str, str] | None = None,
     ) -> None:
         super().__init__()
         self.index = index
         self.keep = keep
+        self.aliases = aliases or {}
         module = index.module
         inside_guards = {id(n) for g in apex_guards(index) for n in index.subtree(g)}
         imports = index.within(module, cst.Import, cst.ImportFrom)
@@ -154,24 +161,45 @@ class _Cleanup(cst.CSTTransformer):
         names = index.within(module, cst.Name)
         self.used = {n.value for n in names if id(n) not in skip}
         self.unused = unused
-        bound = {_bound(a) for imp in imports if is_migrated_import(imp) for a in _aliases(imp)}
+        self.migrated = {id(i): self._removable(i) for i in imports}
+        bound = {
+            _bound(a)
+            for imp in imports
+            for a in _aliases(imp)
+            if self.migrated[id(imp)] is not None and _bound(a) in self.migrated[id(imp)]
+        }
         self.ambiguous = unused is None and bool(bound & self.used)
         self.flags = guard_flags(index)
         self.flags_read = {
             n.value for n in names if n.value in self.flags and id(n) not in inside_guards
         }
         self.hot = index.paths_to(
-            [*(i for i in imports if is_migrated_import(i)), *apex_guards(index)]
+            [*(i for i in imports if self.migrated[id(i)]), *apex_guards(index)]
         )
         self._empty: set[int] = set()
         self._markers: list[cst.CSTNode] = []  # kept alive: their ids must not be reused
 
+    def _removable(self, node: cst.CSTNode) -> set[str] | None:
+        """The names an import binds that may go once unused (apex's, or re-exports of it)."""
+        aliases = _aliases(node)
+        if is_migrated_import(node):
+            return {_bound(a) for a in aliases}
+        if not self.aliases or not isinstance(node, cst.ImportFrom):
+            return None
+        module = get_full_name_for_node(node.module) if node.module else None
+        out = set()
+        for alias in aliases:
+            name = get_full_name_for_node(alias.name) or ""
+            qualified = import_qualified(module, name, len(node.relative))
+            absolute = absolute_name(qualified, self.index.module_name, self.index.is_package)
+            if absolute in self.aliases:
+                out.add(_bound(alias))
+        return out or None
+
     def _keep(self, node: cst.CSTNode, alias: cst.ImportAlias) -> bool:
-        if alias.asname is not None:
-            bound = get_full_name_for_node(alias.asname.name) or ""
-        else:
-            bound = (get_full_name_for_node(alias.name) or "").split(".")[0]
-        if bound in self.keep:
+        bound = _bound(alias)
+        removable = self.migrated.get(id(node))
+        if bound in self.keep or removable is None or bound not in removable:
             return True
         if self.unused is not None:
             return (id(node), bound) not in self.unused
@@ -181,7 +209,7 @@ class _Cleanup(cst.CSTTransformer):
         return id(node) in self.hot
 
     def leave_Import(self, original_node, updated_node):
-        if not is_migrated_import(original_node):
+        if not self.migrated.get(id(original_node)):
             return updated_node
         names = [a for a in updated_node.names if self._keep(original_node, a)]
         if not names:
@@ -189,7 +217,9 @@ class _Cleanup(cst.CSTTransformer):
         return updated_node.with_changes(names=_fix_commas(names))
 
     def leave_ImportFrom(self, original_node, updated_node):
-        if not is_migrated_import(original_node) or isinstance(updated_node.names, cst.ImportStar):
+        if not self.migrated.get(id(original_node)) or isinstance(
+            updated_node.names, cst.ImportStar
+        ):
             return updated_node
         names = [a for a in updated_node.names if self._keep(original_node, a)]
         if not names:
@@ -294,16 +324,14 @@ def _bound(alias: cst.ImportAlias) -> str:
     return (get_full_name_for_node(alias.name) or "").split(".")[0]
 
 
-def precise_unused(index: TreeIndex) -> set[tuple[int, str]]:
-    """(import node id, name) of apex imports no read refers to, by scope analysis."""
+def precise_unused(index: TreeIndex, cleanup: _Cleanup) -> set[tuple[int, str]]:
+    """(import node id, name) of removable imports no read refers to, by scope analysis."""
     used = index.used_imports()
     unused: set[tuple[int, str]] = set()
     for node in index.within(index.module, cst.Import, cst.ImportFrom):
-        if is_migrated_import(node):
-            for alias in _aliases(node):
-                key = (id(node), _bound(alias))
-                if key not in used:
-                    unused.add(key)
+        for name in cleanup.migrated.get(id(node)) or ():
+            if (id(node), name) not in used:
+                unused.add((id(node), name))
     return unused
 
 
