@@ -270,6 +270,20 @@ class TreeIndex:
         i = self._pre[id(outer)]
         return i <= self._pre[id(node)] <= self._end[i]
 
+    def exclusive(self, a: cst.CSTNode, b: cst.CSTNode) -> bool:
+        """`a` and `b` sit in different arms of one `if`: no run executes both."""
+        chain_a = [a, *self.ancestors(a)]
+        on_a = {id(n) for n in chain_a}
+        below_b: cst.CSTNode = b
+        for anc in self.ancestors(b):
+            if id(anc) in on_a:
+                if isinstance(anc, cst.If):
+                    below_a = chain_a[chain_a.index(anc) - 1] if anc is not a else None
+                    return below_a is not None and _arm(anc, below_a) != _arm(anc, below_b)
+                return False
+            below_b = anc
+        return False
+
     def subtree(self, node: cst.CSTNode) -> list[cst.CSTNode]:
         """`node` and everything below it, in document order."""
         i = self._pre[id(node)]
@@ -421,6 +435,15 @@ class TreeIndex:
                 return line
             current = self._parent.get(id(current))
         return 1
+
+
+def _arm(node: cst.If, child: cst.CSTNode) -> str:
+    """Which part of an `if` a direct child is: its test, its body or its else arm."""
+    if child is node.body:
+        return "body"
+    if child is node.orelse:
+        return "orelse"
+    return "test"
 
 
 def _through(node: cst.Attribute) -> cst.CSTNode:

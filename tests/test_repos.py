@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 from repo_cases import repo_cases, rewrite_tree, tree_bytes
@@ -25,22 +26,41 @@ def test_there_is_a_fixture_repo_per_flow_shape():
     } <= names
 
 
+def expected_errors(case) -> dict[str, str]:
+    """`errors.txt` beside before/ and after/: `path: start of the error` per line."""
+    listing = case / "errors.txt"
+    if not listing.is_file():
+        return {}
+    pairs = (line.split(": ", 1) for line in listing.read_text().splitlines() if line.strip())
+    return dict(pairs)
+
+
 @pytest.mark.parametrize("case", CASES, ids=lambda c: c.name)
 def test_repo_rewrites_to_the_expected_tree(case, tmp_path):
-    outcomes = rewrite_tree(case / "before", tmp_path / case.name)
-    assert not [o for o in outcomes if o.status == "failed"], [o.error for o in outcomes]
-    assert tree_bytes(tmp_path / case.name) == tree_bytes(case / "after")
+    work = tmp_path / case.name
+    outcomes = rewrite_tree(case / "before", work)
+    failed = {
+        Path(o.path).relative_to(work).as_posix(): o.error for o in outcomes if o.status == "failed"
+    }
+    expected = expected_errors(case)
+    assert failed.keys() == expected.keys(), failed
+    for path, start in expected.items():
+        assert failed[path].startswith(start), failed[path]
+    assert tree_bytes(work) == tree_bytes(case / "after")
 
 
 @pytest.mark.parametrize("case", CASES, ids=lambda c: c.name)
 def test_second_run_over_the_rewritten_repo_changes_nothing(case, tmp_path):
-    outcomes = rewrite_tree(case / "after", tmp_path / case.name)
-    assert [o.path for o in outcomes if o.status in ("changed", "failed")] == []
+    work = tmp_path / case.name
+    outcomes = rewrite_tree(case / "after", work)
+    failed = {Path(o.path).relative_to(work).as_posix() for o in outcomes if o.status == "failed"}
+    assert [o.path for o in outcomes if o.status == "changed"] == []
+    assert failed == expected_errors(case).keys()
 
 
 def _needs_apex(tree) -> bool:
     """An `after/` that keeps a unit apex (by design) cannot run without apex."""
-    return any("from apex import" in p.read_text() for p in tree.rglob("*.py"))
+    return any(b"from apex import" in p.read_bytes() for p in tree.rglob("*.py"))
 
 
 RUNNABLE = [

@@ -1,7 +1,8 @@
 """On every path: the backward, then `unscale_`, then gradient reads; one `unscale_` per step.
 
 A flow walk over each rewritten function that uses a scaler. The state of each scaler's
-gradients is one of: idle (nothing since the last step), scaled (a backward ran), unscaled
+gradients is one of: idle (nothing since the last step), scaled (`scaler.scale(...)`'s
+backward ran), plain (a plain backward ran: the arm where the scaler is off), unscaled
 (`unscale_` ran). Branches join, loops run twice. Violations: `unscale_` where no backward
 can have run yet, a second `unscale_` before `update()`, and a clip that can see scaled
 gradients.
@@ -14,7 +15,7 @@ import ast
 from apex2native.consistency.repo import RepoView, Violation
 
 CODE = "A2N100"
-IDLE, SCALED, UNSCALED = "idle", "scaled", "unscaled"
+IDLE, SCALED, UNSCALED, PLAIN = "idle", "scaled", "unscaled", "plain"
 GRAD_READERS = {"clip_grad_norm_", "clip_grad_value_", "clip_grad_norm", "clip_grads"}
 SCOPES = (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef, ast.Lambda)
 
@@ -61,11 +62,19 @@ class _Flow:
         self._loops: list[set[str]] = []  # states that jump back to each enclosing loop
 
     def check(self, body: list[ast.stmt]) -> str | None:
-        events = [self._event(n) for s in body for n in _scope_nodes(s)]
+        nodes = [n for s in body for n in _scope_nodes(s)]
+        self.scaled_names = {
+            t.id
+            for n in nodes
+            if isinstance(n, ast.Assign) and self._is_scale(n.value)
+            for t in n.targets
+            if isinstance(t, ast.Name)
+        }
+        events = [self._event(n) for n in nodes]
         kinds = {e[0] for e in events if e}
         if "unscale" not in kinds:
             return None
-        self.run(body, {IDLE} if "backward" in kinds else {SCALED})
+        self.run(body, {IDLE} if kinds & {"backward", "plain"} else {SCALED})
         return self.problem
 
     def _events_deep(self, stmt: ast.AST):
@@ -74,19 +83,33 @@ class _Flow:
             if event:
                 yield event
 
-    def _event(self, node: ast.AST) -> tuple[str, int] | None:
+    def _event(self, node: ast.AST) -> tuple[str, str] | None:
+        """(kind, the call as written) for the calls the flow cares about."""
         if not isinstance(node, ast.Call) or not isinstance(node.func, ast.Attribute):
             name = getattr(node.func, "id", None) if isinstance(node, ast.Call) else None
-            return ("read", node.lineno) if name in GRAD_READERS else None
+            return ("read", f"{name}(...)") if name in GRAD_READERS else None
         attr = node.func.attr
         receiver = ast.unparse(node.func.value)
         if attr == "backward":
-            return ("backward", node.lineno)
+            value = node.func.value
+            scaled = self._is_scale(value) or (
+                isinstance(value, ast.Name) and value.id in self.scaled_names
+            )
+            return ("backward" if scaled else "plain", f"{receiver}.backward()")
         if receiver == self.access and attr in ("unscale_", "step", "update"):
-            return (attr.rstrip("_"), node.lineno)
+            return (attr.rstrip("_"), ast.unparse(node))
         if attr in GRAD_READERS:
-            return ("read", node.lineno)
+            return ("read", f"{attr}(...)")
         return None
+
+    def _is_scale(self, node: ast.AST) -> bool:
+        """`<scaler>.scale(loss)`."""
+        return (
+            isinstance(node, ast.Call)
+            and isinstance(node.func, ast.Attribute)
+            and node.func.attr == "scale"
+            and ast.unparse(node.func.value) == self.access
+        )
 
     def run(self, body: list[ast.stmt], state: set[str]) -> set[str]:
         for stmt in body:
@@ -130,22 +153,24 @@ class _Flow:
         return self.simple(stmt, state)
 
     def simple(self, node: ast.AST, state: set[str]) -> set[str]:
-        for kind, line in self._events_deep(node):
-            state = self.apply(kind, line, state)
+        for kind, call in self._events_deep(node):
+            state = self.apply(kind, call, state)
         return state
 
-    def apply(self, kind: str, line: int, state: set[str]) -> set[str]:
+    def apply(self, kind: str, call: str, state: set[str]) -> set[str]:
         if kind == "backward":
             return {UNSCALED if s == UNSCALED else SCALED for s in state}
+        if kind == "plain":
+            return {UNSCALED if s == UNSCALED else PLAIN for s in state}
         if kind == "unscale":
             if IDLE in state and self.problem is None:
-                self.problem = f"line {line}: scaler.unscale_ can run before any backward"
+                self.problem = f"`{call}` can run before any backward"
             if UNSCALED in state and self.problem is None:
-                self.problem = f"line {line}: scaler.unscale_ can run twice before update()"
+                self.problem = f"`{call}` can run twice before update()"
             return {UNSCALED}
         if kind == "read":
             if SCALED in state and self.problem is None:
-                self.problem = f"line {line}: gradients can be read before scaler.unscale_"
+                self.problem = f"`{call}` can read gradients before {self.access}.unscale_"
             return state
         if kind in ("step", "update"):
             return {IDLE}

@@ -167,7 +167,13 @@ class ScaleLoss(Rule):
         return True
 
     def _collapse_branch(self, ctx: FileContext, site: BackwardSite) -> bool:
-        """Find the if/else that chooses between the scaled and a plain backward."""
+        """Check the if/else that chooses between the scaled and a plain backward.
+
+        A plain backward in another arm is only right when the branch condition is the
+        scaler's switch: `scaler.step` would otherwise unscale gradients that were never
+        scaled. When both arms are just the backward, the branch collapses (a disabled
+        scaler is a plain backward).
+        """
         block = ctx.index.parent(site.with_node)
         branch = ctx.index.parent(block)
         if isinstance(branch, cst.Else):
@@ -176,18 +182,28 @@ class ScaleLoss(Rule):
             if_node, scaled_in_body = branch, True
         else:
             return True
-        if len(block.body) != 1:  # type: ignore[attr-defined]
-            site.top = ctx.index.statement_of(if_node)
+        site.top = ctx.index.statement_of(if_node)
+        arms = _arms(ctx.index.statement_of(if_node))
+        others = [arm for arm in arms if arm is not block]
+        if not any(self._plain_backwards(ctx, arm) for arm in others):
             return True
-        other = if_node.orelse if scaled_in_body else if_node
-        if scaled_in_body and other is None:
-            site.top = ctx.index.statement_of(if_node)
-            return True
-        other_block = other.body if isinstance(other, (cst.Else, cst.If)) else None
-        if scaled_in_body and isinstance(other, cst.If):
-            other_block = None  # an elif: the plain arm is not a plain else
+        if len(arms) != 2:
+            return self._refuse(
+                ctx,
+                site,
+                if_node,
+                "this backward is one arm of an if/elif chain whose other arms run their own "
+                f"backward; the step after the chain cannot be {site.scaler.access}.step for "
+                "all of them; split the step per arm by hand",
+            )
+        test, negated = _strip_not(if_node.test)
+        if negated == scaled_in_body and not self._always(ctx, test):
+            return self._refuse(ctx, site, if_node)
+        if not self._matches(ctx, test, site.scaler) and not self._always(ctx, test):
+            return self._refuse(ctx, site, if_node)
+        other_block = others[0]
         plain = None
-        if other_block is not None and len(other_block.body) == 1:
+        if len(block.body) == 1 and len(other_block.body) == 1:  # type: ignore[attr-defined]
             plain = backward_call(other_block.body[0], ctx.index.code(site.loss))
         scaled_backward = _only_backward(site.with_node)
         if (
@@ -195,30 +211,13 @@ class ScaleLoss(Rule):
             or scaled_backward is None
             or _args_code(plain) != _args_code(scaled_backward)
         ):
-            site.top = ctx.index.statement_of(if_node)
-            if plain is None:
-                return True
-            return self._refuse(ctx, site, if_node)
-        test, negated = _strip_not(if_node.test)
-        if negated == scaled_in_body and not self._always(ctx, test):
-            return self._refuse(ctx, site, if_node)
-        if not self._matches(ctx, test, site.scaler) and not self._always(ctx, test):
-            return self._refuse(ctx, site, if_node)
+            return True
 
         def collapse(updated: cst.If) -> list[cst.BaseStatement]:
             arm = updated.body if scaled_in_body else updated.orelse.body  # type: ignore[union-attr]
             return list(arm.body)
 
-        parent = ctx.index.parent(if_node)
-        if isinstance(parent, cst.If) and parent.orelse is if_node:
-            ctx.tx.edits.replace_node(
-                site.group,
-                if_node,
-                lambda upd: cst.Else(body=cst.IndentedBlock(body=collapse(upd))),
-            )
-        else:
-            ctx.tx.edits.replace_statement(site.group, if_node, collapse)
-        site.top = ctx.index.statement_of(if_node)
+        ctx.tx.edits.replace_statement(site.group, if_node, collapse)
         ctx.tx.note(
             site.group,
             if_node,
@@ -227,6 +226,20 @@ class ScaleLoss(Rule):
             SAFE,
         )
         return True
+
+    def _plain_backwards(self, ctx: FileContext, arm: cst.CSTNode) -> list[cst.Call]:
+        """`.backward()` calls in an arm that no `amp.scale_loss` block holds."""
+        out = []
+        for call in ctx.index.calls_named("backward", arm):
+            holders = [
+                a
+                for a in ctx.index.ancestors(call)
+                if isinstance(a, cst.With)
+                and any(ctx.names.call_name(i.item) == "apex.amp.scale_loss" for i in a.items)
+            ]
+            if not holders:
+                out.append(call)
+        return out
 
     def _matches(self, ctx: FileContext, test: cst.BaseExpression, scaler: Scaler) -> bool:
         parts = [p for p in conjuncts(test) if not ctx.names.is_availability_test(p)]
@@ -238,13 +251,16 @@ class ScaleLoss(Rule):
     def _always(self, ctx: FileContext, test: cst.BaseExpression) -> bool:
         return all(ctx.names.is_availability_test(p) for p in conjuncts(test))
 
-    def _refuse(self, ctx: FileContext, site: BackwardSite, if_node: cst.If) -> bool:
+    def _refuse(
+        self, ctx: FileContext, site: BackwardSite, if_node: cst.If, why: str | None = None
+    ) -> bool:
         ctx.tx.fail(
             site.group,
             site.call,
             self.code,
-            f"`{ctx.index.code(if_node.test)}` is not the scaler's enabled flag, so the plain-backward "
-            f"arm would be unscaled by {site.scaler.access}.step; make them agree",
+            why
+            or f"`{ctx.index.code(if_node.test)}` is not the scaler's enabled flag, so the "
+            f"plain-backward arm would be unscaled by {site.scaler.access}.step; make them agree",
         )
         return False
 
@@ -283,6 +299,18 @@ def _body_lines(body: cst.BaseSuite) -> list[cst.BaseStatement]:
             )
         ]
     return list(body.body)  # type: ignore[attr-defined]
+
+
+def _arms(stmt: cst.CSTNode) -> list[cst.BaseSuite]:
+    """The blocks of an if/elif/else chain, in order."""
+    arms: list[cst.BaseSuite] = []
+    node = stmt
+    while isinstance(node, cst.If):
+        arms.append(node.body)
+        node = node.orelse
+    if isinstance(node, cst.Else):
+        arms.append(node.body)
+    return arms
 
 
 def _strip_not(test: cst.BaseExpression) -> tuple[cst.BaseExpression, bool]:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import libcst as cst
-import libcst.matchers as m
 
 from apex2native.context import FileContext
 from apex2native.findings import SAFE
@@ -15,16 +14,11 @@ LOOPS = (cst.For, cst.While)
 
 def step_calls(ctx: FileContext, scope: cst.CSTNode) -> list[cst.Call]:
     """`<x>.step(...)` calls in `scope` itself, not in functions nested inside it."""
-    out = []
-    stack = list(scope.children)
-    while stack:
-        node = stack.pop()
-        if isinstance(node, (cst.FunctionDef, cst.ClassDef, cst.Lambda)):
-            continue
-        if m.matches(node, m.Call(func=m.Attribute(attr=m.Name("step")))):
-            out.append(node)
-        stack.extend(node.children)
-    return sorted(out, key=ctx.index.order)
+    return [
+        call
+        for call in ctx.index.calls_named("step", scope)
+        if isinstance(call.func, cst.Attribute) and ctx.index.scope_of(call) is scope
+    ]
 
 
 def _shares_loop(ctx: FileContext, a: cst.CSTNode, b: cst.CSTNode, scope: cst.CSTNode) -> bool:
@@ -82,6 +76,7 @@ class Step(Rule):
                     ctx.index.after(c, site.with_node)
                     or _shares_loop(ctx, c, site.with_node, scope)
                 )
+                and not ctx.index.exclusive(c, site.with_node)
             ]
             if not found:
                 ctx.tx.fail(

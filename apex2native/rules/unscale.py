@@ -81,62 +81,96 @@ class Unscale(Rule):
                 ctx.sites.remove(site)
 
     def _site(self, ctx: FileContext, site: BackwardSite, done: set) -> bool:
-        scope = ctx.index.scope_of(site.with_node)
-        reads = [r for r in grad_reads(ctx, scope) if ctx.index.after(r, site.with_node)]
+        index = ctx.index
+        scope = index.scope_of(site.with_node)
+        reads = [
+            r
+            for r in grad_reads(ctx, scope)
+            if index.after(r, site.with_node) and not index.exclusive(r, site.with_node)
+        ]
         for step in site.steps:
-            before = [r for r in reads if ctx.index.order(r) < ctx.index.order(step)]
+            before = [
+                r
+                for r in reads
+                if index.order(r) < index.order(step) and not index.exclusive(r, step)
+            ]
             if not before:
                 continue
-            opt = ctx.index.code(step.func.value)  # type: ignore[attr-defined]
-            step_stmt = ctx.index.statement_of(step)
+            opt = index.code(step.func.value)  # type: ignore[attr-defined]
+            step_stmt = index.statement_of(step)
             first = before[0]
             read_top, step_top = _tops(ctx, first, step_stmt)
-            key = (site.scaler.access, opt, id(read_top))
+            if step_top is not step_stmt:
+                if not self._to_boundary(ctx, site, before, read_top, step_stmt, opt, done):
+                    return False
+                continue
+            anchor = _anchor(ctx, first, site)
+            key = (site.scaler.access, opt, id(anchor))
             if key in done:
                 continue
             done.add(key)
-            unscale = ctx.gen.stmt(
-                f"{site.scaler.access}.unscale_({opt})", ctx.index.indent_width(step_stmt)
-            )
-            if step_top is step_stmt:
-                ctx.tx.edits.insert_before(site.group, read_top, unscale)
-                ctx.tx.note(
-                    site.group,
-                    first,
-                    self.code,
-                    f"{site.scaler.access}.unscale_({opt}) before the gradient read",
-                    SAFE,
-                )
-                continue
-            if not self._movable(ctx, read_top, step_stmt, before):
-                ctx.tx.fail(
-                    site.group,
-                    first,
-                    self.code,
-                    "gradients are read on every micro-step but the optimizer steps every N; "
-                    "move this read next to the step, after scaler.unscale_",
-                )
-                return False
-            for read in before:
-                top, _ = _tops(ctx, read, step_stmt)
-                if top is not read_top:
+            for read in before[1:]:
+                if not _covered(ctx, anchor, read):
                     ctx.tx.fail(
                         site.group,
                         read,
                         self.code,
-                        "several gradient reads before the step boundary",
+                        "gradients are read in several places between the backward and the "
+                        "step; put one scaler.unscale_ before all of them by hand",
                     )
                     return False
-            ctx.tx.edits.move(site.group, read_top, step_stmt)
-            ctx.tx.edits.insert_before(site.group, step_stmt, unscale)
+            unscale = ctx.gen.stmt(
+                f"{site.scaler.access}.unscale_({opt})", index.indent_width(anchor)
+            )
+            ctx.tx.edits.insert_before(site.group, anchor, unscale)
             ctx.tx.note(
                 site.group,
                 first,
                 self.code,
-                "clipping moved to the step boundary: it now clips the accumulated gradient, "
-                "not each micro-batch",
-                NUMERICS,
+                f"{site.scaler.access}.unscale_({opt}) before the gradient read",
+                SAFE,
             )
+        return True
+
+    def _to_boundary(self, ctx, site, before, read_top, step_stmt, opt, done) -> bool:
+        """A read on every micro-step, a step every N: the read moves to the step."""
+        key = (site.scaler.access, opt, id(read_top))
+        if key in done:
+            return True
+        done.add(key)
+        first = before[0]
+        if not self._movable(ctx, read_top, step_stmt, before):
+            ctx.tx.fail(
+                site.group,
+                first,
+                self.code,
+                "gradients are read on every micro-step but the optimizer steps every N; "
+                "move this read next to the step, after scaler.unscale_",
+            )
+            return False
+        for read in before:
+            top, _ = _tops(ctx, read, step_stmt)
+            if top is not read_top:
+                ctx.tx.fail(
+                    site.group,
+                    read,
+                    self.code,
+                    "several gradient reads before the step boundary",
+                )
+                return False
+        unscale = ctx.gen.stmt(
+            f"{site.scaler.access}.unscale_({opt})", ctx.index.indent_width(step_stmt)
+        )
+        ctx.tx.edits.move(site.group, read_top, step_stmt)
+        ctx.tx.edits.insert_before(site.group, step_stmt, unscale)
+        ctx.tx.note(
+            site.group,
+            first,
+            self.code,
+            "clipping moved to the step boundary: it now clips the accumulated gradient, "
+            "not each micro-batch",
+            NUMERICS,
+        )
         return True
 
     def _movable(
@@ -162,6 +196,26 @@ class Unscale(Rule):
                 ) < ctx.index.order(step_stmt):
                     return False
         return True
+
+
+def _anchor(ctx: FileContext, read: cst.CSTNode, site: BackwardSite) -> cst.CSTNode:
+    """Where `unscale_` goes for a read: right before the read's statement, outside any
+    loop that repeats the read without the backward (one unscale_ per step)."""
+    anchor = ctx.index.statement_of(read)
+    for anc in ctx.index.ancestors(anchor):
+        if isinstance(anc, (cst.FunctionDef, cst.ClassDef, cst.Module)):
+            break
+        if isinstance(anc, (cst.For, cst.While)):
+            if ctx.index.contains(anc, site.with_node):
+                break
+            anchor = ctx.index.statement_of(anc)
+    return anchor
+
+
+def _covered(ctx: FileContext, anchor: cst.CSTNode, read: cst.CSTNode) -> bool:
+    """An `unscale_` before `anchor` is run before `read` too."""
+    block = ctx.index.block_of(anchor)
+    return ctx.index.contains(block, read) and ctx.index.order(read) > ctx.index.order(anchor)
 
 
 def _tops(ctx: FileContext, read: cst.CSTNode, step_stmt: cst.CSTNode):

@@ -49,19 +49,19 @@ KINDS = (
         "a static loss scale now skips overflowing steps",
         ("A2N102",),
         ("static loss_scale",),
-        ("applied", "grad_norm", "loss_scale"),
+        ("applied", "loss_scale"),
     ),
     Kind(
         "one loss scale for every loss",
         ("A2N102",),
         ("num_losses",),
-        ("loss_scale", "applied", "grad_norm"),
+        ("loss_scale", "applied"),
     ),
     Kind(
         "no floor or cap on the loss scale",
         ("A2N102",),
         ("min_loss_scale", "max_loss_scale"),
-        ("loss_scale", "applied", "grad_norm"),
+        ("loss_scale", "applied"),
     ),
     Kind(
         "fp32 weights under autocast instead of O2/O3",
