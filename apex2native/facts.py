@@ -46,6 +46,7 @@ class InitDecision:
     models: tuple[str, ...] = ()
     autocast_enabled: str | None = None
     spec: ScalerSpec | None = None
+    once: str | None = None  # a one-shot guard the creation stays under (`not self.ready`)
 
 
 @dataclass

@@ -606,9 +606,20 @@ class _InitAnalysis:
             return self.site(self.decision(kind="inference", rebind=rebind))
 
         opt_codes = self._optimizer_codes(optimizers, pairs)
-        guards, outer = self._guards()
+        guards, outer, once = self._guards()
         home, access, unit = self._scaler(opt_codes)
         self.home = home
+        blocker = _conditional_ancestor(o, outer)
+        if blocker is not None:
+            return self.site(
+                self.decision(
+                    problem=f"amp.initialize runs inside `{blocker}`; its scaler must exist "
+                    "wherever the scaler is used: create the GradScaler before it by hand"
+                ),
+                home,
+            )
+        if once and not access.startswith("self."):
+            once = None
         options = scaler_options(args, guards, access, o.lit)
         if options.problem:
             return self.site(self.decision(problem=options.problem), home)
@@ -636,6 +647,7 @@ class _InitAnalysis:
             models=model_codes,
             autocast_enabled=options.autocast_enabled,
             spec=spec,
+            once=once,
         )
         self.taken.setdefault(home, []).append((access, set(opt_codes), unit))
         return self.site(decision, home, model_codes)
@@ -691,8 +703,15 @@ class _InitAnalysis:
                 codes.add(self.o.code(t))
         return codes
 
-    def _guards(self) -> tuple[list[str], ast.stmt]:
-        """Conditions of the `if` statements that hold the call, and the outermost of them."""
+    def _guards(self) -> tuple[list[str], ast.stmt, str | None]:
+        """Conditions of the `if` statements that hold the call, the outermost of them, and
+        the one-shot part of its condition, if any.
+
+        The scaler is made unconditionally before the outermost `if`, switched by the
+        conditions. A conjunct that reads what its own `if` body sets (`not
+        self.amp_initialized`) is a one-shot guard, not a switch: the scaler is then made
+        under that guard alone, so a second pass (a resume) keeps the first scaler.
+        """
         o = self.o
         guards: list[str] = []
         outer = node = self.stmt
@@ -706,11 +725,16 @@ class _InitAnalysis:
             earlier = parent.body[: parent.body.index(node)]
             if any(name in reads for s in earlier for name in _bound_names(s)):
                 break  # the scaler would move above the assignment of a name it reads
-            kept = [c for c in _conjuncts(parent.test) if not o.is_availability_test(c)]
-            guards[:0] = [self.arg(c).condition() for c in kept]
+            kept = [c for c in _conjuncts(parent.test) if not _ignorable(o, c)]
+            stored = {o.code(t) for s in parent.body for t in _store_targets(s)}
+            once = [c for c in kept if _reads_any(o, c, stored)]
+            switch = [c for c in kept if c not in once]
+            guards[:0] = [self.arg(c).condition() for c in switch]
             reads |= {n.id for n in _names(parent.test)}
             outer = node = parent
-        return guards, outer
+            if once:
+                return guards, outer, " and ".join(self.arg(c).condition() for c in once)
+        return guards, outer, None
 
     def _scaler(self, opt_codes: set[str]) -> tuple[str, str, str]:
         """The scaler's home (qualname), how code there reaches it, and its unit.
@@ -823,6 +847,67 @@ def _bound_names(stmt: ast.AST):
             yield node.asname or node.name.split(".")[0]
 
 
+def _ignorable(owner: _Summarizer, node: ast.AST) -> bool:
+    """Conjuncts that hold wherever the scaler runs: apex is importable (true once apex is
+    gone) and `torch.cuda.is_available()` (a "cuda" GradScaler turns itself off without)."""
+    return owner.is_availability_test(node) or _device_test(node)
+
+
+def _device_test(node: ast.AST) -> bool:
+    return (
+        isinstance(node, ast.Call)
+        and not node.args
+        and isinstance(node.func, ast.Attribute)
+        and node.func.attr == "is_available"
+        and ast.unparse(node.func.value).endswith("cuda")
+    )
+
+
+def _store_targets(stmt: ast.AST):
+    """Names and attribute chains a statement assigns."""
+    for node in ast.walk(stmt):
+        if isinstance(node, (ast.Name, ast.Attribute)) and isinstance(node.ctx, ast.Store):
+            yield node
+
+
+def _reads_any(owner: _Summarizer, node: ast.AST, codes: set[str]) -> bool:
+    return any(
+        owner.code(n) in codes for n in ast.walk(node) if isinstance(n, (ast.Name, ast.Attribute))
+    )
+
+
+def _conditional_ancestor(owner: _Summarizer, stmt: ast.AST) -> str | None:
+    """The header of an `if`, loop or `except` between a statement and its def, if any."""
+    node = stmt
+    for anc in owner.scopes.ancestors(stmt):
+        if isinstance(anc, (*FUNCTIONS, ast.ClassDef, ast.Module)):
+            return None
+        if isinstance(anc, ast.If) and not _is_main_guard(anc.test):
+            return f"if {owner.code(anc.test)}:"
+        if isinstance(anc, (ast.For, ast.AsyncFor)):
+            return f"for {owner.code(anc.target)} in {owner.code(anc.iter)}:"
+        if isinstance(anc, ast.While):
+            return f"while {owner.code(anc.test)}:"
+        if isinstance(anc, ast.ExceptHandler) or (
+            isinstance(anc, ast.Try) and node in (*anc.orelse, *anc.finalbody)
+        ):
+            return "try/except"
+        node = anc
+    return None
+
+
+def _is_main_guard(test: ast.AST) -> bool:
+    """`__name__ == "__main__"`: the script's own body, run once."""
+    return (
+        isinstance(test, ast.Compare)
+        and isinstance(test.left, ast.Name)
+        and test.left.id == "__name__"
+        and len(test.comparators) == 1
+        and isinstance(test.comparators[0], ast.Constant)
+        and test.comparators[0].value == "__main__"
+    )
+
+
 def _conjuncts(test: ast.AST) -> list[ast.AST]:
     """`a and b and c` as [a, b, c] (a parenthesised `and` inside stays whole)."""
     if isinstance(test, ast.BoolOp) and isinstance(test.op, ast.And):
@@ -831,13 +916,14 @@ def _conjuncts(test: ast.AST) -> list[ast.AST]:
 
 
 def _pure(node: ast.AST) -> bool:
-    """Side-effect free enough to evaluate once more, earlier (names, attributes, compares)."""
+    """Side-effect free enough to evaluate once more, earlier (names, attributes, compares,
+    and `torch.cuda.is_available()`)."""
     if not isinstance(
         node,
-        (ast.Name, ast.Attribute, ast.Compare, ast.UnaryOp, ast.BoolOp, ast.Subscript),
+        (ast.Name, ast.Attribute, ast.Compare, ast.UnaryOp, ast.BoolOp, ast.Subscript, ast.Call),
     ) and not (isinstance(node, ast.Constant) and isinstance(node.value, str)):
         return False
-    return not any(isinstance(n, ast.Call) for n in ast.walk(node))
+    return not any(isinstance(n, ast.Call) and not _device_test(n) for n in ast.walk(node))
 
 
 def _is_elif(owner: _Summarizer, node: ast.If) -> bool:

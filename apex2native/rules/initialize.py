@@ -90,11 +90,14 @@ class Initialize(Rule):
         group = scaler.group
         ctx.tx.tag(group, scaler.unit)
         rebind = self._rebind(ctx, stmt, decision)
-        creation = ctx.gen.stmt(
+        assignment = (
             f"{scaler.access} = "
-            f"{ctx.gen.grad_scaler(ctx.options.device_type, list(decision.kwargs))}",
-            ctx.index.indent_width(outer),
+            f"{ctx.gen.grad_scaler(ctx.options.device_type, list(decision.kwargs))}"
         )
+        if decision.once:
+            indent = ctx.module.default_indent
+            assignment = f"if {decision.once}:\n{indent}{assignment}"
+        creation = ctx.gen.stmt(assignment, ctx.index.indent_width(outer))
         ctx.needs_torch = True
         ctx.add_scaler(scaler)
         ctx.unit_facts.scaler_switch[scaler.unit] = decision.autocast_enabled or ""
