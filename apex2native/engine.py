@@ -251,7 +251,10 @@ class _Run:
             if not fresh:
                 break
             again = [
-                (p, d) for p, d in candidates if outcomes[p].touched & set(fresh) or p in self.marks
+                (p, d)
+                for p, d in candidates
+                if (outcomes[p].touched & set(fresh)) - set(outcomes[p].failed_units)
+                or p in self.marks
             ]
             for (path, _), outcome in zip(again, self.rewrite(again)):
                 outcomes[path] = outcome

@@ -28,6 +28,17 @@ from apex2native.scopes import (
 )
 
 BLOCKS = (cst.IndentedBlock, cst.Module, cst.SimpleStatementSuite)
+COMPOUND = (
+    cst.If,
+    cst.For,
+    cst.While,
+    cst.Try,
+    cst.TryStar,
+    cst.With,
+    cst.FunctionDef,
+    cst.ClassDef,
+    cst.Match,
+)
 COMPREHENSIONS = (cst.ListComp, cst.SetComp, cst.DictComp, cst.GeneratorExp)
 
 

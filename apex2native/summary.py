@@ -100,6 +100,37 @@ class Summary:
     amp_uses: list[tuple[int, str]] = field(default_factory=list)  # (line, apex.amp.* name)
 
 
+class SourceLines:
+    """The source of `ast` nodes as written. `ast.get_source_segment` splits the whole file
+    on every call; this splits it once."""
+
+    def __init__(self, text: str) -> None:
+        self.lines = text.splitlines(keepends=True)
+        self._encoded: dict[int, bytes] = {}
+
+    def _col(self, line: int, col: int) -> int:
+        """A UTF-8 byte column of a line as a character index."""
+        text = self.lines[line]
+        if text.isascii():
+            return col
+        data = self._encoded.get(line)
+        if data is None:
+            data = self._encoded[line] = text.encode("utf-8")
+        return len(data[:col].decode("utf-8", "replace"))
+
+    def segment(self, node: ast.AST) -> str:
+        end_line = getattr(node, "end_lineno", None)
+        if end_line is None or node.lineno > len(self.lines) or end_line > len(self.lines):
+            return ast.unparse(node).strip()
+        first, last = node.lineno - 1, end_line - 1
+        start = self._col(first, node.col_offset)
+        end = self._col(last, node.end_col_offset)
+        if first == last:
+            return self.lines[first][start:end].strip()
+        parts = [self.lines[first][start:], *self.lines[first + 1 : last], self.lines[last][:end]]
+        return "".join(parts).strip()
+
+
 # scopes -----------------------------------------------------------------------------------
 class AstScopes:
     """Parent links and name bindings of an `ast` module (the twin of TreeIndex's scopes)."""
@@ -111,16 +142,23 @@ class AstScopes:
         self.parent: dict[int, ast.AST] = {}
         self.scope_of: dict[int, Scope] = {}
         self.module_scope = Scope(MODULE)
+        self.by_type: dict[type, list[ast.AST]] = {}
         self._walk()
 
     def _walk(self) -> None:
         stack: list[tuple[ast.AST, Scope]] = [(self.tree, self.module_scope)]
+        by_type = self.by_type
         while stack:
             node, scope = stack.pop()
+            by_type.setdefault(type(node), []).append(node)
             children = self._children(node, scope)
             for child, _ in children:
                 self.parent[id(child)] = node
             stack.extend(reversed(children))
+
+    def of_type(self, *kinds: type) -> list[ast.AST]:
+        """Every node of these types, in the order the walk met them."""
+        return [n for kind in kinds for n in self.by_type.get(kind, ())]
 
     def _children(self, node: ast.AST, scope: Scope) -> list[tuple[ast.AST, Scope]]:
         kind = type(node)
@@ -236,6 +274,10 @@ class AstScopes:
             current = self.parent.get(id(current))
 
 
+def _position(node: ast.AST) -> tuple[int, int]:
+    return (getattr(node, "lineno", 0), getattr(node, "col_offset", 0))
+
+
 def _through(node: ast.AST) -> ast.AST:
     while isinstance(node, (ast.Call, ast.Subscript)):
         node = node.func if isinstance(node, ast.Call) else node.value
@@ -255,20 +297,27 @@ class _Summarizer:
     ):
         self.path = path
         self.aliases = aliases or {}
+        self.source = SourceLines(text)
         self.text = text
         self.tree = tree
         self.scopes = AstScopes(tree, module, is_package)
         self.summary = Summary(path, module, is_package)
-        self.lit_quote = detect_quote(text) if "apex" in text else '"'
+        self._quote: str | None = None
         self._apex_memo: dict[int, str | None] = {}
         self._held: dict[int, set[str]] = {}
+        self._held_ready = False
         self._flags: set[str] | None = None
+        self._identifiers: set[str] | None = None
+        self._returns: dict[int, list[list[str]]] = {}
 
     def code(self, node: ast.AST) -> str:
-        return (ast.get_source_segment(self.text, node) or ast.unparse(node)).strip()
+        return self.source.segment(node)
 
     def lit(self, value: str) -> str:
-        return f"{self.lit_quote}{value}{self.lit_quote}"
+        """A string literal in the file's quote style."""
+        if self._quote is None:
+            self._quote = detect_quote(self.text)
+        return f"{self._quote}{value}{self._quote}"
 
     # names -----------------------------------------------------------------------------
     def apex_name(self, node: ast.AST) -> str | None:
@@ -301,32 +350,38 @@ class _Summarizer:
 
     def held(self, cls: ast.ClassDef) -> set[str]:
         """Attributes a class sets to the amp module (`self.amp = amp if fp16 else None`)."""
-        if id(cls) not in self._held:
-            attrs: set[str] = set()
-            self._held[id(cls)] = attrs
-            for node in ast.walk(cls):
-                if isinstance(node, ast.Assign) and len(node.targets) == 1:
-                    target = node.targets[0]
-                    values = (
-                        [node.value.body, node.value.orelse]
-                        if isinstance(node.value, ast.IfExp)
-                        else [node.value]
+        if not self._held_ready:
+            self._held_ready = True
+            for node in self.scopes.of_type(ast.Assign):
+                if len(node.targets) != 1:
+                    continue
+                target = node.targets[0]
+                if not (
+                    isinstance(target, ast.Attribute)
+                    and isinstance(target.value, ast.Name)
+                    and target.value.id == "self"
+                ):
+                    continue
+                values = (
+                    [node.value.body, node.value.orelse]
+                    if isinstance(node.value, ast.IfExp)
+                    else [node.value]
+                )
+                if any(self.apex_name(v) == "apex.amp" for v in values):
+                    owner = next(
+                        (a for a in self.scopes.ancestors(node) if isinstance(a, ast.ClassDef)),
+                        None,
                     )
-                    if (
-                        isinstance(target, ast.Attribute)
-                        and isinstance(target.value, ast.Name)
-                        and target.value.id == "self"
-                        and any(self.apex_name(v) == "apex.amp" for v in values)
-                    ):
-                        attrs.add(target.attr)
-        return self._held[id(cls)]
+                    if owner is not None:
+                        self._held.setdefault(id(owner), set()).add(target.attr)
+        return self._held.get(id(cls), set())
 
     def flags(self) -> set[str]:
         """`HAS_APEX = True` style flags set in apex import guards."""
         if self._flags is None:
             self._flags = set()
-            for node in ast.walk(self.tree):
-                if isinstance(node, ast.Try) and _guards_apex_import(node):
+            for node in self.scopes.of_type(ast.Try):
+                if _guards_apex_import(node):
                     for part in (*node.body, *node.handlers):
                         for n in ast.walk(part):
                             if (
@@ -384,17 +439,16 @@ class _Summarizer:
                     q = b.qualified
                     if q == "apex" or q.startswith("apex."):
                         s.apex_exports[name] = q
-        for node in ast.walk(self.tree):
-            kind = type(node)
-            if kind in FUNCTIONS:
-                self._function(node)
-            elif kind is ast.ClassDef:
-                bases = [q for b in node.bases for q in self.scopes.qualified(b)[:1]]
-                s.classes[self.qualname(node)] = bases
-            elif kind is ast.Call:
-                self._call(node)
-            elif kind is ast.Import or kind is ast.ImportFrom:
-                self._import(node)
+        self._returns = self._collect_returns()
+        for node in self.scopes.of_type(*FUNCTIONS):
+            self._function(node)
+        for node in self.scopes.of_type(ast.ClassDef):
+            bases = [q for b in node.bases for q in self.scopes.qualified(b)[:1]]
+            s.classes[self.qualname(node)] = bases
+        for node in self.scopes.of_type(ast.Call):
+            self._call(node)
+        for node in sorted(self.scopes.of_type(ast.Import, ast.ImportFrom), key=_position):
+            self._import(node)
         if s.uses_apex or s.apex_exports or self.aliases:
             self._apex_sites()
         return s
@@ -410,26 +464,32 @@ class _Summarizer:
             self.qualname(node),
             self.path,
             params,
-            {n.id for n in ast.walk(node) if isinstance(n, ast.Name)},
+            self.identifiers(),
             self.qualname(cls) if cls is not None else None,
-            self._return_tuples(node),
+            self._returns.get(id(node), []),
             node.lineno,
             tuple(required),
         )
 
-    def _return_tuples(self, func) -> list[list[str]]:
-        out = []
-        stack = list(func.body)
-        while stack:
-            node = stack.pop()
-            if isinstance(node, (*FUNCTIONS, ast.ClassDef, ast.Lambda)):
+    def identifiers(self) -> set[str]:
+        """Every identifier of the file (names a new parameter must not clash with)."""
+        if self._identifiers is None:
+            self._identifiers = _identifiers(self.scopes)
+        return self._identifiers
+
+    def _collect_returns(self) -> dict[int, list[list[str]]]:
+        """Each def's `return` statements: the elements of a returned tuple, else []."""
+        out: dict[int, list[list[str]]] = {}
+        for node in self.scopes.of_type(ast.Return):
+            func = next(
+                (a for a in self.scopes.ancestors(node) if isinstance(a, (*FUNCTIONS, ast.Lambda))),
+                None,
+            )
+            if func is None or isinstance(func, ast.Lambda):
                 continue
-            if isinstance(node, ast.Return):
-                if isinstance(node.value, ast.Tuple):
-                    out.append([self.code(e) for e in node.value.elts])
-                else:
-                    out.append([])
-            stack.extend(ast.iter_child_nodes(node))
+            value = node.value
+            elements = [self.code(e) for e in value.elts] if isinstance(value, ast.Tuple) else []
+            out.setdefault(id(func), []).append(elements)
         return out
 
     def _call(self, node: ast.Call) -> None:
@@ -490,8 +550,8 @@ class _Summarizer:
         homes: list[tuple[str, str]] = []  # (home qualname, access)
         calls = [
             n
-            for n in ast.walk(self.tree)
-            if isinstance(n, ast.Call) and self.apex_name(n.func) == "apex.amp.initialize"
+            for n in self.scopes.of_type(ast.Call)
+            if self.apex_name(n.func) == "apex.amp.initialize"
         ]
         ordinals: dict[str, int] = {}
         for call in sorted(calls, key=lambda c: (c.lineno, c.col_offset)):
@@ -503,10 +563,11 @@ class _Summarizer:
             self.summary.inits.append(site)
             if site.decision.access:
                 homes.append((site.home, site.decision.access))
-        for node in ast.walk(self.tree):
-            if isinstance(node, (ast.Name, ast.Attribute)):
-                self._amp_use(node)
-            if not isinstance(node, ast.Call) or self.apex_name(node.func) not in NEEDS:
+        for node in self.scopes.of_type(ast.Name, ast.Attribute):
+            self._amp_use(node)
+        self.summary.amp_uses.sort()
+        for node in self.scopes.of_type(ast.Call):
+            if self.apex_name(node.func) not in NEEDS:
                 continue
             func = self.enclosing_function(node)
             if not self._reaches_scaler(node, func, homes):
@@ -766,7 +827,7 @@ class _InitAnalysis:
             names = [n for n in SCALER_NAMES if n not in attrs]
             base = f"{self_name}.{(names or ['amp_grad_scaler'])[0]}"
         else:
-            used = _identifiers(o.tree)
+            used = o.identifiers()
             names = [n for n in SCALER_NAMES if n not in used]
             base = (names or ["amp_grad_scaler"])[0]
         access, n = base, 2
@@ -811,28 +872,25 @@ def _names(node: ast.AST):
     return (n for n in ast.walk(node) if isinstance(n, ast.Name))
 
 
-def _identifiers(tree: ast.AST) -> set[str]:
+def _identifiers(scopes: AstScopes) -> set[str]:
     """Every identifier written in the module: names, attributes, parameters, keywords."""
-    out: set[str] = set()
-    for n in ast.walk(tree):
-        if isinstance(n, ast.Name):
-            out.add(n.id)
-        elif isinstance(n, ast.Attribute):
-            out.add(n.attr)
-        elif isinstance(n, ast.arg):
-            out.add(n.arg)
-        elif isinstance(n, ast.keyword) and n.arg:
-            out.add(n.arg)
-        elif isinstance(n, (*FUNCTIONS, ast.ClassDef)):
-            out.add(n.name)
-        elif isinstance(n, ast.alias):
-            out.update(n.name.split("."))
-            if n.asname:
-                out.add(n.asname)
-        elif isinstance(n, (ast.Global, ast.Nonlocal)):
-            out.update(n.names)
-        elif isinstance(n, ast.ExceptHandler) and n.name:
-            out.add(n.name)
+    out = {n.id for n in scopes.of_type(ast.Name)}
+    out |= {n.attr for n in scopes.of_type(ast.Attribute)}
+    out |= {n.arg for n in scopes.of_type(ast.keyword) if n.arg}
+    for func in scopes.of_type(*FUNCTIONS, ast.Lambda):
+        a = func.args
+        out |= {x.arg for x in (*a.posonlyargs, *a.args, *a.kwonlyargs, a.vararg, a.kwarg) if x}
+        if not isinstance(func, ast.Lambda):
+            out.add(func.name)
+    out |= {c.name for c in scopes.of_type(ast.ClassDef)}
+    for imp in scopes.of_type(ast.Import, ast.ImportFrom):
+        for alias in imp.names:
+            out.update(alias.name.split("."))
+            if alias.asname:
+                out.add(alias.asname)
+    for decl in scopes.of_type(ast.Global, ast.Nonlocal):
+        out.update(decl.names)
+    out |= {h.name for h in scopes.of_type(ast.ExceptHandler) if h.name}
     return out
 
 

@@ -1,6 +1,7 @@
 """On every path: the backward, then `unscale_`, then gradient reads; one `unscale_` per step.
 
-A flow walk over each rewritten function that uses a scaler. The state of each scaler's
+A flow walk over each rewritten function that uses a scaler (loops are taken to run at
+least once). The state of each scaler's
 gradients is one of: idle (nothing since the last step), scaled (`scaler.scale(...)`'s
 backward ran), plain (a plain backward ran: the arm where the scaler is off), unscaled
 (`unscale_` ran). Branches join, loops run twice. Violations: `unscale_` where no backward
@@ -126,12 +127,14 @@ class _Flow:
             return self.run(stmt.body, set(state)) | self.run(stmt.orelse, set(state))
         if isinstance(stmt, (ast.For, ast.AsyncFor, ast.While)):
             head = self.simple(stmt.iter if not isinstance(stmt, ast.While) else stmt.test, state)
-            total = set(head)
-            for _ in range(2):
+            total: set[str] = set()
+            entry = set(head)
+            for _ in range(2):  # loops run at least once: training loops are not empty
                 self._loops.append(set())
-                total |= self.run(stmt.body, set(total))
-                total |= self._loops.pop()
-            return self.run(stmt.orelse, set(total)) | total
+                after = self.run(stmt.body, set(entry)) | self._loops.pop()
+                total |= after
+                entry = head | after
+            return self.run(stmt.orelse, set(total)) if stmt.orelse else total
         if isinstance(stmt, (ast.With, ast.AsyncWith)):
             for item in stmt.items:
                 state = self.simple(item.context_expr, state)

@@ -11,7 +11,6 @@ from libcst.helpers import get_full_name_for_node
 from apex2native.apex_imports import is_apex_import
 from apex2native.context import FileContext
 from apex2native.findings import NUMERICS, SAFE
-from apex2native.index import descendants
 from apex2native.rules.base import Rule
 from apex2native.syntax import with_appended
 
@@ -146,8 +145,8 @@ class ApexModules(Rule):
         keeps its spelling (the smallest diff); the names bound that way are returned.
         """
         kept: set[str] = set()
-        for node in descendants(ctx.module):
-            if not (isinstance(node, cst.ImportFrom) and is_apex_import(node)):
+        for node in ctx.index.within(ctx.module, cst.ImportFrom):
+            if not is_apex_import(node):
                 continue
             if isinstance(node.names, cst.ImportStar) or node.relative:
                 continue

@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import libcst as cst
-import libcst.matchers as m
 
 from apex2native.context import FileContext, Scaler
 from apex2native.findings import NUMERICS
-from apex2native.index import descendants
+from apex2native.index import TreeIndex, callee_name
 from apex2native.rules.base import Rule
 from apex2native.rules.scale_loss import BackwardSite
 
@@ -20,56 +19,40 @@ DATA_ONLY = frozenset(
 BARRIER_CALLS = {"backward", "step", "unscale_"}
 
 
-def reads(node: cst.CSTNode) -> set[str]:
+def reads(index: TreeIndex, node: cst.CSTNode) -> set[str]:
     """Names and dotted attribute chains read in `node`."""
-    out = set()
-    for n in descendants(node):
-        if isinstance(n, cst.Name):
-            out.add(n.value)
-        elif isinstance(n, cst.Attribute) and m.matches(
-            n, m.Attribute(value=m.Name() | m.Attribute())
-        ):
-            out.add(cst.Module([]).code_for_node(n))
+    out = {n.value for n in index.within(node, cst.Name)}
+    for n in index.within(node, cst.Attribute):
+        if isinstance(n.value, (cst.Name, cst.Attribute)):
+            out.add(index.code(n))
     return out
 
 
-def assigned(node: cst.CSTNode) -> set[str]:
+TARGET_HOLDERS = (cst.AssignTarget, cst.AugAssign, cst.AnnAssign, cst.For, cst.CompFor, cst.AsName)
+
+
+def assigned(index: TreeIndex, node: cst.CSTNode) -> set[str]:
     """Names and attribute chains a statement binds (assignment targets, with/for targets)."""
     out: set[str] = set()
-    for n in descendants(node):
-        targets = []
-        if isinstance(n, cst.AssignTarget):
-            targets = [n.target]
-        elif isinstance(n, (cst.AugAssign, cst.AnnAssign)):
-            targets = [n.target]
-        elif isinstance(n, (cst.For, cst.CompFor)):
-            targets = [n.target]
-        elif isinstance(n, cst.AsName):
-            targets = [n.name]
-        for t in targets:
-            for leaf in descendants(t):
-                if isinstance(leaf, (cst.Name, cst.Attribute)):
-                    out.add(cst.Module([]).code_for_node(leaf))
+    for n in index.within(node, *TARGET_HOLDERS):
+        target = n.name if isinstance(n, cst.AsName) else n.target
+        for leaf in index.within(target, cst.Name, cst.Attribute):
+            out.add(index.code(leaf))
     return out
 
 
-def _calls(node: cst.CSTNode) -> set[str]:
-    names = set()
-    for n in descendants(node):
-        if isinstance(n, cst.Call):
-            f = n.func
-            names.add(f.attr.value if isinstance(f, cst.Attribute) else getattr(f, "value", ""))
-    return names
+def _calls(index: TreeIndex, node: cst.CSTNode) -> set[str]:
+    return {callee_name(n) or "" for n in index.within(node, cst.Call)}
 
 
 def _barrier(ctx: FileContext, stmt: cst.CSTNode) -> bool:
     if isinstance(stmt, (cst.FunctionDef, cst.ClassDef)):
         return True
-    if _calls(stmt) & BARRIER_CALLS:
+    if _calls(ctx.index, stmt) & BARRIER_CALLS:
         return True
-    if any(isinstance(n, cst.With) and _is_autocast(ctx, n) for n in descendants(stmt)):
+    if any(_is_autocast(ctx, n) for n in ctx.index.within(stmt, cst.With)):
         return True
-    return any(ctx.names.call_name(n) for n in descendants(stmt) if isinstance(n, cst.Call))
+    return any(ctx.names.call_name(n) for n in ctx.index.within(stmt, cst.Call))
 
 
 def _is_autocast(ctx: FileContext, node: cst.With) -> bool:
@@ -158,7 +141,7 @@ class Autocast(Rule):
     def _chain(self, ctx: FileContext, block, site: BackwardSite, tops: set[int]) -> list[int]:
         """Indices of the statements that compute the site's loss, latest first."""
         index = next(i for i, s in enumerate(block) if s is site.top)
-        needed = reads(site.loss)
+        needed = reads(ctx.index, site.loss)
         chain: list[int] = []
         for i in range(index - 1, -1, -1):
             stmt = block[i]
@@ -166,10 +149,10 @@ class Autocast(Rule):
                 continue  # another loss's backward: its forward may sit before it
             if _barrier(ctx, stmt):
                 break
-            if assigned(stmt) & needed:
+            if assigned(ctx.index, stmt) & needed:
                 chain.append(i)
-                needed |= reads(stmt)
-        while chain and not (_calls(block[chain[-1]]) - DATA_ONLY):
+                needed |= reads(ctx.index, stmt)
+        while chain and not (_calls(ctx.index, block[chain[-1]]) - DATA_ONLY):
             chain.pop()
         return chain
 

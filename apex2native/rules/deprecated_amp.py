@@ -6,7 +6,6 @@ import libcst as cst
 
 from apex2native.context import FileContext
 from apex2native.findings import SAFE
-from apex2native.index import descendants
 from apex2native.rules.base import Rule
 from apex2native.syntax import with_appended
 
@@ -39,7 +38,7 @@ class DeprecatedAmp(Rule):
     summary = "torch.cuda.amp.* -> torch.amp.* with the device"
 
     def apply(self, ctx: FileContext) -> None:
-        for node in descendants(ctx.module):
+        for node in ctx.index.within(ctx.module, cst.Call, cst.Decorator):
             if isinstance(node, cst.Call):
                 name = ctx.names.resolve_name(node.func)
                 if name in RENAMES and not ctx.names.is_removed(node):

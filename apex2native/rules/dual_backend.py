@@ -7,7 +7,6 @@ import libcst.matchers as m
 
 from apex2native.context import FileContext
 from apex2native.findings import SAFE
-from apex2native.index import descendants
 from apex2native.rules.base import Rule
 from apex2native.syntax import taken_arm
 
@@ -54,47 +53,42 @@ class DualBackend(Rule):
 
     def apply(self, ctx: FileContext) -> None:
         switches: set[str] = set()
-        for node in descendants(ctx.module):
-            if isinstance(node, cst.If):
-                choice = _apex_choice(node.test)
-                if choice is None:
-                    continue
-                switch, equal = choice
-                apex_arm = node.body if equal else node.orelse
-                if apex_arm is None or not self._mentions_apex(ctx, apex_arm):
-                    continue
-                if isinstance(node.orelse, cst.If) and equal:
-                    continue  # an elif chain after the apex arm: leave it to a person
-                switches.add(switch)
-                group = object()
-                keep_body = not equal
-                parent = ctx.index.parent(node)
-                if isinstance(parent, cst.If) and parent.orelse is node:
-                    continue
-                ctx.tx.edits.replace_statement(group, node, lambda u, k=keep_body: taken_arm(u, k))
-                ctx.names.remove(apex_arm)
-                ctx.tx.note(
-                    group,
-                    node,
-                    self.code,
-                    f"apex branch of `{switch}` removed; native branch kept",
-                    SAFE,
-                )
+        for node in ctx.index.within(ctx.module, cst.If):
+            choice = _apex_choice(node.test)
+            if choice is None:
+                continue
+            switch, equal = choice
+            apex_arm = node.body if equal else node.orelse
+            if apex_arm is None or not self._mentions_apex(ctx, apex_arm):
+                continue
+            if isinstance(node.orelse, cst.If) and equal:
+                continue  # an elif chain after the apex arm: leave it to a person
+            switches.add(switch)
+            group = object()
+            keep_body = not equal
+            parent = ctx.index.parent(node)
+            if isinstance(parent, cst.If) and parent.orelse is node:
+                continue
+            ctx.tx.edits.replace_statement(group, node, lambda u, k=keep_body: taken_arm(u, k))
+            ctx.names.remove(apex_arm)
+            ctx.tx.note(
+                group,
+                node,
+                self.code,
+                f"apex branch of `{switch}` removed; native branch kept",
+                SAFE,
+            )
         if switches:
             self._choices(ctx, switches)
 
     def _mentions_apex(self, ctx: FileContext, node: cst.CSTNode) -> bool:
-        return any(
-            ctx.names.apex_name(n)
-            for n in descendants(node)
-            if isinstance(n, (cst.Name, cst.Attribute))
-        )
+        return any(ctx.names.apex_name(n) for n in ctx.index.within(node, cst.Name, cst.Attribute))
 
     def _choices(self, ctx: FileContext, switches: set[str]) -> None:
         """`choices=[..., "apex"]` of the option behind a removed switch loses "apex"."""
         dests = {s.rsplit(".", 1)[-1] for s in switches}
-        for node in descendants(ctx.module):
-            if not m.matches(node, m.Call(func=m.Attribute(attr=m.Name("add_argument")))):
+        for node in ctx.index.calls_named("add_argument"):
+            if not isinstance(node.func, cst.Attribute):
                 continue
             flags = [
                 a.value.evaluated_value for a in node.args if isinstance(a.value, cst.SimpleString)

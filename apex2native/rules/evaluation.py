@@ -7,7 +7,6 @@ import libcst.matchers as m
 
 from apex2native.context import FileContext, Scaler
 from apex2native.findings import NUMERICS, SAFE
-from apex2native.index import descendants
 from apex2native.rules.autocast import Autocast, assigned, reads
 from apex2native.rules.base import Rule
 
@@ -73,8 +72,8 @@ class Evaluation(Rule):
         self, ctx: FileContext, func: cst.FunctionDef, models: set[str], hints, unit: str
     ) -> None:
         removed: set[cst.CSTNode] = set()
-        for node in descendants(func.body):
-            if not isinstance(node, cst.If) or node.orelse is not None:
+        for node in ctx.index.within(func.body, cst.If):
+            if node.orelse is not None:
                 continue
             test = ctx.index.code(node.test).replace("'", '"')
             if not any(h and h.replace("'", '"') in test for h in hints):
@@ -92,7 +91,7 @@ class Evaluation(Rule):
                     "O2/O3 .half() cast removed: autocast casts per op",
                     NUMERICS,
                 )
-        for node in descendants(func.body):
+        for node in ctx.index.calls_named("half", func.body):
             if m.matches(node, HALF) and not any(a in removed for a in ctx.index.ancestors(node)):
                 ctx.tx.note(
                     object(), node, self.code, ".half() left as is: not an opt-level cast", SAFE
@@ -102,12 +101,9 @@ class Evaluation(Rule):
         self, ctx: FileContext, func: cst.FunctionDef, models: set[str], scaler: Scaler, unit: str
     ) -> None:
         wrapped: set[int] = set()
-        for node in descendants(func.body):
-            if not (
-                isinstance(node, cst.Call)
-                and isinstance(node.func, cst.Name)
-                and node.func.value in models
-            ):
+        calls = [c for name in sorted(models) for c in ctx.index.calls_named(name, func.body)]
+        for node in sorted(calls, key=ctx.index.order):
+            if not (isinstance(node.func, cst.Name) and node.func.value in models):
                 continue
             stmt = ctx.index.statement_of(node)
             if (
@@ -118,16 +114,16 @@ class Evaluation(Rule):
                 continue
             block = ctx.index.siblings(stmt)
             start = block.index(stmt)
-            produced = assigned(stmt)
+            produced = assigned(ctx.index, stmt)
             end = start
             for later in block[start + 1 :]:
                 if not m.matches(later, m.SimpleStatementLine(body=[m.Assign()])):
                     break
-                if not (reads(later) & produced) or not any(
-                    isinstance(n, cst.Call) for n in descendants(later)
+                if not (reads(ctx.index, later) & produced) or not ctx.index.within(
+                    later, cst.Call
                 ):
                     break
-                produced |= assigned(later)
+                produced |= assigned(ctx.index, later)
                 end += 1
             for s in block[start : end + 1]:
                 wrapped.add(id(s))

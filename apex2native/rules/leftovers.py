@@ -8,7 +8,7 @@ import libcst as cst
 
 from apex2native.context import FileContext
 from apex2native.findings import MANUAL
-from apex2native.index import descendants
+from apex2native.index import COMPOUND
 from apex2native.rules.base import Rule
 
 MARKER = re.compile(r"# TODO\(apex2native\): (A2N\d+) (.*)$")
@@ -56,8 +56,9 @@ class Leftovers(Rule):
 
     def _marked(self, ctx: FileContext) -> None:
         """Markers left by an earlier run still count: `--check` fails until a person acts."""
-        for node in descendants(ctx.module):
-            lines = getattr(node, "leading_lines", ())
+        holders = (cst.SimpleStatementLine, *COMPOUND)
+        for node in ctx.index.within(ctx.module, *holders):
+            lines = node.leading_lines
             for line in lines:
                 comment = line.comment.value if line.comment is not None else ""
                 match = MARKER.match(comment)

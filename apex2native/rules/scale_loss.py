@@ -9,7 +9,6 @@ import libcst.matchers as m
 
 from apex2native.context import FileContext, Scaler
 from apex2native.findings import NUMERICS, SAFE
-from apex2native.index import descendants
 from apex2native.rules.base import Rule
 from apex2native.scaler_options import normalize
 from apex2native.syntax import conjuncts
@@ -146,8 +145,8 @@ class ScaleLoss(Rule):
         body = site.with_node.body
         uses = [
             n
-            for n in descendants(body)
-            if isinstance(n, cst.Name) and n.value == name and not _is_attr_name(ctx, n)
+            for n in ctx.index.within(body, cst.Name)
+            if n.value == name and not _is_attr_name(ctx, n)
         ]
         backward_uses = [n for n in uses if _backward_receiver(ctx, n)]
         loss_code = ctx.index.code(site.loss)

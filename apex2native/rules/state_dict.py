@@ -5,7 +5,7 @@ from __future__ import annotations
 import libcst as cst
 
 from apex2native.context import FileContext
-from apex2native.findings import MANUAL, SAFE
+from apex2native.findings import SAFE
 from apex2native.rules.base import Rule
 
 
@@ -17,11 +17,17 @@ class StateDict(Rule):
         amp.load_state_dict(checkpoint["amp"])
     After:
         checkpoint["amp"] = scaler.state_dict()
-        scaler.load_state_dict(checkpoint["amp"])
+        scaler.load_state_dict(
+            {**scaler.state_dict(), "scale": checkpoint["amp"]["loss_scaler0"]["loss_scale"], ...}
+            if "loss_scaler0" in checkpoint["amp"]
+            else checkpoint["amp"]
+        )
 
     The checkpoint key stays, so the rest of the checkpoint code is unchanged. Checkpoints
-    written by apex hold `{"loss_scaler0": {...}}`, which GradScaler cannot load: the report
-    says so, and `apex2native convert-checkpoint` converts them.
+    written by apex hold `{"loss_scaler0": {"loss_scale": ..., "unskipped": ...}}`, which
+    GradScaler cannot load as it is: the loader converts it inline, so a run saved before the
+    migration resumes with its loss scale and growth count (`apex2native convert-checkpoint`
+    converts checkpoint files once and for all).
     """
 
     code = "A2N107"
@@ -46,15 +52,60 @@ class StateDict(Rule):
         scaler = reachable[0]
         group = object()
         ctx.depend(scaler, group)
-        new = cst.parse_expression(f"{scaler.access}.{method}")
-        ctx.tx.edits.replace_node(group, call.func, lambda _u: new)
         ctx.tx.handle(group, call.func)
-        ctx.tx.note(group, call, self.code, f"amp.{method} -> {scaler.access}.{method}", SAFE)
-        if method == "load_state_dict":
+        if method == "state_dict":
+            new = cst.parse_expression(f"{scaler.access}.state_dict")
+            ctx.tx.edits.replace_node(group, call.func, lambda _u: new)
             ctx.tx.note(
-                group,
-                call,
-                self.code,
-                "checkpoints saved by apex need `apex2native convert-checkpoint` first",
-                MANUAL,
+                group, call, self.code, f"amp.state_dict -> {scaler.access}.state_dict", SAFE
             )
+            return
+        self._load(ctx, call, scaler.access, group)
+
+    def _load(self, ctx: FileContext, call: cst.Call, access: str, group: object) -> None:
+        """Load the scaler's state, converting apex's `{"loss_scaler0": ...}` on the way."""
+        if len(call.args) != 1 or call.args[0].keyword is not None or call.args[0].star:
+            ctx.tx.fail(group, call, self.code, "amp.load_state_dict with unexpected arguments")
+            return
+        value = call.args[0].value
+        state = ctx.index.code(value)
+        stmt = ctx.index.statement_of(call)
+        width = ctx.index.indent_width(stmt)
+        if not _repeatable(value):
+            state = "amp_state"
+            ctx.tx.edits.insert_before(
+                group, stmt, ctx.gen.stmt(f"{state} = {ctx.index.code(value)}", width)
+            )
+        q = ctx.gen.lit
+        first = f"{state}[{q('loss_scaler0')}]"
+        converted = (
+            f"{{**{access}.state_dict(), {q('scale')}: {first}[{q('loss_scale')}], "
+            f"{q('_growth_tracker')}: {first}[{q('unskipped')}]}} "
+            f"if {q('loss_scaler0')} in {state} else {state}"
+        )
+        new = cst.parse_expression(f"{access}.load_state_dict({converted})")
+        ctx.tx.edits.replace_node(group, call, lambda _u: new)
+        ctx.tx.edits.replace_statement(group, stmt, lambda u: [ctx.gen.relayout(u, width)])
+        ctx.tx.note(
+            group,
+            call,
+            self.code,
+            f"amp.load_state_dict -> {access}.load_state_dict; a checkpoint saved by apex "
+            "resumes with its loss scale (the first loss scaler's when there were several)",
+            SAFE,
+        )
+
+
+def _repeatable(node: cst.BaseExpression) -> bool:
+    """Cheap and free of effects to evaluate three times: names, attributes, subscripts."""
+    if isinstance(node, cst.Name):
+        return True
+    if isinstance(node, cst.Attribute):
+        return _repeatable(node.value)
+    if isinstance(node, cst.Subscript):
+        return _repeatable(node.value) and all(
+            isinstance(e.slice, cst.Index)
+            and isinstance(e.slice.value, (cst.SimpleString, cst.Integer, cst.Name))
+            for e in node.slice
+        )
+    return False

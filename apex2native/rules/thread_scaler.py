@@ -7,7 +7,6 @@ import libcst.matchers as m
 
 from apex2native.context import FileContext, Scaler
 from apex2native.findings import SAFE
-from apex2native.index import descendants
 from apex2native.rules.base import Rule
 from apex2native.syntax import with_appended
 
@@ -104,9 +103,9 @@ class ThreadScaler(Rule):
     def _calls(self, ctx: FileContext) -> None:
         callees = ctx.facts.callees
         helpers = ctx.facts.helpers
-        for node in descendants(ctx.module):
-            if not isinstance(node, cst.Call):
-                continue
+        wanted = {raw.rsplit(".", 1)[-1] for raw in (*callees, *helpers)}
+        calls = [c for name in sorted(wanted) for c in ctx.index.calls_named(name)]
+        for node in sorted(calls, key=ctx.index.order):
             target = ctx.names.resolve_call(node)
             if target in callees:
                 self._pass(ctx, node, *callees[target])
@@ -163,8 +162,8 @@ class ThreadScaler(Rule):
         if not own:
             return
         access = own[0].access
-        for node in descendants(func.body):
-            if isinstance(node, cst.Return) and isinstance(node.value, cst.Tuple):
+        for node in ctx.index.within(func.body, cst.Return):
+            if isinstance(node.value, cst.Tuple):
                 if ctx.index.enclosing_function(node) is not func:
                     continue
                 if any(ctx.index.code(e.value) == access for e in node.value.elements):

@@ -6,7 +6,6 @@ import libcst as cst
 
 from apex2native.context import FileContext
 from apex2native.findings import NUMERICS, SAFE
-from apex2native.index import descendants
 from apex2native.rules.base import Rule
 from apex2native.rules.scale_loss import BackwardSite
 
@@ -19,33 +18,28 @@ GRAD_READERS = {
 }
 
 
-def _callee(node: cst.Call) -> str | None:
-    func = node.func
-    if isinstance(func, cst.Attribute):
-        return func.attr.value
-    if isinstance(func, cst.Name):
-        return func.value
-    return None
-
-
 def grad_reads(ctx: FileContext, scope: cst.CSTNode) -> list[cst.CSTNode]:
     """Nodes that read gradients: clipping calls, `amp.master_params(...)`, `.grad`."""
-    out = []
-    stack = list(scope.children)
-    while stack:
-        node = stack.pop()
-        if isinstance(node, (cst.FunctionDef, cst.ClassDef, cst.Lambda)):
-            continue
-        if isinstance(node, cst.Call) and (
-            _callee(node) in GRAD_READERS or ctx.names.call_name(node) == "apex.amp.master_params"
-        ):
-            out.append(node)
-            continue
-        if isinstance(node, cst.Attribute) and node.attr.value == "grad":
-            out.append(node)
-            continue
-        stack.extend(node.children)
-    return sorted(out, key=ctx.index.order)
+    index = ctx.index
+    out: list[cst.CSTNode] = [
+        call
+        for name in (*GRAD_READERS, "master_params")
+        for call in index.calls_named(name, scope)
+        if name != "master_params" or ctx.names.call_name(call) == "apex.amp.master_params"
+    ]
+    out += [a for a in index.within(scope, cst.Attribute) if a.attr.value == "grad"]
+    found = [n for n in out if index.scope_of(n) is scope and not _inside_lambda(index, n, scope)]
+    outermost = [n for n in found if not any(index.contains(o, n) and o is not n for o in found)]
+    return sorted(outermost, key=index.order)
+
+
+def _inside_lambda(index, node: cst.CSTNode, scope: cst.CSTNode) -> bool:
+    for anc in index.ancestors(node):
+        if anc is scope:
+            return False
+        if isinstance(anc, (cst.Lambda, cst.ClassDef)):
+            return True
+    return False
 
 
 class Unscale(Rule):
@@ -179,21 +173,18 @@ class Unscale(Rule):
         """A simple statement whose results nobody reads before the step can move there."""
         if not isinstance(read_top, (cst.SimpleStatementLine, cst.BaseSmallStatement)):
             return False
+        index = ctx.index
         assigned = {
             n.value
-            for n in descendants(read_top)
-            if isinstance(n, cst.Name)
-            and isinstance(ctx.index.parent(n), (cst.AssignTarget, cst.AugAssign))
+            for n in index.within(read_top, cst.Name)
+            if isinstance(index.parent(n), (cst.AssignTarget, cst.AugAssign))
         }
         if not assigned:
             return True
-        scope = ctx.index.scope_of(read_top)
-        for node in descendants(scope):
-            if isinstance(node, cst.Name) and node.value in assigned:
-                inside = read_top in ctx.index.ancestors(node) or node is read_top
-                if not inside and ctx.index.order(read_top) < ctx.index.order(
-                    node
-                ) < ctx.index.order(step_stmt):
+        scope = index.scope_of(read_top)
+        for node in index.within(scope, cst.Name):
+            if node.value in assigned and not index.contains(read_top, node):
+                if index.order(read_top) < index.order(node) < index.order(step_stmt):
                     return False
         return True
 
