@@ -18,6 +18,7 @@ class ScalerSpec:
     autocast: bool = True
     runtime: bool = False
     update_args: str = ""
+    update_local: bool = False  # update_args only make sense where the scaler is made
     conditions: tuple[str, ...] = ()
     level_hints: tuple[str, ...] = ()
     unit: str = ""
@@ -67,8 +68,8 @@ class FileFacts:
     params: dict[str, tuple[str, ScalerSpec]] = field(default_factory=dict)
     callees: dict[str, tuple[str, str]] = field(default_factory=dict)  # raw -> (param, unit)
     returns: dict[str, ScalerSpec] = field(default_factory=dict)
-    helpers: dict[str, str] = field(default_factory=dict)  # raw callee -> unit
-    unpacks: dict[str, ScalerSpec] = field(default_factory=dict)
+    helpers: dict[str, tuple[str, str]] = field(default_factory=dict)  # raw -> (unit, target)
+    unpacks: dict[str, tuple[str, ScalerSpec]] = field(default_factory=dict)  # -> (access, spec)
     inherited: dict[str, tuple[str, ScalerSpec]] = field(default_factory=dict)
     evaluation: dict[str, tuple[tuple[str, ...], ScalerSpec]] = field(default_factory=dict)
     unreached: dict[str, str] = field(default_factory=dict)  # qualname -> unit it needs
@@ -82,12 +83,12 @@ class FileFacts:
         """Every migration unit the plan links to this file."""
         specs = [d.spec for d in self.inits.values() if d.spec is not None]
         specs += [spec for _, spec in self.params.values()]
-        specs += [*self.returns.values(), *self.unpacks.values()]
+        specs += [*self.returns.values(), *(spec for _, spec in self.unpacks.values())]
         specs += [spec for _, spec in self.inherited.values()]
         specs += [spec for _, spec in self.evaluation.values()]
         units = {s.unit for s in specs}
         units |= {unit for _, unit in self.callees.values()}
-        units |= set(self.helpers.values()) | set(self.unreached.values())
+        units |= {unit for unit, _ in self.helpers.values()} | set(self.unreached.values())
         return {u for u in units if u}
 
     def __bool__(self) -> bool:

@@ -18,6 +18,7 @@ fails anywhere can be held back everywhere.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import re
 from collections import defaultdict
@@ -30,6 +31,7 @@ from apex2native.summary import Call, Function, Summary, summarize
 from apex2native.textio import read_text
 
 PARAM_NAMES = ("scaler", "grad_scaler", "amp_scaler")
+NAME_CHAIN = re.compile(r"^[A-Za-z_][A-Za-z_0-9]*(\.[A-Za-z_][A-Za-z_0-9]*)*$")
 IMPORT_DEPTH = 4  # importers of importers ... of an apex file that are read
 
 
@@ -344,12 +346,22 @@ class _PlanBuilder:
                     self.file(found).exports.add(dotted.rsplit(".", 1)[1])
 
     def _helpers_return_scalers(self) -> None:
-        """A helper that initializes and returns the model and optimizer returns the scaler too."""
-        for qualname, holder in list(self.holders.items()):
+        """A helper that initializes and returns the model and optimizer returns the scaler too.
+
+        The caller unpacks it into `scaler`, or into `self.scaler` when the caller is a
+        method (so the class's other methods reach it). A caller that itself returns the
+        model and optimizer to its own caller passes the scaler on the same way.
+        """
+        work = list(self.holders)
+        done: set[str] = set()
+        while work:
+            qualname = work.pop(0)
+            holder = self.holders[qualname]
             func = self.functions.get(qualname)
-            if func is None or holder.access.startswith("self.") or not func.return_tuples:
+            if qualname in done or func is None or holder.access.startswith("self."):
                 continue
-            if not all(t for t in func.return_tuples):
+            done.add(qualname)
+            if not func.return_tuples or not all(t for t in func.return_tuples):
                 continue
             sizes = {len(t) for t in func.return_tuples}
             unpacking = [c for c in self.callers.get(qualname, []) if c.unpacked in sizes]
@@ -364,12 +376,17 @@ class _PlanBuilder:
                 f"{qualname} returns its scaler ({self.origin(holder.spec)})",
             )
             for call in unpacking:
+                spec = translate_up(holder.spec, call, func)
+                caller = self.functions.get(call.caller)
+                in_method = caller is not None and caller.cls and caller.params[:1] == ["self"]
+                access = "self.scaler" if in_method else "scaler"
                 facts = self.file(call.path)
-                facts.helpers[call.raw] = unit
-                facts.unpacks[call.caller] = holder.spec
-                self.holders.setdefault(
-                    call.caller, Holder("scaler", holder.spec, set(holder.models))
-                )
+                facts.helpers[call.raw] = (unit, access)
+                facts.unpacks[call.caller] = (access, spec)
+                home = caller.cls if in_method else call.caller
+                if home not in self.holders:
+                    self.holders[home] = Holder(access, spec, set(holder.models))
+                    work.append(home)
                 self.note(
                     call.path,
                     call.caller,
@@ -454,6 +471,7 @@ class _PlanBuilder:
                 self._unreached(path, qualname)
                 continue
             name = self._param_name(qualname)
+            spec = translate_down(spec, calls, func)
             self.file(path).params[qualname] = (name, spec)
             self.holders.setdefault(qualname, Holder(name, spec))
             for call in calls:
@@ -491,6 +509,43 @@ class _PlanBuilder:
         }
         if len(units) == 1:
             self.file(path).unreached[qualname] = next(iter(units))
+
+
+def translate_up(spec: ScalerSpec, call: Call, func: Function) -> ScalerSpec:
+    """The spec as the caller spells it: the helper's `fp16` is the caller's `cfg.fp16`."""
+    params = [p for p in func.params if p not in ("self", "cls")]
+    mapping = {p: a for p, a in zip(params, call.args)}
+    mapping.update({k: v for k, v in call.keywords.items() if k in params})
+    return _renamed(spec, mapping)
+
+
+def translate_down(spec: ScalerSpec, calls: list[Call], func: Function) -> ScalerSpec:
+    """The spec as a callee spells it: the caller's `cfg.fp16` is `config.fp16` there when
+    every caller passes `cfg` as `config`."""
+    params = [p for p in func.params if p not in ("self", "cls")]
+    mapping: dict[str, str] | None = None
+    for call in calls:
+        here = {a: p for p, a in zip(params, call.args)}
+        here.update({v: k for k, v in call.keywords.items() if k in params})
+        mapping = (
+            here if mapping is None else {k: v for k, v in mapping.items() if here.get(k) == v}
+        )
+    return _renamed(spec, mapping or {})
+
+
+def _renamed(spec: ScalerSpec, mapping: dict[str, str]) -> ScalerSpec:
+    """Conditions with expressions renamed (`args.fp16` -> `config.fp16`); the spellings
+    as they were stay too, for code that reaches the same names."""
+    mapping = {k: v for k, v in mapping.items() if k != v and NAME_CHAIN.match(k)}
+    if not mapping:
+        return spec
+    pattern = re.compile(
+        r"(?<![\w.])("
+        + "|".join(map(re.escape, sorted(mapping, key=len, reverse=True)))
+        + r")(?![\w])"
+    )
+    renamed = {pattern.sub(lambda m: mapping[m.group(1)], c) for c in spec.conditions}
+    return dataclasses.replace(spec, conditions=tuple(sorted(set(spec.conditions) | renamed)))
 
 
 def _summarize(args: tuple):

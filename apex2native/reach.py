@@ -34,6 +34,8 @@ class Scaler:
     level_hints: tuple[str, ...] = ()
     unit: str = ""
     unreachable_switch: bool = False
+    unreachable_update: bool = False  # its update(new_scale=...) reads names of another scope
+    update_scope: cst.CSTNode | None = None  # where update_args' names are bound, if only there
 
     @classmethod
     def from_spec(cls, access: str, home: cst.CSTNode, spec: ScalerSpec) -> Scaler:
@@ -48,6 +50,7 @@ class Scaler:
             level_hints=spec.level_hints,
             unit=spec.unit,
             unreachable_switch=bool(spec.switch) and not spec.runtime,
+            unreachable_update=spec.update_local,
         )
 
 

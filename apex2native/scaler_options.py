@@ -29,6 +29,7 @@ PARAMS = (
     "max_loss_scale",
 )
 NUMERIC = re.compile(r"^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$")
+DOTTED = re.compile(r"^[A-Za-z_][A-Za-z_0-9]*(\.[A-Za-z_][A-Za-z_0-9]*)*$")
 NOT_LITERAL = ...
 
 
@@ -60,6 +61,7 @@ class ScalerOptions:
     autocast: bool = True
     autocast_enabled: str | None = None
     update_args: str = ""
+    update_local: bool = False  # update_args read names of the scope that makes the scaler
     level_hints: tuple[str, ...] = ()
     problem: str | None = None
 
@@ -134,11 +136,25 @@ def scaler_options(
             return out
         loss_scale = float(loss_scale)
     if loss_scale is NOT_LITERAL:
-        out.problem = (
-            f"loss_scale={args['loss_scale'].code} is decided at run time "
-            "(dynamic or static); create the GradScaler by hand"
+        code = args["loss_scale"].code
+        if not DOTTED.match(code):
+            out.problem = (
+                f"loss_scale={code} is decided at run time (dynamic or static); "
+                "create the GradScaler by hand"
+            )
+            return out
+        dynamic = f"{code} in (None, {lit('dynamic')})"
+        out.kwargs.append(("init_scale", f"2.0**16 if {dynamic} else float({code})"))
+        out.update_args = f"new_scale=None if {dynamic} else float({code})"
+        out.update_local = True
+        out.messages.append(
+            (
+                f"loss_scale={code} is chosen at run time: a number is a static scale (the scale "
+                "is reset after every step, and GradScaler skips steps with inf/NaN gradients, "
+                "which apex's static scale applied), \"dynamic\" is GradScaler's own scaling",
+                NUMERICS,
+            )
         )
-        return out
     if isinstance(loss_scale, (int, float)) and not isinstance(loss_scale, bool):
         loss_scale = float(loss_scale)
         if loss_scale == 1.0:

@@ -643,13 +643,20 @@ class _InitAnalysis:
         for a in call.args:
             if isinstance(a, ast.Starred):
                 return self.site(self.decision(problem=_hidden("*")))
-        if any(k.arg is None for k in call.keywords):
-            return self.site(self.decision(problem=_hidden("**")))
+        keywords: dict[str, ast.AST] = {}
+        for k in call.keywords:
+            if k.arg is not None:
+                keywords[k.arg] = k.value
+                continue
+            expanded = self._expand(k.value)
+            if expanded is None:
+                return self.site(self.decision(problem=_hidden("**")))
+            keywords.update(expanded)
         args = bind_initialize(
-            [self.arg(a) for a in call.args], {k.arg: self.arg(k.value) for k in call.keywords}
+            [self.arg(a) for a in call.args], {k: self.arg(v) for k, v in keywords.items()}
         )
         nodes = dict(zip(_PARAM_NAMES, call.args))
-        nodes.update({k.arg: k.value for k in call.keywords})
+        nodes.update(keywords)
         if "models" not in args:
             return self.site(
                 self.decision(
@@ -692,6 +699,7 @@ class _InitAnalysis:
                 options.autocast_enabled and options.autocast_enabled.endswith(".is_enabled()")
             ),
             update_args=options.update_args,
+            update_local=options.update_local,
             conditions=tuple(sorted(options.conditions)),
             level_hints=options.level_hints,
             unit=unit,
@@ -712,6 +720,46 @@ class _InitAnalysis:
         )
         self.taken.setdefault(home, []).append((access, set(opt_codes), unit))
         return self.site(decision, home, model_codes)
+
+    def _expand(self, node: ast.AST) -> dict[str, ast.AST] | None:
+        """`**amp_args` where the same function built `amp_args` as a dict literal.
+
+        Later `amp_args["key"] = value` statements count when they always run; one under a
+        condition may only set keys that do not change the scaler (`master_weights`, ...).
+        """
+        o = self.o
+        if not isinstance(node, ast.Name):
+            return None
+        func = o.enclosing_function(self.call)
+        body = func.body if func is not None else o.tree.body
+        out: dict[str, ast.AST] | None = None
+        for stmt in _statements_before(body, self.stmt):
+            if (
+                isinstance(stmt, ast.Assign)
+                and len(stmt.targets) == 1
+                and isinstance(stmt.targets[0], ast.Name)
+                and stmt.targets[0].id == node.id
+            ):
+                out = _dict_literal(stmt.value)
+                if out is None:
+                    return None
+                continue
+            for sub in ast.walk(stmt):
+                if not _stores_key(sub, node.id):
+                    if isinstance(sub, ast.Name) and sub.id == node.id and out is not None:
+                        if isinstance(sub.ctx, ast.Store) or _mutates(o, sub):
+                            return None
+                    continue
+                key = sub.targets[0].slice
+                if out is None or not (
+                    isinstance(key, ast.Constant) and isinstance(key.value, str)
+                ):
+                    return None
+                unconditional = o.scopes.parent.get(id(sub)) is not None and sub in body
+                if not unconditional and key.value not in INERT_OPTIONS:
+                    return None
+                out[key.value] = sub.value
+        return out
 
     def arg(self, node: ast.AST) -> Arg:
         literal: object = NOT_LITERAL
@@ -837,6 +885,65 @@ class _InitAnalysis:
 
 
 _PARAM_NAMES = ("models", "optimizers")
+# initialize options that change nothing a GradScaler does (reported or ignored)
+INERT_OPTIONS = {
+    "master_weights",
+    "keep_batchnorm_fp32",
+    "verbosity",
+    "cast_model_type",
+    "patch_torch_functions",
+    "cast_model_outputs",
+}
+
+
+def _statements_before(body: list[ast.stmt], target: ast.stmt) -> list[ast.stmt]:
+    """The statements of `body` (a def's) that come before the one holding `target`."""
+    out = []
+    for stmt in body:
+        if stmt is target or any(n is target for n in ast.walk(stmt)):
+            break
+        out.append(stmt)
+    return out
+
+
+def _dict_literal(node: ast.AST) -> dict[str, ast.AST] | None:
+    """`dict(a=1)` or `{"a": 1}` with literal keys, as key -> value node."""
+    if isinstance(node, ast.Dict):
+        if not all(isinstance(k, ast.Constant) and isinstance(k.value, str) for k in node.keys):
+            return None
+        return {k.value: v for k, v in zip(node.keys, node.values)}  # type: ignore[union-attr]
+    if (
+        isinstance(node, ast.Call)
+        and isinstance(node.func, ast.Name)
+        and node.func.id == "dict"
+        and not node.args
+        and all(k.arg for k in node.keywords)
+    ):
+        return {k.arg: k.value for k in node.keywords}  # type: ignore[misc]
+    return None
+
+
+def _stores_key(node: ast.AST, name: str) -> bool:
+    """`name["key"] = value`."""
+    return (
+        isinstance(node, ast.Assign)
+        and len(node.targets) == 1
+        and isinstance(node.targets[0], ast.Subscript)
+        and isinstance(node.targets[0].value, ast.Name)
+        and node.targets[0].value.id == name
+    )
+
+
+def _mutates(owner, name: ast.Name) -> bool:
+    """`name.update(...)` and other method calls that may change a dict in place."""
+    parent = owner.scopes.parent.get(id(name))
+    return isinstance(parent, ast.Attribute) and parent.attr in {
+        "update",
+        "pop",
+        "setdefault",
+        "clear",
+        "popitem",
+    }
 
 
 def _hidden(star: str) -> str:

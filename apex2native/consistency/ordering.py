@@ -5,8 +5,8 @@ least once). The state of each scaler's
 gradients is one of: idle (nothing since the last step), scaled (`scaler.scale(...)`'s
 backward ran), plain (a plain backward ran: the arm where the scaler is off), unscaled
 (`unscale_` ran). Branches join, loops run twice. Violations: `unscale_` where no backward
-can have run yet, a second `unscale_` before `update()`, and a clip that can see scaled
-gradients.
+can have run yet, a second `unscale_` before `update()`, a scaled backward after `unscale_`
+(its gradients would never be unscaled), and a clip that can see scaled gradients.
 """
 
 from __future__ import annotations
@@ -162,6 +162,11 @@ class _Flow:
 
     def apply(self, kind: str, call: str, state: set[str]) -> set[str]:
         if kind == "backward":
+            if UNSCALED in state and self.problem is None:
+                self.problem = (
+                    f"`{call}` can run after {self.access}.unscale_ and before the step: "
+                    "its gradients would stay scaled"
+                )
             return {UNSCALED if s == UNSCALED else SCALED for s in state}
         if kind == "plain":
             return {UNSCALED if s == UNSCALED else PLAIN for s in state}

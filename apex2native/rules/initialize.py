@@ -86,6 +86,7 @@ class Initialize(Rule):
             models=decision.models,
             level_hints=spec.level_hints,
             unit=spec.unit,
+            update_scope=ctx.index.scope_of(call) if spec.update_local else None,
         )
         group = scaler.group
         ctx.tx.tag(group, scaler.unit)

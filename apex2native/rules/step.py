@@ -122,6 +122,18 @@ class Step(Rule):
                     last[key] = (stmt, site)
         for stmt, site in last.values():
             scaler = site.scaler
+            if scaler.unreachable_update or (
+                scaler.update_scope is not None
+                and not ctx.index.contains(scaler.update_scope, stmt)
+            ):
+                ctx.tx.fail(
+                    site.group,
+                    stmt,
+                    self.code,
+                    f"{scaler.access}.update({scaler.update_args}) reads names of the scope that "
+                    "makes the scaler, not visible here; pass the loss scale choice in by hand",
+                )
+                continue
             ctx.tx.edits.insert_after(
                 site.group,
                 stmt,

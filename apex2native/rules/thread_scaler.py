@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import libcst as cst
-import libcst.matchers as m
 
 from apex2native.context import FileContext, Scaler
 from apex2native.findings import SAFE
@@ -45,10 +44,13 @@ class ThreadScaler(Rule):
             if isinstance(func, cst.FunctionDef):
                 ctx.add_scaler(Scaler.from_spec(name, func, spec))
                 self._add_param(ctx, func, name, spec.unit)
-        for qualname, spec in facts.unpacks.items():
+        for qualname, (access, spec) in facts.unpacks.items():
             func = defs.get(qualname)
-            if isinstance(func, cst.FunctionDef):
-                ctx.add_scaler(Scaler.from_spec("scaler", func, spec))
+            if not isinstance(func, cst.FunctionDef):
+                continue
+            home = ctx.index.enclosing_class(func) if access.startswith("self.") else func
+            if home is not None:
+                ctx.add_scaler(Scaler.from_spec(access, home, spec))
         for qualname, (access, spec) in facts.inherited.items():
             cls = defs.get(qualname)
             if isinstance(cls, cst.ClassDef):
@@ -110,7 +112,7 @@ class ThreadScaler(Rule):
             if target in callees:
                 self._pass(ctx, node, *callees[target])
             if target in helpers:
-                self._unpack(ctx, node, helpers[target])
+                self._unpack(ctx, node, *helpers[target])
 
     def _pass(self, ctx: FileContext, call: cst.Call, keyword: str, unit: str) -> None:
         if any(a.keyword is not None and a.keyword.value == keyword for a in call.args):
@@ -138,22 +140,21 @@ class ThreadScaler(Rule):
         width = ctx.index.indent_width(stmt)
         ctx.tx.edits.replace_statement(group, stmt, lambda u: [ctx.gen.relayout(u, width)])
 
-    def _unpack(self, ctx: FileContext, call: cst.Call, unit: str) -> None:
+    def _unpack(self, ctx: FileContext, call: cst.Call, unit: str, access: str) -> None:
         parent = ctx.index.parent(call)
         if not (isinstance(parent, cst.Assign) and len(parent.targets) == 1):
             return
         target = parent.targets[0].target
         if not isinstance(target, (cst.Tuple, cst.List)):
             return
-        if any(m.matches(e.value, m.Name("scaler")) for e in target.elements):
+        if any(ctx.index.code(e.value) == access for e in target.elements):
             return
         group = object()
         ctx.tx.tag(group, unit)
 
         def add(updated):
-            return updated.with_changes(
-                elements=with_appended(updated.elements, cst.Element(cst.Name("scaler")))
-            )
+            element = cst.Element(cst.parse_expression(access))
+            return updated.with_changes(elements=with_appended(updated.elements, element))
 
         ctx.tx.edits.replace_node(group, target, add)
 

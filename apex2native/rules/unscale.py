@@ -6,6 +6,7 @@ import libcst as cst
 
 from apex2native.context import FileContext
 from apex2native.findings import NUMERICS, SAFE
+from apex2native.index import callee_name
 from apex2native.rules.base import Rule
 from apex2native.rules.scale_loss import BackwardSite
 
@@ -27,10 +28,37 @@ def grad_reads(ctx: FileContext, scope: cst.CSTNode) -> list[cst.CSTNode]:
         for call in index.calls_named(name, scope)
         if name != "master_params" or ctx.names.call_name(call) == "apex.amp.master_params"
     ]
-    out += [a for a in index.within(scope, cst.Attribute) if a.attr.value == "grad"]
+    out += [
+        a
+        for a in index.within(scope, cst.Attribute)
+        if a.attr.value == "grad" and _parameter(ctx, a.value)
+    ]
     found = [n for n in out if index.scope_of(n) is scope and not _inside_lambda(index, n, scope)]
     outermost = [n for n in found if not any(index.contains(o, n) and o is not n for o in found)]
     return sorted(outermost, key=index.order)
+
+
+PARAMETER_SOURCES = {"parameters", "named_parameters", "master_params", "param_groups"}
+
+
+def _parameter(ctx: FileContext, node: cst.CSTNode) -> bool:
+    """`p` in `p.grad` iterates a model's or an optimizer's parameters.
+
+    apex unscales the gradients its optimizers hold; `x.grad` of an input tensor (an
+    adversarial perturbation) stays scaled under apex too, so it needs no `unscale_`.
+    """
+    if not isinstance(node, cst.Name):
+        return False
+    for anc in ctx.index.ancestors(node):
+        if isinstance(anc, (cst.For, cst.CompFor)) and node.value in {
+            n.value for n in ctx.index.within(anc.target, cst.Name)
+        }:
+            sources = {callee_name(c) for c in ctx.index.within(anc.iter, cst.Call)} | {
+                a.attr.value for a in ctx.index.within(anc.iter, cst.Attribute)
+            }
+            if sources & PARAMETER_SOURCES or "params" in ctx.index.code(anc.iter):
+                return True
+    return False
 
 
 def _inside_lambda(index, node: cst.CSTNode, scope: cst.CSTNode) -> bool:
@@ -98,13 +126,11 @@ class Unscale(Rule):
                 if not self._to_boundary(ctx, site, before, read_top, step_stmt, opt, done):
                     return False
                 continue
-            anchor = _anchor(ctx, first, site)
-            key = (site.scaler.access, opt, id(anchor))
-            if key in done:
-                continue
-            done.add(key)
-            for read in before[1:]:
-                if not _covered(ctx, anchor, read):
+            anchors: list[cst.CSTNode] = []
+            for read in before:
+                if any(_covered(ctx, a, read) for a in anchors):
+                    continue
+                if not all(index.exclusive(read, a) for a in anchors):
                     ctx.tx.fail(
                         site.group,
                         read,
@@ -113,17 +139,23 @@ class Unscale(Rule):
                         "step; put one scaler.unscale_ before all of them by hand",
                     )
                     return False
-            unscale = ctx.gen.stmt(
-                f"{site.scaler.access}.unscale_({opt})", index.indent_width(anchor)
-            )
-            ctx.tx.edits.insert_before(site.group, anchor, unscale)
-            ctx.tx.note(
-                site.group,
-                first,
-                self.code,
-                f"{site.scaler.access}.unscale_({opt}) before the gradient read",
-                SAFE,
-            )
+                anchors.append(_anchor(ctx, read, site))
+            for anchor in anchors:
+                key = (site.scaler.access, opt, id(anchor))
+                if key in done:
+                    continue
+                done.add(key)
+                unscale = ctx.gen.stmt(
+                    f"{site.scaler.access}.unscale_({opt})", index.indent_width(anchor)
+                )
+                ctx.tx.edits.insert_before(site.group, anchor, unscale)
+                ctx.tx.note(
+                    site.group,
+                    anchor,
+                    self.code,
+                    f"{site.scaler.access}.unscale_({opt}) before the gradient read",
+                    SAFE,
+                )
         return True
 
     def _to_boundary(self, ctx, site, before, read_top, step_stmt, opt, done) -> bool:

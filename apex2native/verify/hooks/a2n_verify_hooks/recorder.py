@@ -62,7 +62,9 @@ def grad_norm(optimizer) -> float | None:
             members = [m.float() for m in members]
         norms.extend(torch._foreach_norm(members))
     device = norms[0].device
-    return float(torch.linalg.vector_norm(torch.stack([n.to(device) for n in norms])).item())
+    if len(groups) > 1:
+        norms = [n.to(device) for n in norms]
+    return float(torch.linalg.vector_norm(torch.stack(norms)).item())
 
 
 def params_fingerprint(optimizers) -> list:
