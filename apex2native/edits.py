@@ -27,6 +27,7 @@ class StatementEdit:
     wrap_until: cst.CSTNode | None = None  # wrap this statement through `wrap_until` ...
     wrap_with: cst.With | None = None  # ... in this `with` (its body is replaced)
     move_before: list[cst.CSTNode] = field(default_factory=list)  # statements moved here
+    gathers: list[tuple[Callable, list[list[cst.CSTNode]]]] = field(default_factory=list)
     removed: bool = False  # moved elsewhere; its comments stay behind
 
 
@@ -93,6 +94,24 @@ class EditSet:
 
         self._record(group, add)
 
+    def gather(
+        self,
+        group: object,
+        arms: list[list[cst.CSTNode]],
+        before: cst.CSTNode,
+        build: Callable[[list[list[cst.BaseStatement]]], cst.BaseStatement],
+    ) -> None:
+        """Move the statements of `arms` to just before `before`, into the statement that
+        `build` makes of them (each arm's statements as rewritten)."""
+
+        def add(s: EditSet) -> None:
+            for arm in arms:
+                for stmt in arm:
+                    s._stmt(stmt).removed = True
+            s._stmt(before).gathers.append((build, arms))
+
+        self._record(group, add)
+
     def _stmt(self, node: cst.CSTNode) -> StatementEdit:
         return self.statements.setdefault(node, StatementEdit())
 
@@ -110,7 +129,10 @@ class EditSet:
     def touched(self) -> list[cst.CSTNode]:
         """The original nodes some edit applies to."""
         moved = [n for e in self.statements.values() for n in e.move_before]
-        return [*self.statements, *self.nodes, *moved]
+        gathered = [
+            n for e in self.statements.values() for _, arms in e.gathers for a in arms for n in a
+        ]
+        return [*self.statements, *self.nodes, *moved, *gathered]
 
 
 def todo_line(text: str) -> cst.EmptyLine:
@@ -192,11 +214,11 @@ class EditApplier(cst.CSTTransformer):
         edit = self.edits.statements.get(original)
         if edit is None:
             return _as_lines(updated)
-        pre: list[cst.BaseStatement] = list(edit.before)
+        pre: list[cst.BaseStatement] = [] if edit.removed else list(edit.before)
         for moved in edit.move_before:
-            node = self._moved.get(moved, moved)
-            moved_edit = self.edits.statements[moved]
-            pre.extend(moved_edit.replace(node) if moved_edit.replace else _as_lines(node))
+            pre.extend(self._moved_lines(moved))
+        for build, arms in edit.gathers:
+            pre.append(build([[s for m in arm for s in self._moved_lines(m)] for arm in arms]))
         if edit.removed:
             main: list[cst.BaseStatement] = []
         elif edit.replace is not None:
@@ -210,12 +232,19 @@ class EditApplier(cst.CSTTransformer):
             main[0] = _with_leading(_strip_leading(main[0]), todos)
         else:
             lead += todos
-        seq = pre + main + list(edit.after)
+        seq = pre + main + ([] if edit.removed else list(edit.after))
         if not seq:
             comments = [line for line in lead if line.comment is not None]
             return [_Carry(comments)] if comments else []
         seq[0] = _with_leading(seq[0], lead)
         return seq
+
+    def _moved_lines(self, moved: cst.CSTNode) -> list[cst.BaseStatement]:
+        """A moved statement as the rest of the rewrite left it."""
+        node = self._moved.get(moved, moved)
+        moved_edit = self.edits.statements[moved]
+        lines = moved_edit.replace(node) if moved_edit.replace else _as_lines(node)
+        return [*moved_edit.before, *lines, *moved_edit.after]
 
     def _rebuild(self, originals: Sequence[cst.CSTNode], updated: Sequence[cst.CSTNode]):
         """New statements of a block, and comment lines left over at its end."""

@@ -48,6 +48,8 @@ class Transactions:
             return
         self._unit_of[id(group)] = unit
         self._groups.setdefault(unit, []).append(group)
+        if unit in self.failed or unit in self.blocked:
+            self.edits.drop(group)  # the unit is already given up: later sites stay too
 
     def unit_of(self, group: object) -> str | None:
         return self._unit_of.get(id(group))

@@ -75,7 +75,8 @@ class _Flow:
         kinds = {e[0] for e in events if e}
         if "unscale" not in kinds:
             return None
-        self.run(body, {IDLE} if kinds & {"backward", "plain"} else {SCALED})
+        start = IDLE if kinds & {"backward", "plain"} else SCALED
+        self.run(body, {(start, frozenset())})
         return self.problem
 
     def _events_deep(self, stmt: ast.AST):
@@ -112,26 +113,27 @@ class _Flow:
             and ast.unparse(node.func.value) == self.access
         )
 
-    def run(self, body: list[ast.stmt], state: set[str]) -> set[str]:
+    def run(self, body: list[ast.stmt], state: set) -> set:
         for stmt in body:
             if not state:
                 return state
             state = self.stmt(stmt, state)
         return state
 
-    def stmt(self, stmt: ast.stmt, state: set[str]) -> set[str]:
+    def stmt(self, stmt: ast.stmt, state: set) -> set:
         if isinstance(stmt, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
             return state
         if isinstance(stmt, ast.If):
-            state = self.simple(stmt.test, state)
-            return self.run(stmt.body, set(state)) | self.run(stmt.orelse, set(state))
+            return self.branch(stmt, self.simple(stmt.test, state))
         if isinstance(stmt, (ast.For, ast.AsyncFor, ast.While)):
             head = self.simple(stmt.iter if not isinstance(stmt, ast.While) else stmt.test, state)
-            total: set[str] = set()
+            head = {(grads, frozenset()) for grads, _ in head}  # each pass re-tests its `if`s
+            total: set = set()
             entry = set(head)
             for _ in range(2):  # loops run at least once: training loops are not empty
                 self._loops.append(set())
                 after = self.run(stmt.body, set(entry)) | self._loops.pop()
+                after = {(grads, frozenset()) for grads, _ in after}
                 total |= after
                 entry = head | after
             return self.run(stmt.orelse, set(total)) if stmt.orelse else total
@@ -155,9 +157,27 @@ class _Flow:
             return set()
         return self.simple(stmt, state)
 
-    def simple(self, node: ast.AST, state: set[str]) -> set[str]:
+    def branch(self, stmt: ast.If, state: set) -> set:
+        """Both arms, except where an earlier `if` on the same test already decided it."""
+        test, negated = _test_of(stmt.test)
+        out: set = set()
+        for grads, known in state:
+            taken = dict(known).get(test)
+            if taken is None or taken != negated:
+                fact = frozenset({*known, (test, not negated)})
+                out |= self.run(stmt.body, {(grads, fact)})
+            if taken is None or taken == negated:
+                fact = frozenset({*known, (test, negated)})
+                out |= self.run(stmt.orelse, {(grads, fact)})
+        return out
+
+    def simple(self, node: ast.AST, state: set) -> set:
         for kind, call in self._events_deep(node):
-            state = self.apply(kind, call, state)
+            state = {
+                (after, known)
+                for grads, known in state
+                for after in self.apply(kind, call, {grads})
+            }
         return state
 
     def apply(self, kind: str, call: str, state: set[str]) -> set[str]:
@@ -183,6 +203,13 @@ class _Flow:
         if kind in ("step", "update"):
             return {IDLE}
         return state
+
+
+def _test_of(test: ast.AST) -> tuple[str, bool]:
+    """An `if` test as written without a leading `not`, and whether it had one."""
+    if isinstance(test, ast.UnaryOp) and isinstance(test.op, ast.Not):
+        return ast.unparse(test.operand), True
+    return ast.unparse(test), False
 
 
 def _scope_nodes(node: ast.AST):

@@ -12,9 +12,9 @@ from apex2native.rules.scale_loss import BackwardSite
 
 # Calls that only move or re-type data: a statement with nothing else does not start a region.
 DATA_ONLY = frozenset(
-    "cuda to float half long int contiguous detach len next iter randn rand randint randperm "
-    "zeros ones empty full arange tensor as_tensor from_numpy size view reshape unsqueeze "
-    "squeeze permute".split()
+    "cuda to float half long int contiguous detach clone len next iter randn rand randint "
+    "randperm zeros ones empty full arange tensor as_tensor from_numpy size view reshape "
+    "unsqueeze squeeze permute".split()
 )
 BARRIER_CALLS = {"backward", "step", "unscale_"}
 
@@ -153,7 +153,9 @@ class Autocast(Rule):
                 chain.append(i)
                 needed |= reads(ctx.index, stmt)
         while chain and not (_calls(ctx.index, block[chain[-1]]) - DATA_ONLY):
-            chain.pop()
+            chain.pop()  # data preparation before the forward stays outside
+        while chain and not _calls(ctx.index, block[chain[0]]):
+            chain.pop(0)  # arithmetic on the finished loss (`loss / accum`) stays outside
         return chain
 
     def _wrap(self, ctx: FileContext, block, region: list[int], marked: dict) -> None:

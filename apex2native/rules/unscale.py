@@ -123,7 +123,10 @@ class Unscale(Rule):
             first = before[0]
             read_top, step_top = _tops(ctx, first, step_stmt)
             if step_top is not step_stmt:
-                if not self._to_boundary(ctx, site, before, read_top, step_stmt, opt, done):
+                arms = self._arm_tails(ctx, read_top, site, before, step_stmt)
+                if arms is not None:
+                    self._arms_to_boundary(ctx, site, read_top, arms, step_stmt, opt, done)
+                elif not self._to_boundary(ctx, site, before, read_top, step_stmt, opt, done):
                     return False
                 continue
             anchors: list[cst.CSTNode] = []
@@ -157,6 +160,78 @@ class Unscale(Rule):
                     SAFE,
                 )
         return True
+
+    def _arm_tails(self, ctx, read_top, site, before, step_stmt) -> list[list] | None:
+        """`if fp16: <scaled backward>; clip(...)  else: <backward>; clip(...)`: the reads
+        that follow the backward in each arm, when every read before the step is one."""
+        index = ctx.index
+        if not isinstance(read_top, cst.If) or not index.contains(read_top, site.with_node):
+            return None
+        if isinstance(read_top.orelse, cst.If):
+            return None
+        blocks = [read_top.body] + ([read_top.orelse.body] if read_top.orelse else [])
+        tails: list[list] = []
+        for block in blocks:
+            stmts = list(block.body)
+            last = max(
+                (i for i, st in enumerate(stmts) if index.calls_named("backward", st)),
+                default=-1,
+            )
+            if last < 0:
+                return None
+            tail = stmts[last + 1 :]
+            if not all(_read_only(ctx, st) for st in tail):
+                return None
+            if not self._movable_all(ctx, tail, step_stmt):
+                return None
+            tails.append(tail)
+        if not any(tails) or not all(
+            any(index.contains(t, r) for t in sum(tails, [])) for r in before
+        ):
+            return None
+        return tails
+
+    def _movable_all(self, ctx, tail, step_stmt) -> bool:
+        return all(self._movable(ctx, st, step_stmt, []) or isinstance(st, cst.If) for st in tail)
+
+    def _arms_to_boundary(self, ctx, site, if_node, tails, step_stmt, opt, done) -> None:
+        """Each arm's reads move to the step boundary, under the same condition."""
+        key = (site.scaler.access, opt, id(if_node))
+        if key in done:
+            return
+        done.add(key)
+        index = ctx.index
+        scaled = 0 if index.contains(if_node.body, site.with_node) else 1
+        width = index.indent_width(step_stmt)
+        test = index.code(if_node.test)
+        unscale_code = f"{site.scaler.access}.unscale_({opt})"
+        gen = ctx.gen
+
+        def build(arms: list[list[cst.BaseStatement]]) -> cst.BaseStatement:
+            arms = [list(a) for a in arms] + [[]] * (2 - len(arms))
+            arms[scaled] = [gen.stmt(unscale_code), *arms[scaled]]
+            body, orelse = arms
+            if not body:
+                stmt = gen.stmt(f"if not ({test}):\n    pass", width)
+                return stmt.with_changes(body=cst.IndentedBlock(body=orelse))
+            if not orelse:
+                stmt = gen.stmt(f"if {test}:\n    pass", width)
+                return stmt.with_changes(body=cst.IndentedBlock(body=body))
+            stmt = gen.stmt(f"if {test}:\n    pass\nelse:\n    pass", width)
+            return stmt.with_changes(
+                body=cst.IndentedBlock(body=body),
+                orelse=stmt.orelse.with_changes(body=cst.IndentedBlock(body=orelse)),
+            )
+
+        ctx.tx.edits.gather(site.group, tails, step_stmt, build)
+        ctx.tx.note(
+            site.group,
+            if_node,
+            self.code,
+            "clipping moved to the step boundary: it now clips the accumulated gradient, "
+            "not each micro-batch",
+            NUMERICS,
+        )
 
     def _to_boundary(self, ctx, site, before, read_top, step_stmt, opt, done) -> bool:
         """A read on every micro-step, a step every N: the read moves to the step."""
@@ -219,6 +294,18 @@ class Unscale(Rule):
                 if index.order(read_top) < index.order(node) < index.order(step_stmt):
                     return False
         return True
+
+
+def _read_only(ctx: FileContext, stmt: cst.CSTNode) -> bool:
+    """A statement that only reads gradients (a clip), possibly under a plain `if`."""
+    if isinstance(stmt, cst.If):
+        return stmt.orelse is None and all(_read_only(ctx, s) for s in stmt.body.body)
+    if not isinstance(stmt, cst.SimpleStatementLine):
+        return False
+    return all(
+        isinstance(small, (cst.Expr, cst.Assign)) and ctx.index.within(small, cst.Call)
+        for small in stmt.body
+    )
 
 
 def _anchor(ctx: FileContext, read: cst.CSTNode, site: BackwardSite) -> cst.CSTNode:
