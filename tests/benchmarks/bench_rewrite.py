@@ -25,7 +25,6 @@ from click.testing import CliRunner
 
 from apex2native.cli import main
 from apex2native.discover import discover
-from apex2native.options import Options
 from apex2native.plan import build_plan
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -89,7 +88,7 @@ def main_bench() -> None:
 
     t_ast, _ = timed(parse_all)
     found = discover([str(work)])
-    t_plan, plan = timed(lambda: build_plan(found.files, Options()))
+    t_plan, plan = timed(lambda: build_plan(found.files))
     runner = CliRunner()
     t_check1, r1 = timed(
         lambda: runner.invoke(main, ["rewrite", "--check", "-q", "-j", "1", str(work)])
@@ -106,7 +105,12 @@ def main_bench() -> None:
     print(
         f"rewrite --check -j 2    : {t_check2:6.2f} s  ({t_check2 / t_ast:.2f}x ast)  exit {r2.exit_code}"
     )
-    print(r2.stderr.strip().splitlines()[-1])
+    for result in (r1, r2):
+        if result.exception is not None and not isinstance(result.exception, SystemExit):
+            print(f"error: {result.exception!r}")
+        tail = result.stderr.strip().splitlines()
+        if tail:
+            print(tail[-1])
     print(f"peak memory (this process): {peak:.0f} MB")
     shutil.rmtree(work)
 
