@@ -61,11 +61,18 @@ class FileContext:
         if scaler.init_call is not None:
             self.tx.register_init(scaler.unit, scaler.init_call)
 
-    def record_region(self, scaler: Scaler, enabled: str | None, node: cst.CSTNode) -> None:
-        """An autocast region was written for `scaler`'s unit, switched by `enabled`."""
+    def record_region(
+        self, unit: str, enabled: str | None, node: cst.CSTNode, equivalent: bool = False
+    ) -> None:
+        """An autocast region was written for `unit`, switched by `enabled`.
+
+        `equivalent`: the plan derived `enabled` from the scaler's own switch (renamed into
+        this function's parameters, or a flag its callers pass)."""
         func = self.index.enclosing_function(node)
         qualname = self.index.qualname(func) if func is not None else ""
-        self.unit_facts.switches.setdefault(scaler.unit, set()).add((enabled or "", qualname))
+        self.unit_facts.switches.setdefault(unit, set()).add((enabled or "", qualname))
+        if equivalent and enabled:
+            self.unit_facts.equivalents.setdefault(unit, set()).add(enabled)
 
     def surviving_unit_facts(self) -> UnitFacts:
         """The unit facts of the units whose edits survived."""
@@ -76,6 +83,7 @@ class FileContext:
             {a: u for a, u in facts.flags.items() if u in alive},
             {u: r for u, r in facts.switches.items() if u in alive},
             {u: s for u, s in facts.scaler_switch.items() if u in alive},
+            {u: e for u, e in facts.equivalents.items() if u in alive},
         )
 
     def needed_unit(self, node: cst.CSTNode) -> str | None:

@@ -23,6 +23,7 @@ class ScalerSpec:
     level_hints: tuple[str, ...] = ()
     unit: str = ""
     switch: str | None = None  # autocast's enabled= where the scaler is made (None: always)
+    enabled: str | None = None  # the GradScaler's enabled= as written there (None: always)
 
 
 @dataclass(frozen=True)
@@ -66,12 +67,17 @@ class FileFacts:
     is_package: bool = False
     inits: dict[tuple[str, int], InitDecision] = field(default_factory=dict)
     params: dict[str, tuple[str, ScalerSpec]] = field(default_factory=dict)
-    callees: dict[str, tuple[str, str]] = field(default_factory=dict)  # raw -> (param, unit)
+    flags: dict[str, tuple[str, str]] = field(default_factory=dict)  # qualname -> (param, unit)
+    # callees: raw callee -> (parameter, unit, value passed: the scaler's access if "")
+    callees: dict[str, tuple[str, str, str]] = field(default_factory=dict)
     returns: dict[str, ScalerSpec] = field(default_factory=dict)
     helpers: dict[str, tuple[str, str]] = field(default_factory=dict)  # raw -> (unit, target)
     unpacks: dict[str, tuple[str, ScalerSpec]] = field(default_factory=dict)  # -> (access, spec)
     inherited: dict[str, tuple[str, ScalerSpec]] = field(default_factory=dict)
-    evaluation: dict[str, tuple[tuple[str, ...], ScalerSpec]] = field(default_factory=dict)
+    # evaluation: qualname -> (model parameters, spec, autocast's enabled= there, None: always)
+    evaluation: dict[str, tuple[tuple[str, ...], ScalerSpec, str | None]] = field(
+        default_factory=dict
+    )
     unreached: dict[str, str] = field(default_factory=dict)  # qualname -> unit it needs
     notes: dict[str, list[tuple[str, str]]] = field(default_factory=dict)
     blocked: dict[str, str] = field(default_factory=dict)
@@ -85,9 +91,10 @@ class FileFacts:
         specs += [spec for _, spec in self.params.values()]
         specs += [*self.returns.values(), *(spec for _, spec in self.unpacks.values())]
         specs += [spec for _, spec in self.inherited.values()]
-        specs += [spec for _, spec in self.evaluation.values()]
+        specs += [spec for _, spec, _ in self.evaluation.values()]
         units = {s.unit for s in specs}
-        units |= {unit for _, unit in self.callees.values()}
+        units |= {unit for _, unit, _ in self.callees.values()}
+        units |= {unit for _, unit in self.flags.values()}
         units |= {unit for unit, _ in self.helpers.values()} | set(self.unreached.values())
         return {u for u in units if u}
 
@@ -96,6 +103,7 @@ class FileFacts:
         return any(
             (
                 self.params,
+                self.flags,
                 self.callees,
                 self.returns,
                 self.helpers,

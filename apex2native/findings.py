@@ -31,13 +31,15 @@ class UnitFacts:
     flags: attributes that held the amp module and now hold a flag -> unit;
     switches: unit -> (the `enabled=` of an autocast region it wrote, "" for none; the
     qualified name of the function that holds the region);
-    scaler_switch: unit -> the `enabled=` of the GradScaler it created ("" for none).
+    scaler_switch: unit -> the `enabled=` of the GradScaler it created ("" for none);
+    equivalents: unit -> switch spellings the plan derived from the scaler's own.
     """
 
     accesses: dict[str, str] = field(default_factory=dict)
     flags: dict[str, str] = field(default_factory=dict)
     switches: dict[str, set[tuple[str, str]]] = field(default_factory=dict)
     scaler_switch: dict[str, str] = field(default_factory=dict)
+    equivalents: dict[str, set[str]] = field(default_factory=dict)
 
 
 @dataclass

@@ -395,31 +395,62 @@ class _PlanBuilder:
                 )
 
     def _evaluation(self, needs: list[tuple[str, str]]) -> None:
-        """Functions handed an initialized model run their forward passes under autocast."""
+        """Functions handed an initialized model run their forward passes under autocast.
+
+        Autocast there is switched like the scaler: by the scaler's own `enabled=`
+        expression, renamed to the callee's parameters, when the callee has them; else by
+        an `amp_enabled` flag the caller passes (`scaler.is_enabled()`). No scaler is passed
+        into a function that would only read `is_enabled()`.
+        """
+        training = {q for _, q in needs} | set(self.holders)
         for qualname, holder in list(self.holders.items()):
             if not holder.models or not holder.spec.autocast:
                 continue
             for callee, calls in self.callers.items():
+                func = self.functions.get(callee)
+                if func is None or callee in training:
+                    continue  # a training step gets its autocast from its own backward
                 for call in calls:
-                    if call.caller != qualname or callee not in self.functions:
+                    if call.caller != qualname:
                         continue
-                    func = self.functions[callee]
                     params = [p for p in func.params if p not in ("self", "cls")]
-                    got = [
+                    got = {
                         params[i]
                         for i, a in enumerate(call.args)
                         if a in holder.models and i < len(params)
-                    ]
-                    got += [
+                    }
+                    got |= {
                         k for k, v in call.keywords.items() if v in holder.models and k in params
-                    ]
-                    if not got:
-                        continue
-                    facts = self.file(func.path)
-                    known = facts.evaluation.get(callee, ((), holder.spec))[0]
-                    facts.evaluation[callee] = (tuple(sorted({*known, *got})), holder.spec)
-                    if holder.spec.runtime and (func.path, callee) not in needs:
-                        needs.append((func.path, callee))
+                    }
+                    got &= func.calls
+                    if got:
+                        self._evaluate_in(func, call, holder, got)
+
+    def _evaluate_in(self, func: Function, call: Call, holder: Holder, models: set[str]) -> None:
+        spec = holder.spec
+        facts = self.file(func.path)
+        known = facts.evaluation.get(func.qualname, ((), spec, None))
+        switch: str | None = None
+        if spec.runtime:
+            switch = rename_expression(spec.enabled or "", call, func)
+            if not switch:
+                switch = self._flag(func, call, holder)
+        facts.evaluation[func.qualname] = (tuple(sorted({*known[0], *models})), spec, switch)
+
+    def _flag(self, func: Function, call: Call, holder: Holder) -> str:
+        """An `amp_enabled` parameter that every caller passes as `scaler.is_enabled()`."""
+        taken = set(func.params) | func.names
+        name = next(n for n in ("amp_enabled", "use_amp", "amp_autocast_enabled") if n not in taken)
+        name = self.file(func.path).flags.setdefault(func.qualname, (name, holder.spec.unit))[0]
+        value = f"{holder.access}.is_enabled()"
+        self.file(call.path).callees[call.raw] = (name, holder.spec.unit, value)
+        self.note(
+            call.path,
+            call.caller,
+            holder.spec.unit,
+            f"{call.caller} tells {func.qualname} whether autocast is on (`{name}`)",
+        )
+        return name
 
     def _param_name(self, qualname: str) -> str:
         if qualname not in self.param_of:
@@ -475,7 +506,7 @@ class _PlanBuilder:
             self.file(path).params[qualname] = (name, spec)
             self.holders.setdefault(qualname, Holder(name, spec))
             for call in calls:
-                self.file(call.path).callees[call.raw] = (name, spec.unit)
+                self.file(call.path).callees[call.raw] = (name, spec.unit, "")
                 self.note(
                     call.path,
                     call.caller,
@@ -531,6 +562,31 @@ def translate_down(spec: ScalerSpec, calls: list[Call], func: Function) -> Scale
             here if mapping is None else {k: v for k, v in mapping.items() if here.get(k) == v}
         )
     return _renamed(spec, mapping or {})
+
+
+def rename_expression(code: str, call: Call, func: Function) -> str | None:
+    """A caller's expression in the callee's names (`args.fp16` -> `config.fp16` when the
+    caller passes `args` as `config`); None when it reads names the callee does not get."""
+    if not code:
+        return None
+    params = [p for p in func.params if p not in ("self", "cls")]
+    mapping = {a: p for p, a in zip(params, call.args) if NAME_CHAIN.match(a)}
+    mapping.update({v: k for k, v in call.keywords.items() if k in params and NAME_CHAIN.match(v)})
+    if not mapping:
+        return None
+    pattern = re.compile(
+        r"(?<![\w.])("
+        + "|".join(map(re.escape, sorted(mapping, key=len, reverse=True)))
+        + r")(?![\w])"
+    )
+    renamed = pattern.sub(lambda m: "\0" + mapping[m.group(1)] + "\0", code)
+    leftovers = re.sub(r"\0[^\0]*\0", "", renamed)
+    leftovers = re.sub(r"(\"[^\"]*\"|'[^']*')", "", leftovers)
+    if re.search(
+        r"(?<![\w.])[A-Za-z_]\w*", re.sub(r"\b(and|or|not|in|is|None|True|False)\b", "", leftovers)
+    ):
+        return None
+    return renamed.replace("\0", "")
 
 
 def _renamed(spec: ScalerSpec, mapping: dict[str, str]) -> ScalerSpec:

@@ -36,6 +36,7 @@ class Scaler:
     unreachable_switch: bool = False
     unreachable_update: bool = False  # its update(new_scale=...) reads names of another scope
     update_scope: cst.CSTNode | None = None  # where update_args' names are bound, if only there
+    main_guard: bool = False  # made under `if __name__ == "__main__":`: not seen inside defs
 
     @classmethod
     def from_spec(cls, access: str, home: cst.CSTNode, spec: ScalerSpec) -> Scaler:
@@ -81,6 +82,8 @@ class ScalerReach:
                             found.append((ancestors.index(anc), scaler))
                         break
             elif scaler.home in ancestors:
+                if scaler.main_guard and any(isinstance(a, cst.FunctionDef) for a in ancestors):
+                    continue
                 found.append((ancestors.index(scaler.home), scaler))
         found.sort(key=lambda pair: pair[0])
         unique: dict[str, Scaler] = {}

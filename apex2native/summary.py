@@ -48,6 +48,7 @@ class Function:
     return_tuples: list[list[str]]
     line: int = 0
     required: tuple[str, ...] = ()  # parameters without a default (not *args/**kwargs)
+    calls: frozenset[str] = frozenset()  # parameters it calls: `model(x)`, `model.forward(x)`
 
 
 @dataclass
@@ -309,6 +310,7 @@ class _Summarizer:
         self._flags: set[str] | None = None
         self._identifiers: set[str] | None = None
         self._returns: dict[int, list[list[str]]] = {}
+        self._calls_in: dict[int, list[ast.Call]] = {}
 
     def code(self, node: ast.AST) -> str:
         return self.source.segment(node)
@@ -440,6 +442,7 @@ class _Summarizer:
                     if q == "apex" or q.startswith("apex."):
                         s.apex_exports[name] = q
         self._returns = self._collect_returns()
+        self._calls_in = self._calls_by_function()
         for node in self.scopes.of_type(*FUNCTIONS):
             self._function(node)
         for node in self.scopes.of_type(ast.ClassDef):
@@ -469,13 +472,33 @@ class _Summarizer:
             self._returns.get(id(node), []),
             node.lineno,
             tuple(required),
+            frozenset(self._called_params(node, set(params))),
         )
+
+    def _called_params(self, func, params: set[str]) -> set[str]:
+        """Parameters the def runs as a model: `p(...)`, `p.forward(...)`, `p.module(...)`."""
+        out = set()
+        for call in self._calls_in.get(id(func), ()):
+            target = call.func
+            if isinstance(target, ast.Attribute) and target.attr in ("forward", "module"):
+                target = target.value
+            if isinstance(target, ast.Name) and target.id in params:
+                out.add(target.id)
+        return out
 
     def identifiers(self) -> set[str]:
         """Every identifier of the file (names a new parameter must not clash with)."""
         if self._identifiers is None:
             self._identifiers = _identifiers(self.scopes)
         return self._identifiers
+
+    def _calls_by_function(self) -> dict[int, list[ast.Call]]:
+        out: dict[int, list[ast.Call]] = {}
+        for call in self.scopes.of_type(ast.Call):
+            func = self.enclosing_function(call)
+            if func is not None:
+                out.setdefault(id(func), []).append(call)
+        return out
 
     def _collect_returns(self) -> dict[int, list[list[str]]]:
         """Each def's `return` statements: the elements of a returned tuple, else []."""
@@ -562,7 +585,10 @@ class _Summarizer:
             site = _InitAnalysis(self, call, taken, anchor).run()
             self.summary.inits.append(site)
             if site.decision.access:
-                homes.append((site.home, site.decision.access))
+                home = site.home
+                if home == self.summary.module and _in_main_guard(self, call):
+                    home = MAIN_GUARD  # functions reach it only through a parameter
+                homes.append((home, site.decision.access))
         for node in self.scopes.of_type(ast.Name, ast.Attribute):
             self._amp_use(node)
         self.summary.amp_uses.sort()
@@ -589,6 +615,8 @@ class _Summarizer:
         scopes = [self.qualname(a) for a in self.scopes.ancestors(node) if isinstance(a, FUNCTIONS)]
         for home, access in homes:
             if home == self.summary.module or home in scopes:
+                return True
+            if home == MAIN_GUARD and not scopes:
                 return True
             if access.startswith("self.") and func is not None:
                 method = next(
@@ -704,6 +732,7 @@ class _InitAnalysis:
             level_hints=options.level_hints,
             unit=unit,
             switch=options.autocast_enabled,
+            enabled=dict(options.kwargs).get("enabled"),
         )
         decision = self.decision(
             kind="scaler",
@@ -1059,6 +1088,15 @@ def _conditional_ancestor(owner: _Summarizer, stmt: ast.AST) -> str | None:
             return "try/except"
         node = anc
     return None
+
+
+MAIN_GUARD = "<__main__>"
+
+
+def _in_main_guard(owner: _Summarizer, node: ast.AST) -> bool:
+    return any(
+        isinstance(a, ast.If) and _is_main_guard(a.test) for a in owner.scopes.ancestors(node)
+    )
 
 
 def _is_main_guard(test: ast.AST) -> bool:

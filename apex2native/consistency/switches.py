@@ -16,11 +16,14 @@ CODE = "A2N100"
 def check_switches(view: RepoView) -> list[Violation]:
     scaler_switch: dict[str, str] = {}
     accesses: dict[str, set[str]] = {}
+    equivalents: dict[str, set[str]] = {}
     for path in view.changed:
         facts = view.outcomes[path].unit_facts
         scaler_switch.update(facts.scaler_switch)
         for access, unit in facts.accesses.items():
             accesses.setdefault(unit, set()).add(access)
+        for unit, spellings in facts.equivalents.items():
+            equivalents.setdefault(unit, set()).update(spellings)
     found: list[Violation] = []
     for path in sorted(view.changed):
         for unit, regions in view.outcomes[path].unit_facts.switches.items():
@@ -28,6 +31,7 @@ def check_switches(view: RepoView) -> list[Violation]:
                 continue
             switch = scaler_switch[unit]
             allowed = {normalize(f"{a}.is_enabled()") for a in accesses.get(unit, ())}
+            allowed |= {normalize(e) for e in equivalents.get(unit, ())}
             if switch:
                 allowed.add(normalize(switch))
             else:

@@ -165,7 +165,7 @@ class Autocast(Rule):
             f"with {self.autocast_code(ctx, site)}:\n    pass", ctx.index.indent_width(first)
         )
         ctx.tx.edits.wrap(site.group, first, last, template)
-        ctx.record_region(site.scaler, site.scaler.autocast_enabled, first)
+        ctx.record_region(site.scaler.unit, site.scaler.autocast_enabled, first)
         ctx.mark_autocast(block[region[0] : region[-1] + 1])
         ctx.needs_torch = True
         ctx.tx.note(site.group, first, self.code, "forward pass and loss under autocast", NUMERICS)

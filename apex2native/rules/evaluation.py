@@ -5,9 +5,9 @@ from __future__ import annotations
 import libcst as cst
 import libcst.matchers as m
 
-from apex2native.context import FileContext, Scaler
+from apex2native.context import FileContext
 from apex2native.findings import NUMERICS, SAFE
-from apex2native.rules.autocast import Autocast, assigned, reads
+from apex2native.rules.autocast import assigned, reads
 from apex2native.rules.base import Rule
 
 HALF = m.Call(func=m.Attribute(attr=m.Name("half")), args=[])
@@ -39,34 +39,13 @@ class Evaluation(Rule):
 
     def apply(self, ctx: FileContext) -> None:
         defs = ctx.index.definitions()
-        for qualname, (models, spec) in ctx.facts.evaluation.items():
+        for qualname, (models, spec, switch) in ctx.facts.evaluation.items():
             func = defs.get(qualname)
             if not isinstance(func, cst.FunctionDef) or not spec.autocast:
                 continue
-            scalers = [s for s in ctx.reach.reachable(func.body) if s.autocast]
-            if spec.runtime and not scalers:
-                continue
-            scaler = scalers[0] if scalers else Scaler.from_spec("scaler", func, spec)
-            hints = (
-                *spec.level_hints,
-                *(c for c in spec.conditions),
-                "fp16",
-                "half",
-                '"O2"',
-                '"O3"',
-            )
-            if scaler.unreachable_switch:
-                ctx.refuse(
-                    func,
-                    self.code,
-                    "evaluation would need autocast switched like the training scaler, whose "
-                    "switch is not visible here; run its forward passes under "
-                    f"{ctx.autocast_hint()} with that switch",
-                    spec.unit,
-                )
-                continue
+            hints = (*spec.level_hints, *spec.conditions, "fp16", "half", '"O2"', '"O3"')
             self._half(ctx, func, set(models), hints, spec.unit)
-            self._regions(ctx, func, set(models), scaler, spec.unit)
+            self._regions(ctx, func, set(models), switch, spec.unit)
 
     def _half(
         self, ctx: FileContext, func: cst.FunctionDef, models: set[str], hints, unit: str
@@ -98,7 +77,12 @@ class Evaluation(Rule):
                 )
 
     def _regions(
-        self, ctx: FileContext, func: cst.FunctionDef, models: set[str], scaler: Scaler, unit: str
+        self,
+        ctx: FileContext,
+        func: cst.FunctionDef,
+        models: set[str],
+        switch: str | None,
+        unit: str,
     ) -> None:
         wrapped: set[int] = set()
         calls = [c for name in sorted(models) for c in ctx.index.calls_named(name, func.body)]
@@ -129,10 +113,10 @@ class Evaluation(Rule):
                 wrapped.add(id(s))
             group = object()
             ctx.tx.tag(group, unit)
-            code = Autocast.autocast_code_for(ctx, scaler)
+            code = ctx.gen.autocast(ctx.options.device_type, ctx.options.dtype, switch)
             template = ctx.gen.stmt(f"with {code}:\n    pass", ctx.index.indent_width(stmt))
             ctx.tx.edits.wrap(group, block[start], block[end], template)
-            ctx.record_region(scaler, scaler.autocast_enabled, stmt)
+            ctx.record_region(unit, switch, stmt, equivalent=True)
             ctx.mark_autocast(block[start : end + 1])
             ctx.needs_torch = True
             ctx.tx.note(group, stmt, self.code, "evaluation forward pass under autocast", NUMERICS)

@@ -87,6 +87,7 @@ class Initialize(Rule):
             level_hints=spec.level_hints,
             unit=spec.unit,
             update_scope=ctx.index.scope_of(call) if spec.update_local else None,
+            main_guard=_in_main_guard(ctx, call),
         )
         group = scaler.group
         ctx.tx.tag(group, scaler.unit)
@@ -131,6 +132,14 @@ class Initialize(Rule):
             if cls is not None:
                 return cls
         return scope
+
+
+def _in_main_guard(ctx: FileContext, node: cst.CSTNode) -> bool:
+    return any(
+        isinstance(a, cst.If)
+        and ctx.index.code(a.test).replace("'", '"') == '__name__ == "__main__"'
+        for a in ctx.index.ancestors(node)
+    )
 
 
 def _drop_if_empty(updated: cst.If) -> list[cst.BaseStatement]:

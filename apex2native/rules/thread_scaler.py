@@ -44,6 +44,10 @@ class ThreadScaler(Rule):
             if isinstance(func, cst.FunctionDef):
                 ctx.add_scaler(Scaler.from_spec(name, func, spec))
                 self._add_param(ctx, func, name, spec.unit)
+        for qualname, (name, unit) in facts.flags.items():
+            func = defs.get(qualname)
+            if isinstance(func, cst.FunctionDef):
+                self._add_param(ctx, func, name, unit)
         for qualname, (access, spec) in facts.unpacks.items():
             func = defs.get(qualname)
             if not isinstance(func, cst.FunctionDef):
@@ -98,9 +102,7 @@ class ThreadScaler(Rule):
 
         ctx.tx.tag(group, unit)
         ctx.tx.edits.replace_node(group, params, add)
-        ctx.tx.note(
-            group, func, self.code, f"{ctx.index.qualname(func)} takes the scaler as `{name}`", SAFE
-        )
+        ctx.tx.note(group, func, self.code, f"{ctx.index.qualname(func)} takes `{name}`", SAFE)
 
     def _calls(self, ctx: FileContext) -> None:
         callees = ctx.facts.callees
@@ -114,7 +116,8 @@ class ThreadScaler(Rule):
             if target in helpers:
                 self._unpack(ctx, node, *helpers[target])
 
-    def _pass(self, ctx: FileContext, call: cst.Call, keyword: str, unit: str) -> None:
+    def _pass(self, ctx: FileContext, call: cst.Call, keyword: str, unit: str, value: str) -> None:
+        """Add `keyword=<the scaler>` (or the given value) to a call site."""
         if any(a.keyword is not None and a.keyword.value == keyword for a in call.args):
             return
         group = object()
@@ -125,7 +128,7 @@ class ThreadScaler(Rule):
                 group, call, self.code, f"no scaler reaches this call; pass `{keyword}=` by hand"
             )
             return
-        access = reachable[0].access
+        access = value or reachable[0].access
 
         def add(updated: cst.Call) -> cst.Call:
             arg = cst.Arg(
