@@ -8,7 +8,7 @@ import sys
 
 import click
 
-from apex2native import __version__, diffing, engine, report
+from apex2native import __version__, diffing, engine, report, target
 from apex2native.discover import discover
 from apex2native.options import Options
 from apex2native.rules import ALL_RULES, rule_by_code
@@ -26,6 +26,13 @@ def main() -> None:
 
 def _codes(values: tuple[str, ...]) -> tuple[str, ...]:
     return tuple(v.strip().upper() for value in values for v in value.split(",") if v.strip())
+
+
+def _target_torch(_ctx, _param, value: str | None) -> target.TorchVersion | None:
+    try:
+        return None if value is None else target.parse_target(value)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from None
 
 
 @main.command()
@@ -61,6 +68,13 @@ def _codes(values: tuple[str, ...]) -> tuple[str, ...]:
     help="Skip rules whose code starts with CODE.",
 )
 @click.option(
+    "--target-torch",
+    metavar="X.Y",
+    callback=_target_torch,
+    help="Oldest torch the rewritten code must run on (default: the project's torch pin; "
+    "none: the newest spellings).",
+)
+@click.option(
     "--report", "report_path", metavar="FILE", help="Write a report: FILE.json or FILE.md."
 )
 @click.option(
@@ -84,6 +98,7 @@ def rewrite(
     no_gitignore,
     select,
     ignore_codes,
+    target_torch,
     report_path,
     output_format,
     quiet,
@@ -98,10 +113,15 @@ def rewrite(
             f"--output-format {output_format} cannot be combined with --diff: both print on "
             "stdout. Run them separately, or keep --diff and add --report FILE.json."
         )
-    options = Options(select=_codes(select), ignore=_codes(ignore_codes))
+    options = Options(select=_codes(select), ignore=_codes(ignore_codes), target_torch=target_torch)
     found = discover(list(paths), include, exclude, respect_gitignore=not no_gitignore)
     for error in found.errors:
         click.echo(f"error: {error}", err=True)
+    problems = [] if target_torch else target.unsupported(path for path, _ in found.files)
+    for problem in problems:
+        click.echo(f"error: {problem}", err=True)
+    if problems:
+        sys.exit(EXIT_ERROR)
 
     progress_bar = None
     if sys.stderr.isatty() and len(found.files) >= PROGRESS_THRESHOLD and not quiet:

@@ -8,6 +8,8 @@ import tokenize
 
 import libcst as cst
 
+from apex2native.target import AMP_AUTOCAST, DEVICE_GRAD_SCALER, TorchVersion, allows
+
 DEFAULT_LINE_LENGTH = 88
 
 
@@ -34,17 +36,33 @@ class CodeGen:
 
     Templates write string literals with the `{q}` placeholder so that generated literals
     follow the file's quotes while user code spliced into them is left exactly as written.
+    `target` is the oldest torch the code must run on (None: the newest): the AMP spellings
+    below are the only place it matters.
     """
 
-    def __init__(self, quote: str = '"', line_length: int = DEFAULT_LINE_LENGTH) -> None:
+    def __init__(
+        self,
+        quote: str = '"',
+        line_length: int = DEFAULT_LINE_LENGTH,
+        target: TorchVersion | None = None,
+    ) -> None:
         self.quote = quote
         self.line_length = line_length
+        self.target = target
 
     def lit(self, text: str) -> str:
         return f"{self.quote}{text}{self.quote}"
 
     def autocast(self, device: str, dtype: str | None = None, enabled: str | None = None) -> str:
-        """`torch.amp.autocast("cuda", dtype=torch.float16, enabled=...)` as source."""
+        """`torch.amp.autocast("cuda", dtype=torch.float16, enabled=...)` as source.
+
+        Before torch 1.12 there is no `torch.amp`: `torch.cuda.amp.autocast(enabled=...)`,
+        whose dtype is float16 on every release (and the only one before 1.10).
+        """
+        if device == "cuda" and not allows(self.target, AMP_AUTOCAST):
+            args = [] if dtype in (None, "float16") else [f"dtype=torch.{dtype}"]
+            args += [f"enabled={enabled}"] if enabled else []
+            return f"torch.cuda.amp.autocast({', '.join(args)})"
         args = [self.lit(device)]
         if dtype:
             args.append(f"dtype=torch.{dtype}")
@@ -53,8 +71,15 @@ class CodeGen:
         return f"torch.amp.autocast({', '.join(args)})"
 
     def grad_scaler(self, device: str, kwargs: list[tuple[str, str]] = ()) -> str:
-        """`torch.amp.GradScaler("cuda", ...)` as source (device positional, rest keywords)."""
-        return f"torch.amp.GradScaler({', '.join([self.lit(device), *(f'{k}={v}' for k, v in kwargs)])})"
+        """`torch.amp.GradScaler("cuda", ...)` as source (device positional, rest keywords).
+
+        Before torch 2.3 GradScaler takes no device: `torch.cuda.amp.GradScaler(...)`, with the
+        same keywords (all of them exist since 1.6).
+        """
+        keywords = [f"{k}={v}" for k, v in kwargs]
+        if device == "cuda" and not allows(self.target, DEVICE_GRAD_SCALER):
+            return f"torch.cuda.amp.GradScaler({', '.join(keywords)})"
+        return f"torch.amp.GradScaler({', '.join([self.lit(device), *keywords])})"
 
     def stmt(self, code: str, indent_width: int = 0) -> cst.BaseStatement:
         """One statement; laid out by black when its first line would pass the line length."""

@@ -86,7 +86,7 @@ def rewrite_file_text(
 ) -> FileRewrite:
     """Parse once, let every rule plan its edits, settle the units, apply, clean imports."""
     module = cst.parse_module(text)
-    gen = CodeGen(detect_quote(text), options.line_length or line_length)
+    gen = CodeGen(detect_quote(text), options.line_length or line_length, options.target_torch)
     ctx = FileContext(module, options, gen, facts, text)
     rules = rules_for(options.select, options.ignore)
     for rule in rules:
@@ -140,6 +140,7 @@ def process_file(
     if not mentions(text) and not facts:
         return outcome
     length = line_length_for(str(Path(path).resolve().parent))
+    options = options.for_file(path)
     try:
         result = rewrite_file_text(text, options, length, facts)
     except cst.ParserSyntaxError as exc:

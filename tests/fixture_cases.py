@@ -1,11 +1,17 @@
-"""Discovery of the before/after fixture pairs, shared by the tests and the update script."""
+"""Discovery of the before/after fixture pairs, shared by the tests and the update script.
+
+A fixture rewrites with `Options()` unless its first line states a target torch:
+`# apex2native-fixture: target-torch=2.1` (as `--target-torch 2.1` would).
+"""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 from apex2native.engine import decode, encode, rewrite_text
 from apex2native.options import Options
+from apex2native.target import parse_target
 
 ROOT = Path(__file__).resolve().parent.parent
 REWRITE = ROOT / "fixtures" / "rewrite"
@@ -24,8 +30,14 @@ def case_id(case: Path) -> str:
     return case.relative_to(REWRITE).as_posix()[: -len(".in.py")]
 
 
+def fixture_options(text: str) -> Options:
+    """Options(), or with the target torch the fixture's first line states."""
+    match = re.match(r"# apex2native-fixture: target-torch=(\S+)", text)
+    return Options(target_torch=parse_target(match[1])) if match else Options()
+
+
 def rewrite_bytes(data: bytes) -> bytes:
     """What `apex2native rewrite` would write for these bytes (88-column layout)."""
     text, encoding, bom = decode(data)
-    new, _ = rewrite_text(text, Options(), LINE_LENGTH)
+    new, _ = rewrite_text(text, fixture_options(text), LINE_LENGTH)
     return encode(new, encoding, bom)

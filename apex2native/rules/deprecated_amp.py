@@ -1,22 +1,63 @@
-"""A2N901: deprecated `torch.cuda.amp.*` spellings become `torch.amp.*` (a rename table)."""
+"""A2N901: deprecated `torch.cuda.amp.*` spellings become `torch.amp.*` (a rename table).
+
+A working spelling is only upgraded when the project's oldest torch has the new one, and never
+where the code already chooses between the two (a compatibility fallback).
+"""
 
 from __future__ import annotations
 
+import re
+
 import libcst as cst
+import libcst.matchers as m
 
 from apex2native.context import FileContext
 from apex2native.findings import SAFE
+from apex2native.index import dotted
 from apex2native.rules.base import Rule
 from apex2native.syntax import with_appended
+from apex2native.target import (
+    AMP_AUTOCAST,
+    DEVICE_CUSTOM_FWD,
+    DEVICE_GRAD_SCALER,
+    TorchVersion,
+    allows,
+)
 
-# old qualified name -> (new callable, how the device is given)
-RENAMES: dict[str, tuple[str, str]] = {
-    "torch.cuda.amp.GradScaler": ("torch.amp.GradScaler", "positional:cuda"),
-    "torch.cuda.amp.autocast": ("torch.amp.autocast", "positional:cuda"),
-    "torch.cpu.amp.autocast": ("torch.amp.autocast", "positional:cpu"),
-    "torch.cuda.amp.custom_fwd": ("torch.amp.custom_fwd", "keyword:device_type=cuda"),
-    "torch.cuda.amp.custom_bwd": ("torch.amp.custom_bwd", "keyword:device_type=cuda"),
+# old qualified name -> (new callable, how the device is given, the torch that has the new one)
+RENAMES: dict[str, tuple[str, str, TorchVersion]] = {
+    "torch.cuda.amp.GradScaler": ("torch.amp.GradScaler", "positional:cuda", DEVICE_GRAD_SCALER),
+    "torch.cuda.amp.autocast": ("torch.amp.autocast", "positional:cuda", AMP_AUTOCAST),
+    "torch.cpu.amp.autocast": ("torch.amp.autocast", "positional:cpu", AMP_AUTOCAST),
+    "torch.cuda.amp.custom_fwd": (
+        "torch.amp.custom_fwd",
+        "keyword:device_type=cuda",
+        DEVICE_CUSTOM_FWD,
+    ),
+    "torch.cuda.amp.custom_bwd": (
+        "torch.amp.custom_bwd",
+        "keyword:device_type=cuda",
+        DEVICE_CUSTOM_FWD,
+    ),
 }
+
+# What a missing API raises, and the broad handlers a fallback may use instead.
+API_ERRORS = {
+    "ImportError",
+    "ModuleNotFoundError",
+    "AttributeError",
+    "TypeError",
+    "NameError",
+    "Exception",
+    "BaseException",
+}
+FEATURE_PROBE = m.Call(func=m.Name("hasattr") | m.Name("getattr"))
+VERSION_NAME = re.compile(r"version|torch\w*\d", re.IGNORECASE)
+EXIT = m.Return() | m.Raise() | m.Continue() | m.Break()
+EXITS = m.IndentedBlock(
+    body=[m.ZeroOrMore(), m.SimpleStatementLine(body=[m.ZeroOrMore(), EXIT])]
+) | m.SimpleStatementSuite(body=[m.ZeroOrMore(), EXIT])
+NEW_API = ("torch.amp", "torch.autocast", "torch.GradScaler")
 
 
 class DeprecatedAmp(Rule):
@@ -30,23 +71,39 @@ class DeprecatedAmp(Rule):
         with torch.amp.autocast("cuda", enabled=use_amp):
 
     Same behaviour (the old names forward to the new ones and warn since PyTorch 2.4).
+
+    Only where the project's oldest torch (--target-torch, else its torch pin) has the new
+    name: torch.amp.autocast from 1.12, torch.amp.GradScaler("cuda") from 2.3,
+    torch.amp.custom_fwd/custom_bwd(device_type=...) from 2.4. With no pin, the newest torch.
+    Compatibility code stays as it is: an old spelling in a try/except next to the new one,
+    under `if hasattr(torch.amp, ...)` or a torch version check, or through a name bound
+    more than one way (`try: from torch.amp import GradScaler except ImportError: ...`).
     """
 
     code = "A2N901"
     name = "deprecated-amp"
     tier = SAFE
-    summary = "torch.cuda.amp.* -> torch.amp.* with the device"
+    summary = "torch.cuda.amp.* -> torch.amp.* with the device, where the target torch has it"
 
     def apply(self, ctx: FileContext) -> None:
         for node in ctx.index.within(ctx.module, cst.Call, cst.Decorator):
             if isinstance(node, cst.Call):
-                name = ctx.names.resolve_name(node.func)
-                if name in RENAMES and not ctx.names.is_removed(node):
-                    self._call(ctx, node, *RENAMES[name])
+                ref = node.func
+                if ctx.names.is_removed(node):
+                    continue
             elif isinstance(node, cst.Decorator) and not isinstance(node.decorator, cst.Call):
-                name = ctx.names.resolve_name(node.decorator)
-                if name in RENAMES:
-                    self._decorator(ctx, node, *RENAMES[name])
+                ref = node.decorator
+            else:
+                continue
+            rename = RENAMES.get(ctx.names.resolve_name(ref) or "")
+            if rename is None or not allows(ctx.options.target_torch, rename[2]):
+                continue
+            if _compatibility_code(ctx, ref):
+                continue
+            if isinstance(node, cst.Call):
+                self._call(ctx, node, *rename[:2])
+            else:
+                self._decorator(ctx, node, *rename[:2])
 
     def _device_arg(self, ctx: FileContext, how: str) -> cst.Arg:
         kind, _, value = how.partition(":")
@@ -87,3 +144,98 @@ class DeprecatedAmp(Rule):
         ctx.tx.note(
             group, deco, self.code, f"@{ctx.index.code(deco.decorator)} -> @{new}(...)", SAFE
         )
+
+
+def _compatibility_code(ctx: FileContext, ref: cst.CSTNode) -> bool:
+    """The old spelling is one side of a choice the code makes between torch versions."""
+    if _in_fallback(ctx, ref):
+        return True
+    base = ref
+    while isinstance(base, cst.Attribute):
+        base = base.value
+    if not isinstance(base, cst.Name):
+        return False
+    bindings = ctx.index.bindings(base)
+    if len({(b.kind, b.qualified) for b in bindings}) > 1:
+        return True  # `GradScaler` is the new class on one path, the old one on another
+    sources = {b.source for b in bindings if b.kind == "import"}
+    return any(
+        id(stmt) in sources and _in_fallback(ctx, stmt)
+        for stmt in ctx.index.within(ctx.module, cst.Import, cst.ImportFrom)
+    )
+
+
+def _in_fallback(ctx: FileContext, node: cst.CSTNode) -> bool:
+    """`node` sits in a branch chosen by a torch feature or version test, or in one arm of a
+    try/if whose other arm uses the new API (an `if` that returns early counts as an arm)."""
+    child = node
+    for anc in ctx.index.ancestors(node):
+        if isinstance(anc, (cst.IndentedBlock, cst.Module)):
+            if _after_early_exit(ctx, anc.body, child):
+                return True
+        elif isinstance(anc, (cst.If, cst.IfExp)):
+            if _is_probe(ctx, anc.test):
+                return True
+            arms = [anc.body, anc.orelse] if anc.orelse is not None else []
+            if any(arm is not child and _uses_new_api(ctx, arm) for arm in arms):
+                return True
+        elif isinstance(anc, (cst.Try, cst.TryStar)) and _catches_api_errors(anc):
+            parts = [anc.body, *anc.handlers]
+            if any(part is not child and _uses_new_api(ctx, part) for part in parts):
+                return True
+        child = anc
+    return False
+
+
+def _after_early_exit(ctx: FileContext, body, stmt: cst.CSTNode) -> bool:
+    """`if hasattr(torch.amp, ...): return <new>` before `stmt` makes it the `else` arm."""
+    for earlier in body:
+        if earlier is stmt:
+            return False
+        if (
+            isinstance(earlier, cst.If)
+            and m.matches(earlier.body, EXITS)
+            and (_is_probe(ctx, earlier.test) or _uses_new_api(ctx, earlier.body))
+        ):
+            return True
+    return False
+
+
+def _catches_api_errors(node: cst.Try | cst.TryStar) -> bool:
+    """A handler for what a missing torch API raises (or a broad one)."""
+    for handler in node.handlers:
+        if handler.type is None:
+            return True
+        if isinstance(handler.type, cst.Tuple):
+            types = [element.value for element in handler.type.elements]
+        else:
+            types = [handler.type]
+        if any((dotted(t) or "").split(".")[-1] in API_ERRORS for t in types):
+            return True
+    return False
+
+
+def _is_probe(ctx: FileContext, test: cst.CSTNode) -> bool:
+    """`hasattr(torch.amp, ...)`, `getattr(torch, ...)`, `torch.__version__`, `TORCH_2_3`."""
+    for node in ctx.index.within(test, cst.Call, cst.Name):
+        if m.matches(node, FEATURE_PROBE) and node.args:
+            target = ctx.names.resolve_name(node.args[0].value) or ""
+            if target == "torch" or target.startswith("torch."):
+                return True
+        elif isinstance(node, cst.Name) and VERSION_NAME.search(node.value):
+            return True
+    return False
+
+
+def _uses_new_api(ctx: FileContext, part: cst.CSTNode) -> bool:
+    """`part` names `torch.amp.*`, `torch.autocast` or `torch.GradScaler` (or imports them)."""
+    for node in ctx.index.within(part, cst.ImportFrom, cst.Import, cst.Attribute, cst.Name):
+        if isinstance(node, cst.ImportFrom):
+            names = [dotted(node.module) or ""] if node.module is not None else []
+        elif isinstance(node, cst.Import):
+            names = [dotted(alias.name) or "" for alias in node.names]
+        else:
+            names = [ctx.names.resolve_name(node) or ""]
+        if any(n == api or n.startswith(api + ".") for n in names for api in NEW_API):
+            return True
+    return False
