@@ -117,11 +117,9 @@ def rewrite(
     found = discover(list(paths), include, exclude, respect_gitignore=not no_gitignore)
     for error in found.errors:
         click.echo(f"error: {error}", err=True)
-    problems = [] if target_torch else target.unsupported(path for path, _ in found.files)
-    for problem in problems:
-        click.echo(f"error: {problem}", err=True)
-    if problems:
-        sys.exit(EXIT_ERROR)
+    warnings = [] if target_torch else target.unsupported(path for path, _ in found.files)
+    for warning in warnings:
+        click.echo(f"warning: {warning}", err=True)
 
     progress_bar = None
     if sys.stderr.isatty() and len(found.files) >= PROGRESS_THRESHOLD and not quiet:

@@ -67,7 +67,8 @@ class FileFacts:
     is_package: bool = False
     inits: dict[tuple[str, int], InitDecision] = field(default_factory=dict)
     params: dict[str, tuple[str, ScalerSpec]] = field(default_factory=dict)
-    flags: dict[str, tuple[str, str]] = field(default_factory=dict)  # qualname -> (param, unit)
+    # flags: qualname -> (parameter, unit, default or None): autocast on/off from the caller
+    flags: dict[str, tuple[str, str, str | None]] = field(default_factory=dict)
     # callees: raw callee -> (parameter, unit, value passed: the scaler's access if "")
     callees: dict[str, tuple[str, str, str]] = field(default_factory=dict)
     returns: dict[str, ScalerSpec] = field(default_factory=dict)
@@ -94,7 +95,7 @@ class FileFacts:
         specs += [spec for _, spec, _ in self.evaluation.values()]
         units = {s.unit for s in specs}
         units |= {unit for _, unit, _ in self.callees.values()}
-        units |= {unit for _, unit in self.flags.values()}
+        units |= {unit for _, unit, _ in self.flags.values()}
         units |= {unit for unit, _ in self.helpers.values()} | set(self.unreached.values())
         return {u for u in units if u}
 

@@ -35,4 +35,4 @@ class Options:
         if self.target_torch is not None:
             return self
         pin = pin_for(str(Path(path).resolve().parent))
-        return self if pin is None else replace(self, target_torch=pin.version)
+        return self if pin is None else replace(self, target_torch=pin.target)

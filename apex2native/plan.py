@@ -318,11 +318,20 @@ class _PlanBuilder:
         return None
 
     def run(self) -> RepoPlan:
+        self.inference_units: set[str] = set()
         for path, summary in self.planner.summaries.items():
             if summary.inits:
                 facts = self.file(path)
                 for site in summary.inits:
-                    facts.inits[site.decision.anchor] = site.decision
+                    decision = site.decision
+                    facts.inits[decision.anchor] = decision
+                    if decision.kind == "inference" and decision.spec and decision.spec.autocast:
+                        self.inference_units.add(decision.spec.unit)
+                        facts.evaluation[site.home] = (
+                            decision.models,
+                            decision.spec,
+                            decision.autocast_enabled,
+                        )
         self._aliases()
         self._helpers_return_scalers()
         needs = []
@@ -429,19 +438,32 @@ class _PlanBuilder:
     def _evaluate_in(self, func: Function, call: Call, holder: Holder, models: set[str]) -> None:
         spec = holder.spec
         facts = self.file(func.path)
-        known = facts.evaluation.get(func.qualname, ((), spec, None))
+        known = facts.evaluation.get(func.qualname)
+        if known is not None and known[1].unit != spec.unit:
+            if known[1].unit in self.inference_units and spec.runtime:
+                # its own inference initialize decides when no caller says otherwise
+                flag = self._flag(func, call, holder, default="None")
+                switch = f"{flag} if {flag} is not None else {known[2] or True}"
+                facts.evaluation[func.qualname] = (
+                    tuple(sorted({*known[0], *models})),
+                    spec,
+                    switch,
+                )
+            return
         switch: str | None = None
         if spec.runtime:
             switch = rename_expression(spec.enabled or "", call, func)
             if not switch:
                 switch = self._flag(func, call, holder)
-        facts.evaluation[func.qualname] = (tuple(sorted({*known[0], *models})), spec, switch)
+        previous = known[0] if known is not None else ()
+        facts.evaluation[func.qualname] = (tuple(sorted({*previous, *models})), spec, switch)
 
-    def _flag(self, func: Function, call: Call, holder: Holder) -> str:
+    def _flag(self, func: Function, call: Call, holder: Holder, default: str | None = None) -> str:
         """An `amp_enabled` parameter that every caller passes as `scaler.is_enabled()`."""
         taken = set(func.params) | func.names
         name = next(n for n in ("amp_enabled", "use_amp", "amp_autocast_enabled") if n not in taken)
-        name = self.file(func.path).flags.setdefault(func.qualname, (name, holder.spec.unit))[0]
+        entry = (name, holder.spec.unit, default)
+        name = self.file(func.path).flags.setdefault(func.qualname, entry)[0]
         value = f"{holder.access}.is_enabled()"
         self.file(call.path).callees[call.raw] = (name, holder.spec.unit, value)
         self.note(

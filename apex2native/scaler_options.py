@@ -29,6 +29,7 @@ PARAMS = (
     "max_loss_scale",
 )
 NUMERIC = re.compile(r"^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$")
+ATOM = re.compile(r"^[\w.]+(\[[^\[\]]*\])?$")
 DOTTED = re.compile(r"^[A-Za-z_][A-Za-z_0-9]*(\.[A-Za-z_][A-Za-z_0-9]*)*$")
 NOT_LITERAL = ...
 
@@ -44,6 +45,10 @@ class Arg:
 
     def condition(self) -> str:
         return f"({self.code})" if self.loose else self.code
+
+    def operand(self) -> str:
+        """The argument as one operand of a comparison."""
+        return self.code if ATOM.match(self.code) else f"({self.code})"
 
 
 @dataclass
@@ -62,6 +67,7 @@ class ScalerOptions:
     autocast_enabled: str | None = None
     update_args: str = ""
     update_local: bool = False  # update_args read names of the scope that makes the scaler
+    switch: str | None = None  # the run-time condition that turns amp on (None: always on)
     level_hints: tuple[str, ...] = ()
     problem: str | None = None
 
@@ -98,7 +104,7 @@ def scaler_options(
 
     level = args["opt_level"].literal if "opt_level" in args else "O1"
     if level is NOT_LITERAL:
-        expr = args["opt_level"].code
+        expr = args["opt_level"].operand()
         out.level_hints = (expr.rsplit(".", 1)[-1],)
         parts.append(f"{expr} != {lit('O0')}")
         autocast_on = None
@@ -175,6 +181,7 @@ def scaler_options(
         out.kwargs.insert(0, ("enabled", "False"))
     elif parts:
         out.kwargs.insert(0, ("enabled", " and ".join(parts)))
+    out.switch = " and ".join(parts) or None
     out.conditions = {normalize(p) for p in parts}
     if len(parts) > 1:
         out.conditions.add(normalize(" and ".join(parts)))

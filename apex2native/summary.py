@@ -699,7 +699,7 @@ class _InitAnalysis:
         keep = [(t, v) for t, v in pairs if o.code(t) != self.value_code(v)]
         rebind = self._rebind(keep)
         if _no_optimizers(optimizers):
-            return self.site(self.decision(kind="inference", rebind=rebind))
+            return self._inference(args, models, pairs, rebind)
 
         opt_codes = self._optimizer_codes(optimizers, pairs)
         guards, outer, once = self._guards()
@@ -789,6 +789,34 @@ class _InitAnalysis:
                     return None
                 out[key.value] = sub.value
         return out
+
+    def _inference(self, args, models, pairs, rebind) -> InitSite:
+        """`model = amp.initialize(model, opt_level=...)` with no optimizer: nothing to scale.
+
+        The forward passes of that model in the same function run under autocast, switched
+        the way the opt level and `enabled=` switched apex (O2/O3's fp16 weights become fp32
+        weights cast per op: numerics).
+        """
+        o = self.o
+        guards, outer, _ = self._guards()
+        unit = f"{o.path}:{self.stmt.lineno}"
+        options = scaler_options(args, guards, "", o.lit)
+        if options.problem:
+            return self.site(self.decision(problem=options.problem))
+        switch = options.switch if options.autocast else "False"
+        func = o.enclosing_function(self.call)
+        self.home = o.qualname(func) if func is not None else o.summary.module
+        spec = ScalerSpec(origin=unit, autocast=options.autocast, unit=unit, switch=switch)
+        decision = self.decision(
+            kind="inference",
+            rebind=rebind,
+            outer_line=outer.lineno,
+            models=self._model_codes(models, pairs),
+            autocast_enabled=switch,
+            messages=tuple(options.messages),
+            spec=spec,
+        )
+        return self.site(decision, self.home, decision.models)
 
     def arg(self, node: ast.AST) -> Arg:
         literal: object = NOT_LITERAL

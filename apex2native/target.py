@@ -76,14 +76,19 @@ class Pin:
     source: str
 
     def problem(self) -> str | None:
-        """Why no migration can honour this pin, if none can."""
+        """Why the migrated code cannot honour this pin, if it cannot."""
         if self.version >= NATIVE_AMP:
             return None
         return (
             f"{self.source}: the project's minimum torch {self.version} has no native AMP "
-            f"(it came with {NATIVE_AMP}); raise the pin, or pass --target-torch "
-            f"{NATIVE_AMP} (or newer) to say which torch the migrated code is for"
+            f"(it came with {NATIVE_AMP}); the rewrite targets torch {NATIVE_AMP}: raise the "
+            f"pin, or pass --target-torch to say which torch the migrated code is for"
         )
+
+    @property
+    def target(self) -> TorchVersion:
+        """The torch the rewrite writes for: the pin, but never below native AMP."""
+        return max(self.version, NATIVE_AMP)
 
 
 @cache

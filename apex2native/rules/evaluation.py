@@ -45,7 +45,16 @@ class Evaluation(Rule):
                 continue
             hints = (*spec.level_hints, *spec.conditions, "fp16", "half", '"O2"', '"O3"')
             self._half(ctx, func, set(models), hints, spec.unit)
-            self._regions(ctx, func, set(models), switch, spec.unit)
+            if not self._regions(ctx, func, set(models), switch, spec.unit) and spec.unit in {
+                d.spec.unit for d in ctx.facts.inits.values() if d.spec and d.kind == "inference"
+            }:
+                ctx.refuse(
+                    func,
+                    self.code,
+                    "inference only: no forward pass of the model in this function to run "
+                    f"under {ctx.autocast_hint()}; do it where the model runs",
+                    spec.unit,
+                )
 
     def _half(
         self, ctx: FileContext, func: cst.FunctionDef, models: set[str], hints, unit: str
@@ -83,7 +92,8 @@ class Evaluation(Rule):
         models: set[str],
         switch: str | None,
         unit: str,
-    ) -> None:
+    ) -> bool:
+        """Autocast around the statements that run the model; False when there are none."""
         wrapped: set[int] = set()
         calls = [c for name in sorted(models) for c in ctx.index.calls_named(name, func.body)]
         for node in sorted(calls, key=ctx.index.order):
@@ -120,6 +130,7 @@ class Evaluation(Rule):
             ctx.mark_autocast(block[start : end + 1])
             ctx.needs_torch = True
             ctx.tx.note(group, stmt, self.code, "evaluation forward pass under autocast", NUMERICS)
+        return bool(wrapped)
 
 
 def _is_half_cast(stmt: cst.CSTNode) -> bool:

@@ -58,16 +58,23 @@ class Initialize(Rule):
         return [ctx.gen.stmt(decision.rebind, ctx.index.indent_width(stmt))]
 
     def _inference(self, ctx: FileContext, call, stmt, decision: InitDecision) -> None:
+        """No optimizer: the call goes; the forward passes get autocast (`evaluation`)."""
         rebind = self._rebind(ctx, stmt, decision)
+        unit = decision.spec.unit if decision.spec else ""
         group = object()
+        ctx.tx.tag(group, unit)
+        ctx.tx.register_init(unit, call)
         ctx.tx.edits.replace_statement(group, stmt, lambda _u: rebind)
         ctx.tx.handle(group, call.func)
-        ctx.tx.note(group, call, self.code, "amp.initialize without optimizers removed", SAFE)
-        ctx.tx.todo(
-            call,
-            self.code,
-            f"inference only: run this model's forward passes under {ctx.autocast_hint()}",
+        if decision.spec is not None and decision.spec.autocast:
+            what = "its forward passes below run under autocast"
+        else:
+            what = "apex did not cast in this configuration"
+        ctx.tx.note(
+            group, call, self.code, f"amp.initialize without optimizers removed: {what}", SAFE
         )
+        for text, tier in decision.messages:
+            ctx.tx.note(group, call, self.code, text, tier)
 
     def _scaler(self, ctx: FileContext, call, stmt, decision: InitDecision) -> None:
         spec = decision.spec

@@ -149,12 +149,7 @@ class ScaleLoss(Rule):
             if n.value == name and not _is_attr_name(ctx, n)
         ]
         backward_uses = [n for n in uses if _backward_receiver(ctx, n)]
-        loss_code = ctx.index.code(site.loss)
-        if isinstance(
-            site.loss, (cst.BinaryOperation, cst.BooleanOperation, cst.IfExp, cst.Lambda)
-        ):
-            loss_code = f"({loss_code})" if not site.loss.lpar else loss_code
-        scaled = f"{site.scaler.access}.scale({loss_code})"
+        scaled = f"{site.scaler.access}.scale({ctx.index.code(site.loss)})"
         if uses and len(uses) == len(backward_uses) == 1:
             ctx.tx.edits.replace_node(site.group, uses[0], lambda _u: cst.parse_expression(scaled))
             bind_stmt = []

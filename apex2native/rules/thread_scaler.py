@@ -44,10 +44,10 @@ class ThreadScaler(Rule):
             if isinstance(func, cst.FunctionDef):
                 ctx.add_scaler(Scaler.from_spec(name, func, spec))
                 self._add_param(ctx, func, name, spec.unit)
-        for qualname, (name, unit) in facts.flags.items():
+        for qualname, (name, unit, default) in facts.flags.items():
             func = defs.get(qualname)
             if isinstance(func, cst.FunctionDef):
-                self._add_param(ctx, func, name, unit)
+                self._add_param(ctx, func, name, unit, default)
         for qualname, (access, spec) in facts.unpacks.items():
             func = defs.get(qualname)
             if not isinstance(func, cst.FunctionDef):
@@ -77,7 +77,16 @@ class ThreadScaler(Rule):
             if isinstance(func, cst.FunctionDef):
                 self._returns(ctx, func)
 
-    def _add_param(self, ctx: FileContext, func: cst.FunctionDef, name: str, unit: str) -> None:
+    def _add_param(
+        self,
+        ctx: FileContext,
+        func: cst.FunctionDef,
+        name: str,
+        unit: str,
+        default: str | None = None,
+    ) -> None:
+        """Add a parameter every caller must pass: after the others, or keyword-only when
+        they have defaults (a default would hide a call site the plan did not see)."""
         params = func.params
         taken = [
             p.name.value for p in (*params.posonly_params, *params.params, *params.kwonly_params)
@@ -88,16 +97,19 @@ class ThreadScaler(Rule):
 
         def add(updated: cst.Parameters) -> cst.Parameters:
             new = cst.Param(cst.Name(name))
-            if isinstance(updated.star_arg, (cst.Param, cst.ParamStar)) or updated.kwonly_params:
-                return updated.with_changes(kwonly_params=[*updated.kwonly_params, new])
-            if any(p.default is not None for p in updated.params):
+            if default is not None:
                 new = new.with_changes(
-                    default=cst.Name("None"),
+                    default=cst.parse_expression(default),
                     equal=cst.AssignEqual(
                         whitespace_before=cst.SimpleWhitespace(""),
                         whitespace_after=cst.SimpleWhitespace(""),
                     ),
                 )
+            has_star = isinstance(updated.star_arg, (cst.Param, cst.ParamStar))
+            if has_star or updated.kwonly_params:
+                return updated.with_changes(kwonly_params=[*updated.kwonly_params, new])
+            if any(p.default is not None for p in updated.params) or default is not None:
+                return updated.with_changes(star_arg=cst.ParamStar(), kwonly_params=[new])
             return updated.with_changes(params=[*updated.params, new])
 
         ctx.tx.tag(group, unit)
