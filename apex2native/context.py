@@ -39,7 +39,8 @@ class FileContext:
         self.options = options
         self.gen = gen
         self.index = TreeIndex(module, self.facts.module, self.facts.is_package, text)
-        self.names = ApexNames(self.index, self.facts.aliases)
+        amp_params = {(q, p) for q, (p, _, _) in self.facts.amp_params.items()}
+        self.names = ApexNames(self.index, self.facts.aliases, amp_params)
         self.reach = ScalerReach(self.index)
         self.tx = Transactions(self.index)
         self.sites: list = []  # scaled backward sites, extended by step/unscale/autocast

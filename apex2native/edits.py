@@ -178,6 +178,8 @@ class EditApplier(cst.CSTTransformer):
         self.edits = edits
         self.hot = hot
         self._moved: dict[cst.CSTNode, cst.CSTNode] = {}
+        self._emptied: set[int] = set()  # blocks whose every statement the edits removed
+        self._markers: list[cst.CSTNode] = []  # kept alive: their ids must not be reused
 
     def on_visit(self, node: cst.CSTNode) -> bool:
         return self.hot is None or id(node) in self.hot
@@ -194,7 +196,10 @@ class EditApplier(cst.CSTTransformer):
     def leave_IndentedBlock(self, original_node, updated_node):
         body, carry = self._rebuild(original_node.body, updated_node.body)
         if not body:
-            return updated_node.with_changes(body=[_pass(carry)])
+            block = updated_node.with_changes(body=[_pass(carry)])
+            self._emptied.add(id(block))
+            self._markers.append(block)
+            return block
         return updated_node.with_changes(body=body, footer=[*carry, *updated_node.footer])
 
     def leave_Module(self, original_node, updated_node):
@@ -213,6 +218,9 @@ class EditApplier(cst.CSTTransformer):
     def _expand(self, original: cst.CSTNode, updated: cst.CSTNode) -> list:
         edit = self.edits.statements.get(original)
         if edit is None:
+            if self._vacated(updated):
+                comments = [line for line in _leading(updated) if line.comment is not None]
+                return [_Carry(comments)] if comments else []
             return _as_lines(updated)
         pre: list[cst.BaseStatement] = [] if edit.removed else list(edit.before)
         for moved in edit.move_before:
@@ -238,6 +246,16 @@ class EditApplier(cst.CSTTransformer):
             return [_Carry(comments)] if comments else []
         seq[0] = _with_leading(seq[0], lead)
         return seq
+
+    def _vacated(self, stmt: cst.CSTNode) -> bool:
+        """An `if` with no other arm whose whole body the edits removed, and whose test
+        only reads names: it now does nothing, so it goes instead of keeping `pass`."""
+        return (
+            isinstance(stmt, cst.If)
+            and stmt.orelse is None
+            and id(stmt.body) in self._emptied
+            and not any(_has_effects(n) for n in _walk(stmt.test))
+        )
 
     def _moved_lines(self, moved: cst.CSTNode) -> list[cst.BaseStatement]:
         """A moved statement as the rest of the rewrite left it."""
@@ -275,6 +293,17 @@ class EditApplier(cst.CSTTransformer):
                 carry = []
             i += 1
         return out, carry
+
+
+def _walk(node: cst.CSTNode):
+    yield node
+    for child in node.children:
+        yield from _walk(child)
+
+
+def _has_effects(node: cst.CSTNode) -> bool:
+    """A call, await, walrus or lambda may do something; reading names and comparing does not."""
+    return isinstance(node, (cst.Call, cst.Await, cst.NamedExpr, cst.Yield, cst.Subscript))
 
 
 def _pass(lines: Sequence[cst.EmptyLine]) -> cst.SimpleStatementLine:

@@ -80,6 +80,11 @@ class FileFacts:
         default_factory=dict
     )
     unreached: dict[str, str] = field(default_factory=dict)  # qualname -> unit it needs
+    # amp handed in as an argument: qualname -> (parameter, its new name, spec): the
+    # parameter holds the scaler from now on, and its uses are migrated like `amp.*`
+    amp_params: dict[str, tuple[str, str, ScalerSpec]] = field(default_factory=dict)
+    # call sites that pass amp: raw callee -> [(position or keyword, parameter, new name, unit)]
+    amp_args: dict[str, list[tuple[str, str, str, str]]] = field(default_factory=dict)
     notes: dict[str, list[tuple[str, str]]] = field(default_factory=dict)
     blocked: dict[str, str] = field(default_factory=dict)
     marks: dict[int, list[tuple[str, str]]] = field(default_factory=dict)
@@ -96,6 +101,8 @@ class FileFacts:
         units = {s.unit for s in specs}
         units |= {unit for _, unit, _ in self.callees.values()}
         units |= {unit for _, unit, _ in self.flags.values()}
+        units |= {spec.unit for _, _, spec in self.amp_params.values()}
+        units |= {unit for args in self.amp_args.values() for *_, unit in args}
         units |= {unit for unit, _ in self.helpers.values()} | set(self.unreached.values())
         return {u for u in units if u}
 
@@ -112,6 +119,8 @@ class FileFacts:
                 self.inherited,
                 self.evaluation,
                 self.unreached,
+                self.amp_params,
+                self.amp_args,
                 self.marks,
                 self.aliases,
             )

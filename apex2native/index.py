@@ -230,6 +230,7 @@ class TreeIndex:
             self._scope_of[id(node)] = inner
             return [(c, node, inner) for c in code_children(node)]
         self._scope_of[id(node)] = inner
+        inner.owner = node
         return [(c, node, inner if c is node.body else outer) for c in code_children(node)]
 
     # binding helpers -------------------------------------------------------------------
@@ -398,6 +399,16 @@ class TreeIndex:
         if isinstance(node, cst.Attribute):
             return [f"{base}.{node.attr.value}" for base in self.qualified_names(_through(node))]
         return []
+
+    def param_of(self, name: cst.Name) -> cst.FunctionDef | None:
+        """The def whose parameter a read of a name refers to, if it does."""
+        scope = self._scope_of.get(id(name))
+        binder = scope.resolve(name.value) if scope is not None else None
+        if binder is None or not isinstance(binder.owner, cst.FunctionDef):
+            return None
+        if any(b.kind == "param" for b in binder.bindings.get(name.value, ())):
+            return binder.owner
+        return None
 
     def imported_names(self, node: cst.CSTNode) -> list[str]:
         """Dotted names an expression stands for through imports only (as written)."""

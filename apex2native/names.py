@@ -22,9 +22,15 @@ class ApexNames:
     so is a project name the plan found to re-export apex (`aliases`: `base.amp` -> `apex.amp`).
     """
 
-    def __init__(self, index: TreeIndex, aliases: dict[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        index: TreeIndex,
+        aliases: dict[str, str] | None = None,
+        amp_params: set[tuple[str, str]] = frozenset(),
+    ) -> None:
         self.index = index
         self.aliases = aliases or {}
+        self.amp_params = amp_params  # (def qualname, parameter) that receive amp
         self._flags: set[str] | None = None
         self._held: dict[int, set[str]] = {}
         self._refs: list[tuple[cst.CSTNode, str]] | None = None
@@ -45,7 +51,25 @@ class ApexNames:
             name = unalias(name, self.aliases)
             if is_apex(name):
                 return name
+        if self.amp_params:
+            held = self._param_apex_name(node)
+            if held is not None:
+                return held
         return self._held_apex_name(node)
+
+    def _param_apex_name(self, node: cst.CSTNode) -> str | None:
+        """`amp.scale_loss` where `amp` is a parameter the amp module is passed in by."""
+        parts: list[str] = []
+        current = node
+        while isinstance(current, cst.Attribute):
+            parts.insert(0, current.attr.value)
+            current = current.value
+        if not isinstance(current, cst.Name):
+            return None
+        func = self.index.param_of(current)
+        if func is None or (self.index.qualname(func), current.value) not in self.amp_params:
+            return None
+        return ".".join(["apex.amp", *parts])
 
     def call_name(self, node: cst.CSTNode) -> str | None:
         """The apex name a call invokes (`apex.amp.scale_loss`), else None."""

@@ -334,6 +334,7 @@ class _PlanBuilder:
                         )
         self._aliases()
         self._helpers_return_scalers()
+        self._amp_arguments()
         needs = []
         for summary in self.planner.summaries.values():
             for qualname in sorted(summary.needs):
@@ -402,6 +403,55 @@ class _PlanBuilder:
                     unit,
                     f"{call.caller} unpacks the scaler from {qualname}",
                 )
+
+    def _amp_arguments(self) -> None:
+        """`train(model, amp)`: the parameter that receives the amp module receives the
+        scaler instead (renamed `scaler`), and passes it on the same way."""
+        work = [
+            (callee, call, arg)
+            for callee, calls in self.callers.items()
+            for call in calls
+            for arg in call.amp_args
+        ]
+        done: set[tuple[str, str]] = set()
+        while work:
+            callee, call, arg = work.pop(0)
+            func = self.functions.get(callee)
+            source = self.holder_at(call) or self._amp_param_holder(call)
+            if func is None or source is None:
+                continue
+            params = [p for p in func.params if p not in ("self", "cls")]
+            param = params[int(arg)] if arg.isdigit() and int(arg) < len(params) else arg
+            if param not in params or (callee, param) in done:
+                continue
+            done.add((callee, param))
+            new = self._param_name(callee) if param not in PARAM_NAMES else param
+            spec = source.spec
+            self.file(func.path).amp_params[callee] = (param, new, spec)
+            entries = self.file(call.path).amp_args.setdefault(call.raw, [])
+            if (arg, param, new, spec.unit) not in entries:
+                entries.append((arg, param, new, spec.unit))
+            self.holders.setdefault(callee, Holder(new, spec))
+            self.note(
+                call.path,
+                call.caller,
+                spec.unit,
+                f"{call.caller} hands {callee} the scaler where it handed amp (`{param}`)",
+            )
+            for inner, calls in self.callers.items():
+                for c in calls:
+                    if c.caller != callee:
+                        continue
+                    for i, value in enumerate(c.args):
+                        if value == param:
+                            work.append((inner, c, str(i)))
+                    for key, value in c.keywords.items():
+                        if value == param:
+                            work.append((inner, c, key))
+
+    def _amp_param_holder(self, call: Call) -> Holder | None:
+        """The scaler of a caller whose own parameter held amp (it holds the scaler now)."""
+        return self.holders.get(call.caller) if call.caller in self.holders else None
 
     def _evaluation(self, needs: list[tuple[str, str]]) -> None:
         """Functions handed an initialized model run their forward passes under autocast.

@@ -31,6 +31,7 @@ class Scope:
     bindings: dict[str, list[Binding]] = field(default_factory=dict)
     globals: set[str] = field(default_factory=set)
     nonlocals: set[str] = field(default_factory=set)
+    owner: object = None  # the def, class or lambda node that makes the scope
 
     def bind(self, name: str, binding: Binding) -> None:
         target = self
@@ -64,19 +65,24 @@ class Scope:
 
     def lookup(self, name: str) -> list[Binding]:
         """The bindings a read of `name` in this scope can see ([] for builtins, unbound)."""
+        scope = self.resolve(name)
+        return scope.bindings.get(name, []) if scope is not None else []
+
+    def resolve(self, name: str) -> Scope | None:
+        """The scope whose binding a read of `name` here sees (None: builtin or unbound)."""
         if name in self.globals:
-            return self.module().bindings.get(name, [])
+            module = self.module()
+            return module if name in module.bindings else None
         if name in self.nonlocals:
-            binder = self.enclosing_binder(name)
-            return binder.bindings.get(name, []) if binder else []
+            return self.enclosing_binder(name)
         if name in self.bindings:
-            return self.bindings[name]
+            return self
         scope = self.parent
         while scope is not None:
             if scope.kind != CLASS and name in scope.bindings:
-                return scope.bindings[name]
+                return scope
             scope = scope.parent
-        return []
+        return None
 
     def qualname(self) -> str:
         """`Class.method` for a def in a class; "" for the module."""

@@ -61,6 +61,7 @@ class Call:
     unpacked: int | None  # number of names the result is unpacked into, if any
     line: int
     raw: str = ""
+    amp_args: tuple[str, ...] = ()  # positions ("0") and keywords that pass the amp module
 
 
 @dataclass
@@ -526,6 +527,10 @@ class _Summarizer:
             target = parent.targets[0]
             if isinstance(target, (ast.Tuple, ast.List)):
                 unpacked = len(target.elts)
+        amp_args = tuple(
+            [str(i) for i, a in enumerate(node.args) if self._is_amp_module(a)]
+            + [k.arg for k in node.keywords if k.arg and self._is_amp_module(k.value)]
+        )
         self.summary.calls.append(
             Call(
                 self.path,
@@ -535,8 +540,13 @@ class _Summarizer:
                 {k.arg: self.code(k.value) for k in node.keywords if k.arg is not None},
                 unpacked,
                 self.statement_of(node).lineno,
+                amp_args=amp_args,
             )
         )
+
+    def _is_amp_module(self, node: ast.AST) -> bool:
+        """`amp` passed as a value: the apex.amp module itself."""
+        return isinstance(node, ast.Name) and self.apex_name(node) == "apex.amp"
 
     def _resolve_call(self, node: ast.Call) -> str | None:
         func = node.func

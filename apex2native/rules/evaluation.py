@@ -95,9 +95,10 @@ class Evaluation(Rule):
     ) -> bool:
         """Autocast around the statements that run the model; False when there are none."""
         wrapped: set[int] = set()
-        calls = [c for name in sorted(models) for c in ctx.index.calls_named(name, func.body)]
+        names = sorted({*models, "forward", "module"})
+        calls = [c for name in names for c in ctx.index.calls_named(name, func.body)]
         for node in sorted(calls, key=ctx.index.order):
-            if not (isinstance(node.func, cst.Name) and node.func.value in models):
+            if not _runs_model(node, models):
                 continue
             stmt = ctx.index.statement_of(node)
             if (
@@ -131,6 +132,14 @@ class Evaluation(Rule):
             ctx.needs_torch = True
             ctx.tx.note(group, stmt, self.code, "evaluation forward pass under autocast", NUMERICS)
         return bool(wrapped)
+
+
+def _runs_model(call: cst.Call, models: set[str]) -> bool:
+    """`model(x)`, `model.forward(x)` or `model.module(x)` for a model parameter."""
+    target = call.func
+    if isinstance(target, cst.Attribute) and target.attr.value in ("forward", "module"):
+        target = target.value
+    return isinstance(target, cst.Name) and target.value in models
 
 
 def _is_half_cast(stmt: cst.CSTNode) -> bool:

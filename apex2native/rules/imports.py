@@ -173,8 +173,13 @@ class _Cleanup(cst.CSTTransformer):
         self.flags_read = {
             n.value for n in names if n.value in self.flags and id(n) not in inside_guards
         }
+        self.dead_nones = self._dead_nones(imports)
         self.hot = index.paths_to(
-            [*(i for i in imports if self.migrated[id(i)]), *apex_guards(index)]
+            [
+                *(i for i in imports if self.migrated[id(i)]),
+                *apex_guards(index),
+                *self.dead_nones,
+            ]
         )
         self._empty: set[int] = set()
         self._markers: list[cst.CSTNode] = []  # kept alive: their ids must not be reused
@@ -227,6 +232,36 @@ class _Cleanup(cst.CSTTransformer):
         if len(names) == len(updated_node.names):
             return updated_node
         return updated_node.with_changes(names=_fix_commas(names))
+
+    def _dead_nones(self, imports) -> list[cst.CSTNode]:
+        """`amp = None` (the arm where apex did not import) once nothing reads `amp`."""
+        names = {
+            name
+            for imp in imports
+            for name in self.migrated[id(imp)] or ()
+            if not self.index.reads.get(name)
+        }
+        out = []
+        for assign in self.index.within(self.index.module, cst.Assign):
+            if (
+                len(assign.targets) == 1
+                and isinstance(assign.targets[0].target, cst.Name)
+                and assign.targets[0].target.value in names
+                and m.matches(assign.value, m.Name("None"))
+            ):
+                out.append(assign)
+        return out
+
+    def leave_Assign(self, original_node, updated_node):
+        if any(original_node is dead for dead in self.dead_nones):
+            return cst.RemoveFromParent()
+        return updated_node
+
+    def leave_Else(self, original_node, updated_node):
+        body = updated_node.body.body
+        if body and all(self._dead(s) for s in body):
+            return cst.RemoveFromParent()
+        return updated_node
 
     def leave_SimpleStatementLine(self, original_node, updated_node):
         if not updated_node.body:

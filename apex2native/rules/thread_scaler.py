@@ -44,6 +44,11 @@ class ThreadScaler(Rule):
             if isinstance(func, cst.FunctionDef):
                 ctx.add_scaler(Scaler.from_spec(name, func, spec))
                 self._add_param(ctx, func, name, spec.unit)
+        for qualname, (param, new, spec) in facts.amp_params.items():
+            func = defs.get(qualname)
+            if isinstance(func, cst.FunctionDef):
+                ctx.add_scaler(Scaler.from_spec(new, func, spec))
+                self._rename_param(ctx, func, param, new, spec.unit)
         for qualname, (name, unit, default) in facts.flags.items():
             func = defs.get(qualname)
             if isinstance(func, cst.FunctionDef):
@@ -116,10 +121,28 @@ class ThreadScaler(Rule):
         ctx.tx.edits.replace_node(group, params, add)
         ctx.tx.note(group, func, self.code, f"{ctx.index.qualname(func)} takes `{name}`", SAFE)
 
+    def _rename_param(
+        self, ctx: FileContext, func: cst.FunctionDef, param: str, new: str, unit: str
+    ) -> None:
+        """The parameter that received amp receives the scaler: named for what it holds."""
+        group = object()
+        ctx.tx.tag(group, unit)
+        if new != param:
+            for p in ctx.index.within(func.params, cst.Param):
+                if p.name.value == param:
+                    ctx.tx.edits.replace_node(group, p.name, lambda _u: cst.Name(new))
+        for name in ctx.index.reads.get(param, []):
+            if ctx.index.contains(func, name) and ctx.index.param_of(name) is func:
+                if new != param:
+                    ctx.tx.edits.replace_node(group, name, lambda _u: cst.Name(new))
+                ctx.tx.handle(group, name)
+        ctx.tx.note(group, func, self.code, f"`{param}` receives the scaler as `{new}`", SAFE)
+
     def _calls(self, ctx: FileContext) -> None:
         callees = ctx.facts.callees
         helpers = ctx.facts.helpers
-        wanted = {raw.rsplit(".", 1)[-1] for raw in (*callees, *helpers)}
+        amp_args = ctx.facts.amp_args
+        wanted = {raw.rsplit(".", 1)[-1] for raw in (*callees, *helpers, *amp_args)}
         calls = [c for name in sorted(wanted) for c in ctx.index.calls_named(name)]
         for node in sorted(calls, key=ctx.index.order):
             target = ctx.names.resolve_call(node)
@@ -127,6 +150,8 @@ class ThreadScaler(Rule):
                 self._pass(ctx, node, *callees[target])
             if target in helpers:
                 self._unpack(ctx, node, *helpers[target])
+            for entry in amp_args.get(target, ()):
+                self._amp_argument(ctx, node, *entry)
 
     def _pass(self, ctx: FileContext, call: cst.Call, keyword: str, unit: str, value: str) -> None:
         """Add `keyword=<the scaler>` (or the given value) to a call site."""
@@ -154,6 +179,37 @@ class ThreadScaler(Rule):
         stmt = ctx.index.statement_of(call)
         width = ctx.index.indent_width(stmt)
         ctx.tx.edits.replace_statement(group, stmt, lambda u: [ctx.gen.relayout(u, width)])
+
+    def _amp_argument(
+        self, ctx: FileContext, call: cst.Call, arg: str, param: str, new: str, unit: str
+    ) -> None:
+        """Pass the scaler where amp was passed; a keyword follows the parameter's new name."""
+        args = list(call.args)
+        index = int(arg) if arg.isdigit() else None
+        found = [
+            a
+            for i, a in enumerate(args)
+            if (a.keyword is None and i == index)
+            or (a.keyword is not None and a.keyword.value == arg)
+        ]
+        if not found:
+            return
+        target = found[0]
+        group = object()
+        ctx.tx.tag(group, unit)
+        value = target.value
+        if ctx.names.apex_name(value) == "apex.amp":
+            reachable = [s for s in ctx.reach.reachable(call) if s.unit == unit]
+            if not reachable:
+                ctx.tx.fail(
+                    group, call, self.code, f"no scaler reaches this call to pass as `{new}`"
+                )
+                return
+            access = reachable[0].access
+            ctx.tx.edits.replace_node(group, value, lambda _u: cst.parse_expression(access))
+            ctx.tx.handle(group, value)
+        if target.keyword is not None and new != param:
+            ctx.tx.edits.replace_node(group, target.keyword, lambda _u: cst.Name(new))
 
     def _unpack(self, ctx: FileContext, call: cst.Call, unit: str, access: str) -> None:
         parent = ctx.index.parent(call)
