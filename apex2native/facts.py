@@ -32,6 +32,8 @@ class InitDecision:
 
     kind: `scaler` (a GradScaler is created), `inference` (no optimizer: the call goes and
     the forward passes need autocast), `problem` (left as it is, with `problem` as the TODO).
+    A `companion` inference initialize (an EMA or teacher model next to the trained one)
+    belongs to that scaler's unit and follows its switch.
     """
 
     line: int
@@ -49,6 +51,7 @@ class InitDecision:
     autocast_enabled: str | None = None
     spec: ScalerSpec | None = None
     once: str | None = None  # a one-shot guard the creation stays under (`not self.ready`)
+    companion: str = ""  # inference: the scaler made just before for the trained model
 
 
 @dataclass

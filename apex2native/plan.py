@@ -25,7 +25,7 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from apex2native.facts import FileFacts, ScalerSpec
+from apex2native.facts import FileFacts, InitDecision, ScalerSpec
 from apex2native.scopes import absolute_name
 from apex2native.summary import Call, Function, Summary, summarize
 from apex2native.textio import read_text
@@ -326,7 +326,10 @@ class _PlanBuilder:
                     decision = site.decision
                     facts.inits[decision.anchor] = decision
                     if decision.kind == "inference" and decision.spec and decision.spec.autocast:
-                        self.inference_units.add(decision.spec.unit)
+                        if decision.companion:
+                            self._companion_models(decision)
+                        else:
+                            self.inference_units.add(decision.spec.unit)
                         facts.evaluation[site.home] = (
                             decision.models,
                             decision.spec,
@@ -344,6 +347,13 @@ class _PlanBuilder:
         return RepoPlan(
             self.facts, self.moves, self.planner.summaries, self.graph, self.planner.errors
         )
+
+    def _companion_models(self, decision: InitDecision) -> None:
+        """A companion model travels with the trained one: functions handed either run
+        their forward passes under the scaler's switch."""
+        for holder in self.holders.values():
+            if decision.spec and holder.spec.unit == decision.spec.unit:
+                holder.models |= set(decision.models)
 
     def _aliases(self) -> None:
         """`from base_trainer import amp`: the importing file's `amp` is apex's too, and

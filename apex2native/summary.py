@@ -312,6 +312,7 @@ class _Summarizer:
         self._identifiers: set[str] | None = None
         self._returns: dict[int, list[list[str]]] = {}
         self._calls_in: dict[int, list[ast.Call]] = {}
+        self.opt_levels: dict[str, str | None] = {}  # scaler unit -> its opt_level code
 
     def code(self, node: ast.AST) -> str:
         return self.source.segment(node)
@@ -708,7 +709,7 @@ class _InitAnalysis:
             _pair_targets(target, returned, pairs)
         keep = [(t, v) for t, v in pairs if o.code(t) != self.value_code(v)]
         rebind = self._rebind(keep)
-        if _no_optimizers(optimizers):
+        if _no_optimizers(optimizers) or self._idle_optimizer(optimizers, pairs):
             return self._inference(args, models, pairs, rebind)
 
         opt_codes = self._optimizer_codes(optimizers, pairs)
@@ -758,6 +759,7 @@ class _InitAnalysis:
             once=once,
         )
         self.taken.setdefault(home, []).append((access, set(opt_codes), unit))
+        o.opt_levels[unit] = args["opt_level"].code if "opt_level" in args else None
         return self.site(decision, home, model_codes)
 
     def _expand(self, node: ast.AST) -> dict[str, ast.AST] | None:
@@ -800,6 +802,30 @@ class _InitAnalysis:
                 out[key.value] = sub.value
         return out
 
+    def _idle_optimizer(self, optimizers, pairs) -> bool:
+        """An optimizer made only to hand to initialize (an EMA or teacher model's), read
+        nowhere else in its scope: nothing steps it, so there is nothing to scale."""
+        if not isinstance(optimizers, ast.Name):
+            return False
+        o = self.o
+        func = o.enclosing_function(self.call)
+        if func is None:
+            return False
+        back = [t for t, v in pairs if v is optimizers]
+        if not all(isinstance(t, ast.Name) and t.id == optimizers.id for t in back):
+            return False
+        if optimizers.id in {a.arg for a in ast.walk(func.args) if isinstance(a, ast.arg)}:
+            return False  # the caller's optimizer: the caller may step it
+        made = False
+        for node in ast.walk(func):
+            if isinstance(node, ast.Name) and node.id == optimizers.id and node is not optimizers:
+                if isinstance(node.ctx, ast.Load):
+                    return False
+                made = made or not any(t is node for t in back)
+            if isinstance(node, (ast.Global, ast.Nonlocal)) and optimizers.id in node.names:
+                return False
+        return made
+
     def _inference(self, args, models, pairs, rebind) -> InitSite:
         """`model = amp.initialize(model, opt_level=...)` with no optimizer: nothing to scale.
 
@@ -816,6 +842,10 @@ class _InitAnalysis:
         switch = options.switch if options.autocast else "False"
         func = o.enclosing_function(self.call)
         self.home = o.qualname(func) if func is not None else o.summary.module
+        companion = self._companion(func, args)
+        if companion is not None:
+            access, unit = companion
+            switch = f"{access}.is_enabled()"
         spec = ScalerSpec(origin=unit, autocast=options.autocast, unit=unit, switch=switch)
         decision = self.decision(
             kind="inference",
@@ -825,8 +855,25 @@ class _InitAnalysis:
             autocast_enabled=switch,
             messages=tuple(options.messages),
             spec=spec,
+            companion=companion[0] if companion else "",
         )
         return self.site(decision, self.home, decision.models)
+
+    def _companion(self, func, args) -> tuple[str, str] | None:
+        """The scaler an earlier initialize of the same function made with the same opt
+        level: this model (an EMA, a teacher) is cast like the trained one."""
+        if func is None:
+            return None
+        o = self.o
+        level = args["opt_level"].code if "opt_level" in args else None
+        for site in reversed(o.summary.inits):
+            d = site.decision
+            if d.kind != "scaler" or d.anchor[0] != o.qualname(func) or d.spec is None:
+                continue
+            if level is None or o.opt_levels.get(d.spec.unit) != level or "enabled" in args:
+                return None
+            return d.access, d.spec.unit
+        return None
 
     def arg(self, node: ast.AST) -> Arg:
         literal: object = NOT_LITERAL
@@ -892,8 +939,17 @@ class _InitAnalysis:
         guards: list[str] = []
         outer = node = self.stmt
         reads = {n.id for a in (*self.call.args, *self.call.keywords) for n in _names(a)}
+        options = {
+            n.id
+            for a in (*self.call.args[2:], *self.call.keywords)
+            if not (isinstance(a, ast.keyword) and a.arg in ("models", "optimizers"))
+            for n in _names(a)
+        }
         while True:
             parent = o.scopes.parent.get(id(node))
+            if _hoistable_loop(parent, node, options):
+                outer = node = parent  # one scaler for every model the loop initializes
+                continue
             if not isinstance(parent, ast.If) or node not in parent.body:
                 break
             if not _pure(parent.test) or _is_elif(o, parent):
@@ -925,7 +981,7 @@ class _InitAnalysis:
         cls = o.enclosing_class(func) if func is not None else None
         if func is not None and func.args.args:
             first = func.args.args[0].arg
-            if cls is not None and first == "self":
+            if cls is not None and first == "self" and not self._amp_only_in(func, cls):
                 self_name, home = first, o.qualname(cls)
         for access, optimizers, unit in self.taken.get(home, []):
             if optimizers & opt_codes:
@@ -949,6 +1005,30 @@ class _InitAnalysis:
         while access in taken:
             access, n = f"{base}_{n}", n + 1
         return home, access, f"{o.path}:{self.stmt.lineno}"
+
+    def _amp_only_in(self, func: ast.AST, cls: ast.ClassDef) -> bool:
+        """The method is a whole training loop (it initializes and scales the loss) and
+        every apex.amp use of the class is in it: a local scaler then, not an attribute
+        nobody else reads."""
+        o = self.o
+        if not any(
+            isinstance(n, ast.Call) and o.apex_name(n.func) == "apex.amp.scale_loss"
+            for n in ast.walk(func)
+        ):
+            return False
+        inside = {id(n) for n in ast.walk(func)}
+        for node in ast.walk(cls):
+            if id(node) in inside or not isinstance(node, (ast.Name, ast.Attribute)):
+                continue
+            name = o.apex_name(node)
+            if name is not None and name.startswith("apex.amp"):
+                return False
+        return not any(
+            isinstance(n, (ast.Name, ast.Attribute)) and o.apex_name(n) == "apex.amp"
+            for n in ast.walk(func)
+            if isinstance(o.scopes.parent.get(id(n)), ast.Assign)
+            and n is o.scopes.parent[id(n)].value
+        )
 
 
 _PARAM_NAMES = ("models", "optimizers")
@@ -1106,6 +1186,16 @@ def _reads_any(owner: _Summarizer, node: ast.AST, codes: set[str]) -> bool:
     return any(
         owner.code(n) in codes for n in ast.walk(node) if isinstance(n, (ast.Name, ast.Attribute))
     )
+
+
+def _hoistable_loop(loop: ast.AST | None, node: ast.AST, options: set[str]) -> bool:
+    """A `for` over the models to initialize, whose options the loop does not set."""
+    if not isinstance(loop, ast.For) or node not in loop.body or loop.orelse:
+        return False
+    bound = {n.id for n in _names(loop.target)}
+    for stmt in loop.body:
+        bound |= set(_bound_names(stmt))
+    return not (bound & options)
 
 
 def _conditional_ancestor(owner: _Summarizer, stmt: ast.AST) -> str | None:

@@ -106,9 +106,10 @@ class Autocast(Rule):
     def _block(self, ctx: FileContext, sites: list[BackwardSite]) -> None:
         """One region per run of forward statements, shared by the sites of one block.
 
-        Each site marks the statements that compute its loss; marked statements with no
-        barrier (a backward, a step) between them form one region, so two losses computed
-        before their two backward passes share one autocast block.
+        Each site marks the statements that compute its loss; consecutive marked statements
+        form one region, so two losses computed before their two backward passes share one
+        autocast block, and work between a forward and its loss that feeds neither (a timer,
+        a log line) splits the region in two.
         """
         block = ctx.index.siblings(sites[0].top)
         tops = {id(s.top) for s in sites}
@@ -134,7 +135,7 @@ class Autocast(Rule):
                     self._wrap(ctx, block, region, marked)
                     region = []
                 region.append(i)
-            elif stop and region:
+            elif region:  # a barrier, or work that does not feed a loss (timing, logging)
                 self._wrap(ctx, block, region, marked)
                 region = []
 

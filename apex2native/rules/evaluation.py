@@ -46,7 +46,9 @@ class Evaluation(Rule):
             hints = (*spec.level_hints, *spec.conditions, "fp16", "half", '"O2"', '"O3"')
             self._half(ctx, func, set(models), hints, spec.unit)
             if not self._regions(ctx, func, set(models), switch, spec.unit) and spec.unit in {
-                d.spec.unit for d in ctx.facts.inits.values() if d.spec and d.kind == "inference"
+                d.spec.unit
+                for d in ctx.facts.inits.values()
+                if d.spec and d.kind == "inference" and not d.companion
             }:
                 ctx.refuse(
                     func,

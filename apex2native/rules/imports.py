@@ -110,6 +110,10 @@ class Imports(Rule):
         if remove_unused:
             facts = facts or FileFacts()
             index = TreeIndex(module, facts.module, facts.is_package)
+            # a group that added torch code may have been dropped since
+            needs_torch = needs_torch and any(
+                n.value == "torch" for n in index.within(module, cst.Name)
+            )
             cleanup = _Cleanup(index, keep=keep, aliases=facts.aliases)
             if cleanup.ambiguous:
                 cleanup = _Cleanup(index, precise_unused(index, cleanup), keep, facts.aliases)
@@ -155,7 +159,14 @@ class _Cleanup(cst.CSTTransformer):
         module = index.module
         inside_guards = {id(n) for g in apex_guards(index) for n in index.subtree(g)}
         imports = index.within(module, cst.Import, cst.ImportFrom)
-        skip = {id(n) for imp in imports for n in index.subtree(imp)} | inside_guards
+        # inside a guard, the flags it sets are not uses; anything else it reads is
+        flag_targets = {
+            id(t.target)
+            for a in index.within(module, cst.Assign)
+            if id(a) in inside_guards
+            for t in a.targets
+        }
+        skip = {id(n) for imp in imports for n in index.subtree(imp)} | flag_targets
         skip |= {id(n.attr) for n in index.within(module, cst.Attribute)}
         skip |= {id(n.keyword) for n in index.within(module, cst.Arg) if n.keyword}
         names = index.within(module, cst.Name)

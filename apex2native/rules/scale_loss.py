@@ -191,6 +191,9 @@ class ScaleLoss(Rule):
                 "all of them; split the step per arm by hand",
             )
         test, negated = _strip_not(if_node.test)
+        flipped = _opposite(test)
+        if flipped is not None and self._matches(ctx, flipped, site.scaler):
+            test, negated = flipped, not negated  # `if opt_level == "O0": plain else: scaled`
         if negated == scaled_in_body and not self._always(ctx, test):
             return self._refuse(ctx, site, if_node)
         if not self._matches(ctx, test, site.scaler) and not self._always(ctx, test):
@@ -305,6 +308,23 @@ def _arms(stmt: cst.CSTNode) -> list[cst.BaseSuite]:
     if isinstance(node, cst.Else):
         arms.append(node.body)
     return arms
+
+
+def _opposite(test: cst.BaseExpression) -> cst.BaseExpression | None:
+    """`a == b` as `a != b` (and `is`/`is not`): the switch spelled as its negation."""
+    if not isinstance(test, cst.Comparison) or len(test.comparisons) != 1:
+        return None
+    target = test.comparisons[0]
+    flips = {
+        cst.Equal: cst.NotEqual(),
+        cst.NotEqual: cst.Equal(),
+        cst.Is: cst.IsNot(),
+        cst.IsNot: cst.Is(),
+    }
+    op = flips.get(type(target.operator))
+    if op is None:
+        return None
+    return test.with_changes(comparisons=[target.with_changes(operator=op)])
 
 
 def _strip_not(test: cst.BaseExpression) -> tuple[cst.BaseExpression, bool]:
