@@ -260,6 +260,10 @@ class _Run:
             for (path, _), outcome in zip(again, self.rewrite(again)):
                 outcomes[path] = outcome
         self._settle_exports(outcomes, dict(candidates))
+        for outcome in outcomes.values():
+            outcome.held_back = {
+                self.plan.unit_label(u): why for u, why in outcome.held_back.items()
+            }
         return list(outcomes.values())
 
     def _settle_exports(self, outcomes: dict[str, FileOutcome], displays: dict[str, str]) -> None:

@@ -59,6 +59,11 @@ class RepoPlan:
         """`path` as the repository shows it (relative to the root of the run)."""
         return self.graph.relative(path) if self.graph is not None else path
 
+    def unit_label(self, unit: str) -> str:
+        """A unit (`/abs/path.py:12`, its initialize) as the repository shows it."""
+        path, sep, line = unit.rpartition(":")
+        return f"{self.relative(path)}:{line}" if sep and line.isdigit() else unit
+
 
 def module_name(path: Path, root: Path) -> tuple[str, bool]:
     """The dotted module name of a file under `root`, and whether it is a package."""

@@ -42,10 +42,20 @@ def todo_lines(outcomes: list[FileOutcome]) -> list[str]:
     return [f"{o.path}:{f.line}: {f.code} {f.message}" for o in outcomes for f in o.todos]
 
 
+def held_back_lines(outcomes: list[FileOutcome]) -> list[str]:
+    """Files that keep apex code because a unit they share failed elsewhere, and why."""
+    return [
+        f"{o.path}: held back: migration unit {unit} stays apex: {why}"
+        for o in outcomes
+        for unit, why in sorted(o.held_back.items())
+    ]
+
+
 def text_lines(outcomes: list[FileOutcome], list_pending: bool) -> list[str]:
-    """The per-file lines of the text format: TODOs left, then files a --check would rewrite."""
+    """The per-file lines of the text format: TODOs left, units held back, then files a
+    --check would rewrite."""
     pending = [f"would rewrite {o.path}" for o in outcomes if o.status == "changed"]
-    return todo_lines(outcomes) + (pending if list_pending else [])
+    return todo_lines(outcomes) + held_back_lines(outcomes) + (pending if list_pending else [])
 
 
 def render(
@@ -74,6 +84,7 @@ def as_json(outcomes: list[FileOutcome], dry_run: bool, errors: Iterable[str] = 
                 "status": o.status,
                 "error": o.error,
                 "findings": [f.as_dict() for f in o.findings],
+                "held_back": dict(sorted(o.held_back.items())),
             }
             for o in outcomes
             if o.status != "skipped"
@@ -94,6 +105,8 @@ def as_markdown(outcomes: list[FileOutcome], dry_run: bool) -> str:
         for f in o.findings:
             mark = "TODO " if f.todo else ""
             lines.append(f"- line {f.line}: {mark}**{f.code}** ({f.tier}) {f.message}")
+        for unit, why in sorted(o.held_back.items()):
+            lines.append(f"- held back: migration unit `{unit}` stays apex: {why}")
         lines.append("")
     return "\n".join(lines) + "\n"
 

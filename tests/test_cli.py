@@ -222,3 +222,18 @@ def test_progress_is_reported_once_per_file(tree):
     found = discover([str(tree)])
     engine.run(found.files, Options(), jobs=1, progress=ticks.append)
     assert sum(ticks) == len(found.files) == 2
+
+
+def test_a_file_held_back_by_another_says_which_and_why(tmp_path):
+    before = REWRITE.parent / "repos" / "caller_file_fails_so_callee_keeps_its_signature" / "before"
+    shutil.copytree(before, tmp_path / "repo")
+    result = run("rewrite", "--check", "--report", "report.json", "repo", cwd=tmp_path)
+    assert result.exit_code == 2
+    assert (
+        "repo/train.py: held back: migration unit main.py:12 stays apex: its unit is held "
+        "back by main.py, which could not be rewritten"
+    ) in result.stderr
+    files = {f["path"]: f for f in json.loads((tmp_path / "report.json").read_text())["files"]}
+    assert files["repo/train.py"]["held_back"] == {
+        "main.py:12": "its unit is held back by main.py, which could not be rewritten"
+    }
