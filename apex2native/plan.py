@@ -10,7 +10,7 @@ function that needs a scaler, in this order:
 2. `self.scaler` inherited from a base class that creates it;
 3. a `scaler` parameter threaded along the call chain, every call site found updated; a
    helper that initializes and returns `model, optimizer` also returns the scaler;
-4. otherwise a module-level scaler next to the use, with a TODO that names the init site.
+4. otherwise nothing: the use is a blocker of its unit, which stays apex, with a TODO.
 
 Every decision carries its migration unit (the initialize site it serves), so a unit that
 fails anywhere can be held back everywhere.

@@ -25,8 +25,8 @@ class ThreadScaler(Rule):
     The repo-wide plan prefers a scaler in scope, then `self.scaler` inherited from a base
     class, then a parameter threaded along the call chain (every call site found is
     updated, in any file; a helper that initializes and returns `model, optimizer` returns
-    the scaler too and its callers unpack it), and only then a module-level scaler with a
-    TODO naming the initialize site.
+    the scaler too and its callers unpack it). A use no scaler reaches is a blocker: its
+    unit stays apex, with a TODO.
     """
 
     code = "A2N110"
