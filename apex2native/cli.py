@@ -8,7 +8,7 @@ import sys
 
 import click
 
-from apex2native import __version__, diffing, engine, report, target
+from apex2native import __version__, consistency, diffing, engine, report, target
 from apex2native.discover import discover
 from apex2native.options import Options
 from apex2native.rules import ALL_RULES, rule_by_code
@@ -256,4 +256,16 @@ def rules_markdown() -> str:
             _dedent(rule.__doc__ or ""),
             "```",
         ]
+    out += [
+        "",
+        "## A2N100 repository check (manual)",
+        "",
+        "Not a rule: the check that runs over the rewritten repository before anything is",
+        "written. A violation holds its migration unit back everywhere and leaves an A2N100",
+        "TODO where it was found.",
+        "",
+        "```text",
+        _dedent(consistency.__doc__ or ""),
+        "```",
+    ]
     return "\n".join(out) + "\n"
