@@ -7,9 +7,11 @@ A fixture rewrites with `Options()` unless its first line states a target torch:
 from __future__ import annotations
 
 import re
+import tempfile
 from pathlib import Path
 
-from apex2native.engine import decode, encode, rewrite_text
+from apex2native import engine
+from apex2native.engine import decode, encode
 from apex2native.options import Options
 from apex2native.target import parse_target
 
@@ -37,7 +39,13 @@ def fixture_options(text: str) -> Options:
 
 
 def rewrite_bytes(data: bytes) -> bytes:
-    """What `apex2native rewrite` would write for these bytes (88-column layout)."""
-    text, encoding, bom = decode(data)
-    new, _ = rewrite_text(text, fixture_options(text), LINE_LENGTH)
-    return encode(new, encoding, bom)
+    """What `apex2native rewrite` would write for these bytes, as a one-file repository:
+    the same engine, rounds and repository check as the command (88-column layout)."""
+    text, _, _ = decode(data)
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "case.py"
+        path.write_bytes(data)
+        (outcome,) = engine.run([(str(path), "case.py")], fixture_options(text))
+    if outcome.status != "changed" or outcome.new_text is None:
+        return data
+    return encode(outcome.new_text, outcome.encoding, outcome.bom)

@@ -20,6 +20,8 @@ from apex2native.rules.imports import Imports
 from apex2native.rules.initialize import Initialize
 from apex2native.rules.leftovers import Leftovers
 from apex2native.rules.master_params import MasterParams
+from apex2native.rules.optional_apex import OptionalApex
+from apex2native.rules.registrations import Registrations
 from apex2native.rules.scale_loss import ScaleLoss
 from apex2native.rules.state_dict import StateDict
 from apex2native.rules.step import Step
@@ -40,6 +42,8 @@ ALL_RULES: tuple[type[Rule], ...] = (
     MasterParams,
     StateDict,
     DisableCasts,
+    Registrations,
+    OptionalApex,
     ApexModules,
     DeprecatedAmp,
     Leftovers,

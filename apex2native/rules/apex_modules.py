@@ -86,11 +86,22 @@ TABLE: dict[str, Mapping] = {
         note="eps=1e-5 made explicit (native default depends on dtype)",
     ),
 }
+# The same classes under the submodules that define them.
+for _module, _names in {
+    "apex.normalization.fused_layer_norm": ("FusedLayerNorm", "FusedRMSNorm"),
+    "apex.parallel.distributed": ("DistributedDataParallel",),
+    "apex.parallel.optimized_sync_batchnorm": ("SyncBatchNorm",),
+    "apex.optimizers.fused_sgd": ("FusedSGD",),
+}.items():
+    for _name in _names:
+        _package = _module.rsplit(".", 1)[0]
+        TABLE[f"{_module}.{_name}"] = TABLE[f"{_package}.{_name}"]
 SAME_NAME = {
     "apex.parallel.DistributedDataParallel": "torch.nn.parallel",
     "apex.parallel.SyncBatchNorm": "torch.nn",
 }
 ADAM = "apex.optimizers.FusedAdam"
+ADAM_SPELLINGS = {ADAM, "apex.optimizers.fused_adam.FusedAdam"}
 ADAM_DROP = _kw("set_grad_none", "capturable")
 ADAM_REFUSE = {"bias_correction": "False", "master_weights": "True", "amsgrad": "True"}
 
@@ -122,8 +133,9 @@ class ApexModules(Rule):
 
     def apply(self, ctx: FileContext) -> None:
         kept_names = self._move_imports(ctx)
+        handled = ctx.tx.handled()
         for ref, name in ctx.names.refs():
-            if name not in TABLE and name != ADAM:
+            if (name not in TABLE and name not in ADAM_SPELLINGS) or ref in handled:
                 continue
             kept = isinstance(ref, cst.Name) and ref.value in kept_names
             parent = ctx.index.parent(ref)
@@ -170,7 +182,7 @@ class ApexModules(Rule):
         self, ctx: FileContext, call: cst.Call, ref: cst.CSTNode, name: str, kept: bool = False
     ) -> None:
         keywords = {a.keyword.value: a for a in call.args if a.keyword is not None}
-        if name == ADAM:
+        if name in ADAM_SPELLINGS:
             mapping = self._adam(ctx, keywords)
         else:
             mapping = TABLE[name]
@@ -183,7 +195,7 @@ class ApexModules(Rule):
                 call, mapping.code, f"{name}(**kwargs): check the keywords against {mapping.native}"
             )
             return
-        drop = mapping.drop | ({"adam_w_mode"} if name == ADAM else set())
+        drop = mapping.drop | ({"adam_w_mode"} if name in ADAM_SPELLINGS else set())
         group = object()
         native = mapping.native
         add = {k: v for k, v in mapping.add.items() if k not in keywords}

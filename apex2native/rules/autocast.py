@@ -17,6 +17,11 @@ DATA_ONLY = frozenset(
     "unsqueeze squeeze permute".split()
 )
 BARRIER_CALLS = {"backward", "step", "unscale_"}
+# Python's own functions: a statement that calls only these computes no tensors.
+PLAIN_PYTHON = frozenset(
+    "isinstance issubclass getattr hasattr setattr type len range enumerate zip min max abs "
+    "int float str bool list tuple dict set sorted reversed print format round".split()
+)
 
 
 def reads(index: TreeIndex, node: cst.CSTNode) -> set[str]:
@@ -53,6 +58,11 @@ def _barrier(ctx: FileContext, stmt: cst.CSTNode) -> bool:
     if any(_is_autocast(ctx, n) for n in ctx.index.within(stmt, cst.With)):
         return True
     return any(ctx.names.call_name(n) for n in ctx.index.within(stmt, cst.Call))
+
+
+def _forward(ctx: FileContext, block, region: list[int]) -> bool:
+    """The region so far runs something more than data movement and plain Python."""
+    return any(_calls(ctx.index, block[i]) - DATA_ONLY - PLAIN_PYTHON for i in region)
 
 
 def _is_autocast(ctx: FileContext, node: cst.With) -> bool:
@@ -135,7 +145,8 @@ class Autocast(Rule):
                     self._wrap(ctx, block, region, marked)
                     region = []
                 region.append(i)
-            elif region:  # a barrier, or work that does not feed a loss (timing, logging)
+            elif region and (stop or _forward(ctx, block, region)):
+                # a barrier, or work that feeds no loss (a timer, a log line) after a forward
                 self._wrap(ctx, block, region, marked)
                 region = []
 
@@ -153,7 +164,7 @@ class Autocast(Rule):
             if assigned(ctx.index, stmt) & needed:
                 chain.append(i)
                 needed |= reads(ctx.index, stmt)
-        while chain and not (_calls(ctx.index, block[chain[-1]]) - DATA_ONLY):
+        while chain and not (_calls(ctx.index, block[chain[-1]]) - DATA_ONLY - PLAIN_PYTHON):
             chain.pop()  # data preparation before the forward stays outside
         while chain and not _calls(ctx.index, block[chain[0]]):
             chain.pop(0)  # arithmetic on the finished loss (`loss / accum`) stays outside

@@ -97,17 +97,17 @@ class Evaluation(Rule):
     ) -> bool:
         """Autocast around the statements that run the model; False when there are none."""
         wrapped: set[int] = set()
+        covered = False  # a forward already under autocast (a training region, a rerun)
         names = sorted({*models, "forward", "module"})
         calls = [c for name in names for c in ctx.index.calls_named(name, func.body)]
         for node in sorted(calls, key=ctx.index.order):
             if not _runs_model(node, models):
                 continue
             stmt = ctx.index.statement_of(node)
-            if (
-                id(stmt) in wrapped
-                or ctx.in_autocast(stmt)
-                or not isinstance(stmt, cst.SimpleStatementLine)
-            ):
+            if ctx.in_autocast(stmt):
+                covered = True
+                continue
+            if id(stmt) in wrapped or not isinstance(stmt, cst.SimpleStatementLine):
                 continue
             block = ctx.index.siblings(stmt)
             start = block.index(stmt)
@@ -133,7 +133,7 @@ class Evaluation(Rule):
             ctx.mark_autocast(block[start : end + 1])
             ctx.needs_torch = True
             ctx.tx.note(group, stmt, self.code, "evaluation forward pass under autocast", NUMERICS)
-        return bool(wrapped)
+        return bool(wrapped) or covered
 
 
 def _runs_model(call: cst.Call, models: set[str]) -> bool:

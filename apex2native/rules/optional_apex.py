@@ -1,0 +1,122 @@
+"""A2N115: an optional apex import with a fallback of its own keeps only the fallback."""
+
+from __future__ import annotations
+
+import libcst as cst
+
+from apex2native.apex_imports import catches_import_errors, is_apex_import
+from apex2native.context import FileContext
+from apex2native.findings import NUMERICS
+from apex2native.rules.base import Rule
+
+HINT_CALLS = {"print", "info", "warning", "warn", "debug", "error"}
+
+
+class OptionalApex(Rule):
+    """`try: <apex import> except ImportError: <fallback>` becomes the fallback.
+
+    Before:
+        try:
+            from apex.normalization.fused_layer_norm import FusedLayerNorm as BertLayerNorm
+        except ImportError:
+            logger.info("Better speed can be achieved with apex installed ...")
+            BertLayerNorm = torch.nn.LayerNorm
+    After:
+        BertLayerNorm = torch.nn.LayerNorm
+
+    The project already says what runs without apex, and every machine without apex runs
+    it today; the migration takes that branch rather than a second replacement of its own.
+    The hint about installing apex goes with the import. Only whole-module apex classes
+    qualify (not `amp`, which other rules migrate), and only when the fallback binds every
+    name the import bound; the fallback's own numbers may differ from apex's fused kernel
+    (an eps, a Python implementation), which the report says.
+    """
+
+    code = "A2N115"
+    name = "optional-apex"
+    tier = NUMERICS
+    summary = "optional apex import with a fallback: the fallback branch is kept"
+
+    def apply(self, ctx: FileContext) -> None:
+        for node in ctx.index.within(ctx.module, cst.Try):
+            fallback = self._fallback(ctx, node)
+            if fallback is None:
+                continue
+            group = object()
+            lines = list(node.leading_lines)
+            body = [s for s in fallback if not _install_hint(ctx, s)]
+            body[0] = body[0].with_changes(leading_lines=[*lines, *body[0].leading_lines])
+            ctx.tx.edits.replace_statement(group, node, lambda _u, b=body: b)
+            inside = {id(n) for n in ctx.index.subtree(node.body)}
+            names = _binds(list(node.body.body))
+            for ref, _name in ctx.names.refs():
+                if id(ref) in inside or ctx.index.code(ref).split(".")[0] in names:
+                    ctx.tx.handle(group, ref)  # the uses now mean the fallback
+            ctx.tx.note(
+                group,
+                node,
+                self.code,
+                "optional apex import: the project's own fallback is kept "
+                "(its numbers may differ slightly from apex's fused kernel)",
+                NUMERICS,
+            )
+
+    def _fallback(self, ctx: FileContext, node: cst.Try) -> list[cst.BaseStatement] | None:
+        """The handler's statements, when the try only imports apex classes it replaces."""
+        if node.orelse is not None or len(node.handlers) != 1 or not catches_import_errors(node):
+            return None
+        handler = node.handlers[0]
+        if handler.name is not None or not isinstance(node.body, cst.IndentedBlock):
+            return None
+        imported: set[str] = set()
+        for stmt in node.body.body:
+            small = stmt.body if isinstance(stmt, cst.SimpleStatementLine) else ()
+            if len(small) != 1 or not isinstance(small[0], cst.ImportFrom):
+                return None
+            imp = small[0]
+            if not is_apex_import(imp) or isinstance(imp.names, cst.ImportStar):
+                return None
+            module = ctx.index.code(imp.module) if imp.module is not None else ""
+            if module == "apex" or module.startswith("apex.amp"):
+                return None
+            for alias in imp.names:
+                bound = alias.asname.name if alias.asname else alias.name
+                imported.add(ctx.index.code(bound))
+        if not isinstance(handler.body, cst.IndentedBlock):
+            return None
+        statements = list(handler.body.body)
+        if not imported <= _binds(statements):
+            return None
+        return statements
+
+
+def _binds(statements: list[cst.BaseStatement]) -> set[str]:
+    """Names the statements bind at their own level."""
+    out: set[str] = set()
+    for stmt in statements:
+        if isinstance(stmt, (cst.ClassDef, cst.FunctionDef)):
+            out.add(stmt.name.value)
+        elif isinstance(stmt, cst.SimpleStatementLine):
+            for small in stmt.body:
+                if isinstance(small, cst.Assign):
+                    out |= {t.target.value for t in small.targets if isinstance(t.target, cst.Name)}
+                elif isinstance(small, (cst.Import, cst.ImportFrom)) and not isinstance(
+                    small.names, cst.ImportStar
+                ):
+                    for alias in small.names:
+                        target = alias.asname.name if alias.asname else alias.name
+                        if isinstance(target, cst.Name):
+                            out.add(target.value)
+    return out
+
+
+def _install_hint(ctx: FileContext, stmt: cst.BaseStatement) -> bool:
+    """`print("... install apex ...")` or a log line saying so: it no longer applies."""
+    if not isinstance(stmt, cst.SimpleStatementLine) or len(stmt.body) != 1:
+        return False
+    expr = stmt.body[0]
+    if not isinstance(expr, cst.Expr) or not isinstance(expr.value, cst.Call):
+        return False
+    func = expr.value.func
+    name = func.attr.value if isinstance(func, cst.Attribute) else getattr(func, "value", "")
+    return name in HINT_CALLS and "apex" in ctx.index.code(expr.value).lower()
