@@ -410,6 +410,14 @@ class TreeIndex:
             return binder.owner
         return None
 
+    def binder_of(self, name: cst.Name) -> cst.CSTNode | None:
+        """The def (or the module) whose scope binds what a read of a name refers to."""
+        scope = self._scope_of.get(id(name))
+        binder = scope.resolve(name.value) if scope is not None else None
+        if binder is None:
+            return None
+        return binder.owner if isinstance(binder.owner, cst.FunctionDef) else self.module
+
     def imported_names(self, node: cst.CSTNode) -> list[str]:
         """Dotted names an expression stands for through imports only (as written)."""
         if isinstance(node, cst.Name):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import libcst as cst
 
-from apex2native.apex_imports import guard_flags
+from apex2native.apex_imports import catches_import_errors, guard_flags
 from apex2native.index import TreeIndex
 from apex2native.summary import unalias
 from apex2native.syntax import is_self_method, module_values
@@ -85,6 +85,30 @@ class ApexNames:
                 if target.comparator.value == "None" and isinstance(node.left, cst.Name):
                     return self.apex_name(node.left) in ("apex", "apex.amp")
         return isinstance(node, cst.Name) and node.value in self.flags
+
+    def switch_held(self, node: cst.Name) -> bool:
+        """`amp` that is None when amp is switched off, not when apex is missing: a
+        parameter callers may pass None, or `amp = None` outside an import guard. A test
+        of it is the amp switch, not an availability test."""
+        if self.index.param_of(node) is not None:
+            return True
+        binder = self.index.binder_of(node)
+        if binder is None:
+            return False
+        for assign in self.index.within(binder, cst.Assign):
+            if self.index.scope_of(assign) is not binder or not _may_be_none(assign.value):
+                continue
+            if not any(
+                isinstance(t.target, cst.Name) and t.target.value == node.value
+                for t in assign.targets
+            ):
+                continue
+            if not any(
+                isinstance(a, cst.Try) and catches_import_errors(a)
+                for a in self.index.ancestors(assign)
+            ):
+                return True
+        return False
 
     def _held_apex_name(self, node: cst.CSTNode) -> str | None:
         """`self.amp.scale_loss` where the class stored the amp module: `self.amp = amp`."""
@@ -193,3 +217,12 @@ class ApexNames:
         """The qualified name an expression names, through imports or module-level defs."""
         names = self.index.qualified_names(node)
         return min(names) if names else None
+
+
+def _may_be_none(value: cst.BaseExpression) -> bool:
+    """`None`, or a conditional expression with a `None` arm."""
+    if isinstance(value, cst.Name):
+        return value.value == "None"
+    if isinstance(value, cst.IfExp):
+        return _may_be_none(value.body) or _may_be_none(value.orelse)
+    return False

@@ -8,6 +8,7 @@ pass (`autocast`) belong to the same site. `leftovers` runs last and marks what 
 from __future__ import annotations
 
 from apex2native.options import Options
+from apex2native.rules.amp_switch import AmpSwitch
 from apex2native.rules.amp_value import AmpValue
 from apex2native.rules.apex_modules import ApexModules
 from apex2native.rules.autocast import Autocast
@@ -34,6 +35,7 @@ ALL_RULES: tuple[type[Rule], ...] = (
     AmpValue,
     Initialize,
     ThreadScaler,
+    AmpSwitch,
     ScaleLoss,
     Step,
     Unscale,

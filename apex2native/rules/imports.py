@@ -51,6 +51,8 @@ class Imports(Rule):
         for ref, name in ctx.names.refs():
             if name not in ("apex", "apex.amp") or not isinstance(ref, cst.Name):
                 continue
+            if name == "apex.amp" and ctx.names.switch_held(ref):
+                continue  # a test of the amp switch (rules/amp_switch.py)
             parent = ctx.index.parent(ref)
             target: cst.CSTNode = ref
             if m.matches(

@@ -134,6 +134,10 @@ class Unscale(Rule):
                 if any(_covered(ctx, a, read) for a in anchors):
                     continue
                 if not all(index.exclusive(read, a) for a in anchors):
+                    hoisted = _hoist(ctx, anchors, read, site)
+                    if hoisted is not None:
+                        anchors = [hoisted]
+                        continue
                     ctx.tx.fail(
                         site.group,
                         read,
@@ -320,6 +324,31 @@ def _anchor(ctx: FileContext, read: cst.CSTNode, site: BackwardSite) -> cst.CSTN
                 break
             anchor = ctx.index.statement_of(anc)
     return anchor
+
+
+def _hoist(ctx: FileContext, anchors: list, read: cst.CSTNode, site: BackwardSite):
+    """One anchor for an earlier read in a branch and a later read after it:
+    `if amp: params = master_params(...)` then `clip(params)` take one `unscale_` before
+    the `if`, in the block of the later read, so it runs whenever that read runs. None
+    when the earlier reads are not in that block before it, or a backward is in between."""
+    index = ctx.index
+    later = _anchor(ctx, read, site)
+    block = index.block_of(later)
+    tops = []
+    for anchor in anchors:
+        top = next(
+            (s for s in (anchor, *index.ancestors(anchor)) if index.parent(s) is block),
+            None,
+        )
+        if top is None or index.order(top) >= index.order(later):
+            return None
+        tops.append(top)
+    first = min(tops, key=index.order)
+    if index.calls_named("backward", first) or index.contains(first, site.with_node):
+        return None
+    if not index.after(first, site.with_node):
+        return None
+    return first
 
 
 def _covered(ctx: FileContext, anchor: cst.CSTNode, read: cst.CSTNode) -> bool:

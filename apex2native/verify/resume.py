@@ -111,14 +111,24 @@ def scale_after_load(events: list[dict]) -> tuple[bool, float | None]:
     return loaded, None
 
 
+def _scale_row(metric: str, scale: float, loaded: bool, used: float | None, detail: str) -> Row:
+    if loaded and bitwise_equal(used, scale):
+        return Row(metric, "equal", 1, detail=detail)
+    why = (
+        "the rewritten side did not continue with the checkpoint's scale"
+        if loaded
+        else "the rewritten side never loaded the checkpoint"
+    )
+    return Row(metric, "differs", 1, 0, original=scale, rewritten=used, detail=f"{why}; {detail}")
+
+
 def resume_rows(a: SideRun, b: SideRun, ckpt: Checkpoint) -> list[Row]:
     """Per rank: the original must have resumed with the checkpoint's scale (else the setup
     proves nothing: a harness error), and the rewritten side must have done the same."""
     rows = []
+    detail = f"{ckpt.where}: loss_scale {ckpt.scale:g}, unskipped {ckpt.unskipped}"
     for rank in sorted(a.ranks):
-        prefix = f"rank{rank}/" if len(a.ranks) > 1 else ""
         loaded_a, scale_a = scale_after_load(a.ranks[rank])
-        loaded_b, scale_b = scale_after_load(b.ranks.get(rank, []))
         if not loaded_a:
             raise HarnessError(
                 f"the original side never loaded {ckpt.text} (rank {rank}); "
@@ -129,35 +139,9 @@ def resume_rows(a: SideRun, b: SideRun, ckpt: Checkpoint) -> list[Row]:
                 f"the original side resumed with loss scale {scale_a}, not the checkpoint's "
                 f"{ckpt.scale} (rank {rank})"
             )
-        detail = f"{ckpt.where}: loss_scale {ckpt.scale:g}, unskipped {ckpt.unskipped}"
-        if not loaded_b:
-            rows.append(
-                Row(
-                    f"{prefix}resume/scale",
-                    "differs",
-                    1,
-                    0,
-                    None,
-                    scale_a,
-                    None,
-                    f"the rewritten side never loaded the checkpoint; {detail}",
-                )
-            )
-        elif not bitwise_equal(scale_b, ckpt.scale):
-            rows.append(
-                Row(
-                    f"{prefix}resume/scale",
-                    "differs",
-                    1,
-                    0,
-                    None,
-                    scale_a,
-                    scale_b,
-                    f"the rewritten side did not continue with the checkpoint's scale; {detail}",
-                )
-            )
-        else:
-            rows.append(Row(f"{prefix}resume/scale", "equal", 1, detail=detail))
+        metric = f"rank{rank}/resume/scale" if len(a.ranks) > 1 else "resume/scale"
+        loaded_b, scale_b = scale_after_load(b.ranks.get(rank, []))
+        rows.append(_scale_row(metric, ckpt.scale, loaded_b, scale_b, detail))
     return rows
 
 
