@@ -119,6 +119,15 @@ class Initialize(Rule):
             ctx.tx.edits.replace_statement(group, outer, _drop_if_empty)
         where = "self attribute" if scaler.access.startswith("self.") else "local"
         ctx.tx.note(group, call, self.code, f"amp.initialize -> {scaler.access} ({where})", SAFE)
+        if decision.once:
+            ctx.tx.note(
+                group,
+                call,
+                self.code,
+                f"the scaler is made once, under `{decision.once}`: a second pass (a resume) "
+                "keeps it and its state",
+                SAFE,
+            )
         for text, tier in decision.messages:
             ctx.tx.note(group, call, self.code, text, tier)
 
