@@ -199,6 +199,12 @@ class ApexModules(Rule):
         group = object()
         native = mapping.native
         add = {k: v for k, v in mapping.add.items() if k not in keywords}
+        tolerant = name.endswith("DistributedDataParallel") and m.matches(
+            keywords["delay_allreduce"].value if "delay_allreduce" in keywords else None,
+            m.Name("True"),
+        )
+        if tolerant and "find_unused_parameters" not in keywords:
+            add["find_unused_parameters"] = "True"
 
         def rewrite(updated: cst.Call) -> cst.Call:
             args = [a for a in updated.args if a.keyword is None or a.keyword.value not in drop]
@@ -226,6 +232,15 @@ class ApexModules(Rule):
         ctx.tx.note(group, call, mapping.code, f"{name} -> {native}{detail}", mapping.tier)
         if mapping.note:
             ctx.tx.note(group, call, mapping.code, mapping.note, mapping.tier)
+        if tolerant:
+            ctx.tx.note(
+                group,
+                call,
+                mapping.code,
+                "delay_allreduce=True tolerated parameters that get no gradient: "
+                "find_unused_parameters=True keeps that, at the cost of a graph walk per step",
+                SAFE,
+            )
 
     def _adam(self, ctx: FileContext, keywords: dict[str, cst.Arg]) -> Mapping:
         mode = keywords.get("adam_w_mode")
