@@ -1,4 +1,5 @@
-"""Conversion of apex amp state inside old checkpoints into GradScaler state."""
+"""Conversion of apex state inside old checkpoints: amp state into GradScaler state, and
+apex FusedAdam optimizer state into the per-parameter form torch's Adam/AdamW load."""
 
 from __future__ import annotations
 
@@ -49,8 +50,42 @@ def convert_amp_state(value: Mapping, static: bool = False) -> tuple[dict, str]:
     return state, note
 
 
+def is_group_step_state(value: Any) -> bool:
+    """An optimizer state dict that counts steps per param group, as apex FusedAdam
+    (and FusedLAMB) did, with per-parameter moments but no per-parameter `step`."""
+    if not isinstance(value, Mapping) or set(value) != {"state", "param_groups"}:
+        return False
+    groups = value["param_groups"]
+    if not isinstance(groups, list) or not all(isinstance(g, Mapping) for g in groups):
+        return False
+    if not any("step" in g and "params" in g for g in groups):
+        return False
+    states = value["state"]
+    return isinstance(states, Mapping) and any(
+        isinstance(s, Mapping) and "exp_avg" in s and "step" not in s for s in states.values()
+    )
+
+
+def convert_group_steps(value: Mapping) -> dict:
+    """Each parameter's state gets its group's step (a float tensor, as torch keeps it);
+    the groups drop theirs. Parameters without state (never stepped) stay without."""
+    import torch
+
+    states = {k: dict(v) for k, v in value["state"].items()}
+    groups = []
+    for group in value["param_groups"]:
+        group = dict(group)
+        step = group.pop("step", None)
+        for pid in group.get("params", []):
+            state = states.get(pid)
+            if step is not None and state is not None and "step" not in state:
+                state["step"] = torch.tensor(float(step))
+        groups.append(group)
+    return {"state": states, "param_groups": groups}
+
+
 def convert_checkpoint(checkpoint: Any, static: bool = False) -> tuple[Any, list[str]]:
-    """Every amp entry in a (nested) checkpoint dict replaced; the list says where."""
+    """Every apex entry in a (nested) checkpoint dict replaced; the list says where."""
     changes: list[str] = []
 
     def walk(value: Any, path: str) -> Any:
@@ -61,6 +96,12 @@ def convert_checkpoint(checkpoint: Any, static: bool = False) -> tuple[Any, list
                 + (f" ({note})" if note else "")
             )
             return state
+        if is_group_step_state(value):
+            changes.append(
+                f"{path or '<root>'}: optimizer state with a step per param group (apex "
+                "FusedAdam) -> a step per parameter (torch Adam/AdamW)"
+            )
+            return convert_group_steps(value)
         if isinstance(value, dict):
             return {k: walk(v, f"{path}.{k}" if path else str(k)) for k, v in value.items()}
         return value

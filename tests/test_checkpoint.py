@@ -45,3 +45,38 @@ def test_cli_round_trip(tmp_path):
     assert torch.load(target)["amp"]["scale"] == 32768.0
     nothing = CliRunner().invoke(main, ["convert-checkpoint", str(target), str(tmp_path / "x.pt")])
     assert nothing.exit_code == 1 and "no apex amp state" in nothing.stderr
+
+
+def test_fused_adam_state_resumes_in_torch_adamw():
+    """apex FusedAdam counted steps per param group; torch AdamW wants one per parameter
+    and raises KeyError 'step' on the old layout."""
+    model = torch.nn.Linear(3, 2)
+    reference = torch.optim.AdamW(model.parameters(), lr=0.1)
+    model(torch.ones(1, 3)).sum().backward()
+    reference.step()
+    saved = reference.state_dict()
+    apex_style = {
+        "state": {
+            k: {n: t for n, t in v.items() if n != "step"} for k, v in saved["state"].items()
+        },
+        "param_groups": [{**g, "step": 1} for g in saved["param_groups"]],
+    }
+    converted, changes = convert_checkpoint({"optimizer": apex_style})
+    assert changes == [
+        "optimizer: optimizer state with a step per param group (apex FusedAdam) -> "
+        "a step per parameter (torch Adam/AdamW)"
+    ]
+    resumed = torch.optim.AdamW(model.parameters(), lr=0.1)
+    resumed.load_state_dict(converted["optimizer"])
+    model(torch.ones(1, 3)).sum().backward()
+    resumed.step()
+    assert all(float(s["step"]) == 2.0 for s in resumed.state.values())
+
+
+def test_torch_optimizer_state_is_left_alone():
+    model = torch.nn.Linear(3, 2)
+    opt = torch.optim.AdamW(model.parameters())
+    model(torch.ones(1, 3)).sum().backward()
+    opt.step()
+    _, changes = convert_checkpoint({"optimizer": opt.state_dict()})
+    assert changes == []

@@ -121,7 +121,10 @@ class ApexModules(Rule):
 
     Driven by a table (code, native name, keywords to drop, to refuse, to add). FusedAdam is
     AdamW unless `adam_w_mode=False`, and its weight decay (0.0) is always passed because
-    AdamW's default is 0.01. Keyword values with no native form (`gradient_average=False`,
+    AdamW's default is 0.01. `fused=True` is not added: it needs every parameter on the GPU
+    in a floating type and a recent torch, and it changes speed, not numbers; add it where
+    that holds. Old FusedAdam state counts steps per param group: `convert-checkpoint`
+    moves them to each parameter, as torch's Adam/AdamW load them. Keyword values with no native form (`gradient_average=False`,
     `channel_last=True`, ...) leave the call with a TODO. FusedLAMB and friends have no torch
     counterpart and are reported by A2N190.
     """
@@ -256,5 +259,7 @@ class ApexModules(Rule):
             drop=ADAM_DROP,
             refuse=ADAM_REFUSE,
             add={"weight_decay": "0.0"},
-            note="weight_decay passed explicitly: FusedAdam's default is 0.0, AdamW's 0.01",
+            note="weight_decay passed explicitly: FusedAdam's default is 0.0, AdamW's 0.01; "
+            "optimizer state saved by FusedAdam (a step per param group) loads into it only "
+            "after `apex2native convert-checkpoint`",
         )
