@@ -18,6 +18,9 @@ child): the largest single process, not a sum. `rss-sum` is the largest sum of V
 command's process tree, sampled from /proc every --sample seconds (psutil is not used); forked
 workers share pages with the parent, so `pss-sum` (the same sum of Pss, shared pages split
 between the processes) is the fairer "whole command" figure.
+
+`--determinism` instead runs `rewrite --diff` on the copy twice at the default jobs and once at
+-j 1 and says whether the diffs (and the error lines) are identical byte for byte.
 `cpu` is user+sys seconds (wait4 for the command and its workers, process_time for ast): on a
 shared, loaded machine it moves less than wall time, so both ratios are printed.
 
@@ -162,6 +165,8 @@ def run_command(
         proc.returncode = os.waitstatus_to_exitcode(status)
         err.seek(0)
         stderr = err.read().decode("utf-8", "replace")
+        out.seek(0)
+        stdout = out.read()
     return {
         "seconds": seconds,
         "cpu": usage.ru_utime + usage.ru_stime,
@@ -171,7 +176,45 @@ def run_command(
         "pss_sum": peak_sum[1] / 1024,
         "errors": [line for line in stderr.splitlines() if line.startswith("error:")],
         "stderr_tail": stderr.strip().splitlines()[-3:],
+        "stdout": stdout,
     }
+
+
+def determinism(tree: Path, env: dict[str, str]) -> None:
+    """`rewrite --diff` (which writes nothing) run three times; identical stdout and errors?"""
+    runs = []
+    for jobs in ("default", "default", "1"):
+        cmd = [sys.executable, "-m", "apex2native", "rewrite", "--diff", "-q"]
+        if jobs != "default":
+            cmd += ["-j", jobs]
+        res = run_command([*cmd, str(tree)], tree.parent, 0.0, env)
+        digest = hashlib.sha256(res["stdout"]).hexdigest()[:16]
+        lines = res["stdout"].count(b"\n")
+        print(
+            f"diff run -j {jobs}: commit {commit()}  {res['seconds']:.1f} s  exit {res['rc']}  "
+            f"{len(res['stdout'])} bytes  {lines} lines  sha256 {digest}  "
+            f"{len(res['errors'])} error lines",
+            flush=True,
+        )
+        runs.append((jobs, res))
+    first_jobs, first = runs[0]
+    for jobs, res in runs[1:]:
+        same = res["stdout"] == first["stdout"]
+        same_errors = res["errors"] == first["errors"]
+        print(
+            f"deterministic -j {jobs} vs -j {first_jobs}: diff {'identical' if same else 'DIFFERS'}"
+            f", error lines {'identical' if same_errors else 'DIFFER'}"
+        )
+        if not same:
+            a = first["stdout"].decode("utf-8", "replace").splitlines()
+            b = res["stdout"].decode("utf-8", "replace").splitlines()
+            at = next((i for i, (x, y) in enumerate(zip(a, b)) if x != y), min(len(a), len(b)))
+            print(f"    first difference at line {at + 1}:")
+            print(f"    - {a[at] if at < len(a) else '<end>'}")
+            print(f"    + {b[at] if at < len(b) else '<end>'}")
+        if not same_errors:
+            for line in sorted(set(first["errors"]) ^ set(res["errors"])):
+                print(f"    {line}")
 
 
 def main() -> None:
@@ -187,6 +230,12 @@ def main() -> None:
     parser.add_argument("--sample", type=float, default=0.1, help="RSS sampling period (0: off)")
     parser.add_argument("--show-errors", type=int, default=10, help="error lines shown per run")
     parser.add_argument("--as-is", action="store_true", help="this shell's env (see docstring)")
+    parser.add_argument(
+        "--determinism",
+        action="store_true",
+        help="instead of timing: `rewrite --diff` twice at the default jobs and once at -j 1, "
+        "then compare the outputs byte for byte",
+    )
     args = parser.parse_args()
     jobs = args.jobs or ["1", "default"]
 
@@ -204,12 +253,16 @@ def main() -> None:
         print(f"tree: {tree}  {len(paths)} .py files, {lines} lines, {apex} mention apex")
         env = tool_env(args.as_is, scratch / "pycache" if scratch else None)
         print(f"bytecode cache: {'as this shell has it' if args.as_is else 'on (scratch prefix)'}")
+        if args.determinism:
+            determinism(tree, env)
+            return
         ast_parse_all(paths)  # warm the page cache and the parser once, untimed
 
         results: dict[str, list] = {"ast": []}
         for j in jobs:
             results[j] = []
         for round_ in range(1, args.repeat + 1):
+            print(f"round {round_}: commit {commit()}")  # the code may change between rounds
             seconds, cpu, bad = ast_parse_all(paths)
             results["ast"].append((seconds, cpu))
             print(
