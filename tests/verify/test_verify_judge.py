@@ -151,11 +151,16 @@ def test_announced_differences_are_judged_by_the_fp32_envelope():
     assert failed.message.endswith("beyond the fp32 envelope (announced: A2N105 (train.py:7))")
 
 
-def test_a_first_difference_nobody_announced_fails_without_an_fp32_run():
+@pytest.mark.parametrize(
+    ("finding", "changed"),
+    [(CLIP_MOVED, {"loss": (1.001, 0.9)}), (ONE_SCALE, {"grad": (2.5, 1.5)})],
+    ids=["loss-first-clip-announced", "gradient-first-scale-announced"],
+)
+def test_a_first_difference_nobody_announced_fails_without_an_fp32_run(finding, changed):
     original = side("original", accumulation())
-    rewritten = side("rewritten", accumulation(loss=(1.001, 0.9)))
+    rewritten = side("rewritten", accumulation(**changed))
     judgement = evaluate(
-        original, rewritten, None, "exact", Tolerances(), Announced(report(CLIP_MOVED))
+        original, rewritten, None, "exact", Tolerances(), Announced(report(finding))
     )
     assert (judgement.verdict, judgement.needs_fp32) == ("FAIL", False)
 
