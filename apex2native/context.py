@@ -96,6 +96,15 @@ class FileContext:
         units = {s.unit for s in self.reach.reachable(node) if s.unit}
         return units.pop() if len(units) == 1 else None
 
+    def unit_for(self, node: cst.CSTNode) -> str | None:
+        """The unit a site needs, else the file's only unit: a site that changes what
+        autocast does must go with the migration that brings autocast in."""
+        unit = self.needed_unit(node)
+        if unit:
+            return unit
+        units = self.facts.units()
+        return next(iter(units)) if len(units) == 1 else None
+
     def refuse(self, node: cst.CSTNode, code: str, message: str, unit: str | None = None) -> None:
         """A site that cannot be migrated gets a TODO; the unit it belongs to fails with it."""
         unit = unit or self.needed_unit(node)

@@ -360,6 +360,9 @@ def run(
     try:
         if plan is None:
             plan = build_plan(files, pool)
+        pins = plan.pinned_amp_names
+        if pins:
+            options = dataclasses.replace(options, pinned_amp_names=options.pinned_amp_names | pins)
         outcomes = _Run(files, options, pool, plan, progress).run()
     finally:
         if pool is not None:

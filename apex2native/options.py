@@ -23,6 +23,9 @@ class Options:
     ignore: tuple[str, ...] = ()
     line_length: int | None = None
     target_torch: TorchVersion | None = None
+    # deprecated torch.cuda.amp names some file of the run names in a string (a mock
+    # target, a sys.modules key): their call sites keep the old spelling everywhere
+    pinned_amp_names: frozenset[str] = frozenset()
 
     def enabled(self, code: str) -> bool:
         """True when a rule code passes the select/ignore filters."""

@@ -32,6 +32,8 @@ from apex2native.textio import read_text
 
 PARAM_NAMES = ("scaler", "grad_scaler", "amp_scaler")
 NAME_CHAIN = re.compile(r"^[A-Za-z_][A-Za-z_0-9]*(\.[A-Za-z_][A-Za-z_0-9]*)*$")
+# a deprecated AMP name in a string (`mock.patch("torch.cuda.amp.autocast")`, a sys.modules key)
+PINS = re.compile(r"""["'](torch\.(?:cuda|cpu)\.amp(?:\.\w+)*)["']""")
 IMPORT_DEPTH = 4  # importers of importers ... of an apex file that are read
 
 
@@ -51,6 +53,8 @@ class RepoPlan:
     summaries: dict[str, Summary] = field(default_factory=dict)
     graph: ImportGraph | None = None
     errors: dict[str, str] = field(default_factory=dict)
+    # deprecated AMP names a file names in a string (a mock target): they keep their spelling
+    pinned_amp_names: frozenset[str] = frozenset()
 
     def for_path(self, path: str) -> FileFacts | None:
         return self.facts.get(path)
@@ -182,6 +186,16 @@ class Planner:
                 self.errors[path] = error or "does not parse"
 
     def build(self, pool=None) -> RepoPlan:
+        plan = self._build(pool)
+        plan.pinned_amp_names = frozenset(
+            name
+            for p in self.paths
+            if ".amp" in self.text(p)
+            for name in PINS.findall(self.text(p))
+        )
+        return plan
+
+    def _build(self, pool=None) -> RepoPlan:
         apex = [p for p in self.paths if "apex" in self.text(p)]
         self.summarize_all(apex, pool)
         if not any(s.inits or s.needs or s.apex_exports for s in self.summaries.values()):

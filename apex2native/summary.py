@@ -519,6 +519,11 @@ class _Summarizer:
 
     def _call(self, node: ast.Call) -> None:
         callee = self._resolve_call(node)
+        named = callee or (node.func.id if isinstance(node.func, ast.Name) else None)
+        if named in DYNAMIC_IMPORTS and _imports_apex(node):
+            # apex, hidden from the import statements: its amp state is live in this program
+            self.summary.uses_apex = True
+            self.summary.amp_uses.append((self.statement_of(node).lineno, "apex (dynamic import)"))
         if callee is None:
             return
         func = self.enclosing_function(node)
@@ -1095,6 +1100,17 @@ def _mutates(owner, name: ast.Name) -> bool:
 
 def _hidden(star: str) -> str:
     return f"amp.initialize: `{star}` arguments hide the amp options; create the GradScaler by hand"
+
+
+DYNAMIC_IMPORTS = {"importlib.import_module", "__import__", "builtins.__import__"}
+
+
+def _imports_apex(call: ast.Call) -> bool:
+    """`importlib.import_module("apex.amp")`, `__import__("apex")`."""
+    if not call.args or not isinstance(call.args[0], ast.Constant):
+        return False
+    name = call.args[0].value
+    return isinstance(name, str) and (name == "apex" or name.startswith("apex."))
 
 
 def _no_optimizers(node) -> bool:

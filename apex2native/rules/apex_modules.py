@@ -55,8 +55,11 @@ TABLE: dict[str, Mapping] = {
             "prof",
         ),
         refuse={"gradient_average": "False"},
-        add={"broadcast_buffers": "False"},
-        note="apex never broadcast buffers after construction: broadcast_buffers=False keeps that",
+        add={"broadcast_buffers": "False", "find_unused_parameters": "True"},
+        note="apex never broadcast buffers after construction (broadcast_buffers=False keeps "
+        "that), and reduced only the gradients that exist, so parameters that get none (an "
+        "unused head, a frozen part) were fine: find_unused_parameters=True keeps that, at "
+        "the cost of a graph walk per step; drop it where every parameter gets a gradient",
     ),
     "apex.parallel.SyncBatchNorm": Mapping(
         "A2N202", "torch.nn.SyncBatchNorm", refuse={"channel_last": "True", "fuse_relu": "True"}
@@ -116,7 +119,7 @@ class ApexModules(Rule):
         optimizer = FusedAdam(model.parameters(), lr=1e-3)
     After:
         from torch.nn.parallel import DistributedDataParallel as DDP
-        model = DDP(model, broadcast_buffers=False)
+        model = DDP(model, broadcast_buffers=False, find_unused_parameters=True)
         optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=0.0)
 
     Driven by a table (code, native name, keywords to drop, to refuse, to add). FusedAdam is
@@ -202,12 +205,6 @@ class ApexModules(Rule):
         group = object()
         native = mapping.native
         add = {k: v for k, v in mapping.add.items() if k not in keywords}
-        tolerant = name.endswith("DistributedDataParallel") and m.matches(
-            keywords["delay_allreduce"].value if "delay_allreduce" in keywords else None,
-            m.Name("True"),
-        )
-        if tolerant and "find_unused_parameters" not in keywords:
-            add["find_unused_parameters"] = "True"
 
         def rewrite(updated: cst.Call) -> cst.Call:
             args = [a for a in updated.args if a.keyword is None or a.keyword.value not in drop]
@@ -235,15 +232,6 @@ class ApexModules(Rule):
         ctx.tx.note(group, call, mapping.code, f"{name} -> {native}{detail}", mapping.tier)
         if mapping.note:
             ctx.tx.note(group, call, mapping.code, mapping.note, mapping.tier)
-        if tolerant:
-            ctx.tx.note(
-                group,
-                call,
-                mapping.code,
-                "delay_allreduce=True tolerated parameters that get no gradient: "
-                "find_unused_parameters=True keeps that, at the cost of a graph walk per step",
-                SAFE,
-            )
 
     def _adam(self, ctx: FileContext, keywords: dict[str, cst.Arg]) -> Mapping:
         mode = keywords.get("adam_w_mode")

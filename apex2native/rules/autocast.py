@@ -42,7 +42,10 @@ def assigned(index: TreeIndex, node: cst.CSTNode) -> set[str]:
     for n in index.within(node, *TARGET_HOLDERS):
         target = n.name if isinstance(n, cst.AsName) else n.target
         for leaf in index.within(target, cst.Name, cst.Attribute):
-            out.add(index.code(leaf))
+            if isinstance(leaf, cst.Name):
+                out.add(leaf.value)  # `(lm_loss), *_ = ...`: the name, not its parentheses
+            else:
+                out.add(index.code(leaf.with_changes(lpar=[], rpar=[])))
     return out
 
 
@@ -57,7 +60,10 @@ def _barrier(ctx: FileContext, stmt: cst.CSTNode) -> bool:
         return True
     if any(_is_autocast(ctx, n) for n in ctx.index.within(stmt, cst.With)):
         return True
-    return any(ctx.names.call_name(n) for n in ctx.index.within(stmt, cst.Call))
+    return any(
+        ctx.names.call_name(n) not in (None, "apex.amp.disable_casts")
+        for n in ctx.index.within(stmt, cst.Call)
+    )
 
 
 def _forward(ctx: FileContext, block, region: list[int]) -> bool:

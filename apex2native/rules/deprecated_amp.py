@@ -86,6 +86,7 @@ class DeprecatedAmp(Rule):
     summary = "torch.cuda.amp.* -> torch.amp.* with the device, where the target torch has it"
 
     def apply(self, ctx: FileContext) -> None:
+        kept = _kept_names(ctx) | ctx.options.pinned_amp_names
         for node in ctx.index.within(ctx.module, cst.Call, cst.Decorator):
             if isinstance(node, cst.Call):
                 ref = node.func
@@ -95,8 +96,11 @@ class DeprecatedAmp(Rule):
                 ref = node.decorator
             else:
                 continue
-            rename = RENAMES.get(ctx.names.resolve_name(ref) or "")
+            old = ctx.names.resolve_name(ref) or ""
+            rename = RENAMES.get(old)
             if rename is None or not allows(ctx.options.target_torch, rename[2]):
+                continue
+            if any(old == k or old.startswith(k + ".") for k in kept):
                 continue
             if _compatibility_code(ctx, ref):
                 continue
@@ -146,6 +150,29 @@ class DeprecatedAmp(Rule):
         )
 
 
+def _kept_names(ctx: FileContext) -> set[str]:
+    """Old names the file uses other than by calling them (`isinstance(s, GradScaler)`,
+    a base class): objects it makes must stay instances of the old class, so the calls keep
+    the old spelling too."""
+    kept: set[str] = set()
+    for node in ctx.index.within(ctx.module, cst.Name, cst.Attribute):
+        parent = ctx.index.parent(node)
+        if isinstance(parent, cst.Attribute) and parent.value is node:
+            continue  # part of a longer name
+        if isinstance(parent, (cst.Call, cst.Decorator)) and (
+            getattr(parent, "func", None) is node or getattr(parent, "decorator", None) is node
+        ):
+            continue
+        if isinstance(parent, (cst.ImportAlias, cst.ImportFrom)) or any(
+            isinstance(a, (cst.Import, cst.ImportFrom)) for a in ctx.index.ancestors(node)
+        ):
+            continue
+        name = ctx.names.resolve_name(node) or ""
+        if name in RENAMES:
+            kept.add(name)
+    return kept
+
+
 def _compatibility_code(ctx: FileContext, ref: cst.CSTNode) -> bool:
     """The old spelling is one side of a choice the code makes between torch versions."""
     if _in_fallback(ctx, ref):
@@ -183,6 +210,8 @@ def _in_fallback(ctx: FileContext, node: cst.CSTNode) -> bool:
             parts = [anc.body, *anc.handlers]
             if any(part is not child and _uses_new_api(ctx, part) for part in parts):
                 return True
+            if child is anc.body and isinstance(node, (cst.Import, cst.ImportFrom)):
+                return True  # `try: from torch.cuda.amp import X except ImportError: ...`
         child = anc
     return False
 

@@ -20,7 +20,9 @@ class DisableCasts(Rule):
             out = custom_op(x)
 
     Tensors made in fp16 before the region stay fp16 inside it, as with apex; cast them
-    with `.float()` where the region needs fp32.
+    with `.float()` where the region needs fp32. The region goes with the migration unit
+    that brings autocast in: where no unit of the file is known (apex initialized in a way
+    the plan cannot follow), it stays apex with a TODO.
     """
 
     code = "A2N109"
@@ -33,9 +35,18 @@ class DisableCasts(Rule):
             if call.args:
                 ctx.tx.todo(call, self.code, "amp.disable_casts with arguments")
                 continue
+            unit = ctx.unit_for(call)
+            if not unit:
+                ctx.tx.todo(
+                    call,
+                    self.code,
+                    "amp.disable_casts: no amp.initialize migrated with it is in reach, so "
+                    "apex's casts stay on here; migrate it with the initialize",
+                )
+                continue
             code = ctx.gen.autocast(ctx.options.device_type, enabled="False")
             group = object()
-            ctx.tx.tag(group, ctx.needed_unit(call) or "")
+            ctx.tx.tag(group, unit)
             ctx.tx.edits.replace_node(group, call, lambda _u, c=code: cst.parse_expression(c))
             ctx.tx.handle(group, call.func)
             ctx.needs_torch = True

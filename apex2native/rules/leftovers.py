@@ -11,6 +11,7 @@ from apex2native.findings import MANUAL
 from apex2native.index import COMPOUND
 from apex2native.rules.base import Rule
 
+DYNAMIC_IMPORTS = {"importlib.import_module", "__import__", "builtins.__import__"}
 MARKER = re.compile(r"# TODO\(apex2native\): (A2N\d+) (.*)$")
 HINTS = {
     "apex.amp.register_half_function": "wrap the function with torch.amp.custom_fwd(cast_inputs=torch.float16)",
@@ -41,6 +42,7 @@ class Leftovers(Rule):
 
     def finalize(self, ctx: FileContext) -> None:
         self._marked(ctx)
+        self._dynamic_imports(ctx)
         handled = ctx.tx.handled()
         for ref, name in ctx.names.refs():
             if ref in handled or ctx.tx.explained(ref):
@@ -53,6 +55,25 @@ class Leftovers(Rule):
                 ctx.refuse(ref, self.code, message)
             else:
                 ctx.tx.todo(ref, self.code, message)
+
+    def _dynamic_imports(self, ctx: FileContext) -> None:
+        """`importlib.import_module("apex.amp")`: nothing follows what it returns."""
+        for name in ("import_module", "__import__"):
+            for call in ctx.index.calls_named(name):
+                target = ctx.names.resolve_name(call.func) or ctx.index.code(call.func)
+                if target not in DYNAMIC_IMPORTS or not call.args:
+                    continue
+                module = call.args[0].value
+                if (
+                    isinstance(module, cst.SimpleString)
+                    and str(module.evaluated_value).split(".")[0] == "apex"
+                ):
+                    ctx.tx.todo(
+                        call,
+                        self.code,
+                        f"apex imported dynamically (`{module.evaluated_value}`): no rule follows "
+                        "what it returns; migrate this module by hand",
+                    )
 
     def _marked(self, ctx: FileContext) -> None:
         """Markers left by an earlier run still count: `--check` fails until a person acts."""

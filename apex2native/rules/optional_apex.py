@@ -7,6 +7,7 @@ import libcst as cst
 from apex2native.apex_imports import catches_import_errors, is_apex_import
 from apex2native.context import FileContext
 from apex2native.findings import NUMERICS
+from apex2native.rules.apex_modules import SAME_NAME
 from apex2native.rules.base import Rule
 
 HINT_CALLS = {"print", "info", "warning", "warn", "debug", "error"}
@@ -41,6 +42,7 @@ class OptionalApex(Rule):
         for node in ctx.index.within(ctx.module, cst.Try):
             fallback = self._fallback(ctx, node)
             if fallback is None:
+                self._unwrap(ctx, node)
                 continue
             group = object()
             lines = list(node.leading_lines)
@@ -60,6 +62,40 @@ class OptionalApex(Rule):
                 "(its numbers may differ slightly from apex's fused kernel)",
                 NUMERICS,
             )
+
+    def _unwrap(self, ctx: FileContext, node: cst.Try) -> None:
+        """`try: from apex.parallel import DDP as A` / `except ImportError: from torch...
+        import DDP as B`: once the import moves to torch it cannot fail, and the handler's
+        imports would never run, leaving `B` unbound. Both imports are kept, in order."""
+        if node.orelse is not None or node.finalbody is not None or len(node.handlers) != 1:
+            return
+        if not catches_import_errors(node) or not _moved_imports(ctx, node):
+            return
+        handler = node.handlers[0]
+        if handler.name is not None or not isinstance(handler.body, cst.IndentedBlock):
+            return
+        extra = [s for s in handler.body.body if not _install_hint(ctx, s)]
+        if not all(_is_import(s) for s in extra):
+            return
+        taken = _binds(list(node.body.body))
+        extra = [s for s in extra if not (_binds([s]) <= taken)]
+        group = object()
+        lines = list(node.leading_lines)
+
+        def unwrap(updated: cst.Try) -> list[cst.BaseStatement]:
+            body = [*updated.body.body, *extra]  # type: ignore[attr-defined]
+            body[0] = body[0].with_changes(leading_lines=[*lines, *body[0].leading_lines])
+            return body
+
+        ctx.tx.edits.replace_statement(group, node, unwrap)
+        ctx.tx.note(
+            group,
+            node,
+            self.code,
+            "the apex import now always succeeds: its ImportError fallback's imports run "
+            "unconditionally",
+            NUMERICS,
+        )
 
     def _fallback(self, ctx: FileContext, node: cst.Try) -> list[cst.BaseStatement] | None:
         """The handler's statements, when the try only imports apex classes it replaces."""
@@ -90,6 +126,23 @@ class OptionalApex(Rule):
         return statements
 
 
+def _moved_imports(ctx: FileContext, node: cst.Try) -> bool:
+    """The try imports only apex classes whose import moves to torch (it cannot fail)."""
+    if not isinstance(node.body, cst.IndentedBlock) or not node.body.body:
+        return False
+    for stmt in node.body.body:
+        small = stmt.body if isinstance(stmt, cst.SimpleStatementLine) else ()
+        if len(small) != 1 or not isinstance(small[0], cst.ImportFrom):
+            return False
+        imp = small[0]
+        if not is_apex_import(imp) or isinstance(imp.names, cst.ImportStar) or imp.module is None:
+            return False
+        module = ctx.index.code(imp.module)
+        if not all(f"{module}.{a.name.value}" in SAME_NAME for a in imp.names):
+            return False
+    return True
+
+
 def _binds(statements: list[cst.BaseStatement]) -> set[str]:
     """Names the statements bind at their own level."""
     out: set[str] = set()
@@ -108,6 +161,12 @@ def _binds(statements: list[cst.BaseStatement]) -> set[str]:
                         if isinstance(target, cst.Name):
                             out.add(target.value)
     return out
+
+
+def _is_import(stmt: cst.BaseStatement) -> bool:
+    return isinstance(stmt, cst.SimpleStatementLine) and all(
+        isinstance(small, (cst.Import, cst.ImportFrom)) for small in stmt.body
+    )
 
 
 def _install_hint(ctx: FileContext, stmt: cst.BaseStatement) -> bool:

@@ -79,7 +79,7 @@ class Registrations(Rule):
             and stmt.body[0].value is call
         ):
             return
-        unit = ctx.needed_unit(call) or _only_unit(ctx)
+        unit = ctx.unit_for(call)
         if not unit:
             return  # no unit to go with: the leftover rule marks it
         group = object()
@@ -93,8 +93,3 @@ class Registrations(Rule):
             f"registration of {module}.{op} removed: autocast already runs it in {precision}",
             NUMERICS,
         )
-
-
-def _only_unit(ctx: FileContext) -> str | None:
-    units = ctx.facts.units()
-    return next(iter(units)) if len(units) == 1 else None

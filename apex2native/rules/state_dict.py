@@ -20,14 +20,15 @@ class StateDict(Rule):
         scaler.load_state_dict(
             {**scaler.state_dict(), "scale": checkpoint["amp"]["loss_scaler0"]["loss_scale"], ...}
             if "loss_scaler0" in checkpoint["amp"]
-            else checkpoint["amp"]
+            else checkpoint["amp"] or scaler.state_dict()
         )
 
     The checkpoint key stays, so the rest of the checkpoint code is unchanged. Checkpoints
     written by apex hold `{"loss_scaler0": {"loss_scale": ..., "unskipped": ...}}`, which
     GradScaler cannot load as it is: the loader converts it inline, so a run saved before the
     migration resumes with its loss scale and growth count (`apex2native convert-checkpoint`
-    converts checkpoint files once and for all).
+    converts checkpoint files once and for all). An empty state (saved by a disabled
+    scaler, e.g. an fp32 run) leaves the scaler as it is, as apex did, instead of raising.
     """
 
     code = "A2N107"
@@ -81,7 +82,7 @@ class StateDict(Rule):
         converted = (
             f"{{**{access}.state_dict(), {q('scale')}: {first}[{q('loss_scale')}], "
             f"{q('_growth_tracker')}: {first}[{q('unskipped')}]}} "
-            f"if {q('loss_scaler0')} in {state} else {state}"
+            f"if {q('loss_scaler0')} in {state} else {state} or {access}.state_dict()"
         )
         new = cst.parse_expression(f"{access}.load_state_dict({converted})")
         ctx.tx.edits.replace_node(group, call, lambda _u: new)

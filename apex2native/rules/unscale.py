@@ -105,6 +105,18 @@ class Unscale(Rule):
     def _site(self, ctx: FileContext, site: BackwardSite, done: set) -> bool:
         index = ctx.index
         scope = index.scope_of(site.with_node)
+        inside = [r for r in grad_reads(ctx, scope) if index.contains(site.with_node, r)]
+        if inside and self._accumulates(ctx, site):
+            ctx.tx.fail(
+                site.group,
+                inside[0],
+                self.code,
+                "gradients are read inside the amp.scale_loss block under gradient "
+                "accumulation: apex showed only this backward's gradients there (earlier ones "
+                "set aside) and still scaled; no native form reads the same values; move the "
+                "read after the block (unscaled gradients) by hand if that is what was meant",
+            )
+            return False
         reads = [
             r
             for r in grad_reads(ctx, scope)
@@ -164,6 +176,19 @@ class Unscale(Rule):
                     SAFE,
                 )
         return True
+
+    @staticmethod
+    def _accumulates(ctx: FileContext, site: BackwardSite) -> bool:
+        """Some step runs under a condition the backward does not (every N micro-steps):
+        gradients of several backward passes add up between steps."""
+        index = ctx.index
+        for step in site.steps:
+            for anc in index.ancestors(step):
+                if index.contains(anc, site.with_node):
+                    break
+                if isinstance(anc, (cst.If, cst.For, cst.While)):
+                    return True
+        return not site.steps
 
     def _arm_tails(self, ctx, read_top, site, before, step_stmt) -> list[list] | None:
         """`if fp16: <scaled backward>; clip(...)  else: <backward>; clip(...)`: the reads

@@ -139,6 +139,19 @@ def tool_env(as_is: bool, cache: Path | None = None) -> dict[str, str]:
     return env
 
 
+def tool_location(env: dict[str, str]) -> str:
+    """Where the timed commands import apex2native from (PYTHONPATH can pin a snapshot)."""
+    out = subprocess.run(
+        [sys.executable, "-c", "import apex2native; print(apex2native.__file__)"],
+        env=env,
+        cwd=tempfile.gettempdir(),  # not this checkout: the timed commands run elsewhere too
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    return str(Path(out.stdout.strip()).parent)
+
+
 def run_command(
     args: list[str], cwd: Path, sample: float = 0.0, env: dict[str, str] | None = None
 ) -> dict:
@@ -253,6 +266,7 @@ def main() -> None:
         print(f"tree: {tree}  {len(paths)} .py files, {lines} lines, {apex} mention apex")
         env = tool_env(args.as_is, scratch / "pycache" if scratch else None)
         print(f"bytecode cache: {'as this shell has it' if args.as_is else 'on (scratch prefix)'}")
+        print(f"apex2native imported from: {tool_location(env)}")
         if args.determinism:
             determinism(tree, env)
             return

@@ -31,7 +31,7 @@ import time
 from pathlib import Path
 
 import libcst as cst
-from bench_monorepo import commit, run_command, tool_env
+from bench_monorepo import commit, run_command, tool_env, tool_location
 from libcst.metadata import (
     MetadataWrapper,
     ParentNodeProvider,
@@ -105,6 +105,7 @@ def main() -> None:
     print(f"commit: {commit()}  python {sys.version.split()[0]}  cpus {os.cpu_count()}")
     env = tool_env(args.as_is)
     print(f"bytecode cache: {'as this shell has it' if args.as_is else 'on (scratch prefix)'}")
+    print(f"apex2native imported from: {tool_location(env)}")
     reference(Path(__file__))  # import and warm LibCST's parser once, untimed
     ratios: list[tuple[float, str]] = []
     cpu_ratios: list[float] = []

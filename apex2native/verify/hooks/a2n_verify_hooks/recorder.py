@@ -4,9 +4,10 @@ A "step opportunity" is one call that could update an optimizer's parameters: an
 `optimizer.step`, a `GradScaler.step` that skipped, or apex's one-shot skip. After N of them
 for some optimizer, the next one raises `StopTraining`.
 
-Every record carries the optimizer step it belongs to (`step`: opportunities of optimizer 0
-so far) and, for backward and clip records, the micro-step within it (`micro`: the backward
-pass it follows), so the harness can pair records by step instead of by call count.
+Training records carry the optimizer step they belong to (`step`: opportunities of optimizer
+0 so far; a step record, its own opportunity number) and the micro-step within it (`micro`:
+the backward pass a clip follows, the last one a step accumulated), so the harness can pair
+records by step instead of by call count.
 """
 
 from __future__ import annotations
@@ -220,6 +221,7 @@ class Recorder:
             return
         idx = cur["idx"]
         n = self.counts[idx]
+        micro = max(self._backwards_in_step(self.step_index()) - 1, 0)
         self.counts[idx] += 1
         self.emit(
             {
@@ -227,6 +229,7 @@ class Recorder:
                 "opt": idx,
                 "n": n,
                 "step": n,
+                "micro": micro,
                 "applied": cur["applied"],
                 "grad_norm": cur["grad_norm"],
                 "scale": self.last_scale,
