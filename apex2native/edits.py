@@ -237,7 +237,12 @@ class EditApplier(cst.CSTTransformer):
         present = {line.comment.value for line in lead if line.comment is not None}
         todos = [todo_line(t) for t in edit.todos if todo_line(t).comment.value not in present]
         if main:
-            main[0] = _with_leading(_strip_leading(main[0]), todos)
+            own = list(_leading(main[0]))
+            if len(own) >= len(lead) and all(
+                a.deep_equals(b) for a, b in zip(own, lead)
+            ):  # the statement's own lines are the ones `lead` puts back
+                own = own[len(lead) :]
+            main[0] = _with_leading(_strip_leading(main[0]), [*todos, *own])
         else:
             lead += todos
         seq = pre + main + ([] if edit.removed else list(edit.after))

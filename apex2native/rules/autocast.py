@@ -66,6 +66,30 @@ def _barrier(ctx: FileContext, stmt: cst.CSTNode) -> bool:
     )
 
 
+def _region_top(ctx: FileContext, site: BackwardSite) -> cst.CSTNode:
+    """The statement the forward passes come before: the backward's own, or, when nothing
+    before it in its block computes the loss, the `if`/`with`/`try` around it whose block
+    does (`loss = ...` then `if phase == "train": <backward>`). Never out of a loop."""
+    needed = reads(ctx.index, site.loss)
+    top = site.top
+    while True:
+        block = ctx.index.siblings(top)
+        earlier = block[: block.index(top)]
+        if any(assigned(ctx.index, s) & needed for s in earlier):
+            return top
+        outer = next(
+            (
+                a
+                for a in ctx.index.ancestors(top)
+                if isinstance(a, (cst.BaseCompoundStatement, cst.Module))
+            ),
+            None,
+        )
+        if not isinstance(outer, (cst.If, cst.With, cst.Try)):
+            return site.top
+        top = outer
+
+
 def _forward(ctx: FileContext, block, region: list[int]) -> bool:
     """The region so far runs something more than data movement and plain Python."""
     return any(_calls(ctx.index, block[i]) - DATA_ONLY - PLAIN_PYTHON for i in region)
@@ -102,9 +126,11 @@ class Autocast(Rule):
 
     def apply(self, ctx: FileContext) -> None:
         blocks: dict[int, list[BackwardSite]] = {}
+        self._tops: dict[int, cst.CSTNode] = {}
         for site in ctx.sites:
             if site.scaler.autocast and not ctx.tx.dropped(site.group):
-                blocks.setdefault(id(ctx.index.block_of(site.top)), []).append(site)
+                top = self._tops[id(site)] = _region_top(ctx, site)
+                blocks.setdefault(id(ctx.index.block_of(top)), []).append(site)
         for sites in blocks.values():
             unreachable = [s for s in sites if s.scaler.unreachable_switch]
             for site in unreachable:
@@ -127,8 +153,8 @@ class Autocast(Rule):
         autocast block, and work between a forward and its loss that feeds neither (a timer,
         a log line) splits the region in two.
         """
-        block = ctx.index.siblings(sites[0].top)
-        tops = {id(s.top) for s in sites}
+        block = ctx.index.siblings(self._tops[id(sites[0])])
+        tops = {id(self._tops[id(s)]) for s in sites}
         marked: dict[int, BackwardSite] = {}
         for site in sites:
             chain = self._chain(ctx, block, site, tops)
@@ -158,7 +184,7 @@ class Autocast(Rule):
 
     def _chain(self, ctx: FileContext, block, site: BackwardSite, tops: set[int]) -> list[int]:
         """Indices of the statements that compute the site's loss, latest first."""
-        index = next(i for i, s in enumerate(block) if s is site.top)
+        index = next(i for i, s in enumerate(block) if s is self._tops[id(site)])
         needed = reads(ctx.index, site.loss)
         chain: list[int] = []
         for i in range(index - 1, -1, -1):
