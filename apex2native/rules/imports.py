@@ -13,6 +13,7 @@ from apex2native.apex_imports import (
     catches_import_errors,
     guard_flags,
     has_apex_import,
+    is_apex_import,
     is_migrated_import,
 )
 from apex2native.context import FileContext
@@ -187,6 +188,15 @@ class _Cleanup(cst.CSTTransformer):
             n.value for n in names if n.value in self.flags and id(n) not in inside_guards
         }
         self.dead_nones = self._dead_nones(imports)
+        self.guarded = inside_guards
+        # apex stays imported outside guards (a held-back unit, a TODO): the guards that probe
+        # for it keep probing, or `check_apex_available()` would say True without apex
+        self.apex_stays = any(
+            is_apex_import(imp)
+            and id(imp) not in inside_guards
+            and any(self._keep(imp, a) for a in _aliases(imp))
+            for imp in imports
+        )
         self.hot = index.paths_to(
             [
                 *(i for i in imports if self.migrated[id(i)]),
@@ -227,7 +237,7 @@ class _Cleanup(cst.CSTTransformer):
         return id(node) in self.hot
 
     def leave_Import(self, original_node, updated_node):
-        if not self.migrated.get(id(original_node)):
+        if not self.migrated.get(id(original_node)) or self._probing(original_node):
             return updated_node
         names = [a for a in updated_node.names if self._keep(original_node, a)]
         if not names:
@@ -235,8 +245,10 @@ class _Cleanup(cst.CSTTransformer):
         return updated_node.with_changes(names=_fix_commas(names))
 
     def leave_ImportFrom(self, original_node, updated_node):
-        if not self.migrated.get(id(original_node)) or isinstance(
-            updated_node.names, cst.ImportStar
+        if (
+            not self.migrated.get(id(original_node))
+            or isinstance(updated_node.names, cst.ImportStar)
+            or self._probing(original_node)
         ):
             return updated_node
         names = [a for a in updated_node.names if self._keep(original_node, a)]
@@ -245,6 +257,10 @@ class _Cleanup(cst.CSTTransformer):
         if len(names) == len(updated_node.names):
             return updated_node
         return updated_node.with_changes(names=_fix_commas(names))
+
+    def _probing(self, node: cst.CSTNode) -> bool:
+        """An apex import in a guard while apex stays: it still answers "is apex here?"."""
+        return self.apex_stays and id(node) in self.guarded and is_apex_import(node)
 
     def _dead_nones(self, imports) -> list[cst.CSTNode]:
         """`amp = None` (the arm where apex did not import) once nothing reads `amp`."""

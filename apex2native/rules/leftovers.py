@@ -49,7 +49,10 @@ class Leftovers(Rule):
                 continue
             if any(a in handled for a in ctx.index.ancestors(ref)):
                 continue
-            hint = next((h for prefix, h in HINTS.items() if name.startswith(prefix)), None)
+            hint = next(
+                (h for key, h in HINTS.items() if name == key or name.startswith(key + ".")),
+                None,
+            )
             message = f"`{name}` has no automatic rewrite" + (f": {hint}" if hint else "")
             if name == "apex.amp" or name.startswith("apex.amp."):
                 ctx.refuse(ref, self.code, message)
