@@ -456,7 +456,20 @@ class _Summarizer:
             self._import(node)
         if s.uses_apex or s.apex_exports or self.aliases:
             self._apex_sites()
+        self._star_amp()
         return s
+
+    def _star_amp(self) -> None:
+        """`amp.scale_loss(...)` where no statement binds `amp` (a `from m import *`, an
+        import in another function): apex, most likely, and nothing the plan can follow."""
+        if "amp." not in self.text:
+            return
+        for node in self.scopes.of_type(ast.Attribute):
+            if star_amp_use(node) and not self.scopes.bindings(node.value):
+                self.summary.uses_apex = True
+                self.summary.amp_uses.append(
+                    (self.statement_of(node).lineno, f"apex.amp.{node.attr} (unbound amp)")
+                )
 
     def _function(self, node) -> None:
         cls = self.enclosing_class(node)
@@ -1100,6 +1113,14 @@ def _mutates(owner, name: ast.Name) -> bool:
 
 def _hidden(star: str) -> str:
     return f"amp.initialize: `{star}` arguments hide the amp options; create the GradScaler by hand"
+
+
+AMP_API = {"initialize", "scale_loss", "master_params", "state_dict", "load_state_dict"}
+
+
+def star_amp_use(node: ast.Attribute) -> bool:
+    """`amp.<apex amp call>` spelled on a bare `amp` name."""
+    return isinstance(node.value, ast.Name) and node.value.id == "amp" and node.attr in AMP_API
 
 
 DYNAMIC_IMPORTS = {"importlib.import_module", "__import__", "builtins.__import__"}

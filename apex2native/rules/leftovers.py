@@ -11,6 +11,7 @@ from apex2native.findings import MANUAL
 from apex2native.index import COMPOUND
 from apex2native.rules.base import Rule
 
+AMP_API = {"initialize", "scale_loss", "master_params", "state_dict", "load_state_dict"}
 DYNAMIC_IMPORTS = {"importlib.import_module", "__import__", "builtins.__import__"}
 MARKER = re.compile(r"# TODO\(apex2native\): (A2N\d+) (.*)$")
 HINTS = {
@@ -43,6 +44,7 @@ class Leftovers(Rule):
     def finalize(self, ctx: FileContext) -> None:
         self._marked(ctx)
         self._dynamic_imports(ctx)
+        self._star_imported(ctx)
         handled = ctx.tx.handled()
         for ref, name in ctx.names.refs():
             if ref in handled or ctx.tx.explained(ref):
@@ -77,6 +79,40 @@ class Leftovers(Rule):
                         f"apex imported dynamically (`{module.evaluated_value}`): no rule follows "
                         "what it returns; migrate this module by hand",
                     )
+
+    def _star_imported(self, ctx: FileContext) -> None:
+        """`amp.scale_loss(...)` on an `amp` no statement binds: a star import, or an
+        import in another function (a NameError waiting, or apex by a route unseen)."""
+        stars = [
+            n
+            for n in ctx.index.within(ctx.module, cst.ImportFrom)
+            if isinstance(n.names, cst.ImportStar)
+        ]
+        source = ", ".join(
+            sorted(
+                "." * len(n.relative) + (ctx.index.code(n.module) if n.module else "")
+                for n in stars
+            )
+        )
+        why = (
+            f"`amp` comes from a star import ({source}), which the tool does not follow"
+            if stars
+            else "no statement in reach binds `amp` (imported in another function?)"
+        )
+        seen: set[int] = set()
+        for node in ctx.index.within(ctx.module, cst.Attribute):
+            if not (
+                isinstance(node.value, cst.Name)
+                and node.value.value == "amp"
+                and node.attr.value in AMP_API
+                and not ctx.index.bindings(node.value)
+            ):
+                continue
+            stmt = ctx.index.statement_of(node)
+            if id(stmt) in seen:
+                continue
+            seen.add(id(stmt))
+            ctx.tx.todo(node, self.code, f"`amp.{node.attr.value}`: {why}; migrate it by hand")
 
     def _marked(self, ctx: FileContext) -> None:
         """Markers left by an earlier run still count: `--check` fails until a person acts."""
