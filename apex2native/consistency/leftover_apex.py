@@ -30,8 +30,9 @@ def check_leftover_apex(view: RepoView) -> list[Violation]:
         for unit, where in sorted(migrated.items()):
             if view.same_program(path, where):
                 message = (
-                    f"`{name}` is still used here, in the same program as a scaler "
-                    f"that replaces amp.initialize"
+                    f"`{name}` stays apex here, so the amp.initialize it shares a program with "
+                    f"(in {view.plan.relative(unit.rpartition(':')[0])}) stays apex too: apex "
+                    "and a GradScaler must not both run"
                 )
                 found.append(Violation(unit, CODE, message, path, line))
     return found
