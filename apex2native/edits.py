@@ -246,11 +246,12 @@ class EditApplier(cst.CSTTransformer):
         else:
             lead += todos
         seq = pre + main + ([] if edit.removed else list(edit.after))
+        footer = _footer_comments(updated) if not main else []
         if not seq:
-            comments = [line for line in lead if line.comment is not None]
+            comments = [line for line in lead if line.comment is not None] + footer
             return [_Carry(comments)] if comments else []
         seq[0] = _with_leading(seq[0], lead)
-        return seq
+        return seq + ([_Carry(footer)] if footer else [])
 
     def _vacated(self, stmt: cst.CSTNode) -> bool:
         """An `if` with no other arm whose whole body the edits removed, and whose test
@@ -309,6 +310,18 @@ def _walk(node: cst.CSTNode):
 def _has_effects(node: cst.CSTNode) -> bool:
     """A call, await, walrus or lambda may do something; reading names and comparing does not."""
     return isinstance(node, (cst.Call, cst.Await, cst.NamedExpr, cst.Yield, cst.Subscript))
+
+
+def _footer_comments(node: cst.CSTNode) -> list[cst.EmptyLine]:
+    """Comment lines LibCST hung at the end of a removed statement's blocks: they stood
+    after it in the source (often at the outer level), so they outlive it."""
+    out: list[cst.EmptyLine] = []
+    for child in _walk(node):
+        if isinstance(child, cst.IndentedBlock) and any(
+            line.comment is not None for line in child.footer
+        ):
+            out += list(child.footer)
+    return out
 
 
 def _pass(lines: Sequence[cst.EmptyLine]) -> cst.SimpleStatementLine:
