@@ -12,8 +12,9 @@ checks idempotence. One line per file that mentions apex (or was changed):
     verdict  status  TODOs  compiles  idempotent  violations  path
 
 verdict: migrated (changed, no TODO, no apex left), partial (changed, something left and
-marked), refused (apex left and nothing but markers changed), failed (the tool reported an
-error), caller (a file without apex that the migration touched or looked at).
+marked), refused (apex left and nothing but markers changed), nothing (apex only in comments,
+strings or option names: nothing to migrate), failed (the tool reported an error), caller (a
+file without apex that the migration touched or looked at).
 For each maintainer migration (`OUT/human/`), the tool's result on their `before` side is
 compared with their `after` side: lines that differ, and whether either still uses apex.
 Diffs of every repository land in `--out` for review.
@@ -22,6 +23,7 @@ Diffs of every repository land in `--out` for review.
 from __future__ import annotations
 
 import argparse
+import ast
 import difflib
 import json
 import os
@@ -63,6 +65,9 @@ def compiles(text: str) -> bool:
     return True
 
 
+AMP_API = {"initialize", "scale_loss", "master_params", "state_dict", "load_state_dict"}
+
+
 def only_markers_added(old: str, new: str) -> bool:
     """True when the only difference is TODO marker lines."""
     ops = difflib.ndiff(old.splitlines(), new.splitlines())
@@ -73,12 +78,34 @@ def only_markers_added(old: str, new: str) -> bool:
     )
 
 
+def uses_apex(text: str) -> bool:
+    """The code (not a comment, string or option name) imports apex."""
+    try:
+        tree = ast.parse(text)
+    except (SyntaxError, ValueError):
+        return True
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import) and any(a.name.split(".")[0] == "apex" for a in node.names):
+            return True
+        if isinstance(node, ast.ImportFrom) and (node.module or "").split(".")[0] == "apex":
+            return True
+        if isinstance(node, ast.Constant) and isinstance(node.value, str):
+            if node.value == "apex" or node.value.startswith("apex."):
+                return True  # importlib.import_module("apex.amp")
+        if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name):
+            if node.value.id == "amp" and node.attr in AMP_API:
+                return True  # amp bound some other way (a star import, another function)
+    return False
+
+
 def verdict(old: str, new: str, entry: dict) -> str:
     if entry.get("status") == "failed":
         return "failed"
     mentions = "apex" in old
     if not mentions:
         return "caller"
+    if old == new and not entry.get("held_back") and not uses_apex(old):
+        return "nothing"  # apex only in comments, strings or option names
     if old == new or only_markers_added(old, new):
         return "refused"
     todos = sum(1 for f in entry.get("findings", []) if f.get("todo"))
@@ -208,7 +235,9 @@ def main() -> None:
     totals = Counter(r["verdict"] for r in apex_rows)
     print(
         f"\n{len(apex_rows)} apex files: "
-        + ", ".join(f"{k} {totals[k]}" for k in ("migrated", "partial", "refused", "failed"))
+        + ", ".join(
+            f"{k} {totals[k]}" for k in ("migrated", "partial", "refused", "nothing", "failed")
+        )
         + f"; not compiling {sum(not r['compiles'] for r in rows)}"
         + f"; not idempotent {sum(not r['idempotent'] for r in rows)}"
         + f"; violations {sum(r['violations'] for r in rows)}"
