@@ -58,8 +58,8 @@ class OptionalApex(Rule):
                 group,
                 node,
                 self.code,
-                "optional apex import: the project's own fallback is kept "
-                "(its numbers may differ slightly from apex's fused kernel)",
+                "optional apex import: the project's own fallback is kept; check its "
+                "defaults against apex's (FusedLayerNorm: eps=1e-5, elementwise affine)",
                 NUMERICS,
             )
 
