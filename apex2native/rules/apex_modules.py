@@ -138,13 +138,27 @@ class ApexModules(Rule):
     summary = "apex.parallel / optimizers / normalization -> torch (DDP, SyncBN, AdamW, LayerNorm)"
 
     def apply(self, ctx: FileContext) -> None:
-        kept_names = self._move_imports(ctx)
+        refused = {
+            name
+            for ref, name in ctx.names.refs()
+            if (name in TABLE or name in ADAM_SPELLINGS)
+            and self._refusal(ctx, ctx.index.parent(ref), ref, name)
+        }
+        kept_names = self._move_imports(ctx, refused)
         handled = ctx.tx.handled()
         for ref, name in ctx.names.refs():
             if (name not in TABLE and name not in ADAM_SPELLINGS) or ref in handled:
                 continue
             kept = isinstance(ref, cst.Name) and ref.value in kept_names
             parent = ctx.index.parent(ref)
+            if name in refused:
+                # One refused call keeps the class apex in this file: its other uses
+                # (calls, isinstance checks) must keep naming the same class.
+                if self._refusal(ctx, parent, ref, name):
+                    self._call(ctx, parent, ref, name)
+                else:
+                    ctx.tx.handle(object(), ref)
+                continue
             if isinstance(parent, cst.Call) and parent.func is ref:
                 self._call(ctx, parent, ref, name, kept)
             elif kept:
@@ -156,11 +170,13 @@ class ApexModules(Rule):
                 ctx.tx.handle(group, ref)
                 ctx.needs_torch = True
 
-    def _move_imports(self, ctx: FileContext) -> set[str]:
+    def _move_imports(self, ctx: FileContext, refused: set[str]) -> set[str]:
         """`from apex.parallel import DistributedDataParallel as DDP` only changes its module.
 
         Where torch has the same class under the same name, the import moves and every use
-        keeps its spelling (the smallest diff); the names bound that way are returned.
+        keeps its spelling (the smallest diff); the names bound that way are returned. An
+        import stays apex while one of its calls is refused (`DDP(model, **ddp_kwargs)`):
+        moving it would hand that call's apex keywords to torch.
         """
         kept: set[str] = set()
         for node in ctx.index.within(ctx.module, cst.ImportFrom):
@@ -169,8 +185,9 @@ class ApexModules(Rule):
             if isinstance(node.names, cst.ImportStar) or node.relative:
                 continue
             module = get_full_name_for_node(node.module) or ""
-            targets = {SAME_NAME.get(f"{module}.{a.name.value}") for a in node.names}
-            if len(targets) != 1 or None in targets:
+            full = {f"{module}.{a.name.value}" for a in node.names}
+            targets = {SAME_NAME.get(name) for name in full}
+            if len(targets) != 1 or None in targets or full & refused:
                 continue
             native = targets.pop()
             group = object()
@@ -187,20 +204,12 @@ class ApexModules(Rule):
     def _call(
         self, ctx: FileContext, call: cst.Call, ref: cst.CSTNode, name: str, kept: bool = False
     ) -> None:
-        keywords = {a.keyword.value: a for a in call.args if a.keyword is not None}
-        if name in ADAM_SPELLINGS:
-            mapping = self._adam(ctx, keywords)
-        else:
-            mapping = TABLE[name]
-        for key, bad in mapping.refuse.items():
-            if key in keywords and ctx.index.code(keywords[key].value) == bad:
-                ctx.tx.todo(call, mapping.code, f"{name}({key}={bad}) has no torch equivalent")
-                return
-        if any(a.star == "**" for a in call.args):
-            ctx.tx.todo(
-                call, mapping.code, f"{name}(**kwargs): check the keywords against {mapping.native}"
-            )
+        mapping = self._mapping(ctx, call, name)
+        refusal = self._refusal(ctx, call, ref, name)
+        if refusal:
+            ctx.tx.todo(call, mapping.code, refusal)
             return
+        keywords = {a.keyword.value: a for a in call.args if a.keyword is not None}
         drop = mapping.drop | ({"adam_w_mode"} if name in ADAM_SPELLINGS else set())
         group = object()
         native = mapping.native
@@ -232,6 +241,30 @@ class ApexModules(Rule):
         ctx.tx.note(group, call, mapping.code, f"{name} -> {native}{detail}", mapping.tier)
         if mapping.note:
             ctx.tx.note(group, call, mapping.code, mapping.note, mapping.tier)
+
+    def _mapping(self, ctx: FileContext, call: cst.Call, name: str) -> Mapping:
+        if name in ADAM_SPELLINGS:
+            keywords = {a.keyword.value: a for a in call.args if a.keyword is not None}
+            return self._adam(ctx, keywords)
+        return TABLE[name]
+
+    def _refusal(
+        self, ctx: FileContext, call: cst.CSTNode | None, ref: cst.CSTNode, name: str
+    ) -> str | None:
+        """Why a call of an apex class cannot move to torch, or None when it can."""
+        if not isinstance(call, cst.Call) or call.func is not ref:
+            return None
+        mapping = self._mapping(ctx, call, name)
+        keywords = {a.keyword.value: a for a in call.args if a.keyword is not None}
+        for key, bad in mapping.refuse.items():
+            if key in keywords and ctx.index.code(keywords[key].value) == bad:
+                return f"{name}({key}={bad}) has no torch equivalent"
+        if any(a.star == "**" for a in call.args):
+            return (
+                f"{name}(**kwargs) keeps the class apex in this file: check the keywords "
+                f"against {mapping.native}, then swap it"
+            )
+        return None
 
     def _adam(self, ctx: FileContext, keywords: dict[str, cst.Arg]) -> Mapping:
         mode = keywords.get("adam_w_mode")
