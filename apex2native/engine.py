@@ -30,7 +30,7 @@ from apex2native.findings import FileOutcome, Finding, UnitFacts
 from apex2native.options import Options
 from apex2native.plan import RepoPlan, build_plan
 from apex2native.rules import rules_for
-from apex2native.rules.imports import Imports
+from apex2native.rules.imports import Imports, star_supplies_torch
 from apex2native.scopes import absolute_name
 from apex2native.summary import summarize
 from apex2native.textio import DecodeError, decode, encode, line_length_for
@@ -115,8 +115,9 @@ def rewrite_file_text(
         return result
     new = ctx.module.visit(EditApplier(edits, ctx.index.paths_to(edits.touched())))
     cleanup = any(isinstance(r, Imports) for r in rules)
+    needs_torch = ctx.needs_torch and not star_supplies_torch(ctx.module)
     new = Imports().cleanup(
-        new, ctx.needs_torch, remove_unused=cleanup, keep=facts.exports, facts=facts
+        new, needs_torch, remove_unused=cleanup, keep=facts.exports, facts=facts
     )
     result.text = new.code
     return result

@@ -128,6 +128,30 @@ class Imports(Rule):
         return module
 
 
+def star_supplies_torch(module: cst.Module) -> bool:
+    """`torch` is read but only a star import can bind it (`from pkg.model import *`).
+
+    Code the rewrite adds then uses that same `torch`; adding `import torch` would make a
+    second run resolve names the first could not, so the result would not be a fixed point.
+    """
+    stars = any(
+        m.matches(s, m.SimpleStatementLine(body=[m.ImportFrom(names=m.ImportStar())]))
+        for s in module.body
+    )
+    if not stars or not m.findall(module, m.Name("torch")):
+        return False
+    for node in m.findall(module, m.Import() | m.ImportFrom()):
+        if isinstance(node.names, cst.ImportStar):  # type: ignore[union-attr]
+            continue
+        for alias in node.names:  # type: ignore[union-attr]
+            bound = alias.asname.name if alias.asname else alias.name
+            while isinstance(bound, cst.Attribute):
+                bound = bound.value
+            if isinstance(bound, cst.Name) and bound.value == "torch":
+                return False
+    return not m.findall(module, m.AssignTarget(target=m.Name("torch")))
+
+
 def _imports_torch(module: cst.Module) -> bool:
     """A top-level `import torch` is already there (the common case: no visitor pass)."""
     return any(
