@@ -84,7 +84,8 @@ class GitIgnore:
     """A small .gitignore reader for folders outside a git work tree."""
 
     def __init__(self) -> None:
-        self.rules: list[tuple[Path, str, bool, bool]] = []  # base, pattern, negate, dir_only
+        # base folder -> (pattern, negate, dir_only), in file order
+        self.rules: dict[Path, list[tuple[str, bool, bool]]] = {}
 
     def load(self, folder: Path) -> None:
         path = folder / ".gitignore"
@@ -97,22 +98,21 @@ class GitIgnore:
             negate = line.startswith("!")
             line = line[1:] if negate else line
             dir_only = line.endswith("/")
-            self.rules.append((folder, line.rstrip("/"), negate, dir_only))
+            self.rules.setdefault(folder, []).append((line.rstrip("/"), negate, dir_only))
 
     def ignored(self, path: Path, is_dir: bool) -> bool:
+        """Rules of the folders above `path` only, the outermost first: a later match wins."""
         result = False
-        for base, pattern, negate, dir_only in self.rules:
-            if dir_only and not is_dir:
-                continue
-            try:
+        for base in reversed(path.parents):
+            for pattern, negate, dir_only in self.rules.get(base, ()):
+                if dir_only and not is_dir:
+                    continue
                 rel = path.relative_to(base).as_posix()
-            except ValueError:
-                continue
-            anchored = "/" in pattern.strip("/")
-            pat = pattern.lstrip("/")
-            hit = fnmatch.fnmatch(rel, pat) if anchored else fnmatch.fnmatch(path.name, pat)
-            if hit:
-                result = not negate
+                anchored = "/" in pattern.strip("/")
+                pat = pattern.lstrip("/")
+                hit = fnmatch.fnmatch(rel, pat) if anchored else fnmatch.fnmatch(path.name, pat)
+                if hit:
+                    result = not negate
         return result
 
 

@@ -34,6 +34,7 @@ PARAM_NAMES = ("scaler", "grad_scaler", "amp_scaler")
 NAME_CHAIN = re.compile(r"^[A-Za-z_][A-Za-z_0-9]*(\.[A-Za-z_][A-Za-z_0-9]*)*$")
 # a deprecated AMP name in a string (`mock.patch("torch.cuda.amp.autocast")`, a sys.modules key)
 PINS = re.compile(r"""["'](torch\.(?:cuda|cpu)\.amp(?:\.\w+)*)["']""")
+IMPORT_LIST = re.compile(r"\bimport\s*\([^)]*\)")  # from pkg import (a,\n b)
 IMPORT_DEPTH = 4  # importers of importers ... of an apex file that are read
 
 
@@ -88,6 +89,9 @@ class ImportGraph:
 
     def __init__(self, paths: list[str], names: dict[str, tuple[str, bool]] | None = None) -> None:
         self.root = _common_root(paths)
+        self._canonical: dict[tuple[str, str], str] = {}
+        self._folders: dict[str, list[str]] = {}
+        self._relative: dict[str, str] = {}
         self.modules: dict[str, str] = {}
         self.module_of: dict[str, tuple[str, bool]] = {}
         for path in paths:
@@ -99,30 +103,47 @@ class ImportGraph:
             self.module_of[path] = (name, package)
 
     def relative(self, path: str) -> str:
-        try:
-            return Path(path).resolve().relative_to(self.root).as_posix()
-        except ValueError:
-            return path
+        if path not in self._relative:
+            try:
+                self._relative[path] = Path(path).resolve().relative_to(self.root).as_posix()
+            except ValueError:
+                self._relative[path] = path
+        return self._relative[path]
 
     def name_of(self, path: str) -> tuple[str, bool]:
         return self.module_of.get(path, (Path(path).stem, False))
 
     def canonical(self, raw: str, path: str) -> str:
         """`train.fit` imported by `repo/main.py` is `repo.train.fit` when that file exists."""
-        parts = raw.split(".")
-        folder = Path(path).resolve().parent
-        while True:
-            try:
-                prefix = ".".join(folder.relative_to(self.root).parts)
-            except ValueError:
-                return raw
+        key = (raw, path)
+        if key not in self._canonical:
+            self._canonical[key] = self._resolve(raw.split("."), self._prefixes(path), raw)
+        return self._canonical[key]
+
+    def _resolve(self, parts: list[str], prefixes: list[str], raw: str) -> str:
+        for prefix in prefixes:
             for i in range(len(parts), 0, -1):
                 module = ".".join(p for p in (prefix, *parts[:i]) if p)
                 if module in self.modules:
                     return ".".join([module, *parts[i:]])
-            if folder == self.root:
-                return raw
-            folder = folder.parent
+        return raw
+
+    def _prefixes(self, path: str) -> list[str]:
+        """The package prefixes of a file's folder and of each parent up to the root."""
+        folder = str(Path(path).parent)
+        if folder not in self._folders:
+            prefixes = []
+            current = Path(folder).resolve()
+            while True:
+                try:
+                    prefixes.append(".".join(current.relative_to(self.root).parts))
+                except ValueError:
+                    break
+                if current == self.root:
+                    break
+                current = current.parent
+            self._folders[folder] = prefixes
+        return self._folders[folder]
 
     def module_file(self, raw: str, path: str) -> tuple[str | None, str]:
         """The project file a dotted name lives in, and the rest of the name inside it."""
@@ -247,11 +268,16 @@ class Planner:
                 words.add(last)
         if not words:
             return set()
-        pattern = re.compile(r"\b(" + "|".join(sorted(map(re.escape, words))) + r")\b")
+        alternatives = "|".join(sorted(map(re.escape, words)))
+        pattern = re.compile(r"\b(" + alternatives + r")\b")
+        in_import = re.compile(r"\b(?:from|import)\b[^\n]*\b(?:" + alternatives + r")\b")
         candidates = [
             p
             for p in self.paths
-            if p not in targets and ("import" in self.text(p)) and pattern.search(self.text(p))
+            if p not in targets
+            and "import" in self.text(p)
+            and pattern.search(self.text(p))
+            and in_import.search(_joined_imports(self.text(p)))
         ]
         self.summarize_all(candidates, pool)
         out = set()
@@ -260,6 +286,13 @@ class Planner:
             if summary is not None and self.graph.imported_files(summary) & targets:
                 out.add(path)
         return out
+
+
+def _joined_imports(text: str) -> str:
+    """The text with each import statement on one line (backslash and parenthesized
+    continuations joined), so that a line scan sees every name an import mentions."""
+    text = text.replace("\\\n", " ")
+    return IMPORT_LIST.sub(lambda m: m.group(0).replace("\n", " "), text)
 
 
 class _PlanBuilder:
