@@ -8,7 +8,7 @@ import libcst as cst
 import libcst.matchers as m
 from libcst.helpers import get_full_name_for_node
 
-from apex2native.apex_imports import is_apex_import
+from apex2native.apex_imports import apex_guards, is_apex_import
 from apex2native.context import FileContext
 from apex2native.findings import NUMERICS, SAFE
 from apex2native.rules.base import Rule
@@ -144,10 +144,14 @@ class ApexModules(Rule):
             if (name in TABLE or name in ADAM_SPELLINGS)
             and self._refusal(ctx, ctx.index.parent(ref), ref, name)
         }
-        kept_names = self._move_imports(ctx, refused)
+        probes = self._type_probes(ctx)
+        kept_names = self._move_imports(ctx, refused, probes)
         handled = ctx.tx.handled()
         for ref, name in ctx.names.refs():
             if (name not in TABLE and name not in ADAM_SPELLINGS) or ref in handled:
+                continue
+            if isinstance(ref, cst.Name) and ref.value in probes:
+                ctx.tx.handle(object(), ref)
                 continue
             kept = isinstance(ref, cst.Name) and ref.value in kept_names
             parent = ctx.index.parent(ref)
@@ -170,7 +174,31 @@ class ApexModules(Rule):
                 ctx.tx.handle(group, ref)
                 ctx.needs_torch = True
 
-    def _move_imports(self, ctx: FileContext, refused: set[str]) -> set[str]:
+    def _type_probes(self, ctx: FileContext) -> set[str]:
+        """Names an optional apex import binds only to recognise apex's objects.
+
+        `try: from apex.parallel import DistributedDataParallel as apex_DDP` feeding an
+        isinstance tuple stays as it is: it recognises apex DDP models wherever the
+        repository still makes them (another file may keep apex), and it is a harmless
+        ImportError once apex is gone. Moved to torch, the check would miss them.
+        """
+        called = {
+            call.func.value
+            for call in ctx.index.within(ctx.module, cst.Call)
+            if isinstance(call.func, cst.Name)  # type: ignore[attr-defined]
+        }
+        probes: set[str] = set()
+        for guard in apex_guards(ctx.index):
+            for node in ctx.index.within(guard.body, cst.ImportFrom):
+                if not is_apex_import(node) or isinstance(node.names, cst.ImportStar):
+                    continue
+                for alias in node.names:
+                    bound = alias.asname.name if alias.asname else alias.name
+                    if isinstance(bound, cst.Name) and bound.value not in called:
+                        probes.add(bound.value)
+        return probes
+
+    def _move_imports(self, ctx: FileContext, refused: set[str], probes: set[str]) -> set[str]:
         """`from apex.parallel import DistributedDataParallel as DDP` only changes its module.
 
         Where torch has the same class under the same name, the import moves and every use
@@ -185,6 +213,19 @@ class ApexModules(Rule):
             if isinstance(node.names, cst.ImportStar) or node.relative:
                 continue
             module = get_full_name_for_node(node.module) or ""
+            bound = {(a.asname.name if a.asname else a.name) for a in node.names}
+            if any(isinstance(b, cst.Name) and b.value in probes for b in bound):
+                group = object()
+                ctx.tx.handle(group, node)
+                ctx.tx.note(
+                    group,
+                    node,
+                    self.code,
+                    "optional apex import kept: it only recognises apex's objects "
+                    "(an ImportError once apex is gone)",
+                    SAFE,
+                )
+                continue
             full = {f"{module}.{a.name.value}" for a in node.names}
             targets = {SAME_NAME.get(name) for name in full}
             if len(targets) != 1 or None in targets or full & refused:
