@@ -177,26 +177,44 @@ class ApexModules(Rule):
     def _type_probes(self, ctx: FileContext) -> set[str]:
         """Names an optional apex import binds only to recognise apex's objects.
 
-        `try: from apex.parallel import DistributedDataParallel as apex_DDP` feeding an
-        isinstance tuple stays as it is: it recognises apex DDP models wherever the
-        repository still makes them (another file may keep apex), and it is a harmless
-        ImportError once apex is gone. Moved to torch, the check would miss them.
+        `try: from apex.parallel import DistributedDataParallel as apex_DDP` with a handler
+        that does not raise, feeding only an isinstance check or a tuple of wrapper types,
+        stays as it is: it recognises apex DDP models wherever the repository still makes
+        them (another file may keep apex), and it is a harmless ImportError once apex is
+        gone. Moved to torch, the check would miss them.
         """
-        called = {
-            call.func.value
-            for call in ctx.index.within(ctx.module, cst.Call)
-            if isinstance(call.func, cst.Name)  # type: ignore[attr-defined]
-        }
         probes: set[str] = set()
         for guard in apex_guards(ctx.index):
+            if any(ctx.index.within(h, cst.Raise) for h in guard.handlers):
+                continue
             for node in ctx.index.within(guard.body, cst.ImportFrom):
                 if not is_apex_import(node) or isinstance(node.names, cst.ImportStar):
                     continue
                 for alias in node.names:
                     bound = alias.asname.name if alias.asname else alias.name
-                    if isinstance(bound, cst.Name) and bound.value not in called:
+                    if isinstance(bound, cst.Name) and self._only_type_checks(ctx, bound):
                         probes.add(bound.value)
         return probes
+
+    def _only_type_checks(self, ctx: FileContext, bound: cst.Name) -> bool:
+        uses = [
+            n
+            for n in ctx.index.within(ctx.module, cst.Name)
+            if n.value == bound.value and n is not bound
+        ]
+        for use in uses:
+            parent = ctx.index.parent(use)
+            holder = ctx.index.parent(parent) if parent is not None else None
+            in_tuple = isinstance(parent, cst.Element) and isinstance(holder, cst.Tuple)
+            checked = (
+                isinstance(parent, cst.Arg)
+                and isinstance(holder, cst.Call)
+                and m.matches(holder.func, m.Name("isinstance") | m.Name("issubclass"))
+                and holder.args.index(parent) == 1
+            )
+            if not (in_tuple or checked):
+                return False
+        return bool(uses)
 
     def _move_imports(self, ctx: FileContext, refused: set[str], probes: set[str]) -> set[str]:
         """`from apex.parallel import DistributedDataParallel as DDP` only changes its module.
