@@ -57,8 +57,10 @@ class CodeGen:
         """`torch.amp.autocast("cuda", dtype=torch.float16, enabled=...)` as source.
 
         Before torch 1.12 there is no `torch.amp`: `torch.cuda.amp.autocast(enabled=...)`,
-        whose dtype is float16 on every release (and the only one before 1.10).
+        whose dtype is float16 on every release (and the only one before 1.10). `enabled`
+        must be a bool: entering autocast with `enabled=1` raises TypeError on a GPU.
         """
+        enabled = as_bool(enabled) if enabled else enabled
         if device == "cuda" and not allows(self.target, AMP_AUTOCAST):
             args = [] if dtype in (None, "float16") else [f"dtype=torch.{dtype}"]
             args += [f"enabled={enabled}"] if enabled else []
@@ -76,7 +78,7 @@ class CodeGen:
         Before torch 2.3 GradScaler takes no device: `torch.cuda.amp.GradScaler(...)`, with the
         same keywords (all of them exist since 1.6).
         """
-        keywords = [f"{k}={v}" for k, v in kwargs]
+        keywords = [f"{k}={as_bool(v) if k == 'enabled' else v}" for k, v in kwargs]
         if device == "cuda" and not allows(self.target, DEVICE_GRAD_SCALER):
             return f"torch.cuda.amp.GradScaler({', '.join(keywords)})"
         return f"torch.amp.GradScaler({', '.join([self.lit(device), *keywords])})"
@@ -106,3 +108,43 @@ class CodeGen:
             return black.format_str(code + "\n", mode=mode).rstrip("\n")
         except Exception:  # black refuses odd input; the one-line form is still correct
             return code
+
+
+BOOL_CALLS = {
+    "bool",
+    "isinstance",
+    "issubclass",
+    "callable",
+    "hasattr",
+    "is_enabled",
+    "is_available",
+}
+
+
+def as_bool(code: str) -> str:
+    """`code` where it is a bool by its form, else `bool(code)`.
+
+    An `enabled=` flag is often an int (`--fp16 1`, a YAML `fp16: 1`). GradScaler keeps it
+    as given and `scaler.is_enabled()` returns it, and autocast rejects anything but a bool.
+    """
+    try:
+        node = cst.parse_expression(code)
+    except cst.ParserSyntaxError:
+        return code
+    return code if _is_bool(node) else f"bool({code})"
+
+
+def _is_bool(node: cst.BaseExpression) -> bool:
+    if isinstance(node, cst.Name):
+        return node.value in ("True", "False")
+    if isinstance(node, cst.Comparison):
+        return True
+    if isinstance(node, cst.UnaryOperation):
+        return isinstance(node.operator, cst.Not)
+    if isinstance(node, cst.BooleanOperation):
+        return _is_bool(node.left) and _is_bool(node.right)
+    if isinstance(node, cst.Call):
+        func = node.func
+        name = func.attr.value if isinstance(func, cst.Attribute) else getattr(func, "value", "")
+        return name in BOOL_CALLS
+    return False

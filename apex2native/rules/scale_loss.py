@@ -191,6 +191,9 @@ class ScaleLoss(Rule):
                 "all of them; split the step per arm by hand",
             )
         test, negated = _strip_not(if_node.test)
+        positive = _de_morgan(test)
+        if positive is not None:
+            test, negated = positive, not negated  # `if not fp16 or amp is None: plain`
         flipped = _opposite(test)
         if flipped is not None and self._matches(ctx, flipped, site.scaler):
             test, negated = flipped, not negated  # `if opt_level == "O0": plain else: scaled`
@@ -239,7 +242,13 @@ class ScaleLoss(Rule):
         return out
 
     def _matches(self, ctx: FileContext, test: cst.BaseExpression, scaler: Scaler) -> bool:
-        parts = [p for p in conjuncts(test) if not ctx.names.is_availability_test(p)]
+        """The test is the scaler's switch, up to availability terms. `torch.cuda.is_available()`
+        is part of every switch here: a CUDA GradScaler disables itself without CUDA."""
+        parts = [
+            p
+            for p in conjuncts(test)
+            if not ctx.names.is_availability_test(p) and not _cuda_available(ctx, p)
+        ]
         if not parts:
             return True
         code = normalize(" and ".join(ctx.index.code(p) for p in parts))
@@ -260,6 +269,14 @@ class ScaleLoss(Rule):
             f"plain-backward arm would be unscaled by {site.scaler.access}.step; make them agree",
         )
         return False
+
+
+def _cuda_available(ctx: FileContext, node: cst.BaseExpression) -> bool:
+    return (
+        isinstance(node, cst.Call)
+        and not node.args
+        and ctx.names.resolve_name(node.func) == "torch.cuda.is_available"
+    )
 
 
 def _is_attr_name(ctx: FileContext, node: cst.Name) -> bool:
@@ -325,6 +342,27 @@ def _opposite(test: cst.BaseExpression) -> cst.BaseExpression | None:
     if op is None:
         return None
     return test.with_changes(comparisons=[target.with_changes(operator=op)])
+
+
+def _de_morgan(test: cst.BaseExpression) -> cst.BaseExpression | None:
+    """`not a or b is None or not c` as `a and b is not None and c` (the test negated), or
+    None when a disjunct has no plain negation."""
+    if not (
+        isinstance(test, cst.BooleanOperation)
+        and isinstance(test.operator, cst.Or)
+        and not test.lpar
+    ):
+        return None
+    parts: list[cst.BaseExpression] = []
+    for side in (test.left, test.right):
+        negated = _de_morgan(side)
+        if negated is None:
+            inner, was_not = _strip_not(side)
+            negated = inner if was_not else _opposite(side)
+        if negated is None:
+            return None
+        parts.append(negated)
+    return cst.BooleanOperation(left=parts[0], operator=cst.And(), right=parts[1])
 
 
 def _strip_not(test: cst.BaseExpression) -> tuple[cst.BaseExpression, bool]:
