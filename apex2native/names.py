@@ -59,11 +59,7 @@ class ApexNames:
 
     def _param_apex_name(self, node: cst.CSTNode) -> str | None:
         """`amp.scale_loss` where `amp` is a parameter the amp module is passed in by."""
-        parts: list[str] = []
-        current = node
-        while isinstance(current, cst.Attribute):
-            parts.insert(0, current.attr.value)
-            current = current.value
+        current, parts = _chain(node)
         if not isinstance(current, cst.Name):
             return None
         func = self.index.param_of(current)
@@ -112,11 +108,7 @@ class ApexNames:
 
     def _held_apex_name(self, node: cst.CSTNode) -> str | None:
         """`self.amp.scale_loss` where the class stored the amp module: `self.amp = amp`."""
-        parts: list[str] = []
-        current = node
-        while isinstance(current, cst.Attribute):
-            parts.insert(0, current.attr.value)
-            current = current.value
+        current, parts = _chain(node)
         if not (isinstance(current, cst.Name) and current.value == "self" and parts):
             return None
         cls = next((a for a in self.index.ancestors(node) if isinstance(a, cst.ClassDef)), None)
@@ -217,6 +209,15 @@ class ApexNames:
         """The qualified name an expression names, through imports or module-level defs."""
         names = self.index.qualified_names(node)
         return min(names) if names else None
+
+
+def _chain(node: cst.CSTNode) -> tuple[cst.CSTNode, list[str]]:
+    """`self.amp.scale_loss` as (`self`, ["amp", "scale_loss"])."""
+    parts: list[str] = []
+    while isinstance(node, cst.Attribute):
+        parts.insert(0, node.attr.value)
+        node = node.value
+    return node, parts
 
 
 def _may_be_none(value: cst.BaseExpression) -> bool:

@@ -708,12 +708,7 @@ def rename_expression(code: str, call: Call, func: Function) -> str | None:
     mapping.update({v: k for k, v in call.keywords.items() if k in params and NAME_CHAIN.match(v)})
     if not mapping:
         return None
-    pattern = re.compile(
-        r"(?<![\w.])("
-        + "|".join(map(re.escape, sorted(mapping, key=len, reverse=True)))
-        + r")(?![\w])"
-    )
-    renamed = pattern.sub(lambda m: "\0" + mapping[m.group(1)] + "\0", code)
+    renamed = _names_pattern(mapping).sub(lambda m: "\0" + mapping[m.group(1)] + "\0", code)
     leftovers = re.sub(r"\0[^\0]*\0", "", renamed)
     leftovers = re.sub(r"(\"[^\"]*\"|'[^']*')", "", leftovers)
     if re.search(
@@ -723,17 +718,19 @@ def rename_expression(code: str, call: Call, func: Function) -> str | None:
     return renamed.replace("\0", "")
 
 
+def _names_pattern(mapping: dict[str, str]) -> re.Pattern[str]:
+    """Whole names and attribute chains of `mapping` (`args.fp16`, not `xargs.fp16`)."""
+    names = "|".join(map(re.escape, sorted(mapping, key=len, reverse=True)))
+    return re.compile(r"(?<![\w.])(" + names + r")(?![\w])")
+
+
 def _renamed(spec: ScalerSpec, mapping: dict[str, str]) -> ScalerSpec:
     """Conditions with expressions renamed (`args.fp16` -> `config.fp16`); the spellings
     as they were stay too, for code that reaches the same names."""
     mapping = {k: v for k, v in mapping.items() if k != v and NAME_CHAIN.match(k)}
     if not mapping:
         return spec
-    pattern = re.compile(
-        r"(?<![\w.])("
-        + "|".join(map(re.escape, sorted(mapping, key=len, reverse=True)))
-        + r")(?![\w])"
-    )
+    pattern = _names_pattern(mapping)
     renamed = {pattern.sub(lambda m: mapping[m.group(1)], c) for c in spec.conditions}
     return dataclasses.replace(spec, conditions=tuple(sorted(set(spec.conditions) | renamed)))
 
