@@ -291,7 +291,8 @@ class TreeIndex:
             if id(anc) in on_a:
                 if isinstance(anc, cst.If):
                     below_a = chain_a[chain_a.index(anc) - 1] if anc is not a else None
-                    return below_a is not None and _arm(anc, below_a) != _arm(anc, below_b)
+                    arms = {_arm(anc, below_a), _arm(anc, below_b)} if below_a is not None else {}
+                    return arms == {"body", "orelse"}  # the test runs before either arm
                 return False
             below_b = anc
         return False
