@@ -125,8 +125,8 @@ def scaler_options(
                 NUMERICS,
             )
         )
-        if level == "O3":
-            scaling = False
+        if level == "O3" and "loss_scale" not in args:
+            scaling = False  # O3's default loss_scale is 1.0; a given one still scales
 
     enabled = args["enabled"].literal if "enabled" in args else None
     if enabled is False:
