@@ -6,7 +6,6 @@ import libcst as cst
 
 from apex2native.context import FileContext
 from apex2native.findings import NUMERICS, SAFE
-from apex2native.index import callee_name
 from apex2native.rules.base import Rule
 from apex2native.rules.scale_loss import BackwardSite
 
@@ -38,27 +37,32 @@ def grad_reads(ctx: FileContext, scope: cst.CSTNode) -> list[cst.CSTNode]:
     return sorted(outermost, key=index.order)
 
 
-PARAMETER_SOURCES = {"parameters", "named_parameters", "master_params", "param_groups"}
-
-
 def _parameter(ctx: FileContext, node: cst.CSTNode) -> bool:
-    """`p` in `p.grad` iterates a model's or an optimizer's parameters.
+    """`p.grad` reads a parameter's gradient: `model.fc.weight.grad`, or `p` bound by a loop.
 
     apex unscales the gradients its optimizers hold; `x.grad` of an input tensor (an
-    adversarial perturbation) stays scaled under apex too, so it needs no `unscale_`.
+    adversarial perturbation, marked `x.requires_grad = True` or `x.requires_grad_()`) stays
+    scaled under apex too, so it needs no `unscale_`, and neither does a plain local name.
     """
-    if not isinstance(node, cst.Name):
+    if isinstance(node, cst.Attribute):
+        return True
+    if not isinstance(node, cst.Name) or _marked_input(ctx, node):
         return False
-    for anc in ctx.index.ancestors(node):
-        if isinstance(anc, (cst.For, cst.CompFor)) and node.value in {
-            n.value for n in ctx.index.within(anc.target, cst.Name)
-        }:
-            sources = {callee_name(c) for c in ctx.index.within(anc.iter, cst.Call)} | {
-                a.attr.value for a in ctx.index.within(anc.iter, cst.Attribute)
-            }
-            if sources & PARAMETER_SOURCES or "params" in ctx.index.code(anc.iter):
-                return True
-    return False
+    return any(
+        isinstance(anc, (cst.For, cst.CompFor))
+        and node.value in {n.value for n in ctx.index.within(anc.target, cst.Name)}
+        for anc in ctx.index.ancestors(node)
+    )
+
+
+def _marked_input(ctx: FileContext, node: cst.Name) -> bool:
+    scope = ctx.index.scope_of(node)
+    return any(
+        isinstance(a.value, cst.Name)
+        and a.value.value == node.value
+        and a.attr.value in ("requires_grad", "requires_grad_")
+        for a in ctx.index.within(scope, cst.Attribute)
+    )
 
 
 def _inside_lambda(index, node: cst.CSTNode, scope: cst.CSTNode) -> bool:
