@@ -46,6 +46,7 @@ def rewrite_bytes(data: bytes) -> bytes:
         path = Path(tmp) / "case.py"
         path.write_bytes(data)
         (outcome,) = engine.run([(str(path), "case.py")], fixture_options(text))
+    assert outcome.status != "failed", f"the rewrite failed: {outcome.error}"
     if outcome.status != "changed" or outcome.new_text is None:
         return data
     return encode(outcome.new_text, outcome.encoding, outcome.bom)
