@@ -93,13 +93,22 @@ class Pin:
 
 @cache
 def pin_for(folder: str) -> Pin | None:
-    """The torch pin that holds for files in `folder`: the nearest folder with one decides."""
+    """The torch pin that holds for files in `folder`: the nearest folder with one decides.
+
+    The search stops at the project's root (a folder with pyproject.toml, setup.py,
+    setup.cfg or .git): a pin in a folder above it belongs to another project.
+    """
     path = Path(folder)
     for candidate in (path, *path.parents):
         pins = _folder_pins(str(candidate))
         if pins:
             return min(pins, key=lambda pin: pin.version)
+        if any((candidate / marker).exists() for marker in PROJECT_ROOTS):
+            return None
     return None
+
+
+PROJECT_ROOTS = ("pyproject.toml", "setup.py", "setup.cfg", ".git")
 
 
 def unsupported(paths: Iterable[str]) -> list[str]:

@@ -93,6 +93,13 @@ def test_the_nearest_folder_with_a_pin_wins(tmp_path):
     assert pin(tmp_path) == (1, 8)
 
 
+def test_a_pin_above_the_projects_root_is_another_projects(tmp_path):
+    (tmp_path / "requirements.txt").write_text("torch==1.4\n")
+    (tmp_path / "project" / "src").mkdir(parents=True)
+    (tmp_path / "project" / "pyproject.toml").write_text('[project]\ndependencies = ["torch"]\n')
+    assert pin(tmp_path / "project" / "src") is None
+
+
 def test_the_lowest_pin_of_one_folder_wins(tmp_path):
     (tmp_path / "setup.py").write_text("setup(install_requires=['torch>=1.13'])\n")
     (tmp_path / "requirements-dev.txt").write_text("torch==2.4.0\n")
