@@ -104,6 +104,9 @@ def convert_checkpoint(checkpoint: Any, static: bool = False) -> tuple[Any, list
             return convert_group_steps(value)
         if isinstance(value, dict):
             return {k: walk(v, f"{path}.{k}" if path else str(k)) for k, v in value.items()}
+        if isinstance(value, (list, tuple)):  # Lightning's `optimizer_states: [...]`
+            items = [walk(v, f"{path}[{i}]") for i, v in enumerate(value)]
+            return type(value)(items) if isinstance(value, tuple) else items
         return value
 
     return walk(checkpoint, ""), changes

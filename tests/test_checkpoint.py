@@ -73,6 +73,20 @@ def test_fused_adam_state_resumes_in_torch_adamw():
     assert all(float(s["step"]) == 2.0 for s in resumed.state.values())
 
 
+def test_optimizer_states_in_a_list_are_converted():
+    """Lightning keeps `optimizer_states: [...]`: each entry is converted."""
+    group_step = {
+        "state": {0: {"exp_avg": torch.zeros(2)}},
+        "param_groups": [{"params": [0], "step": 3}],
+    }
+    converted, changes = convert_checkpoint({"optimizer_states": [group_step]})
+    assert changes == [
+        "optimizer_states[0]: optimizer state with a step per param group (apex FusedAdam) -> "
+        "a step per parameter (torch Adam/AdamW)"
+    ]
+    assert float(converted["optimizer_states"][0]["state"][0]["step"]) == 3.0
+
+
 def test_torch_optimizer_state_is_left_alone():
     model = torch.nn.Linear(3, 2)
     opt = torch.optim.AdamW(model.parameters())

@@ -101,7 +101,9 @@ for _module, _names in {
         TABLE[f"{_module}.{_name}"] = TABLE[f"{_package}.{_name}"]
 SAME_NAME = {
     "apex.parallel.DistributedDataParallel": "torch.nn.parallel",
+    "apex.parallel.distributed.DistributedDataParallel": "torch.nn.parallel",
     "apex.parallel.SyncBatchNorm": "torch.nn",
+    "apex.parallel.optimized_sync_batchnorm.SyncBatchNorm": "torch.nn",
 }
 ADAM = "apex.optimizers.FusedAdam"
 ADAM_SPELLINGS = {ADAM, "apex.optimizers.fused_adam.FusedAdam"}

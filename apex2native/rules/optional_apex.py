@@ -99,7 +99,9 @@ class OptionalApex(Rule):
 
     def _fallback(self, ctx: FileContext, node: cst.Try) -> list[cst.BaseStatement] | None:
         """The handler's statements, when the try only imports apex classes it replaces."""
-        if node.orelse is not None or len(node.handlers) != 1 or not catches_import_errors(node):
+        if node.orelse is not None or node.finalbody is not None or len(node.handlers) != 1:
+            return None
+        if not catches_import_errors(node):
             return None
         handler = node.handlers[0]
         if handler.name is not None or not isinstance(node.body, cst.IndentedBlock):
