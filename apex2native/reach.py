@@ -27,11 +27,8 @@ class Scaler:
     autocast_enabled: str | None = None  # code for autocast's enabled=, None: always on
     autocast: bool = True
     update_args: str = ""
-    line: int = 0
     group: object = field(default_factory=object)
     init_call: cst.CSTNode | None = None
-    models: tuple[str, ...] = ()
-    level_hints: tuple[str, ...] = ()
     unit: str = ""
     unreachable_switch: bool = False
     unreachable_update: bool = False  # its update(new_scale=...) reads names of another scope
@@ -48,7 +45,6 @@ class Scaler:
             autocast_enabled=f"{access}.is_enabled()" if spec.runtime else None,
             autocast=spec.autocast,
             update_args=spec.update_args,
-            level_hints=spec.level_hints,
             unit=spec.unit,
             unreachable_switch=bool(spec.switch) and not spec.runtime,
             unreachable_update=spec.update_local,
@@ -98,6 +94,3 @@ class ScalerReach:
         if matching:
             return matching[0]
         return reachable[0] if len(reachable) == 1 else None
-
-    def in_home(self, home: cst.CSTNode) -> list[Scaler]:
-        return [s for s in self.scalers if s.home is home]
