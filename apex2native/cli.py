@@ -9,6 +9,7 @@ import sys
 import click
 
 from apex2native import __version__, consistency, diffing, engine, report, target
+from apex2native.cache import ENV_FOLDER, FOLDER_NAME, Cache
 from apex2native.discover import discover
 from apex2native.options import Options
 from apex2native.rules import ALL_RULES, rule_by_code
@@ -86,6 +87,12 @@ def _target_torch(_ctx, _param, value: str | None) -> target.TorchVersion | None
     "annotations on stdout. json and github cannot be combined with --diff.",
 )
 @click.option(
+    "--no-cache",
+    is_flag=True,
+    help=f"Do not read or write the result cache ({FOLDER_NAME} at the project root, or "
+    f"${ENV_FOLDER}).",
+)
+@click.option(
     "--quiet", "-q", is_flag=True, help="Print nothing but errors (and the output asked for)."
 )
 def rewrite(
@@ -101,6 +108,7 @@ def rewrite(
     target_torch,
     report_path,
     output_format,
+    no_cache,
     quiet,
 ):
     """Rewrite apex code under PATHS into native torch.amp (in place unless --diff/--check).
@@ -134,6 +142,7 @@ def rewrite(
             options,
             jobs=jobs or os.cpu_count() or 1,
             progress=progress_bar.update if progress_bar is not None else None,
+            cache=_cache(found.files, no_cache),
         )
     finally:
         if progress_bar is not None:
@@ -170,6 +179,13 @@ def rewrite(
     if c["todos"] or (dry_run and c["changed"]):
         sys.exit(EXIT_PENDING)
     sys.exit(EXIT_OK)
+
+
+def _cache(files: list[tuple[str, str]], disabled: bool) -> Cache | None:
+    """The project's result cache, unless turned off or there is nothing to cache."""
+    if disabled or not files:
+        return None
+    return Cache.for_paths([path for path, _ in files])
 
 
 main.add_command(verify)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import re
 import tokenize
+from functools import lru_cache
 
 import libcst as cst
 
@@ -13,8 +14,13 @@ from apex2native.target import AMP_AUTOCAST, DEVICE_GRAD_SCALER, TorchVersion, a
 DEFAULT_LINE_LENGTH = 88
 
 
+@lru_cache(maxsize=64)
 def detect_quote(text: str) -> str:
-    """The quote character most string literals of the file use (double on a tie)."""
+    """The quote character most string literals of the file use (double on a tie).
+
+    Cached: the hold-back rounds and phase 1 ask again about the same text, and
+    tokenizing is a large share of a small rewrite.
+    """
     single = double = 0
     try:
         for tok in tokenize.generate_tokens(io.StringIO(text).readline):

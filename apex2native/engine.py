@@ -21,6 +21,7 @@ from pathlib import Path
 import libcst as cst
 
 from apex2native import guards
+from apex2native.cache import Cache, map_cached
 from apex2native.codegen import DEFAULT_LINE_LENGTH, CodeGen, detect_quote
 from apex2native.consistency import check_repository
 from apex2native.context import FileContext
@@ -32,7 +33,6 @@ from apex2native.plan import RepoPlan, build_plan
 from apex2native.rules import rules_for
 from apex2native.rules.imports import Imports, star_supplies_torch
 from apex2native.scopes import absolute_name
-from apex2native.summary import summarize
 from apex2native.textio import DecodeError, decode, encode, line_length_for
 from apex2native.textio import write_atomic as _write
 
@@ -206,6 +206,7 @@ class _Run:
 
     def __init__(self, files, options: Options, pool, plan: RepoPlan, progress) -> None:
         self.files = files
+        self.cache = plan.cache
         self.options = options
         self.pool = pool
         self.plan = plan
@@ -223,9 +224,20 @@ class _Run:
 
     def rewrite(self, jobs: list[tuple[str, str]]) -> list[FileOutcome]:
         args = [(p, d, self.options, self.facts(p)) for p, d in jobs]
-        if self.pool is not None and len(args) > 4:
-            return list(self.pool.map(_work, args, chunksize=2))
-        return [_work(a) for a in args]
+        keys = [self._key(*a) for a in args]
+        return map_cached(self.cache, _work, args, keys, self.pool, chunksize=2, pool_from=4)
+
+    def _key(self, path: str, display: str, options: Options, facts: FileFacts) -> str | None:
+        """What a file's outcome depends on: its bytes, the facts, options and line length."""
+        if self.cache is None:
+            return None
+        try:
+            data = Path(path).read_bytes()
+        except OSError:
+            return None  # the error outcome is made afresh
+        folder = str(Path(path).resolve().parent)
+        inputs = (path, display, data, options.for_file(path), line_length_for(folder), facts)
+        return self.cache.key("rewrite", inputs)
 
     def run(self) -> list[FileOutcome]:
         outcomes: dict[str, FileOutcome] = {}
@@ -293,13 +305,27 @@ class _Run:
             summary = old
             outcome = outcomes.get(path)
             if outcome is not None and outcome.status == "changed" and outcome.new_text:
-                summary, _ = summarize(path, outcome.new_text, old.module, old.is_package)
+                summary = self.plan.summary_of(path, outcome.new_text)
             for ref in summary.imports if summary else ():
                 base = absolute_name(ref.module, summary.module, summary.is_package)
                 found, rest = graph.module_file(base, path)
                 if found == target and not rest:
                     names.update(name for name, _ in ref.names)
         return names
+
+    def _violations(self, outcomes: dict[str, FileOutcome]) -> list:
+        """The repository check; cached by the plan's inputs and every file's outcome."""
+        key = None
+        if self.cache is not None and self.plan.key is not None:
+            state = sorted(outcomes.items(), key=lambda item: item[0])
+            key = self.cache.key("check", self.plan.key, state, self.blocked)
+        [found] = map_cached(
+            self.cache,
+            lambda _: check_repository(self.plan, outcomes, self.blocked),
+            [None],
+            [key],
+        )
+        return found
 
     def _new_blocks(self, outcomes: dict[str, FileOutcome]) -> dict[str, str]:
         """Units that failed somewhere or break the repository check, not yet held back."""
@@ -318,7 +344,7 @@ class _Run:
                     where = self.plan.relative(path) + (f", {scope}" if scope else "")
                     fresh[unit] = f"its unit is held back by {where} ({code} {message})"
         if not fresh:
-            for violation in check_repository(self.plan, outcomes, self.blocked):
+            for violation in self._violations(outcomes):
                 if not violation.unit:
                     _refuse_file(outcomes, violation)
                     continue
@@ -354,13 +380,17 @@ def run(
     jobs: int = 1,
     progress: Callable[[int], None] | None = None,
     plan: RepoPlan | None = None,
+    cache: Cache | None = None,
 ) -> list[FileOutcome]:
-    """Process (path, display name) pairs; outcomes come back sorted by display name."""
+    """Process (path, display name) pairs; outcomes come back sorted by display name.
+
+    `cache`: results of earlier runs to take where the inputs are the same.
+    """
     files = list(files)
     pool = ProcessPoolExecutor(max_workers=jobs) if jobs > 1 else None
     try:
         if plan is None:
-            plan = build_plan(files, pool)
+            plan = build_plan(files, pool, cache=cache)
         pins = plan.pinned_amp_names
         if pins:
             options = dataclasses.replace(options, pinned_amp_names=options.pinned_amp_names | pins)

@@ -619,29 +619,29 @@ def _cst_blocks(stmt: cst.CSTNode) -> Iterator[list]:
         yield stmt.body.body
 
 
-def _ast_statements(body: list[ast.stmt]) -> Iterator[ast.stmt]:
+def ast_statements(body: list[ast.stmt]) -> Iterator[ast.stmt]:
     for stmt in body:
         yield stmt
         if isinstance(stmt, ast.If):
-            yield from _ast_statements(stmt.body)
-            yield from _ast_statements(stmt.orelse)
+            yield from ast_statements(stmt.body)
+            yield from ast_statements(stmt.orelse)
         elif isinstance(stmt, (ast.For, ast.AsyncFor, ast.While)):
-            yield from _ast_statements(stmt.body)
-            yield from _ast_statements(stmt.orelse)
+            yield from ast_statements(stmt.body)
+            yield from ast_statements(stmt.orelse)
         elif isinstance(stmt, (ast.Try, getattr(ast, "TryStar", ast.Try))):
-            yield from _ast_statements(stmt.body)
+            yield from ast_statements(stmt.body)
             for handler in stmt.handlers:
-                yield from _ast_statements(handler.body)
-            yield from _ast_statements(stmt.orelse)
-            yield from _ast_statements(stmt.finalbody)
+                yield from ast_statements(handler.body)
+            yield from ast_statements(stmt.orelse)
+            yield from ast_statements(stmt.finalbody)
         elif isinstance(stmt, ast.Match):
             for case in stmt.cases:
-                yield from _ast_statements(case.body)
+                yield from ast_statements(case.body)
         elif isinstance(
             stmt,
             (ast.With, ast.AsyncWith, ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef),
         ):
-            yield from _ast_statements(stmt.body)
+            yield from ast_statements(stmt.body)
 
 
 def _statement_lines(module: cst.Module, text: str | None) -> dict[int, int]:
@@ -652,7 +652,7 @@ def _statement_lines(module: cst.Module, text: str | None) -> dict[int, int]:
         return _provider_lines(module)
     simple_lines: list[tuple[cst.CSTNode, cst.CSTNode]] = []
     cst_stmts = _cst_statements(module.body, simple_lines)
-    ast_stmts = list(_ast_statements(tree.body))
+    ast_stmts = list(ast_statements(tree.body))
     if len(cst_stmts) != len(ast_stmts):
         return _provider_lines(module)
     lines = {id(node): stmt.lineno for node, stmt in zip(cst_stmts, ast_stmts)}

@@ -19,15 +19,18 @@ fails anywhere can be held back everywhere.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import os
 import re
 from collections import defaultdict
 from dataclasses import dataclass, field
+from functools import cache
 from pathlib import Path
 
+from apex2native.cache import Cache, map_cached
 from apex2native.facts import FileFacts, InitDecision, ScalerSpec
 from apex2native.scopes import absolute_name
-from apex2native.summary import Call, Function, Summary, summarize
+from apex2native.summary import Call, Function, Summary, import_refs, summarize
 from apex2native.textio import read_text
 
 PARAM_NAMES = ("scaler", "grad_scaler", "amp_scaler")
@@ -56,6 +59,23 @@ class RepoPlan:
     errors: dict[str, str] = field(default_factory=dict)
     # deprecated AMP names a file names in a string (a mock target): they keep their spelling
     pinned_amp_names: frozenset[str] = frozenset()
+    # summaries and trees of rewritten texts, by (path, text): the hold-back rounds check
+    # the same rewrites again
+    rewritten: dict[tuple[str, str, str], object] = field(
+        default_factory=dict, repr=False, compare=False
+    )
+    cache: Cache | None = field(default=None, repr=False, compare=False)
+    key: str | None = None  # the cache key of the inputs the plan was made from
+
+    def summary_of(self, path: str, text: str) -> Summary | None:
+        """The summary of `text` as the content of `path` (None: it does not parse)."""
+        key = ("summary", path, text)
+        if key not in self.rewritten:
+            module, package = self.graph.name_of(path) if self.graph else ("", False)
+            args = (path, text, module, package, None)
+            stored = self.cache.key("summary", args) if self.cache is not None else None
+            [(self.rewritten[key], _)] = map_cached(self.cache, _summarize, [args], [stored])
+        return self.rewritten[key]  # type: ignore[return-value]
 
     def for_path(self, path: str) -> FileFacts | None:
         return self.facts.get(path)
@@ -72,7 +92,7 @@ class RepoPlan:
 
 def module_name(path: Path, root: Path) -> tuple[str, bool]:
     """The dotted module name of a file under `root`, and whether it is a package."""
-    rel = path.resolve().relative_to(root).with_suffix("")
+    rel = real_path(str(path)).relative_to(root).with_suffix("")
     parts = list(rel.parts)
     package = bool(parts) and parts[-1] == "__init__"
     if package:
@@ -178,36 +198,37 @@ class Planner:
         files: list[tuple[str, str]],
         texts: dict[str, str] | None = None,
         module_names: dict[str, tuple[str, bool]] | None = None,
+        cache: Cache | None = None,
     ) -> None:
         self.paths = [p for p, _ in files]
         self.graph = ImportGraph(self.paths, module_names)
+        self.cache = cache
         self.texts: dict[str, str] = dict(texts or {})
         self.summaries: dict[str, Summary] = {}
         self.errors: dict[str, str] = {}
 
     def text(self, path: str) -> str:
         if path not in self.texts:
-            try:
-                self.texts[path] = read_text(path)
-            except OSError:
-                self.texts[path] = ""
+            self.texts[path] = _read_or_empty(path)
         return self.texts[path]
 
     def summarize_all(self, paths, pool=None, aliases=None) -> None:
         todo = [p for p in paths if p not in self.summaries and p not in self.errors]
         args = [(p, self.text(p), *self.graph.name_of(p), (aliases or {}).get(p)) for p in todo]
-        if pool is not None and len(args) > 16:
-            results = list(pool.map(_summarize, args, chunksize=8))
-        else:
-            results = [_summarize(a) for a in args]
+        keys = [self._key("summary", a) for a in args]
+        results = map_cached(self.cache, _summarize, args, keys, pool)
         for path, (summary, error) in zip(todo, results):
             if summary is not None:
                 self.summaries[path] = summary
             else:
                 self.errors[path] = error or "does not parse"
 
+    def _key(self, kind: str, args: object) -> str | None:
+        return self.cache.key(kind, args) if self.cache is not None else None
+
     def build(self, pool=None) -> RepoPlan:
         plan = self._build(pool)
+        plan.cache = self.cache
         plan.pinned_amp_names = frozenset(
             name
             for p in self.paths
@@ -279,12 +300,20 @@ class Planner:
             and pattern.search(self.text(p))
             and in_import.search(_joined_imports(self.text(p)))
         ]
-        self.summarize_all(candidates, pool)
+        unread = [p for p in candidates if p not in self.summaries]
+        args = [self.text(p) for p in unread]
+        keys = [self._key("imports", a) for a in args]
+        refs = map_cached(self.cache, import_refs, args, keys, pool)
+        imports = dict(zip(unread, refs))
         out = set()
         for path in candidates:
             summary = self.summaries.get(path)
+            if summary is None and imports.get(path) is not None:
+                module, package = self.graph.name_of(path)
+                summary = Summary(path, module, package, imports=imports[path])
             if summary is not None and self.graph.imported_files(summary) & targets:
                 out.add(path)
+        self.summarize_all(sorted(out), pool)
         return out
 
 
@@ -742,8 +771,22 @@ def _summarize(args: tuple):
 def _common_root(paths: list[str]) -> Path:
     if not paths:
         return Path.cwd()
-    parents = [str(Path(p).resolve().parent) for p in paths]
+    parents = [str(real_path(p).parent) for p in paths]
     return Path(os.path.commonpath(parents))
+
+
+def real_path(path: str) -> Path:
+    """`Path(path).resolve()`, resolving each folder once: a monorepo has thousands of
+    files in hundreds of folders."""
+    if os.path.islink(path):
+        return Path(path).resolve()
+    folder, name = os.path.split(os.path.abspath(path))
+    return _real_folder(folder) / name
+
+
+@cache
+def _real_folder(folder: str) -> Path:
+    return Path(folder).resolve()
 
 
 def build_plan(
@@ -751,6 +794,38 @@ def build_plan(
     pool=None,
     texts: dict[str, str] | None = None,
     module_names: dict[str, tuple[str, bool]] | None = None,
+    cache: Cache | None = None,
 ) -> RepoPlan:
-    """Phase 1 over the files of one run (`pool`: a process pool to summarise files in)."""
-    return Planner(files, texts, module_names).build(pool)
+    """Phase 1 over the files of one run (`pool`: a process pool to summarise files in).
+
+    With a cache, a run over the same files with the same texts takes the plan it made
+    last time: the plan is a function of the paths, their texts and their module names.
+    """
+    if cache is None:
+        return Planner(files, texts, module_names).build(pool)
+    texts = dict(texts or {})
+    for path, _ in files:
+        if path not in texts:
+            texts[path] = _read_or_empty(path)
+    digests = [(p, d, _digest(texts[p])) for p, d in files]
+    key = cache.key("plan", digests, module_names)
+    found = cache.get(key)
+    if isinstance(found, RepoPlan):
+        found.cache = cache
+        return found
+    plan = Planner(files, texts, module_names, cache).build(pool)
+    plan.cache, plan.key = None, key
+    cache.put(key, plan)
+    plan.cache = cache
+    return plan
+
+
+def _read_or_empty(path: str) -> str:
+    try:
+        return read_text(path)
+    except OSError:
+        return ""
+
+
+def _digest(text: str) -> str:
+    return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()

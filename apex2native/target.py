@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import ast
 import configparser
+import os
 import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -99,13 +100,12 @@ def pin_for(folder: str) -> Pin | None:
     setup.cfg or .git): a pin in a folder above it belongs to another project.
     """
     path = Path(folder)
-    for candidate in (path, *path.parents):
-        pins = _folder_pins(str(candidate))
-        if pins:
-            return min(pins, key=lambda pin: pin.version)
-        if any((candidate / marker).exists() for marker in PROJECT_ROOTS):
-            return None
-    return None
+    pins = _folder_pins(str(path))
+    if pins:
+        return min(pins, key=lambda pin: pin.version)
+    if any((path / marker).exists() for marker in PROJECT_ROOTS) or path.parent == path:
+        return None
+    return pin_for(str(path.parent))  # cached: a monorepo's folders share their parents
 
 
 PROJECT_ROOTS = ("pyproject.toml", "setup.py", "setup.cfg", ".git")
@@ -113,7 +113,10 @@ PROJECT_ROOTS = ("pyproject.toml", "setup.py", "setup.cfg", ".git")
 
 def unsupported(paths: Iterable[str]) -> list[str]:
     """What is wrong with the pins of these files' projects (below native AMP), once each."""
-    pins = {pin_for(str(Path(p).resolve().parent)) for p in paths}
+    folders = {
+        str(Path(p).resolve().parent) if os.path.islink(p) else os.path.dirname(p) for p in paths
+    }
+    pins = {pin_for(str(Path(f).resolve())) for f in folders}
     return sorted(filter(None, (pin.problem() for pin in pins if pin is not None)))
 
 

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from functools import cached_property
 
 from apex2native.findings import FileOutcome
-from apex2native.summary import Summary, summarize
+from apex2native.summary import Summary
 from apex2native.textio import read_text
 
 
@@ -54,10 +54,13 @@ class RepoView:
     def new_tree(self, path: str) -> ast.Module | None:
         if path not in self._trees:
             text = self.new_text(path)
-            try:
-                self._trees[path] = ast.parse(text) if text is not None else None
-            except (SyntaxError, ValueError, RecursionError):
-                self._trees[path] = None
+            key = ("tree", path, text or "")
+            if text is not None and key not in self.plan.rewritten:
+                try:
+                    self.plan.rewritten[key] = ast.parse(text)
+                except (SyntaxError, ValueError, RecursionError):
+                    self.plan.rewritten[key] = None
+            self._trees[path] = self.plan.rewritten[key] if text is not None else None
         return self._trees[path]
 
     def old_summary(self, path: str) -> Summary | None:
@@ -68,8 +71,7 @@ class RepoView:
         if path not in self.changed:
             return self.old_summary(path)
         if path not in self._new:
-            module, package = self.graph.name_of(path) if self.graph else ("", False)
-            self._new[path], _ = summarize(path, self.new_text(path) or "", module, package)
+            self._new[path] = self.plan.summary_of(path, self.new_text(path) or "")
         return self._new[path]
 
     def display(self, path: str) -> str:

@@ -163,12 +163,12 @@ def _kept_names(ctx: FileContext) -> set[str]:
             getattr(parent, "func", None) is node or getattr(parent, "decorator", None) is node
         ):
             continue
-        if isinstance(parent, (cst.ImportAlias, cst.ImportFrom)) or any(
-            isinstance(a, (cst.Import, cst.ImportFrom)) for a in ctx.index.ancestors(node)
-        ):
+        if isinstance(parent, (cst.ImportAlias, cst.ImportFrom)):
             continue
         name = ctx.names.resolve_name(node) or ""
-        if name in RENAMES:
+        if name in RENAMES and not any(
+            isinstance(a, (cst.Import, cst.ImportFrom)) for a in ctx.index.ancestors(node)
+        ):
             kept.add(name)
     return kept
 

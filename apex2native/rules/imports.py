@@ -138,18 +138,30 @@ def star_supplies_torch(module: cst.Module) -> bool:
         m.matches(s, m.SimpleStatementLine(body=[m.ImportFrom(names=m.ImportStar())]))
         for s in module.body
     )
-    if not stars or not m.findall(module, m.Name("torch")):
+    if not stars:
         return False
-    for node in m.findall(module, m.Import() | m.ImportFrom()):
-        if isinstance(node.names, cst.ImportStar):  # type: ignore[union-attr]
-            continue
-        for alias in node.names:  # type: ignore[union-attr]
-            bound = alias.asname.name if alias.asname else alias.name
-            while isinstance(bound, cst.Attribute):
-                bound = bound.value
-            if isinstance(bound, cst.Name) and bound.value == "torch":
+    reads = False
+    for node in descendants(module):
+        if isinstance(node, cst.Name):
+            reads = reads or node.value == "torch"
+        elif isinstance(node, cst.AssignTarget):
+            if isinstance(node.target, cst.Name) and node.target.value == "torch":
                 return False
-    return not m.findall(module, m.AssignTarget(target=m.Name("torch")))
+        elif isinstance(node, (cst.Import, cst.ImportFrom)) and _binds_torch(node):
+            return False
+    return reads
+
+
+def _binds_torch(node: cst.Import | cst.ImportFrom) -> bool:
+    if isinstance(node.names, cst.ImportStar):
+        return False
+    for alias in node.names:
+        bound = alias.asname.name if alias.asname else alias.name
+        while isinstance(bound, cst.Attribute):
+            bound = bound.value
+        if isinstance(bound, cst.Name) and bound.value == "torch":
+            return True
+    return False
 
 
 def _imports_torch(module: cst.Module) -> bool:

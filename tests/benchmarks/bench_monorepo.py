@@ -10,7 +10,8 @@ tree first (`--in-place` skips that): inside this repository `.bench/` is ignore
 honours .gitignore. Each round times, in this order:
   - ast-parse-all: read + `ast.parse` of every .py file of the copy, in this process;
   - `apex2native rewrite --check -q TREE` as a whole command (a subprocess, interpreter start
-    included) at each --jobs setting (`default` passes no -j: the tool uses the CPU count).
+    included) at each --jobs setting (`default` passes no -j: the tool uses the CPU count),
+    twice: "cold" with an empty result cache, then "warm" with the cache the cold run filled.
 One line per figure and round, then the median of the rounds for each figure and the ratios of
 the medians. Peak RSS: from os.wait4 on the command, i.e. the kernel's max RSS over the command
 and every worker it waited for (what resource.getrusage(RUSAGE_CHILDREN) reports for that one
@@ -197,7 +198,7 @@ def determinism(tree: Path, env: dict[str, str]) -> None:
     """`rewrite --diff` (which writes nothing) run three times; identical stdout and errors?"""
     runs = []
     for jobs in ("default", "default", "1"):
-        cmd = [sys.executable, "-m", "apex2native", "rewrite", "--diff", "-q"]
+        cmd = [sys.executable, "-m", "apex2native", "rewrite", "--diff", "-q", "--no-cache"]
         if jobs != "default":
             cmd += ["-j", jobs]
         res = run_command([*cmd, str(tree)], tree.parent, 0.0, env)
@@ -272,9 +273,12 @@ def main() -> None:
             return
         ast_parse_all(paths)  # warm the page cache and the parser once, untimed
 
+        # each jobs setting twice: "cold" with an empty result cache, then "warm" with the
+        # cache that run filled (a CI job that keeps the cache between runs)
+        modes = [f"{j} {state}" for j in jobs for state in ("cold", "warm")]
         results: dict[str, list] = {"ast": []}
-        for j in jobs:
-            results[j] = []
+        for mode in modes:
+            results[mode] = []
         for round_ in range(1, args.repeat + 1):
             print(f"round {round_}: commit {commit()}")  # the code may change between rounds
             seconds, cpu, bad = ast_parse_all(paths)
@@ -283,14 +287,19 @@ def main() -> None:
                 f"round {round_}: ast-parse-all           {seconds:8.2f} s  cpu {cpu:7.2f} s  "
                 f"({bad} unparsable)"
             )
-            for j in jobs:
+            for mode in modes:
+                j, state = mode.split()
                 cmd = [sys.executable, "-m", "apex2native", "rewrite", "--check", "-q"]
                 if j != "default":
                     cmd += ["-j", j]
+                cache = Path(tempfile.gettempdir()) / f"a2n-bench-cache-{os.getpid()}-{j}"
+                if state == "cold":
+                    shutil.rmtree(cache, ignore_errors=True)
+                env["APEX2NATIVE_CACHE_DIR"] = str(cache)
                 res = run_command([*cmd, str(tree)], tree.parent, args.sample, env)
-                results[j].append(res)
+                results[mode].append(res)
                 print(
-                    f"round {round_}: rewrite --check -j {j:<7} {res['seconds']:8.2f} s  "
+                    f"round {round_}: rewrite --check -j {mode:<12} {res['seconds']:8.2f} s  "
                     f"cpu {res['cpu']:7.2f} s  exit {res['rc']}  maxrss {res['maxrss']:.0f} MB  "
                     f"rss-sum {res['rss_sum']:.0f} MB  pss-sum {res['pss_sum']:.0f} MB  "
                     f"{len(res['errors'])} error lines",
@@ -302,7 +311,7 @@ def main() -> None:
         t_ast = statistics.median(t for t, _ in results["ast"])
         c_ast = statistics.median(c for _, c in results["ast"])
         print(f"median ast-parse-all: {t_ast:.2f} s (cpu {c_ast:.2f} s)")
-        for j in jobs:
+        for j in modes:
             runs = results[j]
             t = statistics.median(r["seconds"] for r in runs)
             c = statistics.median(r["cpu"] for r in runs)
@@ -324,6 +333,11 @@ def main() -> None:
     finally:
         if scratch is not None:
             shutil.rmtree(scratch, ignore_errors=True)
+        for j in jobs:
+            shutil.rmtree(
+                Path(tempfile.gettempdir()) / f"a2n-bench-cache-{os.getpid()}-{j}",
+                ignore_errors=True,
+            )
 
 
 if __name__ == "__main__":

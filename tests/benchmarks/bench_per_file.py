@@ -58,7 +58,7 @@ def reference(path: Path) -> tuple[float, float] | None:
 
 
 def command(path: Path, jobs: str, env: dict[str, str]) -> dict:
-    args = [sys.executable, "-m", "apex2native", "rewrite", "--check", "-q"]
+    args = [sys.executable, "-m", "apex2native", "rewrite", "--check", "-q", "--no-cache"]
     if jobs != "default":
         args += ["-j", jobs]
     return run_command([*args, str(path)], path.parent, 0.0, env)

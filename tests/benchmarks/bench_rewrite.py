@@ -91,10 +91,14 @@ def main_bench() -> None:
     t_plan, plan = timed(lambda: build_plan(found.files))
     runner = CliRunner()
     t_check1, r1 = timed(
-        lambda: runner.invoke(main, ["rewrite", "--check", "-q", "-j", "1", str(work)])
+        lambda: runner.invoke(
+            main, ["rewrite", "--check", "-q", "--no-cache", "-j", "1", str(work)]
+        )
     )
     t_check2, r2 = timed(
-        lambda: runner.invoke(main, ["rewrite", "--check", "-q", "-j", "2", str(work)])
+        lambda: runner.invoke(
+            main, ["rewrite", "--check", "-q", "--no-cache", "-j", "2", str(work)]
+        )
     )
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(f"ast.parse of every file : {t_ast:6.2f} s")

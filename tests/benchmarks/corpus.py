@@ -39,7 +39,7 @@ APEX_IMPORT = ("import apex", "from apex")
 
 
 def run_tool(tree: Path, report: Path, jobs: int, check: bool = False) -> tuple[int, float]:
-    args = [sys.executable, "-m", "apex2native", "rewrite", "--report", str(report)]
+    args = [sys.executable, "-m", "apex2native", "rewrite", "--no-cache", "--report", str(report)]
     args += ["--jobs", str(jobs), "--quiet"]
     if check:
         args.append("--check")
