@@ -330,6 +330,27 @@ class _Run:
     def _new_blocks(self, outcomes: dict[str, FileOutcome]) -> dict[str, str]:
         """Units that failed somewhere or break the repository check, not yet held back."""
         fresh: dict[str, str] = {}
+        self._failed_units(outcomes, fresh)
+        if not fresh:
+            refused = False
+            for violation in self._violations(outcomes):
+                if not violation.unit:
+                    refused = _refuse_file(outcomes, violation) or refused
+                    continue
+                if violation.unit in self.blocked or violation.unit in fresh:
+                    continue
+                where = self.plan.relative(violation.path) if violation.path else "the repository"
+                fresh[violation.unit] = violation.reason(where)
+                if violation.path is not None:
+                    marks = self.marks.setdefault(violation.path, {})
+                    marks.setdefault(violation.line, []).append((violation.code, violation.message))
+            if refused:  # the units of a file that is not written stay apex everywhere
+                self._failed_units(outcomes, fresh)
+        self.blocked.update(fresh)
+        return fresh
+
+    def _failed_units(self, outcomes: dict[str, FileOutcome], fresh: dict[str, str]) -> None:
+        """Units of files that could not be rewritten, and units a file could not migrate."""
         for path, outcome in outcomes.items():
             if outcome.status == "failed" and outcome.error:
                 facts = self.plan.for_path(path)
@@ -343,29 +364,17 @@ class _Run:
                 if unit not in self.blocked and unit not in fresh:
                     where = self.plan.relative(path) + (f", {scope}" if scope else "")
                     fresh[unit] = f"its unit is held back by {where} ({code} {message})"
-        if not fresh:
-            for violation in self._violations(outcomes):
-                if not violation.unit:
-                    _refuse_file(outcomes, violation)
-                    continue
-                if violation.unit in self.blocked or violation.unit in fresh:
-                    continue
-                where = self.plan.relative(violation.path) if violation.path else "the repository"
-                fresh[violation.unit] = violation.reason(where)
-                if violation.path is not None:
-                    marks = self.marks.setdefault(violation.path, {})
-                    marks.setdefault(violation.line, []).append((violation.code, violation.message))
-        self.blocked.update(fresh)
-        return fresh
 
 
-def _refuse_file(outcomes: dict[str, FileOutcome], violation) -> None:
+def _refuse_file(outcomes: dict[str, FileOutcome], violation) -> bool:
     """A change no unit owns breaks another file: that change is not written."""
     outcome = outcomes.get(violation.culprit or "")
     if outcome is not None and outcome.status == "changed":
         outcome.status = "failed"
         outcome.error = f"not written: {violation.message}"
         outcome.new_text = None
+        return True
+    return False
 
 
 def _module_of(plan: RepoPlan, path: str) -> tuple[str, bool]:

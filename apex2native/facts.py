@@ -93,6 +93,8 @@ class FileFacts:
     marks: dict[int, list[tuple[str, str]]] = field(default_factory=dict)
     aliases: dict[str, str] = field(default_factory=dict)
     exports: set[str] = field(default_factory=set)
+    # callees as the file names them (`utils.clip`, `main.Trainer.clip`) that clip gradients
+    clippers: set[str] = field(default_factory=set)
 
     def units(self) -> set[str]:
         """Every migration unit the plan links to this file."""

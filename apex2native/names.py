@@ -155,10 +155,24 @@ class ApexNames:
             self._refs = refs
         return self._refs
 
+    def _through_module(self, node: cst.CSTNode) -> cst.CSTNode | None:
+        """`common.amp` when `import common` reads apex's amp through a project module that
+        re-exports it: the attribute chain from `node` that reaches an alias, else None."""
+        prefixes = {alias.rsplit(".", 1)[0] for alias in self.aliases}
+        if not prefixes or not set(self.index.imported_names(node)) & prefixes:
+            return None
+        parent = self.index.parent(node)
+        if isinstance(parent, cst.Attribute) and parent.value is node:
+            return parent
+        return None
+
     def _add_outermost(self, node: cst.CSTNode, found: dict) -> None:
         """Record the longest apex attribute chain that starts at `node`."""
         name = self.apex_name(node)
         if name is None:
+            node = self._through_module(node)
+            name = self.apex_name(node) if node is not None else None
+        if name is None or node is None:
             return
         current = node
         while True:

@@ -38,7 +38,7 @@ NAME_CHAIN = re.compile(r"^[A-Za-z_][A-Za-z_0-9]*(\.[A-Za-z_][A-Za-z_0-9]*)*$")
 # a deprecated AMP name in a string (`mock.patch("torch.cuda.amp.autocast")`, a sys.modules key)
 PINS = re.compile(r"""["'](torch\.(?:cuda|cpu)\.amp(?:\.\w+)*)["']""")
 IMPORT_LIST = re.compile(r"\bimport\s*\([^)]*\)")  # from pkg import (a,\n b)
-IMPORT_DEPTH = 4  # importers of importers ... of an apex file that are read
+IMPORT_DEPTH = 4  # rounds of reading the importers of files whose signatures change
 
 
 @dataclass
@@ -244,15 +244,18 @@ class Planner:
             return RepoPlan(summaries=self.summaries, graph=self.graph, errors=self.errors)
         imported = {f for s in list(self.summaries.values()) for f in self.graph.imported_files(s)}
         self.summarize_all(sorted(imported), pool)
-        frontier = set(apex)
-        for _ in range(IMPORT_DEPTH):
-            importers = self._importers_of(frontier, pool)
-            frontier = importers - set(self.summaries)
-            self.summarize_all(sorted(importers), pool)
-            if not frontier:
-                break
+        self._importers_of(set(apex), pool)
         self._resummarize_aliased(pool)
-        return _PlanBuilder(self).run()
+        plan = _PlanBuilder(self).run()
+        expanded = set(apex)
+        for _ in range(IMPORT_DEPTH):
+            frontier = {path for path, facts in plan.facts.items() if _reshapes(facts)} - expanded
+            expanded |= frontier
+            before = set(self.summaries)
+            if not frontier or not self._importers_of(frontier, pool) - before:
+                break
+            plan = _PlanBuilder(self).run()  # with the callers it had not seen
+        return plan
 
     def aliases(self) -> dict[str, dict[str, str]]:
         """Per file: names it imports from a project module that re-exports apex."""
@@ -264,7 +267,9 @@ class Planner:
                 source = self.summaries.get(found) if found else None
                 if source is None or rest:
                     continue
-                for name, _bound in ref.names:
+                # `from common import amp`; `import common` reads the names as `common.amp`
+                names = [name for name, _ in ref.names] if ref.names else list(source.apex_exports)
+                for name in names:
                     if name in source.apex_exports:
                         out.setdefault(summary.path, {})[f"{base}.{name}"] = source.apex_exports[
                             name
@@ -317,6 +322,12 @@ class Planner:
         return out
 
 
+def _reshapes(facts: FileFacts) -> bool:
+    """The plan changes what a function of the file takes or returns: every caller of it,
+    in any file, must be seen."""
+    return bool(facts.params or facts.flags or facts.returns or facts.amp_params)
+
+
 def _joined_imports(text: str) -> str:
     """The text with each import statement on one line (backslash and parenthesized
     continuations joined), so that a line scan sees every name an import mentions."""
@@ -335,6 +346,7 @@ class _PlanBuilder:
         self.facts: dict[str, FileFacts] = {}
         self.moves: list[str] = []
         self.param_of: dict[str, str] = {}
+        self.values: set[str] = set()  # functions read as values somewhere: unseen callers
         for s in planner.summaries.values():
             self.functions.update(s.functions)
             self.classes.update(
@@ -350,6 +362,7 @@ class _PlanBuilder:
                 call.raw = call.raw or call.callee
                 call.callee = self.graph.canonical(call.raw, s.path)
                 self.callers[call.callee].append(call)
+            self.values.update(self.graph.canonical(name, s.path) for name, _, _ in s.value_refs)
 
     def file(self, path: str) -> FileFacts:
         if path not in self.facts:
@@ -425,9 +438,21 @@ class _PlanBuilder:
                 needs.append((summary.path, qualname))
         self._evaluation(needs)
         self._thread(needs)
+        self._clippers()
         return RepoPlan(
             self.facts, self.moves, self.planner.summaries, self.graph, self.planner.errors
         )
+
+    def _clippers(self) -> None:
+        """Calls to project functions that clip gradients, in files with apex sites: a
+        scaler must unscale before them, as apex had on leaving `scale_loss`."""
+        for s in self.planner.summaries.values():
+            if not (s.amp_uses or s.uses_apex or s.path in self.facts):
+                continue
+            for call in s.calls:
+                func = self.functions.get(call.callee)
+                if func is not None and func.clips:
+                    self.file(s.path).clippers.add(call.raw)
 
     def _companion_models(self, decision: InitDecision) -> None:
         """A companion model travels with the trained one: functions handed either run
@@ -466,8 +491,10 @@ class _PlanBuilder:
                 continue
             sizes = {len(t) for t in func.return_tuples}
             unpacking = [c for c in self.callers.get(qualname, []) if c.unpacked in sizes]
-            if not unpacking or len(sizes) != 1:
-                continue
+            if not unpacking or len(sizes) != 1 or len(unpacking) < len(self.callers[qualname]):
+                continue  # a caller that keeps the tuple whole would get one more value
+            if qualname in self.values:
+                continue  # handed on as a value: its callers are not all known
             unit = holder.spec.unit
             self.file(func.path).returns[qualname] = holder.spec
             self.note(

@@ -37,6 +37,10 @@ SCALER_NAMES = ("scaler", "grad_scaler", "amp_scaler")
 IMPORT_ERRORS = {"ImportError", "ModuleNotFoundError", "Exception", "BaseException"}
 COMPREHENSIONS = (ast.ListComp, ast.SetComp, ast.DictComp, ast.GeneratorExp)
 FUNCTIONS = (ast.FunctionDef, ast.AsyncFunctionDef)
+# calls that read (and change) gradients: apex unscaled before them, native AMP must too
+GRAD_CLIPS = frozenset(
+    {"clip_grad_norm_", "clip_grad_value_", "clip_grad_norm", "clip_gradients", "clip_grads"}
+)
 
 
 @dataclass
@@ -50,6 +54,7 @@ class Function:
     line: int = 0
     required: tuple[str, ...] = ()  # parameters without a default (not *args/**kwargs)
     calls: frozenset[str] = frozenset()  # parameters it calls: `model(x)`, `model.forward(x)`
+    clips: bool = False  # it clips gradients: a caller must unscale them first
 
 
 @dataclass
@@ -101,6 +106,8 @@ class Summary:
     apex_exports: dict[str, str] = field(default_factory=dict)  # module name -> apex name
     uses_apex: bool = False
     amp_uses: list[tuple[int, str]] = field(default_factory=list)  # (line, apex.amp.* name)
+    # project names read as values, not called (`run_all(train_step)`): (name, line, reader)
+    value_refs: list[tuple[str, int, str]] = field(default_factory=list)
 
 
 class SourceLines:
@@ -275,6 +282,11 @@ class AstScopes:
         while current is not None:
             yield current
             current = self.parent.get(id(current))
+
+
+def _callee_word(call: ast.Call) -> str:
+    func = call.func
+    return func.attr if isinstance(func, ast.Attribute) else getattr(func, "id", "")
 
 
 def _position(node: ast.AST) -> tuple[int, int]:
@@ -453,6 +465,7 @@ class _Summarizer:
             s.classes[self.qualname(node)] = bases
         for node in self.scopes.of_type(ast.Call):
             self._call(node)
+        self._value_refs()
         for node in sorted(self.scopes.of_type(ast.Import, ast.ImportFrom), key=_position):
             self._import(node)
         if s.uses_apex or s.apex_exports or self.aliases:
@@ -489,6 +502,7 @@ class _Summarizer:
             node.lineno,
             tuple(required),
             frozenset(self._called_params(node, set(params))),
+            any(_callee_word(c) in GRAD_CLIPS for c in self._calls_in.get(id(node), ())),
         )
 
     def _called_params(self, func, params: set[str]) -> set[str]:
@@ -563,6 +577,27 @@ class _Summarizer:
                 amp_args=amp_args,
             )
         )
+
+    def _value_refs(self) -> None:
+        """Defs and imported names read other than by a call: a function handed on as a
+        value has callers the plan cannot see, so it must not gain a parameter."""
+        seen = set()
+        for node in self.scopes.of_type(ast.Name, ast.Attribute):
+            if not isinstance(node.ctx, ast.Load):
+                continue
+            parent = self.scopes.parent.get(id(node))
+            if isinstance(parent, ast.Call) and parent.func is node:
+                continue
+            if isinstance(parent, (ast.Attribute, *FUNCTIONS, ast.ClassDef)):
+                continue  # part of a longer name; a decorator or a base class
+            names = self.scopes.qualified(node)
+            if not names:
+                continue
+            func = self.enclosing_function(node)
+            reader = self.qualname(func) if func is not None else self.summary.module
+            if (min(names), reader) not in seen:
+                seen.add((min(names), reader))
+                self.summary.value_refs.append((min(names), self.statement_of(node).lineno, reader))
 
     def _is_amp_module(self, node: ast.AST) -> bool:
         """`amp` passed as a value: the apex.amp module itself."""

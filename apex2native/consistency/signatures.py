@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from apex2native.consistency.repo import RepoView, Violation
+from apex2native.facts import FileFacts
 
 CODE = "A2N100"
 
 
 def check_signatures(view: RepoView) -> list[Violation]:
-    added: dict[str, tuple[list[str], list[str], str]] = {}
+    added: dict[str, tuple[list[str], list[str], str, str]] = {}
     for path in view.changed:
         before, after = view.old_summary(path), view.new_summary(path)
         if before is None or after is None:
@@ -21,11 +22,8 @@ def check_signatures(view: RepoView) -> list[Violation]:
             new_required = [p for p in func.required if p not in old.required]
             if not new_required:
                 continue
-            unit = ""
-            if facts is not None and qualname in facts.params:
-                unit = facts.params[qualname][1].unit
             params = [p for p in func.params if p not in ("self", "cls")]
-            added[qualname] = (new_required, params, unit)
+            added[qualname] = (new_required, params, unit_of(facts, qualname), path)
     if not added:
         return []
     found: list[Violation] = []
@@ -35,7 +33,7 @@ def check_signatures(view: RepoView) -> list[Violation]:
             callee = view.graph.canonical(call.callee, path)
             if callee not in added:
                 continue
-            required, params, unit = added[callee]
+            required, params, unit, home = added[callee]
             missing = [
                 p
                 for p in required
@@ -47,5 +45,28 @@ def check_signatures(view: RepoView) -> list[Violation]:
                     f"a call to {callee} from {call.caller} does not pass "
                     f"`{', '.join(missing)}`, which the rewrite adds"
                 )
-                found.append(Violation(unit, CODE, message, path, line))
+                found.append(Violation(unit, CODE, message, path, line, culprit=home))
+        for name, line, caller in new.value_refs:
+            callee = view.graph.canonical(name, path)
+            if callee in added:
+                required, _, unit, home = added[callee]
+                message = (
+                    f"{callee} is passed as a value in {caller or 'the module'}, and its other "
+                    f"callers do not pass `{', '.join(required)}`, which the rewrite adds"
+                )
+                where = view.old_line(path, caller) if path in view.changed else line
+                found.append(Violation(unit, CODE, message, path, where, culprit=home))
     return found
+
+
+def unit_of(facts: FileFacts | None, qualname: str) -> str:
+    """The migration unit that gives a function its new parameter ("" when none does)."""
+    if facts is None:
+        return ""
+    if qualname in facts.params:
+        return facts.params[qualname][1].unit
+    if qualname in facts.flags:
+        return facts.flags[qualname][1]
+    if qualname in facts.amp_params:
+        return facts.amp_params[qualname][2].unit
+    return ""

@@ -60,6 +60,10 @@ def _barrier(ctx: FileContext, stmt: cst.CSTNode) -> bool:
         return True
     if any(_is_autocast(ctx, n) for n in ctx.index.within(stmt, cst.With)):
         return True
+    if ctx.facts.helpers and any(
+        ctx.names.resolve_call(n) in ctx.facts.helpers for n in ctx.index.within(stmt, cst.Call)
+    ):
+        return True  # the helper that makes the scaler: the initialize's stand-in
     return any(
         ctx.names.call_name(n) not in (None, "apex.amp.disable_casts")
         for n in ctx.index.within(stmt, cst.Call)

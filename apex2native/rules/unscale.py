@@ -8,14 +8,9 @@ from apex2native.context import FileContext
 from apex2native.findings import NUMERICS, SAFE
 from apex2native.rules.base import Rule
 from apex2native.rules.scale_loss import BackwardSite
+from apex2native.summary import GRAD_CLIPS
 
-GRAD_READERS = {
-    "clip_grad_norm_",
-    "clip_grad_value_",
-    "clip_grad_norm",
-    "clip_gradients",
-    "clip_grads",
-}
+GRAD_READERS = GRAD_CLIPS
 
 
 def grad_reads(ctx: FileContext, scope: cst.CSTNode) -> list[cst.CSTNode]:
@@ -32,6 +27,12 @@ def grad_reads(ctx: FileContext, scope: cst.CSTNode) -> list[cst.CSTNode]:
         for a in index.within(scope, cst.Attribute)
         if a.attr.value == "grad" and _parameter(ctx, a.value)
     ]
+    if ctx.facts.clippers:  # project functions that clip: `self.rescale_gradients()`
+        out += [
+            call
+            for call in index.within(scope, cst.Call)
+            if ctx.names.resolve_call(call) in ctx.facts.clippers
+        ]
     found = [n for n in out if index.scope_of(n) is scope and not _inside_lambda(index, n, scope)]
     outermost = [n for n in found if not any(index.contains(o, n) and o is not n for o in found)]
     return sorted(outermost, key=index.order)
