@@ -260,9 +260,11 @@ class _Run:
             outcomes[path] = outcome
             if self.progress:
                 self.progress(1)
+        settled = False
         for _ in range(MAX_ROUNDS):
             fresh = self._new_blocks(outcomes)
             if not fresh:
+                settled = True
                 break
             again = [
                 (p, d)
@@ -272,15 +274,29 @@ class _Run:
             ]
             for (path, _), outcome in zip(again, self.rewrite(again)):
                 outcomes[path] = outcome
-        self._settle_exports(outcomes, dict(candidates))
+        if self._settle_exports(outcomes, dict(candidates)) or not settled:
+            self._final_check(outcomes)
         for outcome in outcomes.values():
             outcome.held_back = {
                 self.plan.unit_label(u): why for u, why in outcome.held_back.items()
             }
         return list(outcomes.values())
 
-    def _settle_exports(self, outcomes: dict[str, FileOutcome], displays: dict[str, str]) -> None:
-        """A module stops re-exporting apex names once no other module imports them."""
+    def _final_check(self, outcomes: dict[str, FileOutcome]) -> None:
+        """The texts after the last rewrite pass the repository check, or the files of the
+        units that still fail it are not written: nothing unchecked reaches the disk."""
+        fresh = self._new_blocks(outcomes)
+        for outcome in outcomes.values():
+            if outcome.status == "changed" and outcome.touched & set(fresh):
+                outcome.status = "failed"
+                outcome.error = "not written: the repository check did not settle on its units"
+                outcome.new_text = None
+
+    def _settle_exports(self, outcomes: dict[str, FileOutcome], displays: dict[str, str]) -> bool:
+        """A module stops re-exporting apex names once no other module imports them.
+
+        True when a file was rewritten for it (the repository check must run again)."""
+        rewrote = False
         for _ in range(MAX_ROUNDS):
             again = []
             for path, facts in self.plan.facts.items():
@@ -291,9 +307,11 @@ class _Run:
                     facts.exports = still
                     again.append((path, displays[path]))
             if not again:
-                return
+                return rewrote
+            rewrote = True
             for (path, _), outcome in zip(again, self.rewrite(again)):
                 outcomes[path] = outcome
+        return rewrote
 
     def _imported_from(self, target: str, outcomes: dict[str, FileOutcome]) -> set[str]:
         """Names other files import from `target`, as their texts stand now."""

@@ -31,6 +31,7 @@ from apex2native.cache import Cache, map_cached
 from apex2native.facts import FileFacts, InitDecision, ScalerSpec
 from apex2native.scopes import absolute_name
 from apex2native.summary import Call, Function, Summary, import_refs, summarize
+from apex2native.target import RENAMES
 from apex2native.textio import read_text
 
 PARAM_NAMES = ("scaler", "grad_scaler", "amp_scaler")
@@ -234,8 +235,27 @@ class Planner:
             for p in self.paths
             if ".amp" in self.text(p)
             for name in PINS.findall(self.text(p))
-        )
+        ) | self._kept_amp_names(pool)
         return plan
+
+    def _kept_amp_names(self, pool=None) -> frozenset[str]:
+        """Deprecated AMP classes some file tests objects against or subclasses: every
+        file keeps making objects of the old class (`isinstance` is False for the new one)."""
+        kept = {n for s in self.summaries.values() for n in s.kept_amp}
+        words = {name.rsplit(".", 1)[1] for name in RENAMES}
+        others = [
+            p
+            for p in self.paths
+            if p not in self.summaries
+            and ".amp" in self.text(p)
+            and ("isinstance" in self.text(p) or "class " in self.text(p))
+            and any(word in self.text(p) for word in words)
+        ]
+        args = [(p, self.text(p), *self.graph.name_of(p), None) for p in others]
+        keys = [self._key("summary", a) for a in args]
+        for summary, _ in map_cached(self.cache, _summarize, args, keys, pool):
+            kept |= summary.kept_amp if summary is not None else set()
+        return frozenset(kept)
 
     def _build(self, pool=None) -> RepoPlan:
         apex = [p for p in self.paths if "apex" in self.text(p)]

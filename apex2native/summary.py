@@ -31,6 +31,7 @@ from apex2native.scopes import (
     import_qualified,
     qualified_names,
 )
+from apex2native.target import RENAMES
 
 NEEDS = ("apex.amp.scale_loss", "apex.amp.state_dict", "apex.amp.load_state_dict")
 SCALER_NAMES = ("scaler", "grad_scaler", "amp_scaler")
@@ -108,6 +109,9 @@ class Summary:
     amp_uses: list[tuple[int, str]] = field(default_factory=list)  # (line, apex.amp.* name)
     # project names read as values, not called (`run_all(train_step)`): (name, line, reader)
     value_refs: list[tuple[str, int, str]] = field(default_factory=list)
+    # deprecated torch.cuda.amp names read other than by a call (`isinstance(s, GradScaler)`,
+    # a base class): the objects other files make must stay of the old class
+    kept_amp: set[str] = field(default_factory=set)
 
 
 class SourceLines:
@@ -588,11 +592,16 @@ class _Summarizer:
             parent = self.scopes.parent.get(id(node))
             if isinstance(parent, ast.Call) and parent.func is node:
                 continue
-            if isinstance(parent, (ast.Attribute, *FUNCTIONS, ast.ClassDef)):
-                continue  # part of a longer name; a decorator or a base class
+            if isinstance(parent, (ast.Attribute, *FUNCTIONS)):
+                continue  # part of a longer name; a decorator
             names = self.scopes.qualified(node)
             if not names:
                 continue
+            kept = RENAMES.keys() & set(names)
+            if kept and not isinstance(parent, (ast.Import, ast.ImportFrom)):
+                self.summary.kept_amp |= kept
+            if isinstance(parent, ast.ClassDef):
+                continue  # a base class
             func = self.enclosing_function(node)
             reader = self.qualname(func) if func is not None else self.summary.module
             if (min(names), reader) not in seen:

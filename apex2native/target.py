@@ -47,6 +47,23 @@ AMP_AUTOCAST = TorchVersion(1, 12)  # the torch.amp namespace: torch.amp.autocas
 DEVICE_GRAD_SCALER = TorchVersion(2, 3)  # torch.amp.GradScaler(device)
 DEVICE_CUSTOM_FWD = TorchVersion(2, 4)  # torch.amp.custom_fwd(device_type=...)
 
+# old qualified name -> (new callable, how the device is given, the torch that has the new one)
+RENAMES: dict[str, tuple[str, str, TorchVersion]] = {
+    "torch.cuda.amp.GradScaler": ("torch.amp.GradScaler", "positional:cuda", DEVICE_GRAD_SCALER),
+    "torch.cuda.amp.autocast": ("torch.amp.autocast", "positional:cuda", AMP_AUTOCAST),
+    "torch.cpu.amp.autocast": ("torch.amp.autocast", "positional:cpu", AMP_AUTOCAST),
+    "torch.cuda.amp.custom_fwd": (
+        "torch.amp.custom_fwd",
+        "keyword:device_type=cuda",
+        DEVICE_CUSTOM_FWD,
+    ),
+    "torch.cuda.amp.custom_bwd": (
+        "torch.amp.custom_bwd",
+        "keyword:device_type=cuda",
+        DEVICE_CUSTOM_FWD,
+    ),
+}
+
 LAST_MINOR = {0: 4, 1: 13}  # `torch<2.0` allows 1.13 at most
 
 

@@ -45,10 +45,8 @@ class AmpSwitch(Rule):
             if m.matches(parent, NONE_TEST):
                 negate = isinstance(parent.comparisons[0].operator, cst.Is)  # type: ignore[union-attr]
                 target = parent  # type: ignore[assignment]
-            elif not (
-                isinstance(parent, (cst.If, cst.IfExp, cst.While)) and parent.test is ref
-            ) and not isinstance(parent, (cst.BooleanOperation, cst.UnaryOperation)):
-                continue
+            elif not _truth_position(ctx, ref):
+                continue  # a value use (`log(amp or "off")`): a bool would change it
             self._replace(ctx, ref, target, negate)
 
     def _replace(self, ctx: FileContext, ref: cst.Name, target: cst.CSTNode, negate: bool):
@@ -76,3 +74,19 @@ class AmpSwitch(Rule):
         ctx.tx.note(
             group, ref, self.code, f"`{ctx.index.code(target)}` -> `{code}` (the amp switch)", SAFE
         )
+
+
+def _truth_position(ctx: FileContext, node: cst.CSTNode) -> bool:
+    """Only the truth of `node` matters: an `if`/`while`/`assert` test, through `and`,
+    `or` and `not` (`if amp and x:`), but not `amp or "off"` used as a value."""
+    current = node
+    while True:
+        parent = ctx.index.parent(current)
+        if isinstance(parent, cst.UnaryOperation):
+            return isinstance(parent.operator, cst.Not)
+        if isinstance(parent, cst.BooleanOperation):
+            current = parent
+            continue
+        if isinstance(parent, (cst.If, cst.IfExp, cst.While, cst.Assert)):
+            return parent.test is current
+        return isinstance(parent, cst.CompIf)

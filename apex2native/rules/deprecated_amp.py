@@ -16,30 +16,7 @@ from apex2native.findings import SAFE
 from apex2native.index import dotted
 from apex2native.rules.base import Rule
 from apex2native.syntax import with_appended
-from apex2native.target import (
-    AMP_AUTOCAST,
-    DEVICE_CUSTOM_FWD,
-    DEVICE_GRAD_SCALER,
-    TorchVersion,
-    allows,
-)
-
-# old qualified name -> (new callable, how the device is given, the torch that has the new one)
-RENAMES: dict[str, tuple[str, str, TorchVersion]] = {
-    "torch.cuda.amp.GradScaler": ("torch.amp.GradScaler", "positional:cuda", DEVICE_GRAD_SCALER),
-    "torch.cuda.amp.autocast": ("torch.amp.autocast", "positional:cuda", AMP_AUTOCAST),
-    "torch.cpu.amp.autocast": ("torch.amp.autocast", "positional:cpu", AMP_AUTOCAST),
-    "torch.cuda.amp.custom_fwd": (
-        "torch.amp.custom_fwd",
-        "keyword:device_type=cuda",
-        DEVICE_CUSTOM_FWD,
-    ),
-    "torch.cuda.amp.custom_bwd": (
-        "torch.amp.custom_bwd",
-        "keyword:device_type=cuda",
-        DEVICE_CUSTOM_FWD,
-    ),
-}
+from apex2native.target import RENAMES, allows
 
 # What a missing API raises, and the broad handlers a fallback may use instead.
 API_ERRORS = {

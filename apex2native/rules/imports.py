@@ -304,7 +304,7 @@ class _Cleanup(cst.CSTTransformer):
             name
             for imp in imports
             for name in self.migrated[id(imp)] or ()
-            if not self.index.reads.get(name)
+            if not self.index.reads.get(name) and name not in self.keep
         }
         out = []
         for assign in self.index.within(self.index.module, cst.Assign):
