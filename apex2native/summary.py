@@ -109,8 +109,8 @@ class Summary:
     amp_uses: list[tuple[int, str]] = field(default_factory=list)  # (line, apex.amp.* name)
     # project names read as values, not called (`run_all(train_step)`): (name, line, reader)
     value_refs: list[tuple[str, int, str]] = field(default_factory=list)
-    # deprecated torch.cuda.amp names read other than by a call (`isinstance(s, GradScaler)`,
-    # a base class): the objects other files make must stay of the old class
+    # deprecated torch.cuda.amp classes tested by `isinstance`/`issubclass` or subclassed:
+    # the objects other files make must stay of the old class
     kept_amp: set[str] = field(default_factory=set)
 
 
@@ -598,7 +598,7 @@ class _Summarizer:
             if not names:
                 continue
             kept = RENAMES.keys() & set(names)
-            if kept and not isinstance(parent, (ast.Import, ast.ImportFrom)):
+            if kept and (isinstance(parent, ast.ClassDef) or self._class_test(node)):
                 self.summary.kept_amp |= kept
             if isinstance(parent, ast.ClassDef):
                 continue  # a base class
@@ -607,6 +607,20 @@ class _Summarizer:
             if (min(names), reader) not in seen:
                 seen.add((min(names), reader))
                 self.summary.value_refs.append((min(names), self.statement_of(node).lineno, reader))
+
+    def _class_test(self, node: ast.AST) -> bool:
+        """`node` is the class an `isinstance`/`issubclass` tests against (alone or in a
+        tuple): objects made elsewhere must be of exactly that class."""
+        parent = self.scopes.parent.get(id(node))
+        if isinstance(parent, ast.Tuple):
+            node, parent = parent, self.scopes.parent.get(id(parent))
+        return (
+            isinstance(parent, ast.Call)
+            and isinstance(parent.func, ast.Name)
+            and parent.func.id in ("isinstance", "issubclass")
+            and len(parent.args) == 2
+            and parent.args[1] is node
+        )
 
     def _is_amp_module(self, node: ast.AST) -> bool:
         """`amp` passed as a value: the apex.amp module itself."""
