@@ -2,15 +2,22 @@
 
 from __future__ import annotations
 
+import re
+
 import libcst as cst
 
 from apex2native.context import FileContext
 from apex2native.findings import NUMERICS, SAFE
+from apex2native.index import callee_name
 from apex2native.rules.base import Rule
 from apex2native.rules.scale_loss import BackwardSite
 from apex2native.summary import GRAD_CLIPS
 
 GRAD_READERS = GRAD_CLIPS
+# A helper whose body the plan cannot see (another package, an object's attribute) but whose
+# name says it clips: apex had unscaled before it, so `unscale_` goes before it too (early
+# unscaling of a helper that reads nothing changes no number).
+CLIPS_BY_NAME = re.compile(r"clip\w*grad|grad\w*clip|rescale_grad", re.IGNORECASE)
 
 
 def grad_reads(ctx: FileContext, scope: cst.CSTNode) -> list[cst.CSTNode]:
@@ -27,12 +34,15 @@ def grad_reads(ctx: FileContext, scope: cst.CSTNode) -> list[cst.CSTNode]:
         for a in index.within(scope, cst.Attribute)
         if a.attr.value == "grad" and _parameter(ctx, a.value)
     ]
-    if ctx.facts.clippers:  # project functions that clip: `self.rescale_gradients()`
-        out += [
-            call
-            for call in index.within(scope, cst.Call)
-            if ctx.names.resolve_call(call) in ctx.facts.clippers
-        ]
+    out += [
+        call
+        for call in index.within(scope, cst.Call)
+        if (callee_name(call) or "") not in GRAD_READERS
+        and (
+            ctx.names.resolve_call(call) in ctx.facts.clippers
+            or CLIPS_BY_NAME.search(callee_name(call) or "")
+        )
+    ]
     found = [n for n in out if index.scope_of(n) is scope and not _inside_lambda(index, n, scope)]
     outermost = [n for n in found if not any(index.contains(o, n) and o is not n for o in found)]
     return sorted(outermost, key=index.order)
