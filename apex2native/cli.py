@@ -125,7 +125,8 @@ def rewrite(
     found = discover(list(paths), include, exclude, respect_gitignore=not no_gitignore)
     for error in found.errors:
         click.echo(f"error: {error}", err=True)
-    warnings = [] if target_torch else target.unsupported(path for path, _ in found.files)
+    warnings = list(found.warnings)
+    warnings += [] if target_torch else target.unsupported(path for path, _ in found.files)
     for warning in warnings:
         click.echo(f"warning: {warning}", err=True)
 

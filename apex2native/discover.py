@@ -31,6 +31,7 @@ class Discovery:
 
     files: list[tuple[str, str]] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
 
 
 def git_root(path: Path) -> Path | None:
@@ -80,6 +81,9 @@ def git_visible(root: Path, folder: Path) -> set[Path] | None:
     }
 
 
+PROJECT_MARKERS = (".git", "pyproject.toml", "setup.py", "setup.cfg")
+
+
 class GitIgnore:
     """A small .gitignore reader for folders outside a git work tree."""
 
@@ -114,6 +118,18 @@ class GitIgnore:
                 if hit:
                     result = not negate
         return result
+
+
+def _folders_up_to_project_root(folder: Path) -> list[Path]:
+    """The folders above `folder` up to the nearest one that marks a project root (.git,
+    pyproject.toml, setup.py, setup.cfg), the outermost first; none when no root is found:
+    their .gitignore files apply to the folder too, as in git."""
+    chain = []
+    for parent in folder.parents:
+        chain.append(parent)
+        if any((parent / marker).exists() for marker in PROJECT_MARKERS):
+            return list(reversed(chain))
+    return []
 
 
 def _matches(display: str, globs: tuple[str, ...]) -> bool:
@@ -173,7 +189,9 @@ def discover(
                 seen.add(resolved)
                 found.files.append((str(resolved), _display(resolved, base)))
             continue
+        walked = False
         for resolved in _walk(path.resolve(), respect_gitignore):
+            walked = True
             display = _display(resolved, base)
             if include and not _matches(display, include):
                 continue
@@ -182,6 +200,11 @@ def discover(
             if resolved not in seen:
                 seen.add(resolved)
                 found.files.append((str(resolved), display))
+        if not walked and respect_gitignore and next(_walk(path.resolve(), False), None):
+            found.warnings.append(
+                f"{raw}: every Python file under it is ignored by .gitignore "
+                "(--no-gitignore includes them)"
+            )
     found.files.sort(key=lambda pair: pair[1])
     return found
 
@@ -193,6 +216,12 @@ def _walk(folder: Path, respect_gitignore: bool):
         if root is not None:
             visible = git_visible(root, folder)
     ignore = GitIgnore()
+    if respect_gitignore and visible is None:
+        above = _folders_up_to_project_root(folder)
+        for parent in above:
+            ignore.load(parent)
+        if any(ignore.ignored(d, True) for d in [*above[1:], folder]):
+            return  # the folder given, or one above it, is ignored itself
     for current, dirs, files in os.walk(folder):
         here = Path(current)
         if respect_gitignore and visible is None:

@@ -151,6 +151,22 @@ def test_gitignore_and_exclude_are_respected(tmp_path):
     assert "1 files scanned, 1 would change" in result.stderr
 
 
+@pytest.mark.parametrize("project", ["git work tree", "pyproject.toml, no git"])
+def test_a_folder_whose_files_are_all_ignored_is_named_in_a_warning(tmp_path, project):
+    if project == "git work tree":
+        subprocess.run(["git", "init", "-q", str(tmp_path)], check=True)
+    else:
+        (tmp_path / "pyproject.toml").write_text("[project]\nname = 'demo'\n")
+    (tmp_path / ".gitignore").write_text("build/\n")
+    (tmp_path / "build").mkdir()
+    (tmp_path / "build" / "gen.py").write_bytes(BASIC)
+    result = run("rewrite", "--check", "build", cwd=tmp_path)
+    assert result.exit_code == 0
+    assert "warning: build: every Python file under it is ignored by .gitignore" in result.stderr
+    included = run("rewrite", "--check", "--no-gitignore", "build", cwd=tmp_path)
+    assert included.exit_code == 1 and "warning" not in included.stderr
+
+
 def test_select_and_ignore_rule_codes(tmp_path):
     (tmp_path / "t.py").write_bytes(
         (REWRITE / "apex_modules" / "fused_layer_norm_from_its_submodule.in.py").read_bytes()
