@@ -58,7 +58,7 @@ class FileContext:
         self.reach.add(scaler)
         self.tx.tag(scaler.group, scaler.unit)
         if scaler.unit:
-            self.unit_facts.accesses.setdefault(scaler.access, scaler.unit)
+            self.unit_facts.accesses.setdefault(scaler.access, set()).add(scaler.unit)
         if scaler.init_call is not None:
             self.tx.register_init(scaler.unit, scaler.init_call)
 
@@ -80,7 +80,7 @@ class FileContext:
         alive = self.tx.units()
         facts = self.unit_facts
         return UnitFacts(
-            {a: u for a, u in facts.accesses.items() if u in alive},
+            {a: us & alive for a, us in facts.accesses.items() if us & alive},
             {a: u for a, u in facts.flags.items() if u in alive},
             {u: r for u, r in facts.switches.items() if u in alive},
             {u: s for u, s in facts.scaler_switch.items() if u in alive},

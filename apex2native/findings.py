@@ -27,7 +27,8 @@ class Finding:
 class UnitFacts:
     """What a file's rewrite did for its migration units, for the repository check.
 
-    accesses: how the file names each unit's scaler (`scaler`, `self.scaler`) -> unit;
+    accesses: how the file names a scaler (`scaler`, `self.scaler`) -> the units named so (two
+    functions may each call their own unit's scaler `scaler`);
     flags: attributes that held the amp module and now hold a flag -> unit;
     switches: unit -> (the `enabled=` of an autocast region it wrote, "" for none; the
     qualified name of the function that holds the region);
@@ -35,7 +36,7 @@ class UnitFacts:
     equivalents: unit -> switch spellings the plan derived from the scaler's own.
     """
 
-    accesses: dict[str, str] = field(default_factory=dict)
+    accesses: dict[str, set[str]] = field(default_factory=dict)
     flags: dict[str, str] = field(default_factory=dict)
     switches: dict[str, set[tuple[str, str]]] = field(default_factory=dict)
     scaler_switch: dict[str, str] = field(default_factory=dict)

@@ -29,14 +29,16 @@ def check_ordering(view: RepoView) -> list[Violation]:
         if not accesses or tree is None:
             continue
         for scope, qualname in _scopes(tree, view.graph.name_of(path)[0]):
-            for access, unit in accesses.items():
-                if unit in view.blocked:
+            for access, units in accesses.items():
+                live = sorted(units - set(view.blocked))
+                if not live:
                     continue
                 problem = _Flow(access).check(scope)
                 if problem:
+                    # which of the units so named this scope uses is not recorded: all go
                     message = f"in {qualname or 'the module'}: {problem}"
                     line = view.old_line(path, qualname)
-                    found.append(Violation(unit, CODE, message, path, line))
+                    found.extend(Violation(unit, CODE, message, path, line) for unit in live)
     return found
 
 
@@ -73,8 +75,8 @@ class _Flow:
         }
         events = [self._event(n) for n in nodes]
         kinds = {e[0] for e in events if e}
-        if "unscale" not in kinds:
-            return None
+        if not kinds & {"unscale", "backward"}:
+            return None  # neither a scaled backward nor an unscale_: nothing to order
         start = IDLE if kinds & {"backward", "plain"} else SCALED
         self.run(body, {(start, frozenset())})
         return self.problem

@@ -20,8 +20,9 @@ def check_switches(view: RepoView) -> list[Violation]:
     for path in view.changed:
         facts = view.outcomes[path].unit_facts
         scaler_switch.update(facts.scaler_switch)
-        for access, unit in facts.accesses.items():
-            accesses.setdefault(unit, set()).add(access)
+        for access, units in facts.accesses.items():
+            for unit in units:
+                accesses.setdefault(unit, set()).add(access)
         for unit, spellings in facts.equivalents.items():
             equivalents.setdefault(unit, set()).update(spellings)
     found: list[Violation] = []
