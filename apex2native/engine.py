@@ -364,8 +364,27 @@ class _Run:
                     marks.setdefault(violation.line, []).append((violation.code, violation.message))
             if refused:  # the units of a file that is not written stay apex everywhere
                 self._failed_units(outcomes, fresh)
+        self._linked(fresh)
         self.blocked.update(fresh)
         return fresh
+
+    def _linked(self, fresh: dict[str, str]) -> None:
+        """Units linked to a held-back one (they share a function that takes the scaler)
+        are held back with it: the function keeps one signature."""
+        changed = True
+        while changed:
+            changed = False
+            for link in self.plan.links:
+                held = sorted(u for u in link if u in fresh or u in self.blocked)
+                if not held:
+                    continue
+                where = self.plan.relative(held[0].rpartition(":")[0])
+                for unit in sorted(link - set(fresh) - set(self.blocked)):
+                    fresh[unit] = (
+                        f"it shares the function that takes the scaler with the unit of {where}, "
+                        "which is held back"
+                    )
+                    changed = True
 
     def _failed_units(self, outcomes: dict[str, FileOutcome], fresh: dict[str, str]) -> None:
         """Units of files that could not be rewritten, and units a file could not migrate."""

@@ -67,6 +67,8 @@ class RepoPlan:
     )
     cache: Cache | None = field(default=None, repr=False, compare=False)
     key: str | None = None  # the cache key of the inputs the plan was made from
+    # units that share a threaded function: one held back holds back the others
+    links: list[frozenset[str]] = field(default_factory=list)
 
     def summary_of(self, path: str, text: str) -> Summary | None:
         """The summary of `text` as the content of `path` (None: it does not parse)."""
@@ -367,6 +369,7 @@ class _PlanBuilder:
         self.moves: list[str] = []
         self.param_of: dict[str, str] = {}
         self.values: set[str] = set()  # functions read as values somewhere: unseen callers
+        self.links: list[frozenset[str]] = []  # units that share a threaded function
         for s in planner.summaries.values():
             self.functions.update(s.functions)
             self.classes.update(
@@ -459,9 +462,11 @@ class _PlanBuilder:
         self._evaluation(needs)
         self._thread(needs)
         self._clippers()
-        return RepoPlan(
+        plan = RepoPlan(
             self.facts, self.moves, self.planner.summaries, self.graph, self.planner.errors
         )
+        plan.links = self.links
+        return plan
 
     def _clippers(self) -> None:
         """Calls to project functions that clip gradients, in files with apex sites: a
@@ -701,6 +706,7 @@ class _PlanBuilder:
                 self._unreached(path, qualname)
                 continue
             spec = None
+            own: dict[int, ScalerSpec] = {}  # call -> the scaler its caller holds
             for call in calls:
                 source = self.holder_at(call)
                 if source is None and call.caller in self.functions:
@@ -708,15 +714,18 @@ class _PlanBuilder:
                     spec = spec or self._upstream_spec(call.caller)
                 elif source is not None:
                     spec = spec or source.spec
+                    own[id(call)] = source.spec
             if spec is None:
                 self._unreached(path, qualname)
                 continue
+            shared = self._shared_units(spec, calls, own)
             name = self._param_name(qualname)
             spec = translate_down(spec, calls, func)
             self.file(path).params[qualname] = (name, spec)
             self.holders.setdefault(qualname, Holder(name, spec))
             for call in calls:
-                self.file(call.path).callees[call.raw] = (name, spec.unit, "")
+                unit = own[id(call)].unit if shared and id(call) in own else spec.unit
+                self.file(call.path).callees[call.raw] = (name, unit, "")
                 self.note(
                     call.path,
                     call.caller,
@@ -724,6 +733,22 @@ class _PlanBuilder:
                     f"scaler ({self.origin(spec)}) passed from {call.caller} to {qualname} "
                     f"({self.rel(call.path)}:{call.line})",
                 )
+
+    def _shared_units(
+        self, spec: ScalerSpec, calls: list[Call], own: dict[int, ScalerSpec]
+    ) -> bool:
+        """Callers holding scalers of several units (`train.py` and `finetune.py` sharing
+        `engine.train_step`): each passes its own scaler, and the units are linked so that
+        they migrate together or stay apex together. Only when the scalers behave alike
+        (the same switch, dtype and options): the callee's autocast follows one of them."""
+        units = {s.unit for s in own.values()}
+        if len(units) < 2 or len(own) < len(calls):
+            return False  # one unit, or a caller that reaches a scaler only further up
+        alike = {dataclasses.replace(s, unit="", origin="") for s in own.values()}
+        if len(alike) != 1:
+            return False
+        self.links.append(frozenset(units | {spec.unit}))
+        return True
 
     def _upstream_spec(self, qualname: str, seen: set[str] | None = None) -> ScalerSpec | None:
         seen = seen or set()
