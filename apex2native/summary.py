@@ -641,19 +641,12 @@ class _Summarizer:
         return min(names) if names else None
 
     def _import(self, node) -> None:
-        if isinstance(node, ast.Import):
-            for alias in node.names:
-                bound = alias.asname or alias.name.split(".")[0]
-                self.summary.imports.append(ImportRef(node.lineno, alias.name, [], bound))
-                if alias.name == "apex" or alias.name.startswith("apex."):
-                    self.summary.uses_apex = True
-            return
-        module = "." * node.level + (node.module or "")
-        if not node.level and (module == "apex" or module.startswith("apex.")):
-            self.summary.uses_apex = True
-        names = [(a.name, a.asname or a.name) for a in node.names if a.name != "*"]
-        star = any(a.name == "*" for a in node.names)
-        self.summary.imports.append(ImportRef(node.lineno, module, names, star=star))
+        for ref in _refs_of(node):
+            self.summary.imports.append(ref)
+            if not ref.module.startswith(".") and (
+                ref.module == "apex" or ref.module.startswith("apex.")
+            ):
+                self.summary.uses_apex = True
 
     # apex sites ------------------------------------------------------------------------
     def _apex_sites(self) -> None:
@@ -1401,18 +1394,25 @@ def import_refs(text: str) -> list[ImportRef] | None:
         tree = ast.parse(text)
     except (SyntaxError, ValueError, RecursionError, MemoryError):
         return None
-    refs = []
-    for node in ast_statements(tree.body):
-        if isinstance(node, ast.Import):
-            for alias in node.names:
-                bound = alias.asname or alias.name.split(".")[0]
-                refs.append(ImportRef(node.lineno, alias.name, [], bound))
-        elif isinstance(node, ast.ImportFrom):
-            module = "." * node.level + (node.module or "")
-            names = [(a.name, a.asname or a.name) for a in node.names if a.name != "*"]
-            star = any(a.name == "*" for a in node.names)
-            refs.append(ImportRef(node.lineno, module, names, star=star))
-    return refs
+    return [
+        ref
+        for node in ast_statements(tree.body)
+        if isinstance(node, (ast.Import, ast.ImportFrom))
+        for ref in _refs_of(node)
+    ]
+
+
+def _refs_of(node: ast.Import | ast.ImportFrom) -> list[ImportRef]:
+    """`import a.b [as c], d` is one reference per module; `from m import x` is one."""
+    if isinstance(node, ast.Import):
+        return [
+            ImportRef(node.lineno, alias.name, [], alias.asname or alias.name.split(".")[0])
+            for alias in node.names
+        ]
+    module = "." * node.level + (node.module or "")
+    names = [(a.name, a.asname or a.name) for a in node.names if a.name != "*"]
+    star = any(a.name == "*" for a in node.names)
+    return [ImportRef(node.lineno, module, names, star=star)]
 
 
 def summarize(
