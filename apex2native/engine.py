@@ -13,6 +13,7 @@ Nothing is written here: `write_atomic` is for the caller, once it has the outco
 from __future__ import annotations
 
 import dataclasses
+import re
 from collections.abc import Callable, Iterable
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
@@ -33,7 +34,7 @@ from apex2native.plan import RepoPlan, build_plan
 from apex2native.rules import rules_for
 from apex2native.rules.imports import Imports, star_supplies_torch
 from apex2native.scopes import absolute_name
-from apex2native.textio import DecodeError, decode, encode, line_length_for
+from apex2native.textio import DecodeError, decode, encode, line_length_for, read_text
 from apex2native.textio import write_atomic as _write
 
 # The text pre-filter: a file that contains none of these is never parsed.
@@ -329,6 +330,8 @@ class _Run:
                 found, rest = graph.module_file(base, path)
                 if found == target and not rest:
                     names.update(name for name, _ in ref.names)
+                    if not ref.names:  # `import common`, then `common.amp.scale_loss(...)`
+                        names |= _attributes_read(ref, _text_now(path, outcomes))
         return names
 
     def _violations(self, outcomes: dict[str, FileOutcome]) -> list:
@@ -401,6 +404,26 @@ class _Run:
                 if unit not in self.blocked and unit not in fresh:
                     where = self.plan.relative(path) + (f", {scope}" if scope else "")
                     fresh[unit] = f"its unit is held back by {where} ({code} {message})"
+
+
+def _text_now(path: str, outcomes: dict[str, FileOutcome]) -> str:
+    outcome = outcomes.get(path)
+    if outcome is not None and outcome.status == "changed" and outcome.new_text:
+        return outcome.new_text
+    if outcome is not None and outcome.old_text is not None:
+        return outcome.old_text
+    try:
+        return read_text(path)
+    except OSError:
+        return ""
+
+
+def _attributes_read(ref, text: str) -> set[str]:
+    """Names a file reads from a module it imports whole: `common.amp` after `import
+    common`, `c.amp` after `import a.b as c`."""
+    spelled = ref.module if ref.bound == ref.module.split(".")[0] else ref.bound
+    pattern = r"(?<![\w.])" + re.escape(spelled) + r"\.(\w+)"
+    return set(re.findall(pattern, text))
 
 
 def _refuse_file(outcomes: dict[str, FileOutcome], violation) -> bool:

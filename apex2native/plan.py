@@ -75,7 +75,9 @@ class RepoPlan:
         key = ("summary", path, text)
         if key not in self.rewritten:
             module, package = self.graph.name_of(path) if self.graph else ("", False)
-            args = (path, text, module, package, None)
+            facts = self.facts.get(path)
+            # apex reached through a project module (`common.amp`) is apex in the new text too
+            args = (path, text, module, package, (facts.aliases or None) if facts else None)
             stored = self.cache.key("summary", args) if self.cache is not None else None
             [(self.rewritten[key], _)] = map_cached(self.cache, _summarize, [args], [stored])
         return self.rewritten[key]  # type: ignore[return-value]
