@@ -19,7 +19,9 @@ def file_diff(outcome: FileOutcome, context: int = 3) -> bytes:
 
     old = encode(outcome.old_text or "", outcome.encoding, outcome.bom)
     new = encode(outcome.new_text or "", outcome.encoding, outcome.bom)
-    name = outcome.path.encode("utf-8", "surrogateescape")
+    # an absolute name (a file outside the cwd and any git work tree) is written as git
+    # writes one: `a/tmp/x.py`, applied from the root of the file system
+    name = outcome.path.lstrip("/").encode("utf-8", "surrogateescape")
     out = [b"diff --git a/" + name + b" b/" + name + b"\n"]
     body = list(
         difflib.diff_bytes(

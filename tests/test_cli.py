@@ -140,6 +140,21 @@ def test_undecodable_file_is_reported_and_left(tmp_path):
     assert bad.read_bytes() == b"# apex caf\xe9\nx = 1\n"
 
 
+@pytest.mark.skipif(shutil.which("git") is None, reason="git not installed")
+def test_a_diff_of_files_outside_the_cwd_and_git_applies_from_the_root(tmp_path):
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "train.py").write_bytes(BASIC)
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    diff = run("rewrite", "--diff", "--no-cache", str(outside), cwd=elsewhere)
+    name = (outside / "train.py").as_posix().lstrip("/")
+    assert diff.stdout.startswith(f"diff --git a/{name} b/{name}\n--- a/{name}\n")
+    patch = tmp_path / "change.patch"
+    patch.write_bytes(diff.stdout_bytes)
+    subprocess.run(["git", "apply", "--check", str(patch)], cwd="/", check=True)
+
+
 def test_gitignore_and_exclude_are_respected(tmp_path):
     (tmp_path / ".gitignore").write_text("build/\n")
     (tmp_path / "build").mkdir()
