@@ -12,7 +12,6 @@ from apex2native import __version__, consistency, diffing, engine, report, targe
 from apex2native.cache import ENV_FOLDER, FOLDER_NAME, Cache
 from apex2native.discover import discover
 from apex2native.options import Options
-from apex2native.rules import ALL_RULES, rule_by_code
 from apex2native.verify.command import verify
 
 EXIT_OK, EXIT_PENDING, EXIT_ERROR = 0, 1, 2
@@ -232,6 +231,8 @@ def convert_checkpoint_command(source, target, static, unsafe_load):
 @click.option("--markdown", is_flag=True, help="Print every rule as Markdown (docs/rules.md).")
 def rules(code, markdown):
     """List the rules, or explain one (with its before/after)."""
+    from apex2native.rules import ALL_RULES, rule_by_code  # loaded only when asked for
+
     if markdown:
         click.echo(rules_markdown(), nl=False)
         return
@@ -253,6 +254,8 @@ def _dedent(text: str) -> str:
 
 def rules_markdown() -> str:
     """docs/rules.md, made from the rules themselves so it cannot drift."""
+    from apex2native.rules import ALL_RULES
+
     out = [
         "# apex2native rules",
         "",

@@ -25,14 +25,11 @@ from apex2native import guards
 from apex2native.cache import Cache, map_cached
 from apex2native.codegen import DEFAULT_LINE_LENGTH, CodeGen, detect_quote
 from apex2native.consistency import check_repository
-from apex2native.context import FileContext
 from apex2native.edits import EditApplier
 from apex2native.facts import FileFacts
 from apex2native.findings import FileOutcome, Finding, UnitFacts
 from apex2native.options import Options
 from apex2native.plan import RepoPlan, build_plan
-from apex2native.rules import rules_for
-from apex2native.rules.imports import Imports, star_supplies_torch
 from apex2native.scopes import absolute_name
 from apex2native.textio import DecodeError, decode, encode, line_length_for, read_text
 from apex2native.textio import write_atomic as _write
@@ -86,6 +83,12 @@ def rewrite_file_text(
     text: str, options: Options, line_length: int, facts: FileFacts
 ) -> FileRewrite:
     """Parse once, let every rule plan its edits, settle the units, apply, clean imports."""
+    # the rules (and libcst.matchers, a third of start-up) load on the first file that is
+    # rewritten: a run the cache answers never needs them
+    from apex2native.context import FileContext
+    from apex2native.rules import rules_for
+    from apex2native.rules.imports import Imports, star_supplies_torch
+
     module = cst.parse_module(text)
     gen = CodeGen(detect_quote(text), options.line_length or line_length, options.target_torch)
     ctx = FileContext(module, options, gen, facts, text)
