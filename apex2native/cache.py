@@ -26,10 +26,11 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
+from apex2native.discover import is_project_root
+
 FOLDER_NAME = ".apex2native_cache"
 ENV_FOLDER = "APEX2NATIVE_CACHE_DIR"
 MISSING = object()
-ROOT_MARKERS = (".git", "pyproject.toml", "setup.py", "setup.cfg")
 
 
 @cache
@@ -104,10 +105,7 @@ class Cache:
         try:
             with open(self._path(key), "rb") as handle:
                 value = pickle.load(handle)
-        except FileNotFoundError:
-            self.misses += 1
-            return MISSING
-        except Exception:  # a broken or foreign entry is a miss, never an error
+        except Exception:  # absent, broken or foreign: a miss, never an error
             self.misses += 1
             return MISSING
         self.hits += 1
@@ -137,7 +135,7 @@ def project_root(paths: list[str]) -> Path:
     folders = [f if f.is_dir() else f.parent for f in folders]
     common = Path(os.path.commonpath([str(f) for f in folders]))
     for candidate in (common, *common.parents):
-        if any((candidate / marker).exists() for marker in ROOT_MARKERS):
+        if is_project_root(candidate):
             return candidate
     return common
 

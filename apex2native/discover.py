@@ -84,6 +84,11 @@ def git_visible(root: Path, folder: Path) -> set[Path] | None:
 PROJECT_MARKERS = (".git", "pyproject.toml", "setup.py", "setup.cfg")
 
 
+def is_project_root(folder: Path) -> bool:
+    """A folder that holds a project marker: searches upward for config stop there."""
+    return any((folder / marker).exists() for marker in PROJECT_MARKERS)
+
+
 class GitIgnore:
     """A small .gitignore reader for folders outside a git work tree."""
 
@@ -127,7 +132,7 @@ def _folders_up_to_project_root(folder: Path) -> list[Path]:
     chain = []
     for parent in folder.parents:
         chain.append(parent)
-        if any((parent / marker).exists() for marker in PROJECT_MARKERS):
+        if is_project_root(parent):
             return list(reversed(chain))
     return []
 

@@ -158,12 +158,18 @@ class ApexNames:
     def _through_module(self, node: cst.CSTNode) -> cst.CSTNode | None:
         """`common.amp` when `import common` reads apex's amp through a project module that
         re-exports it: the attribute chain from `node` that reaches an alias, else None."""
-        prefixes = {alias.rsplit(".", 1)[0] for alias in self.aliases}
-        if not prefixes or not set(self.index.imported_names(node)) & prefixes:
-            return None
-        parent = self.index.parent(node)
-        if isinstance(parent, cst.Attribute) and parent.value is node:
-            return parent
+        modules = {alias.rsplit(".", 1)[0] for alias in self.aliases}
+        current = node
+        while modules:
+            names = set(self.index.imported_names(current))
+            if not any(m == n or m.startswith(n + ".") for m in modules for n in names):
+                return None  # `import pkg.common` then `pkg.common.amp`: climb to the module
+            parent = self.index.parent(current)
+            if not (isinstance(parent, cst.Attribute) and parent.value is current):
+                return None
+            if names & modules:
+                return parent
+            current = parent
         return None
 
     def _add_outermost(self, node: cst.CSTNode, found: dict) -> None:

@@ -288,6 +288,15 @@ class AstScopes:
             current = self.parent.get(id(current))
 
 
+def _on_self(node: ast.AST) -> bool:
+    """`self.<name>`."""
+    return (
+        isinstance(node, ast.Attribute)
+        and isinstance(node.value, ast.Name)
+        and node.value.id == "self"
+    )
+
+
 def _callee_word(call: ast.Call) -> str:
     func = call.func
     return func.attr if isinstance(func, ast.Attribute) else getattr(func, "id", "")
@@ -594,7 +603,7 @@ class _Summarizer:
                 continue
             if isinstance(parent, (ast.Attribute, *FUNCTIONS)):
                 continue  # part of a longer name; a decorator
-            names = self.scopes.qualified(node)
+            names = self.scopes.qualified(node) or self._self_method(node)
             if not names:
                 continue
             kept = RENAMES.keys() & set(names)
@@ -607,6 +616,13 @@ class _Summarizer:
             if (min(names), reader) not in seen:
                 seen.add((min(names), reader))
                 self.summary.value_refs.append((min(names), self.statement_of(node).lineno, reader))
+
+    def _self_method(self, node: ast.AST) -> list[str]:
+        """`self.step` read as a value (`Engine(self.step)`) names the class's method."""
+        if not _on_self(node):
+            return []
+        cls = next((a for a in self.scopes.ancestors(node) if isinstance(a, ast.ClassDef)), None)
+        return [f"{self.qualname(cls)}.{node.attr}"] if cls is not None else []
 
     def _class_test(self, node: ast.AST) -> bool:
         """`node` is the class an `isinstance`/`issubclass` tests against (alone or in a
@@ -628,15 +644,8 @@ class _Summarizer:
 
     def _resolve_call(self, node: ast.Call) -> str | None:
         func = node.func
-        if (
-            isinstance(func, ast.Attribute)
-            and isinstance(func.value, ast.Name)
-            and func.value.id == "self"
-        ):
-            cls = next(
-                (a for a in self.scopes.ancestors(node) if isinstance(a, ast.ClassDef)), None
-            )
-            return f"{self.qualname(cls)}.{func.attr}" if cls is not None else None
+        if _on_self(func):
+            return next(iter(self._self_method(func)), None)
         names = self.scopes.qualified(func)
         return min(names) if names else None
 

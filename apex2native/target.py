@@ -32,6 +32,8 @@ from packaging.specifiers import InvalidSpecifier, SpecifierSet
 from packaging.utils import canonicalize_name
 from packaging.version import InvalidVersion, Version
 
+from apex2native.discover import is_project_root
+
 
 class TorchVersion(NamedTuple):
     major: int
@@ -120,12 +122,9 @@ def pin_for(folder: str) -> Pin | None:
     pins = _folder_pins(str(path))
     if pins:
         return min(pins, key=lambda pin: pin.version)
-    if any((path / marker).exists() for marker in PROJECT_ROOTS) or path.parent == path:
+    if is_project_root(path) or path.parent == path:
         return None
     return pin_for(str(path.parent))  # cached: a monorepo's folders share their parents
-
-
-PROJECT_ROOTS = ("pyproject.toml", "setup.py", "setup.cfg", ".git")
 
 
 def unsupported(paths: Iterable[str]) -> list[str]:

@@ -14,10 +14,10 @@ from __future__ import annotations
 import ast
 
 from apex2native.consistency.repo import RepoView, Violation
+from apex2native.summary import GRAD_CLIPS
 
 CODE = "A2N100"
 IDLE, SCALED, UNSCALED, PLAIN = "idle", "scaled", "unscaled", "plain"
-GRAD_READERS = {"clip_grad_norm_", "clip_grad_value_", "clip_grad_norm", "clip_grads"}
 SCOPES = (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef, ast.Lambda)
 
 
@@ -91,7 +91,7 @@ class _Flow:
         """(kind, the call as written) for the calls the flow cares about."""
         if not isinstance(node, ast.Call) or not isinstance(node.func, ast.Attribute):
             name = getattr(node.func, "id", None) if isinstance(node, ast.Call) else None
-            return ("read", f"{name}(...)") if name in GRAD_READERS else None
+            return ("read", f"{name}(...)") if name in GRAD_CLIPS else None
         attr = node.func.attr
         receiver = ast.unparse(node.func.value)
         if attr == "backward":
@@ -102,7 +102,7 @@ class _Flow:
             return ("backward" if scaled else "plain", f"{receiver}.backward()")
         if receiver == self.access and attr in ("unscale_", "step", "update"):
             return (attr.rstrip("_"), ast.unparse(node))
-        if attr in GRAD_READERS:
+        if attr in GRAD_CLIPS:
             return ("read", f"{attr}(...)")
         return None
 

@@ -13,7 +13,6 @@ from apex2native.rules.base import Rule
 from apex2native.rules.scale_loss import BackwardSite
 from apex2native.summary import GRAD_CLIPS
 
-GRAD_READERS = GRAD_CLIPS
 # A helper whose body the plan cannot see (another package, an object's attribute) but whose
 # name says it clips: apex had unscaled before it, so `unscale_` goes before it too (early
 # unscaling of a helper that reads nothing changes no number).
@@ -25,7 +24,7 @@ def grad_reads(ctx: FileContext, scope: cst.CSTNode) -> list[cst.CSTNode]:
     index = ctx.index
     out: list[cst.CSTNode] = [
         call
-        for name in (*GRAD_READERS, "master_params")
+        for name in (*GRAD_CLIPS, "master_params")
         for call in index.calls_named(name, scope)
         if name != "master_params" or ctx.names.call_name(call) == "apex.amp.master_params"
     ]
@@ -37,7 +36,7 @@ def grad_reads(ctx: FileContext, scope: cst.CSTNode) -> list[cst.CSTNode]:
     out += [
         call
         for call in index.within(scope, cst.Call)
-        if (callee_name(call) or "") not in GRAD_READERS
+        if (callee_name(call) or "") not in GRAD_CLIPS
         and (
             ctx.names.resolve_call(call) in ctx.facts.clippers
             or CLIPS_BY_NAME.search(callee_name(call) or "")
