@@ -14,7 +14,9 @@ from dataclasses import dataclass, field
 from apex2native.codegen import detect_quote
 from apex2native.facts import InitDecision, ScalerSpec
 from apex2native.index import ast_statements
+from apex2native.findings import SAFE
 from apex2native.scaler_options import (
+    DOTTED,
     NOT_LITERAL,
     Arg,
     bind_initialize,
@@ -32,6 +34,8 @@ from apex2native.scopes import (
     qualified_names,
 )
 from apex2native.target import RENAMES
+
+PRIVATE_STATE = {"apex.amp._amp_state", "apex.amp._amp_state._amp_state"}
 
 NEEDS = ("apex.amp.scale_loss", "apex.amp.state_dict", "apex.amp.load_state_dict")
 SCALER_NAMES = ("scaler", "grad_scaler", "amp_scaler")
@@ -809,6 +813,17 @@ class _InitAnalysis:
         options = scaler_options(args, guards, access, o.lit)
         if options.problem:
             return self.site(self.decision(problem=options.problem), home)
+        preset = self._preset_scale(args, options, hoisted=outer is not stmt)
+        if preset is not None:
+            options.kwargs = [(k, v) for k, v in options.kwargs if k != "init_scale"]
+            options.kwargs.append(("init_scale", preset[1]))
+            options.messages.append(
+                (
+                    f"the starting loss scale set through apex's private state (line {preset[0]}) "
+                    f"-> init_scale={preset[1]}",
+                    SAFE,
+                )
+            )
         model_codes = self._model_codes(models, pairs)
         spec = ScalerSpec(
             origin=unit,
@@ -836,10 +851,47 @@ class _InitAnalysis:
             autocast_enabled=options.autocast_enabled,
             spec=spec,
             once=once,
+            preset_line=preset[0] if preset is not None else 0,
         )
         self.taken.setdefault(home, []).append((access, set(opt_codes), unit))
         o.opt_levels[unit] = args["opt_level"].code if "opt_level" in args else None
         return self.site(decision, home, model_codes)
+
+    def _preset_scale(self, args, options, hoisted: bool) -> tuple[int, str] | None:
+        """`amp._amp_state.loss_scalers[0]._loss_scale = x` right after the call: the
+        starting scale of apex's one dynamic scaler, which is GradScaler's `init_scale`.
+
+        A value that is not a constant must be readable where the scaler is made: not
+        when the creation moves above a guard.
+        """
+        siblings = self._siblings()
+        at = next(i for i, s in enumerate(siblings) if s is self.stmt)
+        if at + 1 >= len(siblings):
+            return None
+        nxt = siblings[at + 1]
+        if not (isinstance(nxt, ast.Assign) and len(nxt.targets) == 1):
+            return None
+        target = nxt.targets[0]
+        scalers = target.value if isinstance(target, ast.Attribute) else None
+        if not (
+            isinstance(target, ast.Attribute)
+            and target.attr == "_loss_scale"
+            and isinstance(scalers, ast.Subscript)
+            and isinstance(scalers.slice, ast.Constant)
+            and scalers.slice.value == 0
+            and isinstance(scalers.value, ast.Attribute)
+            and scalers.value.attr == "loss_scalers"
+            and self.o.apex_name(scalers.value.value) in PRIVATE_STATE
+        ):
+            return None
+        dynamic = "loss_scale" not in args or args["loss_scale"].literal == "dynamic"
+        single = "num_losses" not in args or args["num_losses"].literal == 1
+        if not dynamic or not single or ("enabled", "False") in options.kwargs:
+            return None
+        code = self.o.code(nxt.value)
+        if not (_constant(nxt.value) or (DOTTED.match(code) and not hoisted)):
+            return None
+        return nxt.lineno, code
 
     def _expand(self, node: ast.AST) -> dict[str, ast.AST] | None:
         """`**amp_args` where the same function built `amp_args` as a dict literal.
@@ -1120,6 +1172,17 @@ INERT_OPTIONS = {
     "patch_torch_functions",
     "cast_model_outputs",
 }
+
+
+def _constant(node: ast.AST) -> bool:
+    """Number arithmetic: `2**20`, `-1.0`, `65536 * 4`."""
+    if isinstance(node, ast.Constant):
+        return isinstance(node.value, (int, float)) and not isinstance(node.value, bool)
+    if isinstance(node, ast.UnaryOp):
+        return _constant(node.operand)
+    if isinstance(node, ast.BinOp):
+        return _constant(node.left) and _constant(node.right)
+    return False
 
 
 def _statements_before(body: list[ast.stmt], target: ast.stmt) -> list[ast.stmt]:

@@ -108,6 +108,10 @@ class Initialize(Rule):
         ctx.add_scaler(scaler)
         ctx.unit_facts.scaler_switch[scaler.unit] = decision.autocast_enabled or ""
         ctx.tx.handle(group, call.func)
+        preset = ctx.index.statement_at(decision.preset_line) if decision.preset_line else None
+        if preset is not None:
+            ctx.tx.edits.replace_statement(group, preset, lambda _u: [])
+            ctx.tx.handle(group, preset)
         if outer is stmt:
             ctx.tx.edits.replace_statement(group, stmt, lambda _u: [creation, *rebind])
         else:
