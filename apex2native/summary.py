@@ -13,8 +13,8 @@ from dataclasses import dataclass, field
 
 from apex2native.codegen import detect_quote
 from apex2native.facts import InitDecision, ScalerSpec
-from apex2native.index import ast_statements
 from apex2native.findings import SAFE
+from apex2native.index import ast_statements
 from apex2native.scaler_options import (
     DOTTED,
     NOT_LITERAL,
