@@ -401,6 +401,10 @@ class TreeIndex:
             return [f"{base}.{node.attr.value}" for base in self.qualified_names(_through(node))]
         return []
 
+    def read_scope(self, name: cst.Name) -> Scope | None:
+        """The scope a read of a name happens in (before any lookup)."""
+        return self._scope_of.get(id(name))
+
     def param_of(self, name: cst.Name) -> cst.FunctionDef | None:
         """The def whose parameter a read of a name refers to, if it does."""
         scope = self._scope_of.get(id(name))

@@ -33,6 +33,7 @@ class ApexNames:
         self.amp_params = amp_params  # (def qualname, parameter) that receive amp
         self._flags: set[str] | None = None
         self._held: dict[int, set[str]] = {}
+        self._handle_keys: set[tuple[int, str]] | None = None
         self._refs: list[tuple[cst.CSTNode, str]] | None = None
         self._removed: list[cst.CSTNode] = []
 
@@ -55,7 +56,49 @@ class ApexNames:
             held = self._param_apex_name(node)
             if held is not None:
                 return held
+        handle = self._handle_apex_name(node)
+        if handle is not None:
+            return handle
         return self._held_apex_name(node)
+
+    def _handle_apex_name(self, node: cst.CSTNode) -> str | None:
+        """`handle.scale_loss` where `handle = amp.init(...)` is the name's one binding:
+        the old API's handle does what the amp module does."""
+        current, parts = _chain(node)
+        if not isinstance(current, cst.Name):
+            return None
+        scope = self.index.read_scope(current)
+        binder = scope.resolve(current.value) if scope is not None else None
+        if binder is None or (id(binder), current.value) not in self._handles():
+            return None
+        return ".".join(["apex.amp", *parts])
+
+    def _handles(self) -> set[tuple[int, str]]:
+        if self._handle_keys is None:
+            self._handle_keys = set()
+            for call in self.index.calls_named("init"):
+                if not any(
+                    unalias(n, self.aliases) == "apex.amp.init"
+                    for n in self.index.imported_names(call.func)
+                ):
+                    continue
+                assign = self.index.parent(call)
+                if not (
+                    isinstance(assign, cst.Assign)
+                    and len(assign.targets) == 1
+                    and isinstance(assign.targets[0].target, cst.Name)
+                ):
+                    continue
+                name = assign.targets[0].target.value
+                root, _ = _chain(call.func)
+                scope = self.index.read_scope(root) if isinstance(root, cst.Name) else None
+                if (
+                    scope is not None
+                    and name not in scope.globals | scope.nonlocals
+                    and len(scope.bindings.get(name, ())) == 1
+                ):
+                    self._handle_keys.add((id(scope), name))
+        return self._handle_keys
 
     def _param_apex_name(self, node: cst.CSTNode) -> str | None:
         """`amp.scale_loss` where `amp` is a parameter the amp module is passed in by."""

@@ -28,6 +28,8 @@ PARAMS = (
     "min_loss_scale",
     "max_loss_scale",
 )
+# `amp.init(...)`, the pre-0.1 API
+INIT_PARAMS = ("enabled", "loss_scale", "enable_caching", "verbose", "allow_banned")
 NUMERIC = re.compile(r"^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$")
 ATOM = re.compile(r"^[\w.]+(\[[^\[\]]*\])?$")
 DOTTED = re.compile(r"^[A-Za-z_][A-Za-z_0-9]*(\.[A-Za-z_][A-Za-z_0-9]*)*$")

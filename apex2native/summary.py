@@ -13,10 +13,11 @@ from dataclasses import dataclass, field
 
 from apex2native.codegen import detect_quote
 from apex2native.facts import InitDecision, ScalerSpec
-from apex2native.findings import SAFE
+from apex2native.findings import NUMERICS, SAFE
 from apex2native.index import ast_statements
 from apex2native.scaler_options import (
     DOTTED,
+    INIT_PARAMS,
     NOT_LITERAL,
     Arg,
     bind_initialize,
@@ -159,6 +160,7 @@ class AstScopes:
         self.is_package = is_package
         self.parent: dict[int, ast.AST] = {}
         self.scope_of: dict[int, Scope] = {}
+        self.store_scope: dict[int, Scope] = {}  # plain-name assignment targets
         self.module_scope = Scope(MODULE)
         self.by_type: dict[type, list[ast.AST]] = {}
         self._walk()
@@ -183,6 +185,7 @@ class AstScopes:
         if kind is ast.Name:
             if isinstance(node.ctx, ast.Store):
                 scope.bind(node.id, Binding("assign"))
+                self.store_scope[id(node)] = scope
             elif isinstance(node.ctx, ast.Load):
                 self.scope_of[id(node)] = scope
             return []
@@ -336,6 +339,7 @@ class _Summarizer:
         self.summary = Summary(path, module, is_package)
         self._quote: str | None = None
         self._apex_memo: dict[int, str | None] = {}
+        self._handle_keys: set[tuple[int, str]] | None = None
         self._held: dict[int, set[str]] = {}
         self._held_ready = False
         self._flags: set[str] | None = None
@@ -365,9 +369,51 @@ class _Summarizer:
                         found = name
                         break
                 if found is None:
+                    found = self.handle_name(node)
+                if found is None:
                     found = self._held_apex_name(node)
             self._apex_memo[key] = found
         return self._apex_memo[key]
+
+    def handle_name(self, node: ast.AST) -> str | None:
+        """`handle.scale_loss` where `handle = amp.init(...)` is the name's one binding:
+        the old API's handle does what the amp module does."""
+        root, parts = node, []
+        while isinstance(root, ast.Attribute):
+            parts.insert(0, root.attr)
+            root = root.value
+        if not isinstance(root, ast.Name):
+            return None
+        scope = self.scopes.scope_of.get(id(root))
+        if isinstance(root.ctx, ast.Store):
+            scope = self.scopes.store_scope.get(id(root))
+        binder = scope.resolve(root.id) if scope is not None else None
+        if binder is None or (id(binder), root.id) not in self._handles():
+            return None
+        return ".".join(["apex.amp", *parts])
+
+    def _handles(self) -> set[tuple[int, str]]:
+        if self._handle_keys is None:
+            self._handle_keys = set()
+            for call in self.scopes.of_type(ast.Call):
+                if not any(
+                    unalias(n, self.aliases) == "apex.amp.init"
+                    for n in self.scopes.imported(call.func)
+                ):
+                    continue
+                stmt = self.statement_of(call)
+                if not (
+                    isinstance(stmt, ast.Assign)
+                    and stmt.value is call
+                    and len(stmt.targets) == 1
+                    and isinstance(stmt.targets[0], ast.Name)
+                ):
+                    continue
+                name = stmt.targets[0].id
+                scope = self.scopes.store_scope.get(id(stmt.targets[0]))
+                if scope is not None and len(scope.bindings.get(name, ())) == 1:
+                    self._handle_keys.add((id(scope), name))
+        return self._handle_keys
 
     def _held_apex_name(self, node: ast.AST) -> str | None:
         parts: list[str] = []
@@ -668,7 +714,7 @@ class _Summarizer:
         calls = [
             n
             for n in self.scopes.of_type(ast.Call)
-            if self.apex_name(n.func) == "apex.amp.initialize"
+            if self.apex_name(n.func) in ("apex.amp.initialize", "apex.amp.init")
         ]
         ordinals: dict[str, int] = {}
         for call in sorted(calls, key=lambda c: (c.lineno, c.col_offset)):
@@ -751,6 +797,8 @@ class _InitAnalysis:
             return self.site(
                 self.decision(problem="amp.initialize shares its line; split it first")
             )
+        if o.apex_name(call.func) == "apex.amp.init":
+            return self._legacy()
         if isinstance(stmt, ast.Assign) and stmt.value is call and len(stmt.targets) == 1:
             target = stmt.targets[0]
         elif isinstance(stmt, ast.Expr) and stmt.value is call:
@@ -796,6 +844,67 @@ class _InitAnalysis:
             return self._inference(args, models, pairs, rebind)
 
         opt_codes = self._optimizer_codes(optimizers, pairs)
+        return self._scaler_site(args, opt_codes, rebind, lambda: self._model_codes(models, pairs))
+
+    def _legacy(self) -> InitSite:
+        """`handle = amp.init(enabled=..., loss_scale=...)`, the pre-0.1 API: O1 with the
+        scaler the handle's `scale_loss(loss, optimizer)` calls use."""
+        o, stmt, call = self.o, self.stmt, self.call
+        if not (
+            isinstance(stmt, ast.Assign)
+            and stmt.value is call
+            and o.handle_name(stmt.targets[0]) == "apex.amp"
+        ):
+            return self.site(
+                self.decision(
+                    problem="amp.init: only `handle = amp.init(...)` with `handle.scale_loss` "
+                    "is migrated; create the GradScaler and autocast regions by hand"
+                )
+            )
+        if any(isinstance(a, ast.Starred) for a in call.args) or any(
+            k.arg is None for k in call.keywords
+        ):
+            return self.site(self.decision(problem=_hidden("*")))
+        args = {name: self.arg(a) for name, a in zip(INIT_PARAMS, call.args)}
+        args.update({k.arg: self.arg(k.value) for k in call.keywords if k.arg})
+        args = {k: v for k, v in args.items() if k in ("enabled", "loss_scale")}
+        handle = stmt.targets[0].id
+        optimizers: set[str] = set()
+        for use in o.scopes.of_type(ast.Call):
+            func = use.func
+            if not (
+                isinstance(func, ast.Attribute)
+                and func.attr == "scale_loss"
+                and isinstance(func.value, ast.Name)
+                and func.value.id == handle
+                and o.apex_name(func) == "apex.amp.scale_loss"
+            ):
+                continue
+            given = use.args[1] if len(use.args) > 1 else None
+            given = next((k.value for k in use.keywords if k.arg == "optimizer"), given)
+            if given is None:
+                return self.site(self.decision(problem="amp.init: a scale_loss without optimizer"))
+            optimizers.add(o.code(given))
+        if not optimizers:
+            return self.site(
+                self.decision(
+                    problem="amp.init: the handle is not used as `handle.scale_loss(loss, "
+                    "optimizer)` here (wrap_optimizer, or handed to other code); create the "
+                    "GradScaler and autocast regions by hand"
+                )
+            )
+        note = (
+            f"`{handle} = amp.init(...)`, the pre-0.1 API, runs as O1: its scale_loss uses "
+            "the scaler; forward passes outside the scaled steps run in fp32 (apex cast them)",
+            NUMERICS,
+        )
+        return self._scaler_site(args, optimizers, None, tuple, note)
+
+    def _scaler_site(
+        self, args: dict[str, Arg], opt_codes: set[str], rebind, models, note=None
+    ) -> InitSite:
+        """The GradScaler that replaces the call, made where its guards allow."""
+        o, stmt = self.o, self.stmt
         guards, outer, once = self._guards()
         home, access, unit = self._scaler(opt_codes)
         self.home = home
@@ -813,6 +922,8 @@ class _InitAnalysis:
         options = scaler_options(args, guards, access, o.lit)
         if options.problem:
             return self.site(self.decision(problem=options.problem), home)
+        if note is not None:
+            options.messages.append(note)
         preset = self._preset_scale(args, options, hoisted=outer is not stmt)
         if preset is not None:
             options.kwargs = [(k, v) for k, v in options.kwargs if k != "init_scale"]
@@ -824,7 +935,7 @@ class _InitAnalysis:
                     SAFE,
                 )
             )
-        model_codes = self._model_codes(models, pairs)
+        model_codes = models()
         spec = ScalerSpec(
             origin=unit,
             autocast=options.autocast,

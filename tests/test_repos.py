@@ -23,6 +23,7 @@ def test_there_is_a_fixture_repo_per_flow_shape():
         "dual_backend",
         "amp_as_value",
         "reinitialize_on_resume",
+        "old_handle_api",
     } <= names
 
 

@@ -25,6 +25,11 @@ class Initialize(Rule):
     `min/max_loss_scale` and `num_losses` have no exact native form: the closest is written
     and the numeric consequence reported. What each call becomes is decided by the plan
     (`scaler_options.py`), which tells every other file of the migration unit too.
+
+    A starting scale set through apex's private state right after the call
+    (`amp._amp_state.loss_scalers[0]._loss_scale = 2**20`) becomes `init_scale=`. The
+    pre-0.1 API, `handle = amp.init(enabled=...)` with `handle.scale_loss(loss, opt)`,
+    runs as O1 and becomes the same scaler; a handle used any other way is left with a TODO.
     """
 
     code = "A2N102"
@@ -34,7 +39,8 @@ class Initialize(Rule):
 
     def apply(self, ctx: FileContext) -> None:
         ordinals: dict[str, int] = {}
-        for call in ctx.names.calls_to("apex.amp.initialize"):
+        calls = [*ctx.names.calls_to("apex.amp.initialize"), *ctx.names.calls_to("apex.amp.init")]
+        for call in sorted(calls, key=ctx.index.order):
             stmt = ctx.index.statement_of(call)
             func = ctx.index.enclosing_function(call)
             scope = ctx.index.qualname(func) if func is not None else ctx.facts.module
