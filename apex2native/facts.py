@@ -53,6 +53,8 @@ class InitDecision:
     once: str | None = None  # a one-shot guard the creation stays under (`not self.ready`)
     companion: str = ""  # inference: the scaler made just before for the trained model
     preset_line: int = 0  # `amp._amp_state.loss_scalers[0]._loss_scale = x` folded into it
+    # `opt = handle.wrap_optimizer(opt)` of the old API: (line, what replaces it, or None)
+    wraps: tuple[tuple[int, str | None], ...] = ()
 
 
 @dataclass

@@ -34,6 +34,7 @@ class ApexNames:
         self._flags: set[str] | None = None
         self._held: dict[int, set[str]] = {}
         self._handle_keys: set[tuple[int, str]] | None = None
+        self._wrapped_keys: set[tuple[int, str]] | None = None
         self._refs: list[tuple[cst.CSTNode, str]] | None = None
         self._removed: list[cst.CSTNode] = []
 
@@ -69,9 +70,40 @@ class ApexNames:
             return None
         scope = self.index.read_scope(current)
         binder = scope.resolve(current.value) if scope is not None else None
-        if binder is None or (id(binder), current.value) not in self._handles():
+        if binder is None:
             return None
-        return ".".join(["apex.amp", *parts])
+        if (id(binder), current.value) in self._handles():
+            return ".".join(["apex.amp", *parts])
+        if parts == ["scale_loss"] and (id(binder), current.value) in self._wrapped():
+            return "apex.amp.scale_loss"  # the wrapper's scale_loss(loss): its own optimizer
+        return None
+
+    def wrapped_optimizer(self, node: cst.CSTNode) -> bool:
+        """`opt` after `opt = handle.wrap_optimizer(opt)`: its `scale_loss(loss)` scales
+        for itself."""
+        if not isinstance(node, cst.Name):
+            return False
+        scope = self.index.read_scope(node)
+        binder = scope.resolve(node.value) if scope is not None else None
+        return binder is not None and (id(binder), node.value) in self._wrapped()
+
+    def _wrapped(self) -> set[tuple[int, str]]:
+        if self._wrapped_keys is None:
+            self._wrapped_keys = set()
+            for call in self.index.calls_named("wrap_optimizer"):
+                assign = self.index.parent(call)
+                if not (
+                    isinstance(call.func, cst.Attribute)
+                    and self._handle_apex_name(call.func.value) == "apex.amp"
+                    and isinstance(assign, cst.Assign)
+                    and len(assign.targets) == 1
+                    and isinstance(assign.targets[0].target, cst.Name)
+                ):
+                    continue
+                scope = self.index.read_scope(call.func.value)
+                if scope is not None:
+                    self._wrapped_keys.add((id(scope), assign.targets[0].target.value))
+        return self._wrapped_keys
 
     def _handles(self) -> set[tuple[int, str]]:
         if self._handle_keys is None:
@@ -185,6 +217,11 @@ class ApexNames:
             for reads in self.index.reads.values():
                 for node in reads:
                     self._add_outermost(node, found)
+            if self._handles():
+                for call in self.index.calls_named("scale_loss"):
+                    func = call.func
+                    if isinstance(func, cst.Attribute) and self.wrapped_optimizer(func.value):
+                        self._add_outermost(func, found)
             for cls in self.index.within(self.index.module, cst.ClassDef):
                 held = self.held(cls)
                 if not held:

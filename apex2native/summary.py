@@ -340,6 +340,7 @@ class _Summarizer:
         self._quote: str | None = None
         self._apex_memo: dict[int, str | None] = {}
         self._handle_keys: set[tuple[int, str]] | None = None
+        self._wrapped_keys: set[tuple[int, str]] | None = None
         self._held: dict[int, set[str]] = {}
         self._held_ready = False
         self._flags: set[str] | None = None
@@ -388,9 +389,33 @@ class _Summarizer:
         if isinstance(root.ctx, ast.Store):
             scope = self.scopes.store_scope.get(id(root))
         binder = scope.resolve(root.id) if scope is not None else None
-        if binder is None or (id(binder), root.id) not in self._handles():
+        if binder is None:
             return None
-        return ".".join(["apex.amp", *parts])
+        if (id(binder), root.id) in self._handles():
+            return ".".join(["apex.amp", *parts])
+        if parts == ["scale_loss"] and (id(binder), root.id) in self._wrapped():
+            return "apex.amp.scale_loss"  # the wrapper's scale_loss(loss): its own optimizer
+        return None
+
+    def _wrapped(self) -> set[tuple[int, str]]:
+        """`opt = handle.wrap_optimizer(opt)`: names whose `scale_loss(loss)` is the handle's."""
+        if self._wrapped_keys is None:
+            self._wrapped_keys = set()
+            for stmt in self.scopes.of_type(ast.Assign):
+                call = stmt.value
+                if not (
+                    isinstance(call, ast.Call)
+                    and isinstance(call.func, ast.Attribute)
+                    and call.func.attr == "wrap_optimizer"
+                    and len(stmt.targets) == 1
+                    and isinstance(stmt.targets[0], ast.Name)
+                    and self.handle_name(call.func.value) == "apex.amp"
+                ):
+                    continue
+                scope = self.scopes.store_scope.get(id(stmt.targets[0]))
+                if scope is not None:
+                    self._wrapped_keys.add((id(scope), stmt.targets[0].id))
+        return self._wrapped_keys
 
     def _handles(self) -> set[tuple[int, str]]:
         if self._handle_keys is None:
@@ -783,6 +808,7 @@ class _InitAnalysis:
         self.taken = taken
         self.stmt = owner.statement_of(call)
         self.home = ""
+        self.wraps: tuple[tuple[int, str | None], ...] = ()
 
     def decision(self, **kwargs) -> InitDecision:
         return InitDecision(line=self.stmt.lineno, anchor=self.anchor, home=self.home, **kwargs)
@@ -870,29 +896,67 @@ class _InitAnalysis:
         args = {k: v for k, v in args.items() if k in ("enabled", "loss_scale")}
         handle = stmt.targets[0].id
         optimizers: set[str] = set()
-        for use in o.scopes.of_type(ast.Call):
+        wraps: list[tuple[int, str | None]] = []
+        wrapped: set[str] = set()
+        uses = o.scopes.of_type(ast.Call)
+        for use in uses:
+            func = use.func
+            if not (
+                isinstance(func, ast.Attribute)
+                and func.attr == "wrap_optimizer"
+                and isinstance(func.value, ast.Name)
+                and func.value.id == handle
+                and o.apex_name(func) == "apex.amp.wrap_optimizer"
+            ):
+                continue
+            wrap = o.statement_of(use)
+            extra = [k for k in use.keywords if not (k.arg == "num_loss" and _is_one(k.value))]
+            if not (
+                isinstance(wrap, ast.Assign)
+                and wrap.value is use
+                and len(wrap.targets) == 1
+                and isinstance(wrap.targets[0], ast.Name)
+                and len(use.args) == 1
+                and not extra
+            ):
+                return self.site(
+                    self.decision(
+                        problem="amp.init: only `opt = handle.wrap_optimizer(opt)` with one loss "
+                        "is migrated; create the GradScaler by hand"
+                    )
+                )
+            target, given = wrap.targets[0].id, o.code(use.args[0])
+            wraps.append((wrap.lineno, None if target == given else f"{target} = {given}"))
+            wrapped.add(target)
+        for use in uses:
             func = use.func
             if not (
                 isinstance(func, ast.Attribute)
                 and func.attr == "scale_loss"
                 and isinstance(func.value, ast.Name)
-                and func.value.id == handle
+                and func.value.id in {handle, *wrapped}
                 and o.apex_name(func) == "apex.amp.scale_loss"
             ):
                 continue
-            given = use.args[1] if len(use.args) > 1 else None
-            given = next((k.value for k in use.keywords if k.arg == "optimizer"), given)
+            if func.value.id == handle:
+                given = use.args[1] if len(use.args) > 1 else None
+                given = next((k.value for k in use.keywords if k.arg == "optimizer"), given)
+            else:
+                given = func.value if len(use.args) == 1 and not use.keywords else None
             if given is None:
-                return self.site(self.decision(problem="amp.init: a scale_loss without optimizer"))
+                return self.site(
+                    self.decision(problem="amp.init: a scale_loss call not understood")
+                )
             optimizers.add(o.code(given))
         if not optimizers:
             return self.site(
                 self.decision(
                     problem="amp.init: the handle is not used as `handle.scale_loss(loss, "
-                    "optimizer)` here (wrap_optimizer, or handed to other code); create the "
+                    "optimizer)` here (handed to other code?); create the "
                     "GradScaler and autocast regions by hand"
                 )
             )
+        self.wraps = tuple(wraps)
         note = (
             f"`{handle} = amp.init(...)`, the pre-0.1 API, runs as O1: its scale_loss uses "
             "the scaler; forward passes outside the scaled steps run in fp32 (apex cast them)",
@@ -963,6 +1027,7 @@ class _InitAnalysis:
             spec=spec,
             once=once,
             preset_line=preset[0] if preset is not None else 0,
+            wraps=self.wraps,
         )
         self.taken.setdefault(home, []).append((access, set(opt_codes), unit))
         o.opt_levels[unit] = args["opt_level"].code if "opt_level" in args else None
@@ -1283,6 +1348,10 @@ INERT_OPTIONS = {
     "patch_torch_functions",
     "cast_model_outputs",
 }
+
+
+def _is_one(node: ast.AST) -> bool:
+    return isinstance(node, ast.Constant) and node.value == 1 and node.value is not True
 
 
 def _constant(node: ast.AST) -> bool:

@@ -28,8 +28,9 @@ class Initialize(Rule):
 
     A starting scale set through apex's private state right after the call
     (`amp._amp_state.loss_scalers[0]._loss_scale = 2**20`) becomes `init_scale=`. The
-    pre-0.1 API, `handle = amp.init(enabled=...)` with `handle.scale_loss(loss, opt)`,
-    runs as O1 and becomes the same scaler; a handle used any other way is left with a TODO.
+    pre-0.1 API, `handle = amp.init(enabled=...)` with `handle.scale_loss(loss, opt)` or
+    `opt = handle.wrap_optimizer(opt)` and `opt.scale_loss(loss)`, runs as O1 and becomes the
+    same scaler; a handle used any other way (several losses, handed on) keeps a TODO.
     """
 
     code = "A2N102"
@@ -118,6 +119,14 @@ class Initialize(Rule):
         if preset is not None:
             ctx.tx.edits.replace_statement(group, preset, lambda _u: [])
             ctx.tx.handle(group, preset)
+        for line, unwrapped in decision.wraps:
+            wrap = ctx.index.statement_at(line)
+            if wrap is None:
+                continue
+            width = ctx.index.indent_width(wrap)
+            kept = [ctx.gen.stmt(unwrapped, width)] if unwrapped else []
+            ctx.tx.edits.replace_statement(group, wrap, lambda _u, kept=kept: kept)
+            ctx.tx.handle(group, wrap)
         if outer is stmt:
             ctx.tx.edits.replace_statement(group, stmt, lambda _u: [creation, *rebind])
         else:

@@ -37,7 +37,13 @@ class BackwardSite:
     steps: list[cst.Call] = field(default_factory=list)
 
 
-def bind(call: cst.Call) -> dict[str, cst.BaseExpression] | None:
+def bind(call: cst.Call, wrapper: bool = False) -> dict[str, cst.BaseExpression] | None:
+    """The arguments by name; `wrapper`: the old API's `opt.scale_loss(loss)`, whose
+    optimizer is the receiver."""
+    if wrapper:
+        if len(call.args) != 1 or call.args[0].star or call.args[0].keyword:
+            return None
+        return {"loss": call.args[0].value, "optimizers": call.func.value}  # type: ignore
     out: dict[str, cst.BaseExpression] = {}
     for i, arg in enumerate(call.args):
         if arg.star:
@@ -101,7 +107,9 @@ class ScaleLoss(Rule):
         with_node = ctx.index.parent(item) if isinstance(item, cst.WithItem) else None
         if not isinstance(with_node, cst.With) or len(with_node.items) != 1:
             return ctx.refuse(call, self.code, "amp.scale_loss outside a one-item with statement")
-        bound = bind(call)
+        func = call.func
+        wrapper = isinstance(func, cst.Attribute) and ctx.names.wrapped_optimizer(func.value)
+        bound = bind(call, wrapper)
         if bound is None:
             return ctx.refuse(call, self.code, "amp.scale_loss arguments not understood")
         if item.asname is None or not isinstance(item.asname.name, cst.Name):

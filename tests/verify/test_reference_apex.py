@@ -94,6 +94,28 @@ def test_overflow_skips_exactly_one_step(amp):
     assert not all(torch.equal(a, p) for a, p in zip(before, model.parameters()))
 
 
+def test_old_api_wrapped_optimizer_unscales_and_skips_after_an_overflow(amp):
+    model, opt = make()
+    opt = amp.init(verbose=False).wrap_optimizer(opt)
+    before = [p.detach().clone() for p in model.parameters()]
+    loss = model(torch.randn(3, 4) * 1e6).float().pow(2).mean()
+    with opt.scale_loss(loss) as scaled:
+        scaled.backward()
+    assert opt._loss_scaler[0].loss_scale() == 2.0**15
+    opt.step()
+    assert all(torch.equal(a, p) for a, p in zip(before, model.parameters()))
+    x = torch.randn(3, 4)
+    opt.zero_grad()
+    with opt.scale_loss(model(x).float().pow(2).mean()) as scaled:
+        scaled.backward()
+    wrapped = [p.grad.clone() for p in model.parameters()]
+    opt.zero_grad()
+    model(x).float().pow(2).mean().backward()
+    assert all(torch.allclose(w, p.grad, rtol=1e-3) for w, p in zip(wrapped, model.parameters()))
+    opt.step()
+    assert not all(torch.equal(a, p) for a, p in zip(before, model.parameters()))
+
+
 def test_delay_unscale_keeps_gradients_scaled(amp):
     model, opt = make()
     model, opt = amp.initialize(model, opt, opt_level="O1", verbosity=0)

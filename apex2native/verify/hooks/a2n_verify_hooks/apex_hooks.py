@@ -65,6 +65,65 @@ class _ScaleLoss:
         return result
 
 
+class _WrapperScaleLoss:
+    """`opt.scale_loss(loss)` of the old API's optimizer wrapper (`handle.wrap_optimizer`)."""
+
+    def __init__(self, rec, wrapper, inner, loss):
+        self.rec, self.wrapper, self.inner, self.loss = rec, wrapper, inner, loss
+
+    def __enter__(self):
+        wrapper = self.wrapper
+        scale = 1.0
+        if wrapper._amp_handle.is_active():
+            scale = float(wrapper._loss_scaler[wrapper._loss_idx].loss_scale())
+        self.rec.set_pending(self.loss, scale, "apex")
+        return self.inner.__enter__()
+
+    def __exit__(self, *exc):
+        return self.inner.__exit__(*exc)
+
+
+def _record_wrapper(rec: Recorder, wrapper) -> None:
+    """Record the wrapper's scaled losses, and its skipped steps as step opportunities."""
+    scale_loss, step = wrapper.scale_loss, wrapper.step
+
+    def recorded_scale_loss(loss):
+        return _WrapperScaleLoss(rec, wrapper, scale_loss(loss), loss)
+
+    def recorded_step(*args, **kwargs):
+        began = rec.begin(wrapper._optimizer, direct=False)
+        result = step(*args, **kwargs)
+        if began:
+            rec.end()
+        return result
+
+    wrapper.scale_loss, wrapper.step = recorded_scale_loss, recorded_step
+
+
+def _patch_init(rec: Recorder, amp, amp_off: bool) -> None:
+    """`amp.init` (the pre-0.1 API): its handle's wrapped optimizers are recorded."""
+    orig_init = getattr(amp, "init", None)
+    if orig_init is None:
+        return
+
+    def init(*args, **kwargs):
+        if amp_off:
+            args, kwargs = args[1:], {**kwargs, "enabled": False}
+        handle = orig_init(*args, **kwargs)
+        orig_wrap = getattr(handle, "wrap_optimizer", None)
+        if orig_wrap is not None:
+
+            def wrap_optimizer(optimizer, num_loss=1):
+                wrapper = orig_wrap(optimizer, num_loss)
+                _record_wrapper(rec, wrapper)
+                return wrapper
+
+            handle.wrap_optimizer = wrap_optimizer
+        return handle
+
+    amp.init = init
+
+
 def patch_amp(rec: Recorder, amp, amp_off: bool) -> None:
     """Wrap `scale_loss` (and `initialize` when amp must be off) on an imported apex.amp."""
     if getattr(amp, "_a2n_patched", False):
@@ -77,6 +136,7 @@ def patch_amp(rec: Recorder, amp, amp_off: bool) -> None:
         return _ScaleLoss(rec, amp, inner, loss, optimizers, loss_id)
 
     amp.scale_loss = scale_loss
+    _patch_init(rec, amp, amp_off)
     handle = sys.modules.get("apex.amp.handle")
     if handle is not None and getattr(handle, "scale_loss", None) is orig_scale_loss:
         handle.scale_loss = scale_loss

@@ -68,6 +68,12 @@ class AmpHandle:
             guard.__exit__(None, None, None)
             self._is_active = True
 
+    def wrap_optimizer(self, optimizer, num_loss: int = 1):
+        """The old API's optimizer wrapper, which apex kept working."""
+        from .opt import OptimWrapper
+
+        return OptimWrapper(optimizer, self, num_loss)
+
     def scale_loss(self, *args, **kwargs):
         raise RuntimeError(
             "The old Amp API is no longer supported.  Please move to the new API, documented "
@@ -87,6 +93,11 @@ class NoOpHandle:
 
     def _clear_cache(self) -> None:
         pass
+
+    def wrap_optimizer(self, optimizer, num_loss: int = 1):
+        from .opt import OptimWrapper
+
+        return OptimWrapper(optimizer, self, num_loss)
 
     @contextlib.contextmanager
     def _disable_casts(self):
