@@ -19,6 +19,7 @@ from apex2native.apex_imports import (
 from apex2native.context import FileContext
 from apex2native.facts import FileFacts
 from apex2native.findings import SAFE
+from apex2native.guards import unbound_names
 from apex2native.index import TreeIndex, descendants
 from apex2native.rules.base import Rule
 from apex2native.scopes import absolute_name, import_qualified
@@ -233,15 +234,30 @@ class _Cleanup(cst.CSTTransformer):
             and any(self._keep(imp, a) for a in _aliases(imp))
             for imp in imports
         )
+        self.stars = self._unused_stars(imports)
         self.hot = index.paths_to(
             [
-                *(i for i in imports if self.migrated[id(i)]),
+                *(i for i in imports if self.migrated[id(i)] or id(i) in self.stars),
                 *apex_guards(index),
                 *self.dead_nones,
             ]
         )
         self._empty: set[int] = set()
         self._markers: list[cst.CSTNode] = []  # kept alive: their ids must not be reused
+
+    def _unused_stars(self, imports) -> set[int]:
+        """`from apex.fp16_utils import *` when the module reads no name that a statement of
+        its own does not bind: the star supplies nothing that is used, and goes."""
+        stars = [
+            i
+            for i in imports
+            if isinstance(i, cst.ImportFrom)
+            and isinstance(i.names, cst.ImportStar)
+            and is_apex_import(i)
+        ]
+        if not stars or unbound_names(self.index.module.code):
+            return set()
+        return {id(i) for i in stars}
 
     def _removable(self, node: cst.CSTNode) -> set[str] | None:
         """The names an import binds that may go once unused (apex's, or re-exports of it)."""
@@ -281,6 +297,8 @@ class _Cleanup(cst.CSTTransformer):
         return updated_node.with_changes(names=_fix_commas(names))
 
     def leave_ImportFrom(self, original_node, updated_node):
+        if id(original_node) in self.stars and not self._probing(original_node):
+            return cst.RemoveFromParent()
         if (
             not self.migrated.get(id(original_node))
             or isinstance(updated_node.names, cst.ImportStar)

@@ -6,8 +6,10 @@ import re
 
 import libcst as cst
 
+from apex2native.apex_imports import is_apex_import
 from apex2native.context import FileContext
 from apex2native.findings import MANUAL
+from apex2native.guards import unbound_names
 from apex2native.index import COMPOUND
 from apex2native.rules.base import Rule
 
@@ -45,6 +47,7 @@ class Leftovers(Rule):
         self._marked(ctx)
         self._dynamic_imports(ctx)
         self._star_imported(ctx)
+        self._apex_stars(ctx)
         handled = ctx.tx.handled()
         for ref, name in ctx.names.refs():
             if ref in handled or ctx.tx.explained(ref):
@@ -113,6 +116,29 @@ class Leftovers(Rule):
                 continue
             seen.add(id(stmt))
             ctx.tx.todo(node, self.code, f"`amp.{node.attr.value}`: {why}; migrate it by hand")
+
+    def _apex_stars(self, ctx: FileContext) -> None:
+        """`from apex.fp16_utils import *` while the module reads names no statement binds:
+        apex may supply them, and no rule can tell which."""
+        stars = [
+            n
+            for n in ctx.index.within(ctx.module, cst.ImportFrom)
+            if isinstance(n.names, cst.ImportStar) and is_apex_import(n)
+        ]
+        if not stars:
+            return
+        unbound = sorted(unbound_names(ctx.index.text or ctx.module.code))
+        if not unbound:
+            return
+        names = ", ".join(f"`{n}`" for n in unbound[:5]) + (", ..." if len(unbound) > 5 else "")
+        for node in stars:
+            module = ctx.index.code(node.module) if node.module is not None else ""
+            ctx.tx.todo(
+                node,
+                self.code,
+                f"`from {module} import *` may supply {names} (read here, bound by no "
+                "statement): import what is used from its native home by hand",
+            )
 
     def _marked(self, ctx: FileContext) -> None:
         """Markers left by an earlier run still count: `--check` fails until a person acts."""

@@ -6,7 +6,8 @@ import libcst as cst
 
 from apex2native.apex_imports import catches_import_errors, is_apex_import
 from apex2native.context import FileContext
-from apex2native.findings import NUMERICS
+from apex2native.findings import NUMERICS, SAFE
+from apex2native.guards import unbound_names
 from apex2native.rules.apex_modules import SAME_NAME
 from apex2native.rules.base import Rule
 
@@ -30,7 +31,9 @@ class OptionalApex(Rule):
     The hint about installing apex goes with the import. Only whole-module apex classes
     qualify (not `amp`, which other rules migrate), and only when the fallback binds every
     name the import bound; the fallback's own numbers may differ from apex's fused kernel
-    (an eps, a Python implementation), which the report says.
+    (an eps, a Python implementation), which the report says. A guarded
+    `from apex.fp16_utils import *` goes with its hint when the module reads no name that
+    its own statements do not bind (nothing it could supply is used).
     """
 
     code = "A2N115"
@@ -40,6 +43,8 @@ class OptionalApex(Rule):
 
     def apply(self, ctx: FileContext) -> None:
         for node in ctx.index.within(ctx.module, cst.Try):
+            if self._unused_star(ctx, node):
+                continue
             fallback = self._fallback(ctx, node)
             if fallback is None:
                 self._unwrap(ctx, node)
@@ -62,6 +67,47 @@ class OptionalApex(Rule):
                 "defaults against apex's (FusedLayerNorm: eps=1e-5, elementwise affine)",
                 NUMERICS,
             )
+
+    def _unused_star(self, ctx: FileContext, node: cst.Try) -> bool:
+        """`try: from apex.fp16_utils import *` / `except ImportError: print(hint)` in a
+        module that reads no name its own statements do not bind: the star supplies nothing
+        that is used, so the guard goes (without apex it only printed the hint)."""
+        if node.orelse is not None or node.finalbody is not None or len(node.handlers) != 1:
+            return False
+        handler = node.handlers[0]
+        if not catches_import_errors(node) or handler.name is not None:
+            return False
+        if not isinstance(node.body, cst.IndentedBlock) or not isinstance(
+            handler.body, cst.IndentedBlock
+        ):
+            return False
+        for stmt in node.body.body:
+            small = stmt.body if isinstance(stmt, cst.SimpleStatementLine) else ()
+            if not (
+                len(small) == 1
+                and isinstance(small[0], cst.ImportFrom)
+                and isinstance(small[0].names, cst.ImportStar)
+                and is_apex_import(small[0])
+            ):
+                return False
+        if not all(_install_hint(ctx, s) or _is_pass(s) for s in handler.body.body):
+            return False
+        if unbound_names(ctx.index.text or ctx.module.code):
+            return False
+        group = object()
+        ctx.tx.edits.replace_statement(group, node, lambda _u: [])
+        for ref, _name in ctx.names.refs():
+            if ctx.index.contains(node, ref):
+                ctx.tx.handle(group, ref)
+        ctx.tx.note(
+            group,
+            node,
+            self.code,
+            "unused `from apex... import *` and its ImportError hint removed: the module "
+            "reads no name the star import could supply",
+            SAFE,
+        )
+        return True
 
     def _unwrap(self, ctx: FileContext, node: cst.Try) -> None:
         """`try: from apex.parallel import DDP as A` / `except ImportError: from torch...
@@ -163,6 +209,12 @@ def _binds(statements: list[cst.BaseStatement]) -> set[str]:
                         if isinstance(target, cst.Name):
                             out.add(target.value)
     return out
+
+
+def _is_pass(stmt: cst.BaseStatement) -> bool:
+    return isinstance(stmt, cst.SimpleStatementLine) and all(
+        isinstance(small, cst.Pass) for small in stmt.body
+    )
 
 
 def _is_import(stmt: cst.BaseStatement) -> bool:
