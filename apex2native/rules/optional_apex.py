@@ -31,7 +31,8 @@ class OptionalApex(Rule):
     The hint about installing apex goes with the import. Only whole-module apex classes
     qualify (not `amp`, which other rules migrate), and only when the fallback binds every
     name the import bound; the fallback's own numbers may differ from apex's fused kernel
-    (an eps, a Python implementation), which the report says. A guarded
+    (an eps, a Python implementation), which the report says. A flag the guard sets
+    (`HAS_APEX = True` / `False`) takes the fallback's value. A guarded
     `from apex.fp16_utils import *` goes with its hint when the module reads no name that
     its own statements do not bind (nothing it could supply is used).
     """
@@ -155,6 +156,12 @@ class OptionalApex(Rule):
         imported: set[str] = set()
         for stmt in node.body.body:
             small = stmt.body if isinstance(stmt, cst.SimpleStatementLine) else ()
+            flag = _flag(small[0]) if len(small) == 1 else None
+            if flag is not None:
+                if _assignments(ctx, flag) != 2:
+                    return None  # set elsewhere too: other guards may read it as theirs
+                imported.add(flag)  # `HAS_APEX = True`: the fallback must set it too
+                continue
             if len(small) != 1 or not isinstance(small[0], cst.ImportFrom):
                 return None
             imp = small[0]
@@ -209,6 +216,32 @@ def _binds(statements: list[cst.BaseStatement]) -> set[str]:
                         if isinstance(target, cst.Name):
                             out.add(target.value)
     return out
+
+
+def _flag(small: cst.BaseSmallStatement) -> str | None:
+    """`HAS_APEX = True`: a name set to a constant, the flag a guard records."""
+    if not (
+        isinstance(small, cst.Assign)
+        and len(small.targets) == 1
+        and isinstance(small.targets[0].target, cst.Name)
+    ):
+        return None
+    value = small.value
+    constant = (cst.Integer, cst.Float, cst.SimpleString)
+    if isinstance(value, constant) or (
+        isinstance(value, cst.Name) and value.value in ("True", "False", "None")
+    ):
+        return small.targets[0].target.value
+    return None
+
+
+def _assignments(ctx: FileContext, name: str) -> int:
+    return sum(
+        1
+        for a in ctx.index.within(ctx.module, cst.Assign)
+        for t in a.targets
+        if isinstance(t.target, cst.Name) and t.target.value == name
+    )
 
 
 def _is_pass(stmt: cst.BaseStatement) -> bool:
