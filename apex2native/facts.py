@@ -52,7 +52,8 @@ class InitDecision:
     spec: ScalerSpec | None = None
     once: str | None = None  # a one-shot guard the creation stays under (`not self.ready`)
     companion: str = ""  # inference: the scaler made just before for the trained model
-    preset_line: int = 0  # `amp._amp_state.loss_scalers[0]._loss_scale = x` folded into it
+    # `amp._amp_state.loss_scalers[0]._loss_scale = x` and the like, folded into it
+    preset_lines: tuple[int, ...] = ()
     # `opt = handle.wrap_optimizer(opt)` of the old API: (line, what replaces it, or None)
     wraps: tuple[tuple[int, str | None], ...] = ()
 

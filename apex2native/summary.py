@@ -37,6 +37,8 @@ from apex2native.scopes import (
 from apex2native.target import RENAMES
 
 PRIVATE_STATE = {"apex.amp._amp_state", "apex.amp._amp_state._amp_state"}
+# fields of apex's LossScaler that scripts set right after initialize -> GradScaler options
+PRIVATE_FIELDS = {"_loss_scale": "init_scale", "_scale_seq_len": "growth_interval"}
 
 NEEDS = ("apex.amp.scale_loss", "apex.amp.state_dict", "apex.amp.load_state_dict")
 SCALER_NAMES = ("scaler", "grad_scaler", "amp_scaler")
@@ -988,14 +990,13 @@ class _InitAnalysis:
             return self.site(self.decision(problem=options.problem), home)
         if note is not None:
             options.messages.append(note)
-        preset = self._preset_scale(args, options, hoisted=outer is not stmt)
-        if preset is not None:
-            options.kwargs = [(k, v) for k, v in options.kwargs if k != "init_scale"]
-            options.kwargs.append(("init_scale", preset[1]))
+        presets = self._presets(args, options, hoisted=outer is not stmt)
+        for line, keyword, code in presets:
+            options.kwargs = [(k, v) for k, v in options.kwargs if k != keyword]
+            options.kwargs.append((keyword, code))
             options.messages.append(
                 (
-                    f"the starting loss scale set through apex's private state (line {preset[0]}) "
-                    f"-> init_scale={preset[1]}",
+                    f"apex's private scaler state set on line {line} -> {keyword}={code}",
                     SAFE,
                 )
             )
@@ -1026,48 +1027,49 @@ class _InitAnalysis:
             autocast_enabled=options.autocast_enabled,
             spec=spec,
             once=once,
-            preset_line=preset[0] if preset is not None else 0,
+            preset_lines=tuple(line for line, _, _ in presets),
             wraps=self.wraps,
         )
         self.taken.setdefault(home, []).append((access, set(opt_codes), unit))
         o.opt_levels[unit] = args["opt_level"].code if "opt_level" in args else None
         return self.site(decision, home, model_codes)
 
-    def _preset_scale(self, args, options, hoisted: bool) -> tuple[int, str] | None:
-        """`amp._amp_state.loss_scalers[0]._loss_scale = x` right after the call: the
-        starting scale of apex's one dynamic scaler, which is GradScaler's `init_scale`.
+    def _presets(self, args, options, hoisted: bool) -> list[tuple[int, str, str]]:
+        """`amp._amp_state.loss_scalers[0]._loss_scale = x` (and `._scale_seq_len = n`)
+        right after the call: the starting scale and growth window of apex's one dynamic
+        scaler, which are GradScaler's `init_scale` and `growth_interval`.
 
         A value that is not a constant must be readable where the scaler is made: not
         when the creation moves above a guard.
         """
-        siblings = self._siblings()
-        at = next(i for i, s in enumerate(siblings) if s is self.stmt)
-        if at + 1 >= len(siblings):
-            return None
-        nxt = siblings[at + 1]
-        if not (isinstance(nxt, ast.Assign) and len(nxt.targets) == 1):
-            return None
-        target = nxt.targets[0]
-        scalers = target.value if isinstance(target, ast.Attribute) else None
-        if not (
-            isinstance(target, ast.Attribute)
-            and target.attr == "_loss_scale"
-            and isinstance(scalers, ast.Subscript)
-            and isinstance(scalers.slice, ast.Constant)
-            and scalers.slice.value == 0
-            and isinstance(scalers.value, ast.Attribute)
-            and scalers.value.attr == "loss_scalers"
-            and self.o.apex_name(scalers.value.value) in PRIVATE_STATE
-        ):
-            return None
         dynamic = "loss_scale" not in args or args["loss_scale"].literal == "dynamic"
         single = "num_losses" not in args or args["num_losses"].literal == 1
         if not dynamic or not single or ("enabled", "False") in options.kwargs:
-            return None
-        code = self.o.code(nxt.value)
-        if not (_constant(nxt.value) or (DOTTED.match(code) and not hoisted)):
-            return None
-        return nxt.lineno, code
+            return []
+        siblings = self._siblings()
+        at = next(i for i, s in enumerate(siblings) if s is self.stmt)
+        out: list[tuple[int, str, str]] = []
+        for nxt in siblings[at + 1 :]:
+            if not (isinstance(nxt, ast.Assign) and len(nxt.targets) == 1):
+                break
+            target = nxt.targets[0]
+            scalers = target.value if isinstance(target, ast.Attribute) else None
+            if not (
+                isinstance(target, ast.Attribute)
+                and target.attr in PRIVATE_FIELDS
+                and isinstance(scalers, ast.Subscript)
+                and isinstance(scalers.slice, ast.Constant)
+                and scalers.slice.value == 0
+                and isinstance(scalers.value, ast.Attribute)
+                and scalers.value.attr == "loss_scalers"
+                and self.o.apex_name(scalers.value.value) in PRIVATE_STATE
+            ):
+                break
+            code = self.o.code(nxt.value)
+            if not (_constant(nxt.value) or (DOTTED.match(code) and not hoisted)):
+                break
+            out.append((nxt.lineno, PRIVATE_FIELDS[target.attr], code))
+        return out
 
     def _expand(self, node: ast.AST) -> dict[str, ast.AST] | None:
         """`**amp_args` where the same function built `amp_args` as a dict literal.

@@ -27,7 +27,8 @@ class Initialize(Rule):
     (`scaler_options.py`), which tells every other file of the migration unit too.
 
     A starting scale set through apex's private state right after the call
-    (`amp._amp_state.loss_scalers[0]._loss_scale = 2**20`) becomes `init_scale=`. The
+    (`amp._amp_state.loss_scalers[0]._loss_scale = 2**20`) becomes `init_scale=`, and
+    its growth window (`._scale_seq_len`) `growth_interval=`. The
     pre-0.1 API, `handle = amp.init(enabled=...)` with `handle.scale_loss(loss, opt)` or
     `opt = handle.wrap_optimizer(opt)` and `opt.scale_loss(loss)`, runs as O1 and becomes the
     same scaler; a handle used any other way (several losses, handed on) keeps a TODO.
@@ -115,10 +116,11 @@ class Initialize(Rule):
         ctx.add_scaler(scaler)
         ctx.unit_facts.scaler_switch[scaler.unit] = decision.autocast_enabled or ""
         ctx.tx.handle(group, call.func)
-        preset = ctx.index.statement_at(decision.preset_line) if decision.preset_line else None
-        if preset is not None:
-            ctx.tx.edits.replace_statement(group, preset, lambda _u: [])
-            ctx.tx.handle(group, preset)
+        for line in decision.preset_lines:
+            preset = ctx.index.statement_at(line)
+            if preset is not None:
+                ctx.tx.edits.replace_statement(group, preset, lambda _u: [])
+                ctx.tx.handle(group, preset)
         for line, unwrapped in decision.wraps:
             wrap = ctx.index.statement_at(line)
             if wrap is None:
