@@ -17,6 +17,7 @@ from apex2native.rules.deprecated_amp import DeprecatedAmp
 from apex2native.rules.disable_casts import DisableCasts
 from apex2native.rules.dual_backend import DualBackend
 from apex2native.rules.evaluation import Evaluation
+from apex2native.rules.fp16_optimizer import FP16Optimizer
 from apex2native.rules.imports import Imports
 from apex2native.rules.initialize import Initialize
 from apex2native.rules.leftovers import Leftovers
@@ -37,6 +38,7 @@ ALL_RULES: tuple[type[Rule], ...] = (
     ThreadScaler,
     AmpSwitch,
     ScaleLoss,
+    FP16Optimizer,
     Step,
     Unscale,
     Autocast,
@@ -51,8 +53,9 @@ ALL_RULES: tuple[type[Rule], ...] = (
     Leftovers,
 )
 
-# A scaled backward without its step and unscale would train on scaled gradients.
-REQUIRED_WITH = {"A2N103": ("A2N104", "A2N105")}
+# A scaled backward without its step and unscale would train on scaled gradients; the step
+# and unscale rules only extend the sites that these rules make.
+REQUIRED_WITH = {"A2N103": ("A2N104", "A2N105"), "A2N117": ("A2N104", "A2N105")}
 
 
 def rules_for(select: tuple[str, ...] = (), ignore: tuple[str, ...] = ()) -> list[Rule]:
@@ -62,8 +65,9 @@ def rules_for(select: tuple[str, ...] = (), ignore: tuple[str, ...] = ()) -> lis
     for code, required in REQUIRED_WITH.items():
         if code in codes:
             codes.update(required)
-        elif any(r in codes for r in required):
-            codes.difference_update(required)
+    for required in {r for rs in REQUIRED_WITH.values() for r in rs}:
+        if not any(required in rs and code in codes for code, rs in REQUIRED_WITH.items()):
+            codes.discard(required)  # it only extends the sites its parent rules make
     return [r() for r in ALL_RULES if r.code in codes]
 
 

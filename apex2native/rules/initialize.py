@@ -134,7 +134,7 @@ class Initialize(Rule):
         else:
             ctx.tx.edits.insert_before(group, outer, creation)
             ctx.tx.edits.replace_statement(group, stmt, lambda _u: rebind)
-            ctx.tx.edits.replace_statement(group, outer, _drop_if_empty)
+            ctx.tx.edits.replace_statement(group, outer, drop_if_empty)
         where = "self attribute" if scaler.access.startswith("self.") else "local"
         ctx.tx.note(group, call, self.code, f"amp.initialize -> {scaler.access} ({where})", SAFE)
         if decision.once:
@@ -176,7 +176,7 @@ def _in_main_guard(ctx: FileContext, node: cst.CSTNode) -> bool:
     )
 
 
-def _drop_if_empty(updated: cst.If) -> list[cst.BaseStatement]:
+def drop_if_empty(updated: cst.If) -> list[cst.BaseStatement]:
     """An `if` whose body held only the initialize call goes away with it."""
     body = updated.body.body
     empty = all(

@@ -304,7 +304,12 @@ def _backward_receiver(ctx: FileContext, node: cst.Name) -> bool:
     )
 
 
-def _only_backward(with_node: cst.With) -> cst.Call | None:
+def _only_backward(with_node: cst.CSTNode) -> cst.Call | None:
+    """The backward of `scaled_loss` when it is all the block does; for a site that is one
+    statement (`optimizer.backward(loss)`), that statement's call."""
+    if not isinstance(with_node, cst.With):
+        small = with_node.body[0] if isinstance(with_node, cst.SimpleStatementLine) else None
+        return small.value if isinstance(small, cst.Expr) else None  # type: ignore[return-value]
     body = with_node.body
     stmts = body.body
     if len(stmts) != 1:

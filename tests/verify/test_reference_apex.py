@@ -116,6 +116,29 @@ def test_old_api_wrapped_optimizer_unscales_and_skips_after_an_overflow(amp):
     assert not all(torch.equal(a, p) for a, p in zip(before, model.parameters()))
 
 
+def test_fp16_optimizer_keeps_fp32_masters_and_skips_an_overflowing_step(amp):
+    from apex.fp16_utils import FP16_Optimizer
+
+    model, opt = make()
+    model.half()
+    opt = FP16_Optimizer(opt, dynamic_loss_scale=True, verbose=False)
+    masters = [p for group in opt.param_groups for p in group["params"]]
+    assert all(p.dtype == torch.float32 for p in masters)
+    before = [p.detach().clone() for p in model.parameters()]
+    opt.backward(model(torch.randn(3, 4).half() * 1e4).float().pow(2).mean() * 1e4)
+    assert opt.overflow and opt.loss_scale == 2.0**15
+    opt.step()
+    assert all(torch.equal(a, p) for a, p in zip(before, model.parameters()))
+    opt.zero_grad()
+    opt.backward(model(torch.randn(3, 4).half()).float().pow(2).mean())
+    assert not opt.overflow
+    opt.clip_master_grads(1e-3)
+    opt.step()
+    assert all(p.dtype == torch.float16 for p in model.parameters())
+    assert all(torch.equal(m.half(), p) for m, p in zip(masters, model.parameters()))
+    assert not all(torch.equal(a, p) for a, p in zip(before, model.parameters()))
+
+
 def test_delay_unscale_keeps_gradients_scaled(amp):
     model, opt = make()
     model, opt = amp.initialize(model, opt, opt_level="O1", verbosity=0)

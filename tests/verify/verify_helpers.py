@@ -52,9 +52,15 @@ def materialize(case: str, mutant: str, dest: Path) -> Path:
 
 def config(case: str) -> dict:
     """How a fixture runs when not as plain `python train.py` (fixtures/verify/<case>/verify.json):
-    extra program arguments, and the checkpoint to resume from (as `--resume-from` would)."""
+    extra program arguments, the checkpoint to resume from (as `--resume-from` would), and the
+    comparison mode."""
     path = FIXTURES / case / "verify.json"
     return json.loads(path.read_text()) if path.is_file() else {}
+
+
+def compare_mode(case: str) -> str:
+    """`exact` unless the fixture's rewrite changes the numbers by design (verify.json)."""
+    return config(case).get("compare", "exact")
 
 
 def checkpoint(case: str) -> Path | None:

@@ -1,4 +1,5 @@
-"""Recording hooks on `apex.amp` (real or stand-in), installed right after it is imported.
+"""Recording hooks on `apex.amp` and `apex.fp16_utils` (real or stand-in), installed right
+after they are imported.
 
 `scale_loss` is wrapped to record the unscaled loss and the scale in use, and to wrap the
 one-shot skip that apex installs as an instance attribute `optimizer.step` after an overflow,
@@ -153,6 +154,29 @@ def patch_amp(rec: Recorder, amp, amp_off: bool) -> None:
             frontend.initialize = initialize
 
 
+def patch_fp16_utils(rec: Recorder, module) -> None:
+    """`FP16_Optimizer.backward` records the loss and its scale; `step` counts a skipped
+    step (an overflow) as a step opportunity."""
+    cls = getattr(module, "FP16_Optimizer", None)
+    if cls is None or getattr(cls, "_a2n_patched", False):
+        return
+    cls._a2n_patched = True
+    backward, step = cls.backward, cls.step
+
+    def recorded_backward(self, loss, *args, **kwargs):
+        rec.set_pending(loss, float(self.loss_scaler.loss_scale()), "apex")
+        return backward(self, loss, *args, **kwargs)
+
+    def recorded_step(self, *args, **kwargs):
+        began = rec.begin(self.optimizer, direct=False)
+        result = step(self, *args, **kwargs)
+        if began:
+            rec.end()
+        return result
+
+    cls.backward, cls.step = recorded_backward, recorded_step
+
+
 class _PatchingLoader(importlib.abc.Loader):
     def __init__(self, inner, after):
         self.inner, self.after = inner, after
@@ -166,13 +190,14 @@ class _PatchingLoader(importlib.abc.Loader):
 
 
 class _AmpFinder(importlib.abc.MetaPathFinder):
-    """Patch `apex.amp` as soon as it is executed, before user code binds its names."""
+    """Patch `apex.amp` (and `apex.fp16_utils`) as soon as it is executed, before user code
+    binds its names."""
 
     def __init__(self, after):
-        self.after = after
+        self.after = after  # module name -> what to do with the module
 
     def find_spec(self, name, path, target=None):
-        if name != "apex.amp":
+        if name not in self.after:
             return None
         for finder in sys.meta_path:
             if finder is self or not hasattr(finder, "find_spec"):
@@ -180,7 +205,7 @@ class _AmpFinder(importlib.abc.MetaPathFinder):
             spec = finder.find_spec(name, path, target)
             if spec is not None:
                 if spec.loader is not None:
-                    spec.loader = _PatchingLoader(spec.loader, self.after)
+                    spec.loader = _PatchingLoader(spec.loader, self.after[name])
                 return spec
         return None
 
@@ -188,10 +213,15 @@ class _AmpFinder(importlib.abc.MetaPathFinder):
 def install(rec: Recorder, amp_off: bool) -> None:
     """Patch apex.amp now if already imported, else when it gets imported."""
 
-    def after(module):
-        patch_amp(rec, module, amp_off)
-
-    if "apex.amp" in sys.modules:
-        after(sys.modules["apex.amp"])
-    else:
-        sys.meta_path.insert(0, _AmpFinder(after))
+    after = {
+        "apex.amp": lambda module: patch_amp(rec, module, amp_off),
+        "apex.fp16_utils": lambda module: patch_fp16_utils(rec, module),
+    }
+    waiting = {}
+    for name, patch in after.items():
+        if name in sys.modules:
+            patch(sys.modules[name])
+        else:
+            waiting[name] = patch
+    if waiting:
+        sys.meta_path.insert(0, _AmpFinder(waiting))

@@ -7,9 +7,9 @@ on a CPU and shares the cast engine of a native rewrite. It is not NVIDIA's code
 
 import torch
 
-from . import amp, normalization, optimizers
+from . import amp, fp16_utils, normalization, optimizers
 
-__all__ = ["amp", "normalization", "optimizers"]
+__all__ = ["amp", "fp16_utils", "normalization", "optimizers"]
 
 if torch.distributed.is_available():
     from . import parallel  # noqa: F401

@@ -1,0 +1,461 @@
+"""A2N117: apex's `FP16_Optimizer` over a `.half()` model becomes a fp32 model, autocast and
+a GradScaler."""
+
+from __future__ import annotations
+
+import libcst as cst
+
+from apex2native.context import FileContext, Scaler
+from apex2native.findings import NUMERICS, SAFE
+from apex2native.rules.base import Rule
+from apex2native.rules.initialize import drop_if_empty
+from apex2native.rules.scale_loss import BackwardSite, ScaleLoss
+from apex2native.scaler_options import DOTTED, NUMERIC, normalize
+
+SPELLINGS = (
+    "apex.fp16_utils.FP16_Optimizer",
+    "apex.fp16_utils.fp16_optimizer.FP16_Optimizer",
+    "apex.optimizers.FP16_Optimizer",
+    "apex.optimizers.fp16_optimizer.FP16_Optimizer",
+)
+PARAMS = ("init_optimizer", "static_loss_scale", "dynamic_loss_scale", "dynamic_loss_args")
+USES = {"backward", "clip_master_grads", "step", "zero_grad"}
+HALF_HELPERS = {"apex.fp16_utils.network_to_half", "apex.fp16_utils.BN_convert_float"}
+
+
+class _Refused(Exception):
+    """The site stays apex; the message is its TODO."""
+
+
+class FP16Optimizer(Rule):
+    """`FP16_Optimizer` (the manual-`.half()` recipe) becomes autocast and a GradScaler.
+
+    Before:
+        model = Net().cuda().half()
+        optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+        optimizer = FP16_Optimizer(optimizer, dynamic_loss_scale=True)
+        ...
+        optimizer.backward(loss)
+        optimizer.clip_master_grads(1.0)
+        optimizer.step()
+    After:
+        model = Net().cuda()
+        optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+        scaler = torch.amp.GradScaler("cuda")
+        ...
+        scaler.scale(loss).backward()
+        scaler.unscale_(optimizer)
+        torch.nn.utils.clip_grad_norm_(<optimizer's params>, 1.0)
+        scaler.step(optimizer)
+        scaler.update()
+
+    apex kept the model in fp16 with fp32 master copies in the optimizer; natively the model
+    stays fp32 and its forward runs under autocast (numerics and memory differ, as for O2).
+    The `.half()` that made the model fp16 goes; `.half()` on data stays (autocast casts
+    where it computes in fp16). Only the wrapper's own methods (`backward`, `clip_master_grads`,
+    `step`, `zero_grad`) in the function that makes it are migrated; anything else (its
+    state dict, `loss_scale`, a wrapper handed on) keeps the whole site apex with a TODO.
+    """
+
+    code = "A2N117"
+    name = "fp16-optimizer"
+    tier = NUMERICS
+    summary = "FP16_Optimizer + .half() model -> fp32 model, autocast, GradScaler"
+
+    def apply(self, ctx: FileContext) -> None:
+        calls = [c for name in SPELLINGS for c in ctx.names.calls_to(name)]
+        for call in sorted(calls, key=ctx.index.order):
+            try:
+                self._site(ctx, call)
+            except _Refused as why:
+                ctx.tx.todo(call, self.code, f"FP16_Optimizer: {why}; migrate it by hand")
+
+    def _site(self, ctx: FileContext, call: cst.Call) -> None:
+        index = ctx.index
+        stmt = index.statement_of(call)
+        small = stmt.body[0] if isinstance(stmt, cst.SimpleStatementLine) else None
+        if not (
+            isinstance(small, cst.Assign)
+            and len(stmt.body) == 1
+            and small.value is call
+            and len(small.targets) == 1
+            and isinstance(small.targets[0].target, cst.Name)
+        ):
+            raise _Refused("its result is not assigned to one name")
+        wrapper = small.targets[0].target.value
+        args = _bind(call)
+        if args is None or "init_optimizer" not in args:
+            raise _Refused("arguments not understood")
+        if "dynamic_loss_args" in args and index.code(args["dynamic_loss_args"]) != "None":
+            raise _Refused("dynamic_loss_args has no GradScaler spelling here")
+        inner = args["init_optimizer"]
+        if not isinstance(inner, (cst.Name, cst.Call)):
+            raise _Refused("the wrapped optimizer is not a name or a constructor call")
+        scope = index.scope_of(call)
+        outer, condition = _guard(ctx, stmt)
+        uses = self._uses(ctx, scope, stmt, wrapper)
+        if not uses["backward"]:
+            raise _Refused(f"no `{wrapper}.backward(loss)` in this function")
+        model = _model(ctx, scope, stmt, inner)
+        halves, data = _halves(ctx, scope, model)
+        access = _free_name(ctx, scope)
+        kwargs, update, scaling = _options(ctx, args)
+        if condition is not None and scaling:
+            kwargs.insert(0, ("enabled", f"bool({condition})"))
+        unit = f"{ctx.facts.module or '<module>'}:FP16_Optimizer:{index.line(stmt)}"
+        scaler = Scaler(
+            access,
+            scope,
+            {wrapper},
+            conditions={normalize(condition)} if condition else set(),
+            autocast_enabled=(
+                (f"{access}.is_enabled()" if scaling else condition) if condition else None
+            ),
+            update_args=update,
+            init_call=call,
+            unit=unit,
+            update_scope=scope if update and not NUMERIC.match(update.split("=", 1)[1]) else None,
+        )
+        group = scaler.group
+        ctx.tx.tag(group, unit)
+        ctx.add_scaler(scaler)
+        ctx.needs_torch = True
+        ctx.tx.handle(group, call.func)
+        creation = ctx.gen.stmt(
+            f"{access} = {ctx.gen.grad_scaler(ctx.options.device_type, kwargs)}",
+            index.indent_width(outer),
+        )
+        inner_code = index.code(inner)
+        rebind = [] if wrapper == inner_code else [f"{wrapper} = {inner_code}"]
+        kept = [ctx.gen.stmt(r, index.indent_width(stmt)) for r in rebind]
+        if outer is stmt:
+            ctx.tx.edits.replace_statement(group, stmt, lambda _u: [creation, *kept])
+        else:
+            ctx.tx.edits.insert_before(group, outer, creation)
+            ctx.tx.edits.replace_statement(group, stmt, lambda _u: kept)
+            ctx.tx.edits.replace_statement(group, outer, drop_if_empty)
+        for half in halves:
+            self._unhalf(ctx, group, half, model)
+        for half in data:
+            self._unhalf_data(ctx, group, half)
+        for clip in uses["clip_master_grads"]:
+            self._clip(ctx, group, clip, wrapper)
+        for backward in uses["backward"]:
+            self._backward(ctx, scaler, backward)
+        ctx.tx.note(
+            group,
+            call,
+            self.code,
+            f"FP16_Optimizer -> {access}; the model stays fp32 under autocast, where apex kept "
+            "fp16 weights with fp32 master copies (numbers and memory differ)",
+            NUMERICS,
+        )
+        if update:
+            ctx.tx.note(
+                group,
+                call,
+                self.code,
+                "a static loss scale: GradScaler skips steps with inf/NaN gradients, which "
+                "FP16_Optimizer's static scale applied",
+                NUMERICS,
+            )
+
+    def _uses(
+        self, ctx: FileContext, scope: cst.CSTNode, stmt: cst.CSTNode, wrapper: str
+    ) -> dict[str, list[cst.Call]]:
+        """The wrapper's method calls after it is made; any other use refuses the site."""
+        index = ctx.index
+        out: dict[str, list[cst.Call]] = {name: [] for name in USES}
+        for name in index.reads.get(wrapper, []):
+            if (
+                not index.contains(scope, name)
+                or index.order(name) < index.order(stmt)
+                or index.contains(stmt, name)
+            ):
+                continue
+            if index.scope_of(name) is not scope:
+                raise _Refused(f"`{wrapper}` is used inside a nested function or class")
+            attr = index.parent(name)
+            call = index.parent(attr)
+            if not (
+                isinstance(attr, cst.Attribute)
+                and attr.attr.value in USES
+                and isinstance(call, cst.Call)
+                and call.func is attr
+            ):
+                raise _Refused(f"`{index.code(attr)}` has no native spelling here")
+            method = attr.attr.value
+            shape = {"backward": 1, "clip_master_grads": None, "step": 0, "zero_grad": 0}[method]
+            if shape is not None and (
+                len(call.args) != shape or any(a.keyword or a.star for a in call.args)
+            ):
+                raise _Refused(f"`{index.code(call)}` arguments not understood")
+            if method in ("backward", "step", "zero_grad") and not _whole_statement(ctx, call):
+                raise _Refused(f"`{index.code(call)}` is used as a value")
+            out[method].append(call)
+        for assign in index.within(scope, cst.AssignTarget):
+            target = assign.target
+            if (
+                isinstance(target, cst.Name)
+                and target.value == wrapper
+                and index.order(target) > index.order(stmt)
+                and not index.contains(stmt, target)
+            ):
+                raise _Refused(f"`{wrapper}` is assigned again")
+        return out
+
+    def _unhalf(self, ctx: FileContext, group: object, half: cst.Call, model: str) -> None:
+        """`model.cuda().half()` loses its `.half()`; a statement left as the bare model goes."""
+        index = ctx.index
+        receiver = half.func.value  # type: ignore[attr-defined]
+        stmt = index.statement_of(half)
+        small = stmt.body[0]  # type: ignore[attr-defined]
+        bare = isinstance(small, cst.Expr) or (
+            isinstance(small, cst.Assign) and index.code(small.targets[0].target) == model
+        )
+        if bare and small.value is half and index.code(receiver) == model:
+            _drop(ctx, group, stmt)  # `model.half()`, `model = model.half()`
+        else:
+            ctx.tx.edits.replace_node(group, half, lambda u: u.func.value)  # type: ignore
+        ctx.tx.note(group, half, self.code, f"`.half()` of {model} removed", SAFE)
+
+    def _unhalf_data(self, ctx: FileContext, group: object, half: cst.Call) -> None:
+        """Inputs made fp16 for the fp16 model stay fp32: autocast casts them where it
+        computes in fp16. `x = x.half()` left as `x = x` goes."""
+        index = ctx.index
+        stmt = index.statement_of(half)
+        small = stmt.body[0] if isinstance(stmt, cst.SimpleStatementLine) else None
+        receiver = half.func.value  # type: ignore[attr-defined]
+        if (
+            isinstance(small, cst.Assign)
+            and small.value is half
+            and index.code(small.targets[0].target) == index.code(receiver)
+        ):
+            _drop(ctx, group, stmt)
+        else:
+            ctx.tx.edits.replace_node(group, half, lambda u: u.func.value)  # type: ignore
+        ctx.tx.note(group, half, self.code, "`.half()` of the model's input removed", SAFE)
+
+    def _clip(self, ctx: FileContext, group: object, call: cst.Call, wrapper: str) -> None:
+        """`opt.clip_master_grads(n)` clips the optimizer's (now fp32) parameters."""
+        params = f'(p for group in {wrapper}.param_groups for p in group["params"])'
+        args = ", ".join(ctx.index.code(a) for a in call.args)
+        new = cst.parse_expression(f"torch.nn.utils.clip_grad_norm_({params}, {args})")
+        ctx.tx.edits.replace_node(group, call, lambda _u: new)
+        stmt = ctx.index.statement_of(call)
+        width = ctx.index.indent_width(stmt)
+        ctx.tx.edits.replace_statement(group, stmt, lambda u: [ctx.gen.relayout(u, width)])
+        ctx.tx.note(
+            group,
+            call,
+            self.code,
+            f"clip_master_grads -> clip_grad_norm_ of {wrapper}'s parameters (an overflow now "
+            "returns inf instead of -1, and the step is skipped)",
+            SAFE,
+        )
+
+    def _backward(self, ctx: FileContext, scaler: Scaler, call: cst.Call) -> None:
+        """`opt.backward(loss)` is the scaled backward the step, unscale and autocast rules
+        extend."""
+        index = ctx.index
+        stmt = index.statement_of(call)
+        loss = call.args[0].value
+        site = BackwardSite(stmt, call, loss, sorted(scaler.optimizers), scaler, stmt)  # type: ignore[arg-type]
+        ctx.depend(scaler, site.group)
+        scaled = ctx.gen.stmt(
+            f"{scaler.access}.scale({index.code(loss)}).backward()", index.indent_width(stmt)
+        )
+        ctx.tx.edits.replace_statement(site.group, stmt, lambda _u: [scaled])
+        if not ScaleLoss()._collapse_branch(ctx, site):
+            return
+        ctx.tx.handle(site.group, call.func)
+        ctx.sites.append(site)
+        ctx.tx.note(
+            site.group, call, self.code, f"backward -> {scaler.access}.scale(loss).backward()", SAFE
+        )
+
+
+def _drop(ctx: FileContext, group: object, stmt: cst.CSTNode) -> None:
+    """Remove a statement; an `if` it was all of goes with it."""
+    ctx.tx.edits.replace_statement(group, stmt, lambda _u: [])
+    branch = ctx.index.parent(ctx.index.parent(stmt))
+    if isinstance(branch, cst.If) and len(branch.body.body) == 1:  # type: ignore[attr-defined]
+        ctx.tx.edits.replace_statement(group, branch, drop_if_empty)
+
+
+def _bind(call: cst.Call) -> dict[str, cst.BaseExpression] | None:
+    out: dict[str, cst.BaseExpression] = {}
+    for i, arg in enumerate(call.args):
+        if arg.star or (arg.keyword is None and i >= len(PARAMS)):
+            return None
+        name = arg.keyword.value if arg.keyword else PARAMS[i]
+        if name == "verbose":
+            continue
+        if name not in PARAMS:
+            return None
+        out[name] = arg.value
+    return out
+
+
+def _guard(ctx: FileContext, stmt: cst.CSTNode) -> tuple[cst.CSTNode, str | None]:
+    """The `if` directly holding the site (no else), and its condition; else the statement."""
+    block = ctx.index.parent(stmt)
+    branch = ctx.index.parent(block)
+    if not (isinstance(branch, cst.If) and branch.body is block):
+        return stmt, None
+    if branch.orelse is not None:
+        raise _Refused("made in one arm of an if/else")
+    test = ctx.index.code(branch.test)
+    if ctx.index.within(branch.test, cst.Call):
+        raise _Refused(f"made under `{test}`, which calls a function")
+    return branch, test
+
+
+def _whole_statement(ctx: FileContext, call: cst.Call) -> bool:
+    stmt = ctx.index.statement_of(call)
+    return (
+        isinstance(stmt, cst.SimpleStatementLine)
+        and len(stmt.body) == 1
+        and isinstance(stmt.body[0], cst.Expr)
+        and stmt.body[0].value is call
+    )
+
+
+def _model(
+    ctx: FileContext, scope: cst.CSTNode, stmt: cst.CSTNode, inner: cst.BaseExpression
+) -> str:
+    """The model whose parameters the wrapped optimizer was made over (`model` in
+    `optimizer = torch.optim.SGD(model.parameters(), ...)`, in this function, or in the
+    constructor call handed to FP16_Optimizer itself)."""
+    index = ctx.index
+    if isinstance(inner, cst.Call):
+        return _parameters_of(index, inner, index.code(inner.func))
+    optimizer = inner.value  # type: ignore[attr-defined]
+    made = [
+        a
+        for a in index.within(scope, cst.Assign)
+        if index.scope_of(a) is scope
+        and index.order(a) < index.order(stmt)
+        and len(a.targets) == 1
+        and isinstance(a.targets[0].target, cst.Name)
+        and a.targets[0].target.value == optimizer
+        and isinstance(a.value, cst.Call)
+    ]
+    if not made:
+        raise _Refused(f"`{optimizer}` is not made in this function")
+    return _parameters_of(index, made[-1].value, optimizer)  # type: ignore[arg-type]
+
+
+def _parameters_of(index, ctor: cst.Call, optimizer: str) -> str:
+    first = ctor.args[0].value if ctor.args else None
+    if not (
+        isinstance(first, cst.Call)
+        and isinstance(first.func, cst.Attribute)
+        and first.func.attr.value == "parameters"
+        and not first.args
+    ):
+        raise _Refused(f"cannot tell which model `{optimizer}` steps")
+    return index.code(first.func.value)
+
+
+def _halves(
+    ctx: FileContext, scope: cst.CSTNode, model: str
+) -> tuple[list[cst.Call], list[cst.Call]]:
+    """The `.half()` calls that make the model fp16 (`model.half()`, `model.cuda().half()`,
+    `model = Net().cuda().half()`), and those that make its inputs fp16 in this function
+    (`x = x.half()` then `model(x)`, or `model(x.half())`). A `.half()` elsewhere in the
+    module may feed the model outside any autocast region: the site is refused."""
+    index = ctx.index
+    for call in index.within(ctx.module, cst.Call):
+        if ctx.names.call_name(call) in HALF_HELPERS:
+            raise _Refused(f"`{index.code(call.func)}` changes the model's structure")
+    model_calls = [
+        c
+        for c in index.within(scope, cst.Call)
+        if index.code(c.func) in (model, f"{model}.forward")
+    ]
+    fed = {
+        index.code(a.value) for c in model_calls for a in c.args if isinstance(a.value, cst.Name)
+    }
+    halves, data = [], []
+    for call in index.calls_named("half"):
+        if call.args or not isinstance(call.func, cst.Attribute):
+            continue
+        if index.scope_of(call) is not scope:
+            raise _Refused(f"`{index.code(call)}` outside this function may feed the fp32 model")
+        stmt = index.statement_of(call)
+        small = stmt.body[0] if isinstance(stmt, cst.SimpleStatementLine) else None
+        on_model = _root(index, call.func.value) == model
+        target = (
+            index.code(small.targets[0].target)
+            if isinstance(small, cst.Assign) and len(small.targets) == 1
+            else None
+        )
+        if (target == model and _in_chain(small.value, call)) or (
+            on_model and isinstance(small, cst.Expr) and _in_chain(small.value, call)
+        ):
+            halves.append(call)
+        elif on_model:
+            raise _Refused(f"`{index.code(call)}` makes the model fp16 where it cannot be undone")
+        elif target in fed and small.value is call:
+            data.append(call)
+        elif any(index.contains(c, call) and c.func is not call.func for c in model_calls):
+            data.append(call)
+        else:
+            raise _Refused(f"`{index.code(call)}`: not the model or its input; fp16 data here")
+    if not halves:
+        raise _Refused(f"no `.half()` of `{model}` in this function (is it fp16 elsewhere?)")
+    return halves, data
+
+
+def _root(index, node: cst.CSTNode) -> str:
+    """`model` for `model.cuda().to(device)`: the receiver at the start of a call chain."""
+    while isinstance(node, cst.Call) and isinstance(node.func, cst.Attribute):
+        node = node.func.value
+    return index.code(node)
+
+
+def _in_chain(value: cst.CSTNode, call: cst.Call) -> bool:
+    """`call` is a link of the method chain `value` (`Net().cuda().half().to(x)`)."""
+    node = value
+    while isinstance(node, cst.Call) and isinstance(node.func, cst.Attribute):
+        if node is call:
+            return True
+        node = node.func.value
+    return False
+
+
+def _free_name(ctx: FileContext, scope: cst.CSTNode) -> str:
+    taken = {n.value for n in ctx.index.within(ctx.module, cst.Name)}
+    for name in ("scaler", "grad_scaler", "amp_scaler"):
+        if name not in taken:
+            return name
+    raise _Refused("`scaler`, `grad_scaler` and `amp_scaler` are all taken")
+
+
+def _options(ctx: FileContext, args: dict) -> tuple[list[tuple[str, str]], str, bool]:
+    """GradScaler keywords, `update()` arguments and whether it scales at all."""
+    index = ctx.index
+    static = index.code(args["static_loss_scale"]) if "static_loss_scale" in args else "1.0"
+    dynamic = index.code(args["dynamic_loss_scale"]) if "dynamic_loss_scale" in args else "False"
+    if dynamic == "True":
+        return [], "", True
+    if dynamic == "False":
+        if not NUMERIC.match(static):
+            if not DOTTED.match(static):
+                raise _Refused(f"static_loss_scale={static} is not a number or a name")
+            return (
+                [("init_scale", f"float({static})")],
+                f"new_scale=float({static})",
+                True,
+            )
+        if float(static) == 1.0:
+            return [("enabled", "False")], "", False
+        return [("init_scale", repr(float(static)))], f"new_scale={float(static)!r}", True
+    if not DOTTED.match(dynamic) or not (NUMERIC.match(static) or DOTTED.match(static)):
+        raise _Refused(f"dynamic_loss_scale={dynamic} is decided by an expression")
+    return (
+        [("init_scale", f"2.0**16 if {dynamic} else float({static})")],
+        f"new_scale=None if {dynamic} else float({static})",
+        True,
+    )
