@@ -21,6 +21,7 @@ SPELLINGS = (
 PARAMS = ("init_optimizer", "static_loss_scale", "dynamic_loss_scale", "dynamic_loss_args")
 USES = {"backward", "clip_master_grads", "step", "zero_grad"}
 HALF_HELPERS = {"apex.fp16_utils.network_to_half", "apex.fp16_utils.BN_convert_float"}
+HARMLESS = {"print", "len", "isinstance", "getattr", "hasattr", "id", "type", "repr", "str"}
 
 
 class _Refused(Exception):
@@ -97,6 +98,7 @@ class FP16Optimizer(Rule):
         if not uses["backward"]:
             raise _Refused(f"no `{wrapper}.backward(loss)` in this function")
         model = _model(ctx, scope, stmt, inner)
+        _owned(ctx, scope, model)
         halves, data = _halves(ctx, scope, model)
         access = _free_name(ctx, scope)
         kwargs, update, scaling = _options(ctx, args)
@@ -356,6 +358,36 @@ def _parameters_of(index, ctor: cst.Call, optimizer: str) -> str:
     ):
         raise _Refused(f"cannot tell which model `{optimizer}` steps")
     return index.code(first.func.value)
+
+
+def _owned(ctx: FileContext, scope: cst.CSTNode, model: str) -> None:
+    """The fp16 model must not be seen by code outside this module, which may feed it fp16
+    data the fp32 model would reject: not a parameter (the caller's object was made half in
+    place), not returned, not handed to a function of another module."""
+    index = ctx.index
+    if isinstance(scope, cst.FunctionDef):
+        params = scope.params
+        names = {p.name.value for p in (*params.posonly_params, *params.params)}
+        names |= {p.name.value for p in params.kwonly_params}
+        if model in names:
+            raise _Refused(f"`{model}` comes from the caller, which keeps a fp16 model")
+    local = {
+        s.name.value for s in ctx.module.body if isinstance(s, (cst.FunctionDef, cst.ClassDef))
+    }
+    for node in index.within(scope, cst.Return):
+        value = node.value
+        items = [e.value for e in value.elements] if isinstance(value, cst.Tuple) else [value]
+        if any(item is not None and index.code(item) == model for item in items):
+            raise _Refused(f"`{model}` is returned to the caller")
+    for call in index.within(scope, cst.Call):
+        if not any(index.code(a.value) == model for a in call.args):
+            continue
+        if isinstance(call.func, cst.Name) and call.func.value in local | HARMLESS:
+            continue
+        target = ctx.names.resolve_call(call) or index.code(call.func)
+        if target.split(".")[0] in ("torch", "apex"):
+            continue
+        raise _Refused(f"`{model}` is handed to `{index.code(call.func)}`, defined elsewhere")
 
 
 def _halves(
