@@ -56,6 +56,9 @@ class FP16Optimizer(Rule):
     where it computes in fp16). Only the wrapper's own methods (`backward`, `clip_master_grads`,
     `step`, `zero_grad`) in the function that makes it are migrated; anything else (its
     state dict, `loss_scale`, a wrapper handed on) keeps the whole site apex with a TODO.
+    The fp16 model must be made in that function and stay there (not the caller's, not
+    returned, not handed to another module's function), and no other `.half()` of the
+    module may feed it: code that fed the fp16 model fp16 data would fail on a fp32 one.
     """
 
     code = "A2N117"
