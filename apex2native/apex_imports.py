@@ -14,6 +14,25 @@ IMPORT_ERRORS = {"ImportError", "ModuleNotFoundError", "Exception", "BaseExcepti
 DEPRECATED_AMP_MODULES = ("torch.cuda.amp", "torch.cpu.amp")
 
 
+# What `from <module> import *` binds, for the apex modules whose names are known (apex's
+# `fp16_utils/__init__.py` has no `__all__`: its public names and submodules).
+STAR_EXPORTS = {
+    "apex.fp16_utils": frozenset(
+        "BN_convert_float network_to_half prep_param_lists model_grads_to_master_grads "
+        "master_params_to_model_params tofp16 to_python_float clip_grad_norm convert_module "
+        "convert_network FP16Model FP16_Optimizer LossScaler DynamicLossScaler fp16util "
+        "fp16_optimizer loss_scaler".split()
+    ),
+}
+
+
+def star_supplies(module: str, unbound: set[str]) -> set[str]:
+    """The names a module reads but never binds that `from <module> import *` may bind:
+    those it exports when they are known, else all of them."""
+    exports = STAR_EXPORTS.get(module)
+    return unbound & exports if exports is not None else set(unbound)
+
+
 def is_migrated_import(node: cst.CSTNode) -> bool:
     """Imports the migration may leave unused: apex, and `from torch.cuda.amp import ...`."""
     if isinstance(node, cst.ImportFrom) and not node.relative and node.module is not None:

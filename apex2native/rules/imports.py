@@ -15,6 +15,7 @@ from apex2native.apex_imports import (
     has_apex_import,
     is_apex_import,
     is_migrated_import,
+    star_supplies,
 )
 from apex2native.context import FileContext
 from apex2native.facts import FileFacts
@@ -246,8 +247,9 @@ class _Cleanup(cst.CSTTransformer):
         self._markers: list[cst.CSTNode] = []  # kept alive: their ids must not be reused
 
     def _unused_stars(self, imports) -> set[int]:
-        """`from apex.fp16_utils import *` when the module reads no name that a statement of
-        its own does not bind: the star supplies nothing that is used, and goes."""
+        """`from apex.fp16_utils import *` when the module reads no name the star could bind
+        (a name no statement of its own binds, and one the apex module exports): the star
+        supplies nothing that is used, and goes."""
         stars = [
             i
             for i in imports
@@ -255,9 +257,12 @@ class _Cleanup(cst.CSTTransformer):
             and isinstance(i.names, cst.ImportStar)
             and is_apex_import(i)
         ]
-        if not stars or unbound_names(self.index.module.code):
+        if not stars:
             return set()
-        return {id(i) for i in stars}
+        unbound = unbound_names(self.index.module.code)
+        return {
+            id(i) for i in stars if not star_supplies(get_full_name_for_node(i.module), unbound)
+        }
 
     def _removable(self, node: cst.CSTNode) -> set[str] | None:
         """The names an import binds that may go once unused (apex's, or re-exports of it)."""

@@ -6,7 +6,7 @@ import re
 
 import libcst as cst
 
-from apex2native.apex_imports import is_apex_import
+from apex2native.apex_imports import is_apex_import, star_supplies
 from apex2native.context import FileContext
 from apex2native.findings import MANUAL
 from apex2native.guards import unbound_names
@@ -127,12 +127,14 @@ class Leftovers(Rule):
         ]
         if not stars:
             return
-        unbound = sorted(unbound_names(ctx.index.text or ctx.module.code))
-        if not unbound:
-            return
-        names = ", ".join(f"`{n}`" for n in unbound[:5]) + (", ..." if len(unbound) > 5 else "")
+        unbound = unbound_names(ctx.index.text or ctx.module.code)
         for node in stars:
             module = ctx.index.code(node.module) if node.module is not None else ""
+            supplied = sorted(star_supplies(module, unbound))
+            if not supplied:
+                continue
+            names = ", ".join(f"`{n}`" for n in supplied[:5])
+            names += ", ..." if len(supplied) > 5 else ""
             ctx.tx.todo(
                 node,
                 self.code,

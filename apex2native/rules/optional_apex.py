@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import libcst as cst
 
-from apex2native.apex_imports import catches_import_errors, is_apex_import
+from apex2native.apex_imports import catches_import_errors, is_apex_import, star_supplies
 from apex2native.context import FileContext
 from apex2native.findings import NUMERICS, SAFE
 from apex2native.guards import unbound_names
@@ -71,8 +71,9 @@ class OptionalApex(Rule):
 
     def _unused_star(self, ctx: FileContext, node: cst.Try) -> bool:
         """`try: from apex.fp16_utils import *` / `except ImportError: print(hint)` in a
-        module that reads no name its own statements do not bind: the star supplies nothing
-        that is used, so the guard goes (without apex it only printed the hint)."""
+        module that reads no name the star could bind (one its own statements do not bind
+        and, where known, one the apex module exports): the star supplies nothing that is
+        used, so the guard goes (without apex it only printed the hint)."""
         if node.orelse is not None or node.finalbody is not None or len(node.handlers) != 1:
             return False
         handler = node.handlers[0]
@@ -82,6 +83,7 @@ class OptionalApex(Rule):
             handler.body, cst.IndentedBlock
         ):
             return False
+        modules = []
         for stmt in node.body.body:
             small = stmt.body if isinstance(stmt, cst.SimpleStatementLine) else ()
             if not (
@@ -91,9 +93,11 @@ class OptionalApex(Rule):
                 and is_apex_import(small[0])
             ):
                 return False
+            modules.append(ctx.index.code(small[0].module))
         if not all(_install_hint(ctx, s) or _is_pass(s) for s in handler.body.body):
             return False
-        if unbound_names(ctx.index.text or ctx.module.code):
+        unbound = unbound_names(ctx.index.text or ctx.module.code)
+        if any(star_supplies(module, unbound) for module in modules):
             return False
         group = object()
         ctx.tx.edits.replace_statement(group, node, lambda _u: [])
