@@ -65,6 +65,8 @@ class ApexNames:
     def _handle_apex_name(self, node: cst.CSTNode) -> str | None:
         """`handle.scale_loss` where `handle = amp.init(...)` is the name's one binding:
         the old API's handle does what the amp module does."""
+        if not self._handles():
+            return None
         current, parts = _chain(node)
         if not isinstance(current, cst.Name):
             return None

@@ -385,7 +385,7 @@ class _Summarizer:
         while isinstance(root, ast.Attribute):
             parts.insert(0, root.attr)
             root = root.value
-        if not isinstance(root, ast.Name):
+        if not isinstance(root, ast.Name) or not self._handles():
             return None
         scope = self.scopes.scope_of.get(id(root))
         if isinstance(root.ctx, ast.Store):
@@ -423,9 +423,10 @@ class _Summarizer:
         if self._handle_keys is None:
             self._handle_keys = set()
             for call in self.scopes.of_type(ast.Call):
-                if not any(
-                    unalias(n, self.aliases) == "apex.amp.init"
-                    for n in self.scopes.imported(call.func)
+                func = call.func
+                name = func.attr if isinstance(func, ast.Attribute) else getattr(func, "id", "")
+                if name != "init" or not any(
+                    unalias(n, self.aliases) == "apex.amp.init" for n in self.scopes.imported(func)
                 ):
                     continue
                 stmt = self.statement_of(call)
