@@ -8,7 +8,7 @@ import libcst as cst
 from apex2native.context import FileContext, Scaler
 from apex2native.findings import NUMERICS, SAFE
 from apex2native.rules.base import Rule
-from apex2native.rules.initialize import drop_if_empty
+from apex2native.rules.initialize import drop_if_empty, place_creation
 from apex2native.rules.scale_loss import BackwardSite, ScaleLoss
 from apex2native.scaler_options import DOTTED, NUMERIC, normalize
 
@@ -133,12 +133,7 @@ class FP16Optimizer(Rule):
         inner_code = index.code(inner)
         rebind = [] if wrapper == inner_code else [f"{wrapper} = {inner_code}"]
         kept = [ctx.gen.stmt(r, index.indent_width(stmt)) for r in rebind]
-        if outer is stmt:
-            ctx.tx.edits.replace_statement(group, stmt, lambda _u: [creation, *kept])
-        else:
-            ctx.tx.edits.insert_before(group, outer, creation)
-            ctx.tx.edits.replace_statement(group, stmt, lambda _u: kept)
-            ctx.tx.edits.replace_statement(group, outer, drop_if_empty)
+        place_creation(ctx, group, stmt, outer, creation, kept)
         for half in halves:
             self._unhalf(ctx, group, half, model)
         for half in data:

@@ -129,12 +129,7 @@ class Initialize(Rule):
             kept = [ctx.gen.stmt(unwrapped, width)] if unwrapped else []
             ctx.tx.edits.replace_statement(group, wrap, lambda _u, kept=kept: kept)
             ctx.tx.handle(group, wrap)
-        if outer is stmt:
-            ctx.tx.edits.replace_statement(group, stmt, lambda _u: [creation, *rebind])
-        else:
-            ctx.tx.edits.insert_before(group, outer, creation)
-            ctx.tx.edits.replace_statement(group, stmt, lambda _u: rebind)
-            ctx.tx.edits.replace_statement(group, outer, drop_if_empty)
+        place_creation(ctx, group, stmt, outer, creation, rebind)
         where = "self attribute" if scaler.access.startswith("self.") else "local"
         ctx.tx.note(group, call, self.code, f"amp.initialize -> {scaler.access} ({where})", SAFE)
         if decision.once:
@@ -174,6 +169,24 @@ def _in_main_guard(ctx: FileContext, node: cst.CSTNode) -> bool:
         and ctx.index.code(a.test).replace("'", '"') == '__name__ == "__main__"'
         for a in ctx.index.ancestors(node)
     )
+
+
+def place_creation(
+    ctx: FileContext,
+    group: object,
+    stmt: cst.CSTNode,
+    outer: cst.CSTNode,
+    creation: cst.BaseStatement,
+    kept: list[cst.BaseStatement],
+) -> None:
+    """The scaler's creation takes the statement's place (`kept` stays after it), or goes
+    before the guarding `if`, which goes too when nothing else is left in it."""
+    if outer is stmt:
+        ctx.tx.edits.replace_statement(group, stmt, lambda _u: [creation, *kept])
+        return
+    ctx.tx.edits.insert_before(group, outer, creation)
+    ctx.tx.edits.replace_statement(group, stmt, lambda _u: kept)
+    ctx.tx.edits.replace_statement(group, outer, drop_if_empty)
 
 
 def drop_if_empty(updated: cst.If) -> list[cst.BaseStatement]:
