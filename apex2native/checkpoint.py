@@ -1,5 +1,6 @@
-"""Conversion of apex state inside old checkpoints: amp state into GradScaler state, and
-apex FusedAdam optimizer state into the per-parameter form torch's Adam/AdamW load."""
+"""Conversion of apex state inside old checkpoints: amp state into GradScaler state, apex
+FusedAdam optimizer state into the per-parameter form torch's Adam/AdamW load, and
+`FP16_Optimizer.state_dict()` into its wrapped optimizer's state."""
 
 from __future__ import annotations
 
@@ -84,6 +85,15 @@ def convert_group_steps(value: Mapping) -> dict:
     return {"state": states, "param_groups": groups}
 
 
+FP16_OPTIMIZER_KEYS = {"optimizer_state_dict", "fp32_from_fp16", "loss_scaler"}
+
+
+def is_fp16_optimizer_state(value: Any) -> bool:
+    """`FP16_Optimizer.state_dict()`: the wrapped optimizer's state, the fp32 master copies
+    and apex's pickled `LossScaler`."""
+    return isinstance(value, Mapping) and FP16_OPTIMIZER_KEYS <= set(value)
+
+
 def convert_checkpoint(checkpoint: Any, static: bool = False) -> tuple[Any, list[str]]:
     """Every apex entry in a (nested) checkpoint dict replaced; the list says where."""
     changes: list[str] = []
@@ -96,6 +106,20 @@ def convert_checkpoint(checkpoint: Any, static: bool = False) -> tuple[Any, list
                 + (f" ({note})" if note else "")
             )
             return state
+        if is_fp16_optimizer_state(value):
+            scaler = value["loss_scaler"]
+            scale = getattr(scaler, "_loss_scale", None)
+            changes.append(
+                f"{path or '<root>'}: FP16_Optimizer state -> its wrapped optimizer's state "
+                "(the fp32 master copies are dropped: the model's weights were those masters "
+                "rounded to fp16"
+                + (
+                    f"; the loss scale was {scale}, a native run starts at its own)"
+                    if scale
+                    else ")"
+                )
+            )
+            return walk(value["optimizer_state_dict"], path)
         if is_group_step_state(value):
             changes.append(
                 f"{path or '<root>'}: optimizer state with a step per param group (apex "

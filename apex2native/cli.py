@@ -199,7 +199,8 @@ main.add_command(verify)
     "--unsafe-load", is_flag=True, help="Allow pickled objects (torch.load weights_only=False)."
 )
 def convert_checkpoint_command(source, target, static, unsafe_load):
-    """Replace apex `amp.state_dict()` entries in a checkpoint with GradScaler state."""
+    """Replace apex `amp.state_dict()` entries in a checkpoint with GradScaler state (and apex
+    optimizer state with what torch's optimizers load)."""
     try:
         import torch
     except ImportError:
@@ -210,7 +211,7 @@ def convert_checkpoint_command(source, target, static, unsafe_load):
     from apex2native.checkpoint import convert_checkpoint
 
     try:
-        data = torch.load(source, map_location="cpu", weights_only=not unsafe_load)
+        data = _load_checkpoint(torch, source, unsafe_load)
     except Exception as exc:  # torch raises several types for unreadable or unsafe files
         click.echo(
             f"error: {source}: cannot load ({type(exc).__name__}: {str(exc).splitlines()[0]})",
@@ -224,6 +225,25 @@ def convert_checkpoint_command(source, target, static, unsafe_load):
     torch.save(converted, target)
     for change in changes:
         click.echo(f"{source}: {change}", err=True)
+
+
+def _load_checkpoint(torch, source: str, unsafe_load: bool):
+    """`torch.load`; a pickled apex object (FP16_Optimizer's `LossScaler`) unpickles into the
+    stand-in apex when apex itself is not installed."""
+    try:
+        return torch.load(source, map_location="cpu", weights_only=not unsafe_load)
+    except ModuleNotFoundError as exc:
+        if not unsafe_load or (exc.name or "").split(".")[0] != "apex":
+            raise
+    from apex2native.verify.runner import REFERENCE_APEX_DIR
+
+    sys.path.insert(0, str(REFERENCE_APEX_DIR))
+    try:
+        return torch.load(source, map_location="cpu", weights_only=False)
+    finally:
+        sys.path.remove(str(REFERENCE_APEX_DIR))
+        for name in [n for n in sys.modules if n == "apex" or n.startswith("apex.")]:
+            del sys.modules[name]
 
 
 @main.command()

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import torch
 from click.testing import CliRunner
 
@@ -94,3 +97,44 @@ def test_torch_optimizer_state_is_left_alone():
     opt.step()
     _, changes = convert_checkpoint({"optimizer": opt.state_dict()})
     assert changes == []
+
+
+SAVE_FP16_OPTIMIZER = """
+import sys, torch
+sys.path.insert(0, sys.argv[2])
+from apex.fp16_utils import FP16_Optimizer
+torch.manual_seed(0)
+model = torch.nn.Linear(4, 2).half()
+opt = FP16_Optimizer(torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9),
+                     dynamic_loss_scale=True, verbose=False)
+opt.backward(model(torch.randn(3, 4).half()).float().pow(2).mean())
+opt.step()
+torch.save({"model": model.state_dict(), "optimizer": opt.state_dict()}, sys.argv[1])
+"""
+
+
+def test_fp16_optimizer_state_becomes_the_wrapped_optimizers(tmp_path):
+    """FP16_Optimizer pickled apex's LossScaler into the checkpoint: with `--unsafe-load` it
+    unpickles into the stand-in apex, and the entry becomes the plain optimizer's state."""
+    from apex2native.verify.runner import REFERENCE_APEX_DIR
+
+    source, target = tmp_path / "old.pt", tmp_path / "new.pt"
+    script = tmp_path / "save.py"
+    script.write_text(SAVE_FP16_OPTIMIZER)
+    subprocess.run([sys.executable, str(script), str(source), str(REFERENCE_APEX_DIR)], check=True)
+    refused = CliRunner().invoke(main, ["convert-checkpoint", str(source), str(target)])
+    assert refused.exit_code == 2
+    result = CliRunner().invoke(
+        main, ["convert-checkpoint", "--unsafe-load", str(source), str(target)]
+    )
+    assert result.exit_code == 0, result.stderr
+    assert "FP16_Optimizer state -> its wrapped optimizer's state" in result.stderr
+    assert "apex" not in sys.modules
+    converted = torch.load(target)
+    model = torch.nn.Linear(4, 2)
+    model.load_state_dict(converted["model"])
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    optimizer.load_state_dict(converted["optimizer"])
+    assert all("momentum_buffer" in s for s in optimizer.state.values())
+    model(torch.randn(3, 4)).pow(2).mean().backward()
+    optimizer.step()

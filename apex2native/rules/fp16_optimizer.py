@@ -19,7 +19,7 @@ SPELLINGS = (
     "apex.optimizers.fp16_optimizer.FP16_Optimizer",
 )
 PARAMS = ("init_optimizer", "static_loss_scale", "dynamic_loss_scale", "dynamic_loss_args")
-USES = {"backward", "clip_master_grads", "step", "zero_grad"}
+USES = {"backward", "clip_master_grads", "step", "zero_grad", "state_dict", "load_state_dict"}
 HALF_HELPERS = {"apex.fp16_utils.network_to_half", "apex.fp16_utils.BN_convert_float"}
 HARMLESS = {"print", "len", "isinstance", "getattr", "hasattr", "id", "type", "repr", "str"}
 
@@ -54,8 +54,10 @@ class FP16Optimizer(Rule):
     stays fp32 and its forward runs under autocast (numerics and memory differ, as for O2).
     The `.half()` that made the model fp16 goes; `.half()` on data stays (autocast casts
     where it computes in fp16). Only the wrapper's own methods (`backward`, `clip_master_grads`,
-    `step`, `zero_grad`) in the function that makes it are migrated; anything else (its
-    state dict, `loss_scale`, a wrapper handed on) keeps the whole site apex with a TODO.
+    `step`, `zero_grad`, and `state_dict` / `load_state_dict`, which become the plain
+    optimizer's: old checkpoints go through `convert-checkpoint`) in the function that makes
+    it are migrated, and `loss_scale` becomes `scaler.get_scale()`; anything else (the wrapper
+    handed on, another attribute) keeps the whole site apex with a TODO.
     The fp16 model must be made in that function and stay there (not the caller's, not
     returned, not handed to another module's function), and no other `.half()` of the
     module may feed it: code that fed the fp16 model fp16 data would fail on a fp32 one.
@@ -159,13 +161,27 @@ class FP16Optimizer(Rule):
                 "FP16_Optimizer's static scale applied",
                 NUMERICS,
             )
+        for read in uses["loss_scale"]:
+            ctx.tx.edits.replace_node(
+                group, read, lambda _u: cst.parse_expression(f"{access}.get_scale()")
+            )
+        for saved in [*uses["state_dict"], *uses["load_state_dict"]]:
+            ctx.tx.note(
+                group,
+                saved,
+                self.code,
+                f"`{index.code(saved.func)}` is the plain optimizer's state now: checkpoints "
+                "saved before need `apex2native convert-checkpoint --unsafe-load`, and the loss "
+                "scale is not saved (a resume starts from the scaler's initial scale)",
+                NUMERICS,
+            )
 
     def _uses(
         self, ctx: FileContext, scope: cst.CSTNode, stmt: cst.CSTNode, wrapper: str
     ) -> dict[str, list[cst.Call]]:
         """The wrapper's method calls after it is made; any other use refuses the site."""
         index = ctx.index
-        out: dict[str, list[cst.Call]] = {name: [] for name in USES}
+        out: dict[str, list] = {name: [] for name in (*USES, "loss_scale")}
         for name in index.reads.get(wrapper, []):
             if (
                 not index.contains(scope, name)
@@ -177,6 +193,16 @@ class FP16Optimizer(Rule):
                 raise _Refused(f"`{wrapper}` is used inside a nested function or class")
             attr = index.parent(name)
             call = index.parent(attr)
+            if not (isinstance(attr, cst.Attribute) and attr.value is name):
+                raise _Refused(f"`{wrapper}` is used as a value (handed on, stored)")
+            if (
+                isinstance(attr, cst.Attribute)
+                and attr.attr.value == "loss_scale"
+                and not (isinstance(call, cst.Call) and call.func is attr)
+                and not isinstance(call, cst.AssignTarget)
+            ):
+                out["loss_scale"].append(attr)  # the current scale, a property
+                continue
             if not (
                 isinstance(attr, cst.Attribute)
                 and attr.attr.value in USES
@@ -185,12 +211,21 @@ class FP16Optimizer(Rule):
             ):
                 raise _Refused(f"`{index.code(attr)}` has no native spelling here")
             method = attr.attr.value
-            shape = {"backward": 1, "clip_master_grads": None, "step": 0, "zero_grad": 0}[method]
+            shape = {
+                "backward": 1,
+                "clip_master_grads": None,
+                "step": 0,
+                "zero_grad": 0,
+                "state_dict": 0,
+                "load_state_dict": 1,
+            }[method]
             if shape is not None and (
                 len(call.args) != shape or any(a.keyword or a.star for a in call.args)
             ):
                 raise _Refused(f"`{index.code(call)}` arguments not understood")
-            if method in ("backward", "step", "zero_grad") and not _whole_statement(ctx, call):
+            if method not in ("clip_master_grads", "state_dict") and not _whole_statement(
+                ctx, call
+            ):
                 raise _Refused(f"`{index.code(call)}` is used as a value")
             out[method].append(call)
         for assign in index.within(scope, cst.AssignTarget):
