@@ -99,6 +99,14 @@ class FP16Optimizer(Rule):
             raise _Refused("the wrapped optimizer is not a name or a constructor call")
         scope = index.scope_of(call)
         outer, condition = _guard(ctx, stmt)
+        for anc in index.ancestors(outer):
+            if anc is scope:
+                break
+            if isinstance(anc, (cst.If, cst.For, cst.While, cst.Try, cst.With)):
+                raise _Refused(
+                    "made inside another block; the scaler must exist wherever the optimizer "
+                    "is used"
+                )
         uses = self._uses(ctx, scope, stmt, wrapper)
         if not uses["backward"]:
             raise _Refused(f"no `{wrapper}.backward(loss)` in this function")
