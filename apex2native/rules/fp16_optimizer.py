@@ -147,7 +147,7 @@ class FP16Optimizer(Rule):
         for half in halves:
             self._unhalf(ctx, group, half, model)
         for half in data:
-            self._unhalf_data(ctx, group, half)
+            self._unhalf(ctx, group, half, "the model's input")
         for clip in uses["clip_master_grads"]:
             self._clip(ctx, group, clip, wrapper)
         for backward in uses["backward"]:
@@ -247,37 +247,23 @@ class FP16Optimizer(Rule):
                 raise _Refused(f"`{wrapper}` is assigned again")
         return out
 
-    def _unhalf(self, ctx: FileContext, group: object, half: cst.Call, model: str) -> None:
-        """`model.cuda().half()` loses its `.half()`; a statement left as the bare model goes."""
+    def _unhalf(self, ctx: FileContext, group: object, half: cst.Call, what: str) -> None:
+        """`x.cuda().half()` loses its `.half()`; `x.half()` alone and `x = x.half()`, left
+        with nothing to do, go. Inputs made fp16 for the fp16 model stay fp32 too: autocast
+        casts them where it computes in fp16."""
         index = ctx.index
         receiver = half.func.value  # type: ignore[attr-defined]
-        stmt = index.statement_of(half)
-        small = stmt.body[0]  # type: ignore[attr-defined]
-        bare = isinstance(small, cst.Expr) or (
-            isinstance(small, cst.Assign) and index.code(small.targets[0].target) == model
-        )
-        if bare and small.value is half and index.code(receiver) == model:
-            _drop(ctx, group, stmt)  # `model.half()`, `model = model.half()`
-        else:
-            ctx.tx.edits.replace_node(group, half, lambda u: u.func.value)  # type: ignore
-        ctx.tx.note(group, half, self.code, f"`.half()` of {model} removed", SAFE)
-
-    def _unhalf_data(self, ctx: FileContext, group: object, half: cst.Call) -> None:
-        """Inputs made fp16 for the fp16 model stay fp32: autocast casts them where it
-        computes in fp16. `x = x.half()` left as `x = x` goes."""
-        index = ctx.index
         stmt = index.statement_of(half)
         small = stmt.body[0] if isinstance(stmt, cst.SimpleStatementLine) else None
-        receiver = half.func.value  # type: ignore[attr-defined]
-        if (
-            isinstance(small, cst.Assign)
-            and small.value is half
-            and index.code(small.targets[0].target) == index.code(receiver)
-        ):
+        alone = isinstance(small, cst.Expr) and isinstance(receiver, (cst.Name, cst.Attribute))
+        same = isinstance(small, cst.Assign) and index.code(small.targets[0].target) == index.code(
+            receiver
+        )
+        if small is not None and small.value is half and (alone or same):
             _drop(ctx, group, stmt)
         else:
             ctx.tx.edits.replace_node(group, half, lambda u: u.func.value)  # type: ignore
-        ctx.tx.note(group, half, self.code, "`.half()` of the model's input removed", SAFE)
+        ctx.tx.note(group, half, self.code, f"`.half()` of {what} removed", SAFE)
 
     def _clip(self, ctx: FileContext, group: object, call: cst.Call, wrapper: str) -> None:
         """`opt.clip_master_grads(n)` clips the optimizer's (now fp32) parameters."""
@@ -303,13 +289,13 @@ class FP16Optimizer(Rule):
         index = ctx.index
         stmt = index.statement_of(call)
         loss = call.args[0].value
-        site = BackwardSite(stmt, call, loss, sorted(scaler.optimizers), scaler, stmt)  # type: ignore[arg-type]
+        site = BackwardSite(stmt, call, loss, sorted(scaler.optimizers), scaler, stmt)
         ctx.depend(scaler, site.group)
         scaled = ctx.gen.stmt(
             f"{scaler.access}.scale({index.code(loss)}).backward()", index.indent_width(stmt)
         )
         ctx.tx.edits.replace_statement(site.group, stmt, lambda _u: [scaled])
-        if not ScaleLoss()._collapse_branch(ctx, site):
+        if not ScaleLoss().collapse_branch(ctx, site):
             return
         ctx.tx.handle(site.group, call.func)
         ctx.sites.append(site)

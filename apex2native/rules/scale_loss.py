@@ -25,9 +25,13 @@ SCALE_LOSS_PARAMS = (
 
 @dataclass
 class BackwardSite:
-    """One scaled backward: the transaction that the step, unscale and autocast rules extend."""
+    """One scaled backward: the transaction that the step, unscale and autocast rules extend.
 
-    with_node: cst.With
+    `with_node` is the statement that holds the backward: the `with amp.scale_loss(...)`
+    block, or the one statement `optimizer.backward(loss)` of FP16_Optimizer (A2N117).
+    """
+
+    with_node: cst.With | cst.SimpleStatementLine
     call: cst.Call
     loss: cst.BaseExpression
     optimizers: list[str]
@@ -127,7 +131,7 @@ class ScaleLoss(Rule):
         ctx.depend(scaler, site.group)
         if not self._dissolve(ctx, site, item.asname.name.value):
             return
-        if not self._collapse_branch(ctx, site):
+        if not self.collapse_branch(ctx, site):
             return
         ctx.tx.handle(site.group, call.func)
         ctx.sites.append(site)
@@ -168,8 +172,9 @@ class ScaleLoss(Rule):
         )
         return True
 
-    def _collapse_branch(self, ctx: FileContext, site: BackwardSite) -> bool:
-        """Check the if/else that chooses between the scaled and a plain backward.
+    def collapse_branch(self, ctx: FileContext, site: BackwardSite) -> bool:
+        """Check the if/else that chooses between the scaled and a plain backward (for every
+        rule that makes backward sites).
 
         A plain backward in another arm is only right when the branch condition is the
         scaler's switch: `scaler.step` would otherwise unscale gradients that were never
@@ -305,11 +310,10 @@ def _backward_receiver(ctx: FileContext, node: cst.Name) -> bool:
 
 
 def _only_backward(with_node: cst.CSTNode) -> cst.Call | None:
-    """The backward of `scaled_loss` when it is all the block does; for a site that is one
-    statement (`optimizer.backward(loss)`), that statement's call."""
+    """The backward of `scaled_loss` when it is all the block does. A one-statement site
+    (`optimizer.backward(loss)`) has no block: its if/else arms are kept as they are."""
     if not isinstance(with_node, cst.With):
-        small = with_node.body[0] if isinstance(with_node, cst.SimpleStatementLine) else None
-        return small.value if isinstance(small, cst.Expr) else None  # type: ignore[return-value]
+        return None
     body = with_node.body
     stmts = body.body
     if len(stmts) != 1:
