@@ -43,18 +43,28 @@ class CodeGen:
     Templates write string literals with the `{q}` placeholder so that generated literals
     follow the file's quotes while user code spliced into them is left exactly as written.
     `target` is the oldest torch the code must run on (None: the newest): the AMP spellings
-    below are the only place it matters.
+    below are the only place it matters. Without a `quote`, the one of `source` is found
+    when a literal is first made: most second runs (the idempotence guard) never make one,
+    and tokenizing the file is a large share of their cost.
     """
 
     def __init__(
         self,
-        quote: str = '"',
+        quote: str | None = None,
         line_length: int = DEFAULT_LINE_LENGTH,
         target: TorchVersion | None = None,
+        source: str = "",
     ) -> None:
-        self.quote = quote
+        self._quote = quote
+        self._source = source
         self.line_length = line_length
         self.target = target
+
+    @property
+    def quote(self) -> str:
+        if self._quote is None:
+            self._quote = detect_quote(self._source)
+        return self._quote
 
     def lit(self, text: str) -> str:
         return f"{self.quote}{text}{self.quote}"

@@ -23,7 +23,7 @@ import libcst as cst
 
 from apex2native import guards
 from apex2native.cache import Cache, map_cached
-from apex2native.codegen import DEFAULT_LINE_LENGTH, CodeGen, detect_quote
+from apex2native.codegen import DEFAULT_LINE_LENGTH, CodeGen
 from apex2native.consistency import check_repository
 from apex2native.edits import EditApplier
 from apex2native.facts import FileFacts
@@ -88,9 +88,10 @@ def rewrite_file_text(
     from apex2native.context import FileContext
     from apex2native.rules import rules_for
     from apex2native.rules.imports import Imports, star_supplies_torch
+    from apex2native.splice import module_code
 
     module = cst.parse_module(text)
-    gen = CodeGen(detect_quote(text), options.line_length or line_length, options.target_torch)
+    gen = CodeGen(None, options.line_length or line_length, options.target_torch, text)
     ctx = FileContext(module, options, gen, facts, text)
     rules = rules_for(options.select, options.ignore)
     for rule in rules:
@@ -123,7 +124,7 @@ def rewrite_file_text(
     new = Imports().cleanup(
         new, needs_torch, remove_unused=cleanup, keep=facts.exports, facts=facts
     )
-    result.text = new.code
+    result.text = module_code(ctx.index, text, new)
     return result
 
 

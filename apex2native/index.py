@@ -151,6 +151,7 @@ class TreeIndex:
         self.reads: dict[str, list[cst.Name]] = {}
         self._not_read: set[int] = set()
         self._lines: dict[int, int] | None = None
+        self._lines_from_ast = False
         self._outer_iter: dict[int, Scope] = {}  # a comprehension's first iterable
         self.module_scope = Scope(MODULE)
         self._walk()
@@ -459,10 +460,24 @@ class TreeIndex:
                     best = node
         return best
 
+    def _ensure_lines(self) -> dict[int, int]:
+        if self._lines is None:
+            lines = _ast_statement_lines(self.module, self.text)
+            self._lines_from_ast = lines is not None
+            self._lines = lines if lines is not None else _provider_lines(self.module)
+        return self._lines
+
+    def top_level_lines(self) -> list[int] | None:
+        """The line where each top-level statement's own code starts (a def's is its `def`
+        line, after decorators), or None when only LibCST's positions could be had."""
+        lines = self._ensure_lines()
+        if not self._lines_from_ast:
+            return None
+        return [lines[id(stmt)] for stmt in self.module.body]
+
     def line(self, node: cst.CSTNode) -> int:
         """The line of the statement that holds `node` (1-based)."""
-        if self._lines is None:
-            self._lines = _statement_lines(self.module, self.text)
+        self._ensure_lines()
         current: cst.CSTNode | None = node
         while current is not None:
             line = self._lines.get(id(current))
@@ -648,17 +663,18 @@ def ast_statements(body: list[ast.stmt]) -> Iterator[ast.stmt]:
             yield from ast_statements(stmt.body)
 
 
-def _statement_lines(module: cst.Module, text: str | None) -> dict[int, int]:
-    """Every statement's first line, matched pairwise against the `ast` of the same code."""
+def _ast_statement_lines(module: cst.Module, text: str | None) -> dict[int, int] | None:
+    """Every statement's first line, matched pairwise against the `ast` of the same code (a
+    def's is its `def` line), or None when the two trees disagree."""
     try:
         tree = ast.parse(text if text is not None else module.code)
     except (SyntaxError, ValueError, RecursionError, MemoryError):
-        return _provider_lines(module)
+        return None
     simple_lines: list[tuple[cst.CSTNode, cst.CSTNode]] = []
     cst_stmts = _cst_statements(module.body, simple_lines)
     ast_stmts = list(ast_statements(tree.body))
     if len(cst_stmts) != len(ast_stmts):
-        return _provider_lines(module)
+        return None
     lines = {id(node): stmt.lineno for node, stmt in zip(cst_stmts, ast_stmts)}
     for line_node, first in simple_lines:
         lines[id(line_node)] = lines[id(first)]

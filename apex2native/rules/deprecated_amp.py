@@ -7,6 +7,7 @@ where the code already chooses between the two (a compatibility fallback).
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 
 import libcst as cst
 import libcst.matchers as m
@@ -35,6 +36,7 @@ EXITS = m.IndentedBlock(
     body=[m.ZeroOrMore(), m.SimpleStatementLine(body=[m.ZeroOrMore(), EXIT])]
 ) | m.SimpleStatementSuite(body=[m.ZeroOrMore(), EXIT])
 NEW_API = ("torch.amp", "torch.autocast", "torch.GradScaler")
+LAST_PARTS = frozenset(old.rsplit(".", 1)[1] for old in RENAMES)
 
 
 class DeprecatedAmp(Rule):
@@ -63,19 +65,22 @@ class DeprecatedAmp(Rule):
     summary = "torch.cuda.amp.* -> torch.amp.* with the device, where the target torch has it"
 
     def apply(self, ctx: FileContext) -> None:
-        kept = _kept_names(ctx) | ctx.options.pinned_amp_names
+        may_rename = _may_name_old_api(ctx)
+        kept = _kept_names(ctx, may_rename) | ctx.options.pinned_amp_names
         for node in ctx.index.within(ctx.module, cst.Call, cst.Decorator):
             if isinstance(node, cst.Call):
                 ref = node.func
-                if ctx.names.is_removed(node):
-                    continue
             elif isinstance(node, cst.Decorator) and not isinstance(node.decorator, cst.Call):
                 ref = node.decorator
             else:
                 continue
+            if not may_rename(ref):
+                continue
             old = ctx.names.resolve_name(ref) or ""
             rename = RENAMES.get(old)
             if rename is None or not allows(ctx.options.target_torch, rename[2]):
+                continue
+            if isinstance(node, cst.Call) and ctx.names.is_removed(node):
                 continue
             if any(old == k or old.startswith(k + ".") for k in kept):
                 continue
@@ -127,12 +132,35 @@ class DeprecatedAmp(Rule):
         )
 
 
-def _kept_names(ctx: FileContext) -> set[str]:
+def _may_name_old_api(ctx: FileContext) -> Callable[[cst.CSTNode], bool]:
+    """A cheap test that is true of every expression that names an old API: an attribute
+    ending in one of their last names, or a name that an import, def or class binds (only
+    those resolve to anything). Resolving every name of a large file costs more than the
+    rest of the rule."""
+    bound = {n.name.value for n in ctx.index.within(ctx.module, cst.FunctionDef, cst.ClassDef)}
+    for node in ctx.index.within(ctx.module, cst.Import, cst.ImportFrom):
+        if isinstance(node.names, cst.ImportStar):
+            continue
+        for alias in node.names:
+            name = alias.evaluated_alias or alias.evaluated_name
+            bound.add(name if isinstance(node, cst.ImportFrom) else name.split(".")[0])
+
+    def may_rename(node: cst.CSTNode) -> bool:
+        if isinstance(node, cst.Attribute):
+            return node.attr.value in LAST_PARTS
+        return isinstance(node, cst.Name) and node.value in bound
+
+    return may_rename
+
+
+def _kept_names(ctx: FileContext, may_rename: Callable[[cst.CSTNode], bool]) -> set[str]:
     """Old names the file uses other than by calling them (`isinstance(s, GradScaler)`,
     a base class): objects it makes must stay instances of the old class, so the calls keep
     the old spelling too."""
     kept: set[str] = set()
     for node in ctx.index.within(ctx.module, cst.Name, cst.Attribute):
+        if not may_rename(node):
+            continue
         parent = ctx.index.parent(node)
         if isinstance(parent, cst.Attribute) and parent.value is node:
             continue  # part of a longer name
