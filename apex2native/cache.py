@@ -53,22 +53,53 @@ def canonical(value: object) -> str:
 
     Sets are sorted (their order differs between processes); dicts and lists keep their
     order. Anything else raises TypeError: an input the key cannot describe is not cached.
+    A warm run is mostly key making, so the common types are tested by identity first.
     """
-    if value is None or isinstance(value, (bool, int, float, str, bytes)):
+    kind = type(value)
+    if kind is str or kind is int or kind is bool or value is None:
         return repr(value)
-    if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        fields = (
-            f"{f.name}={canonical(getattr(value, f.name))}" for f in dataclasses.fields(value)
-        )
-        return f"{type(value).__qualname__}({','.join(fields)})"
+    if kind is dict:
+        return _dict(value)  # type: ignore[arg-type]
+    if kind is list or kind is tuple:
+        return f"{kind.__name__}[{','.join(map(canonical, value))}]"  # type: ignore[call-overload]
+    if isinstance(value, (bool, int, float, str, bytes)):
+        return repr(value)
+    names = _dataclass_fields(kind)
+    if names is not None:
+        fields = (f"{name}={canonical(getattr(value, name))}" for name in names)
+        return f"{kind.__qualname__}({','.join(fields)})"
     if isinstance(value, (list, tuple)):
-        return f"{type(value).__name__}[{','.join(canonical(v) for v in value)}]"
+        return f"{kind.__name__}[{','.join(canonical(v) for v in value)}]"
     if isinstance(value, (set, frozenset)):
         return f"set[{','.join(sorted(canonical(v) for v in value))}]"
     if isinstance(value, dict):
-        items = (f"{canonical(k)}:{canonical(v)}" for k, v in value.items())
-        return f"dict[{','.join(items)}]"
-    raise TypeError(f"no canonical form for {type(value).__name__}")
+        return _dict(value)
+    raise TypeError(f"no canonical form for {kind.__name__}")
+
+
+_FIELDS: dict[type, tuple[str, ...] | None] = {}
+
+
+def _dict(value: dict) -> str:
+    return f"dict[{','.join(f'{canonical(k)}:{canonical(v)}' for k, v in value.items())}]"
+
+
+def _dataclass_fields(kind: type) -> tuple[str, ...] | None:
+    """The field names of a dataclass type (None for any other type), looked up once."""
+    try:
+        return _FIELDS[kind]
+    except KeyError:
+        pass
+    except TypeError:  # a type whose metaclass makes it unhashable
+        return _field_names(kind)
+    _FIELDS[kind] = names = _field_names(kind)
+    return names
+
+
+def _field_names(kind: type) -> tuple[str, ...] | None:
+    if not dataclasses.is_dataclass(kind) or kind is type:
+        return None
+    return tuple(f.name for f in dataclasses.fields(kind))
 
 
 class Cache:

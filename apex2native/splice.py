@@ -9,10 +9,16 @@ cut from the text and only new statements are generated.
 
 from __future__ import annotations
 
+import re
+
 import libcst as cst
 from libcst._nodes.internal import CodegenState
 
 from apex2native.index import TreeIndex
+
+# a line of only a backslash (and blanks) joins the next one: one LibCST blank line, two
+# lines of text
+JOINED = re.compile(r"^[ \t\f]*\\\n", re.MULTILINE)
 
 
 def module_code(index: TreeIndex, text: str, new: cst.Module) -> str:
@@ -52,7 +58,7 @@ def _statement_runs(index: TreeIndex, text: str) -> list[str] | None:
     """The text of each top-level statement of `index.module`, or None when the lines
     cannot be told apart with certainty (then the caller prints the module)."""
     module = index.module
-    if "\r" in text or not module.body or not text.endswith("\n"):
+    if "\r" in text or not module.body or not text.endswith("\n") or JOINED.search(text):
         return None
     firsts = index.top_level_lines()
     if firsts is None:
@@ -74,7 +80,20 @@ def _statement_runs(index: TreeIndex, text: str) -> list[str] | None:
     ):
         return None
     bounds = [*starts, end]
-    return [text[offsets[a - 1] : offsets[b - 1]] for a, b in zip(bounds, bounds[1:])]
+    runs = [text[offsets[a - 1] : offsets[b - 1]] for a, b in zip(bounds, bounds[1:])]
+    if text[: offsets[starts[0] - 1]] != _code(module, module.header):
+        return None
+    last = lines[-2].strip()
+    if not last or last.startswith("#"):
+        # LibCST may not print blank or comment lines at the end back as they are
+        tail = runs[-1] + text[offsets[end - 1] :]
+        if tail != _code(module, [module.body[-1], *module.footer]):
+            return None
+    return runs
+
+
+def _code(module: cst.Module, nodes) -> str:
+    return "".join(module.code_for_node(node) for node in nodes)
 
 
 def _lines_before(module: cst.Module, stmt: cst.BaseStatement) -> int:

@@ -3,6 +3,7 @@ answered from the cache."""
 
 from __future__ import annotations
 
+import enum
 import os
 import pickle
 from pathlib import Path
@@ -43,6 +44,18 @@ def test_canonical_sorts_sets_and_keeps_dict_and_list_order():
     assert canonical([1, 2]) != canonical([2, 1])
     assert canonical(FileFacts(exports={"b", "a"})) == canonical(FileFacts(exports={"a", "b"}))
     assert canonical((1,)) != canonical([1])
+
+
+def test_canonical_tells_apart_what_a_key_must_tell_apart():
+    class Level(enum.IntEnum):
+        O1 = 1
+
+    assert canonical(FileFacts(module="a")) != canonical(FileFacts(module="b"))
+    assert canonical(1) != canonical("1") != canonical(b"1")
+    assert canonical(True) != canonical(1)
+    assert canonical(Level.O1) == repr(Level.O1)  # a subclass of int keeps its own repr
+    assert canonical({"a": [1, (2,)]}) == "dict['a':list[1,tuple[2]]]"
+    assert canonical(frozenset({"a"})) == canonical({"a"})
 
 
 def test_an_input_the_key_cannot_describe_is_not_cached(tmp_path):
