@@ -33,6 +33,15 @@ def star_supplies(module: str, unbound: set[str]) -> set[str]:
     return unbound & exports if exports is not None else set(unbound)
 
 
+def star_used(module: str, unbound: set[str], imported: set[str], text: str) -> bool:
+    """Whether `from <module> import *` may supply a name someone reads: this module (its
+    unbound names), a module that imports names from it, or, when it is star-imported,
+    imported whole or lists `__all__`, any module."""
+    if "*" in imported or "__all__" in text:
+        return True
+    return bool(star_supplies(module, unbound | imported))
+
+
 def is_migrated_import(node: cst.CSTNode) -> bool:
     """Imports the migration may leave unused: apex, and `from torch.cuda.amp import ...`."""
     if isinstance(node, cst.ImportFrom) and not node.relative and node.module is not None:

@@ -99,6 +99,9 @@ class FileFacts:
     exports: set[str] = field(default_factory=set)
     # callees as the file names them (`utils.clip`, `main.Trainer.clip`) that clip gradients
     clippers: set[str] = field(default_factory=set)
+    # names other project modules import from this one ("*": a star import or `import mod`,
+    # which may read any of them): a flag or a star import they read must keep its meaning
+    imported: set[str] = field(default_factory=set)
 
     def units(self) -> set[str]:
         """Every migration unit the plan links to this file."""

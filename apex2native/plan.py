@@ -39,6 +39,8 @@ NAME_CHAIN = re.compile(r"^[A-Za-z_][A-Za-z_0-9]*(\.[A-Za-z_][A-Za-z_0-9]*)*$")
 # a deprecated AMP name in a string (`mock.patch("torch.cuda.amp.autocast")`, a sys.modules key)
 PINS = re.compile(r"""["'](torch\.(?:cuda|cpu)\.amp(?:\.\w+)*)["']""")
 IMPORT_LIST = re.compile(r"\bimport\s*\([^)]*\)")  # from pkg import (a,\n b)
+# an optional import (`except ImportError`): its flags and star imports may be read elsewhere
+_GUARD = re.compile(r"except\b[^:\n]*ImportError")
 IMPORT_DEPTH = 4  # rounds of reading the importers of files whose signatures change
 
 
@@ -114,6 +116,9 @@ class ImportGraph:
 
     def __init__(self, paths: list[str], names: dict[str, tuple[str, bool]] | None = None) -> None:
         self.root = _common_root(paths)
+        # module names start above the packages the run is inside (`repo/pkg/__init__.py`
+        # run as `repo/pkg`: its files are `pkg.x`, as `from pkg.x import y` names them)
+        self.base = _package_base(self.root)
         self._canonical: dict[tuple[str, str], str] = {}
         self._folders: dict[str, list[str]] = {}
         self._relative: dict[str, str] = {}
@@ -121,7 +126,7 @@ class ImportGraph:
         self.module_of: dict[str, tuple[str, bool]] = {}
         for path in paths:
             try:
-                name, package = (names or {}).get(path) or module_name(Path(path), self.root)
+                name, package = (names or {}).get(path) or module_name(Path(path), self.base)
             except ValueError:
                 continue
             self.modules.setdefault(name, path)
@@ -161,10 +166,10 @@ class ImportGraph:
             current = Path(folder).resolve()
             while True:
                 try:
-                    prefixes.append(".".join(current.relative_to(self.root).parts))
+                    prefixes.append(".".join(current.relative_to(self.base).parts))
                 except ValueError:
                     break
-                if current == self.root:
+                if current == self.base:
                     break
                 current = current.parent
             self._folders[folder] = prefixes
@@ -265,7 +270,11 @@ class Planner:
         apex = [p for p in self.paths if "apex" in self.text(p)]
         self.summarize_all(apex, pool)
         if not any(s.inits or s.needs or s.apex_exports for s in self.summaries.values()):
-            return RepoPlan(summaries=self.summaries, graph=self.graph, errors=self.errors)
+            plan = RepoPlan(summaries=self.summaries, graph=self.graph, errors=self.errors)
+            if any(_GUARD.search(self.text(p)) for p in apex):
+                self._importers_of(set(apex), pool)
+                self.attach_imported(plan, apex)
+            return plan
         imported = {f for s in list(self.summaries.values()) for f in self.graph.imported_files(s)}
         self.summarize_all(sorted(imported), pool)
         self._importers_of(set(apex), pool)
@@ -279,7 +288,33 @@ class Planner:
             if not frontier or not self._importers_of(frontier, pool) - before:
                 break
             plan = _PlanBuilder(self).run()  # with the callers it had not seen
+        self.attach_imported(plan, apex)
         return plan
+
+    def attach_imported(self, plan: RepoPlan, paths: list[str]) -> None:
+        """Record, for each of `paths`, the names the other summarised files import from it."""
+        wanted = set(paths)
+        for summary in self.summaries.values():
+            for ref in summary.imports:
+                base = absolute_name(ref.module, summary.module, summary.is_package)
+                found, rest = self.graph.module_file(base, summary.path)
+                if found is None or found == summary.path:
+                    continue
+                names = {name for name, _ in ref.names}
+                if ref.star or not ref.names or rest:
+                    names = {"*"}  # `import mod` reads `mod.anything`
+                if found in wanted:
+                    self._imported(plan, found, names)
+                for name in names - {"*"}:  # `from pkg import mod`: the module itself
+                    module, tail = self.graph.module_file(f"{base}.{name}", summary.path)
+                    if module not in (None, found, summary.path) and not tail and module in wanted:
+                        self._imported(plan, module, {"*"})
+
+    def _imported(self, plan: RepoPlan, path: str, names: set[str]) -> None:
+        facts = plan.facts.get(path)
+        if facts is None:
+            facts = plan.facts[path] = FileFacts(*self.graph.name_of(path))
+        facts.imported |= names
 
     def aliases(self) -> dict[str, dict[str, str]]:
         """Per file: names it imports from a project module that re-exports apex."""
@@ -847,6 +882,14 @@ def _common_root(paths: list[str]) -> Path:
         return Path.cwd()
     parents = [str(real_path(p).parent) for p in paths]
     return Path(os.path.commonpath(parents))
+
+
+def _package_base(root: Path) -> Path:
+    """The folder above the packages `root` is inside (`root` itself when it is none)."""
+    base = root
+    while (base / "__init__.py").is_file() and base.parent != base:
+        base = base.parent
+    return base
 
 
 def real_path(path: str) -> Path:

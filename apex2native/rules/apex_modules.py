@@ -227,8 +227,9 @@ class ApexModules(Rule):
         moving it would hand that call's apex keywords to torch.
         """
         kept: set[str] = set()
+        handled = ctx.tx.handled()
         for node in ctx.index.within(ctx.module, cst.ImportFrom):
-            if not is_apex_import(node):
+            if not is_apex_import(node) or node in handled:
                 continue
             if isinstance(node.names, cst.ImportStar) or node.relative:
                 continue

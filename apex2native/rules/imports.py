@@ -15,7 +15,7 @@ from apex2native.apex_imports import (
     has_apex_import,
     is_apex_import,
     is_migrated_import,
-    star_supplies,
+    star_used,
 )
 from apex2native.context import FileContext
 from apex2native.facts import FileFacts
@@ -113,15 +113,17 @@ class Imports(Rule):
         names that stand for apex, whose imports go like apex's once unused.
         """
         if remove_unused:
-            facts = facts or FileFacts()
+            facts = facts if facts is not None else FileFacts()
             index = TreeIndex(module, facts.module, facts.is_package)
             # a group that added torch code may have been dropped since
             needs_torch = needs_torch and any(
                 n.value == "torch" for n in index.within(module, cst.Name)
             )
-            cleanup = _Cleanup(index, keep=keep, aliases=facts.aliases)
+            cleanup = _Cleanup(index, keep=keep, aliases=facts.aliases, imported=facts.imported)
             if cleanup.ambiguous:
-                cleanup = _Cleanup(index, precise_unused(index, cleanup), keep, facts.aliases)
+                cleanup = _Cleanup(
+                    index, precise_unused(index, cleanup), keep, facts.aliases, facts.imported
+                )
             module = module.visit(cleanup)
         if needs_torch and not _imports_torch(module):
             context = CodemodContext()
@@ -192,11 +194,13 @@ class _Cleanup(cst.CSTTransformer):
         unused: set[tuple[int, str]] | None = None,
         keep: set[str] | frozenset[str] = frozenset(),
         aliases: dict[str, str] | None = None,
+        imported: set[str] | frozenset[str] = frozenset(),
     ) -> None:
         super().__init__()
         self.index = index
         self.keep = keep
         self.aliases = aliases or {}
+        self.imported = set(imported)  # names other modules import from this one
         module = index.module
         inside_guards = {id(n) for g in apex_guards(index) for n in index.subtree(g)}
         imports = index.within(module, cst.Import, cst.ImportFrom)
@@ -259,9 +263,12 @@ class _Cleanup(cst.CSTTransformer):
         ]
         if not stars:
             return set()
-        unbound = unbound_names(self.index.module.code)
+        text = self.index.module.code
+        unbound = unbound_names(text)
         return {
-            id(i) for i in stars if not star_supplies(get_full_name_for_node(i.module), unbound)
+            id(i)
+            for i in stars
+            if not star_used(get_full_name_for_node(i.module) or "", unbound, self.imported, text)
         }
 
     def _removable(self, node: cst.CSTNode) -> set[str] | None:

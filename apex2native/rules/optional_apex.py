@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import libcst as cst
+import libcst.matchers as m
 
-from apex2native.apex_imports import catches_import_errors, is_apex_import, star_supplies
+from apex2native.apex_imports import catches_import_errors, is_apex_import, star_used
 from apex2native.context import FileContext
 from apex2native.findings import NUMERICS, SAFE
 from apex2native.guards import unbound_names
@@ -31,8 +32,11 @@ class OptionalApex(Rule):
     The hint about installing apex goes with the import. Only whole-module apex classes
     qualify (not `amp`, which other rules migrate), and only when the fallback binds every
     name the import bound; the fallback's own numbers may differ from apex's fused kernel
-    (an eps, a Python implementation), which the report says. A flag the guard sets
-    (`HAS_APEX = True` / `False`) takes the fallback's value. A guarded
+    (an eps, a Python implementation), which the report says. A fallback that sets a name
+    to `None` is no replacement, and is not taken. A flag the guard sets (`HAS_APEX = True`
+    / `False`) takes the fallback's value only where it is read as the test of the apex
+    arm (`if HAS_APEX:` around uses of the guarded names); read anywhere else, or imported
+    by another module, it may mean "mixed precision is on", so the guard gets a TODO. A guarded
     `from apex.fp16_utils import *` goes with its hint when the module reads no name that
     its own statements do not bind (nothing it could supply is used).
     """
@@ -49,6 +53,21 @@ class OptionalApex(Rule):
             fallback = self._fallback(ctx, node)
             if fallback is None:
                 self._unwrap(ctx, node)
+                continue
+            read = _read_flags(ctx, node)
+            if read:
+                kept = object()  # the guard stays as it is: no other rule moves its imports
+                for stmt in node.body.body:  # type: ignore[attr-defined]
+                    for imp in ctx.index.within(stmt, cst.ImportFrom):
+                        ctx.tx.handle(kept, imp)
+                ctx.tx.todo(
+                    node,
+                    self.code,
+                    f"optional apex import: `{read}` is read, and the fallback's False may "
+                    "not be what that code needs without apex (mixed precision, a fused "
+                    "kernel, an error that asks for apex), so the fallback was not taken; "
+                    "decide what the flag means once apex is gone",
+                )
                 continue
             group = object()
             lines = list(node.leading_lines)
@@ -96,8 +115,9 @@ class OptionalApex(Rule):
             modules.append(ctx.index.code(small[0].module))
         if not all(_install_hint(ctx, s) or _is_pass(s) for s in handler.body.body):
             return False
-        unbound = unbound_names(ctx.index.text or ctx.module.code)
-        if any(star_supplies(module, unbound) for module in modules):
+        text = ctx.index.text or ctx.module.code
+        unbound = unbound_names(text)
+        if any(star_used(module, unbound, ctx.facts.imported, text) for module in modules):
             return False
         group = object()
         ctx.tx.edits.replace_statement(group, node, lambda _u: [])
@@ -158,6 +178,7 @@ class OptionalApex(Rule):
         if handler.name is not None or not isinstance(node.body, cst.IndentedBlock):
             return None
         imported: set[str] = set()
+        flags: set[str] = set()
         for stmt in node.body.body:
             small = stmt.body if isinstance(stmt, cst.SimpleStatementLine) else ()
             flag = _flag(small[0]) if len(small) == 1 else None
@@ -165,6 +186,7 @@ class OptionalApex(Rule):
                 if _assignments(ctx, flag) != 2:
                     return None  # set elsewhere too: other guards may read it as theirs
                 imported.add(flag)  # `HAS_APEX = True`: the fallback must set it too
+                flags.add(flag)
                 continue
             if len(small) != 1 or not isinstance(small[0], cst.ImportFrom):
                 return None
@@ -180,9 +202,42 @@ class OptionalApex(Rule):
         if not isinstance(handler.body, cst.IndentedBlock):
             return None
         statements = list(handler.body.body)
-        if not imported <= _binds(statements):
-            return None
+        if not imported <= _binds(statements) or (imported - flags) & _binds_none(statements):
+            return None  # `FusedAdam = None` is no replacement: its callers need the class
         return statements
+
+
+def _read_flags(ctx: FileContext, node: cst.Try) -> str | None:
+    """A flag the guard sets whose fallback value (False) may be wrong where it is read.
+
+    It is right only where the flag chooses the apex class's own arm (`if HAS_APEX:` whose
+    body uses the guarded names, like apex DDP's keywords): without apex that arm cannot
+    run. Anywhere else (a negation, a condition with other terms, another module) the flag
+    may stand for "mixed precision is on" or "apex is there, do not raise", which stays True.
+    """
+    body = node.body.body  # type: ignore[attr-defined]
+    guarded = _binds(list(body))
+    for stmt in body:
+        small = stmt.body if isinstance(stmt, cst.SimpleStatementLine) else ()
+        flag = _flag(small[0]) if len(small) == 1 else None
+        if flag is None:
+            continue
+        if flag in ctx.facts.imported or "*" in ctx.facts.imported:
+            return flag
+        names = guarded - {flag}
+        for read in ctx.index.reads.get(flag, []):
+            if ctx.index.contains(node, read):
+                continue
+            test = ctx.index.parent(read)
+            if not (isinstance(test, cst.If) and test.test is read):
+                return flag
+            if not any(ctx.index.reads.get(n) and _reads_in(ctx, test.body, n) for n in names):
+                return flag
+    return None
+
+
+def _reads_in(ctx: FileContext, block: cst.CSTNode, name: str) -> bool:
+    return any(ctx.index.contains(block, read) for read in ctx.index.reads.get(name, []))
 
 
 def _moved_imports(ctx: FileContext, node: cst.Try) -> bool:
@@ -219,6 +274,16 @@ def _binds(statements: list[cst.BaseStatement]) -> set[str]:
                         target = alias.asname.name if alias.asname else alias.name
                         if isinstance(target, cst.Name):
                             out.add(target.value)
+    return out
+
+
+def _binds_none(statements: list[cst.BaseStatement]) -> set[str]:
+    """Names the statements set to `None`."""
+    out: set[str] = set()
+    for stmt in statements:
+        for small in stmt.body if isinstance(stmt, cst.SimpleStatementLine) else ():
+            if isinstance(small, cst.Assign) and m.matches(small.value, m.Name("None")):
+                out |= {t.target.value for t in small.targets if isinstance(t.target, cst.Name)}
     return out
 
 
