@@ -3,12 +3,14 @@ a GradScaler."""
 
 from __future__ import annotations
 
+import re
+
 import libcst as cst
 
 from apex2native.context import FileContext, Scaler
 from apex2native.findings import NUMERICS, SAFE
 from apex2native.rules.base import Rule
-from apex2native.rules.initialize import drop_if_empty, place_creation
+from apex2native.rules.initialize import place_creation
 from apex2native.rules.scale_loss import BackwardSite, ScaleLoss
 from apex2native.scaler_options import DOTTED, NUMERIC, normalize
 
@@ -22,6 +24,27 @@ PARAMS = ("init_optimizer", "static_loss_scale", "dynamic_loss_scale", "dynamic_
 USES = {"backward", "clip_master_grads", "step", "zero_grad", "state_dict", "load_state_dict"}
 HALF_HELPERS = {"apex.fp16_utils.network_to_half", "apex.fp16_utils.BN_convert_float"}
 HARMLESS = {"print", "len", "isinstance", "getattr", "hasattr", "id", "type", "repr", "str"}
+# module methods that return the module itself (`model.eval()` hands on the model)
+RETURNS_SELF = {
+    "eval",
+    "train",
+    "cuda",
+    "cpu",
+    "to",
+    "half",
+    "float",
+    "double",
+    "bfloat16",
+    "type",
+    "requires_grad_",
+    "apply",
+    "zero_grad",
+    "share_memory",
+    "to_empty",
+}
+MODEL_NAME = re.compile(r"^[A-Za-z_]\w*$")
+# other ways to make fp16 tensors: the fp32 model would get them outside autocast
+HALF_SPELLINGS = {"torch.float16", "torch.half", "torch.HalfTensor", "torch.cuda.HalfTensor"}
 
 
 class _Refused(Exception):
@@ -40,7 +63,7 @@ class FP16Optimizer(Rule):
         optimizer.clip_master_grads(1.0)
         optimizer.step()
     After:
-        model = Net().cuda()
+        model = Net().cuda().float()
         optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
         scaler = torch.amp.GradScaler("cuda")
         ...
@@ -52,15 +75,20 @@ class FP16Optimizer(Rule):
 
     apex kept the model in fp16 with fp32 master copies in the optimizer; natively the model
     stays fp32 and its forward runs under autocast (numerics and memory differ, as for O2).
-    The `.half()` that made the model fp16 goes; `.half()` on data stays (autocast casts
-    where it computes in fp16). Only the wrapper's own methods (`backward`, `clip_master_grads`,
+    Each `.half()` of the model and of its inputs becomes `.float()`: without it they keep
+    whatever type they had (a float64 array, uint8 images, a bool mask, a module loaded in
+    fp16), and under autocast they must be fp32. Only the wrapper's own methods (`backward`, `clip_master_grads`,
     `step`, `zero_grad`, and `state_dict` / `load_state_dict`, which become the plain
     optimizer's: old checkpoints go through `convert-checkpoint`) in the function that makes
     it are migrated, and `loss_scale` becomes `scaler.get_scale()`; anything else (the wrapper
     handed on, another attribute) keeps the whole site apex with a TODO.
-    The fp16 model must be made in that function and stay there (not the caller's, not
-    returned, not handed to another module's function), and no other `.half()` of the
-    module may feed it: code that fed the fp16 model fp16 data would fail on a fp32 one.
+    The fp16 model must be made in that function and stay there (a local name, not the
+    caller's, not returned or yielded, stored or aliased, also inside a container or as
+    `model.eval()`, nor handed to another module's function), and nothing else in the module
+    may make fp16 data (another `.half()`, `torch.float16`): code that fed the fp16 model
+    fp16 data would fail on a fp32 one. Options read through the `if` that guards the
+    wrapper (`cfg.fp16.loss_scale`), and `clip_master_grads` results compared with apex's
+    -1, keep the site apex too.
     """
 
     code = "A2N117"
@@ -115,6 +143,10 @@ class FP16Optimizer(Rule):
         halves, data = _halves(ctx, scope, model)
         access = _free_name(ctx, scope)
         kwargs, update, scaling = _options(ctx, args)
+        if condition is not None and any(
+            index.code(v).startswith(f"{condition}.") for v in args.values()
+        ):
+            raise _Refused(f"its options are read through `{condition}`, which may be unset")
         if condition is not None and scaling:
             kwargs.insert(0, ("enabled", f"bool({condition})"))
         unit = f"{ctx.facts.module or '<module>'}:FP16_Optimizer:{index.line(stmt)}"
@@ -235,6 +267,10 @@ class FP16Optimizer(Rule):
                 ctx, call
             ):
                 raise _Refused(f"`{index.code(call)}` is used as a value")
+            if method == "clip_master_grads" and isinstance(
+                index.parent(call), (cst.Comparison, cst.ComparisonTarget)
+            ):
+                raise _Refused(f"`{index.code(call)}` is compared: -1 on overflow is apex's")
             out[method].append(call)
         for assign in index.within(scope, cst.AssignTarget):
             target = assign.target
@@ -248,22 +284,15 @@ class FP16Optimizer(Rule):
         return out
 
     def _unhalf(self, ctx: FileContext, group: object, half: cst.Call, what: str) -> None:
-        """`x.cuda().half()` loses its `.half()`; `x.half()` alone and `x = x.half()`, left
-        with nothing to do, go. Inputs made fp16 for the fp16 model stay fp32 too: autocast
-        casts them where it computes in fp16."""
-        index = ctx.index
-        receiver = half.func.value  # type: ignore[attr-defined]
-        stmt = index.statement_of(half)
-        small = stmt.body[0] if isinstance(stmt, cst.SimpleStatementLine) else None
-        alone = isinstance(small, cst.Expr) and isinstance(receiver, (cst.Name, cst.Attribute))
-        same = isinstance(small, cst.Assign) and index.code(small.targets[0].target) == index.code(
-            receiver
+        """`.half()` becomes `.float()`, not nothing: what it converted need not be fp32
+        without it (a float64 array, uint8 images, a bool mask, a module loaded in fp16),
+        and the model and its inputs must be fp32 under autocast."""
+        ctx.tx.edits.replace_node(
+            group,
+            half,
+            lambda u: u.with_changes(func=u.func.with_changes(attr=cst.Name("float"))),
         )
-        if small is not None and small.value is half and (alone or same):
-            _drop(ctx, group, stmt)
-        else:
-            ctx.tx.edits.replace_node(group, half, lambda u: u.func.value)  # type: ignore
-        ctx.tx.note(group, half, self.code, f"`.half()` of {what} removed", SAFE)
+        ctx.tx.note(group, half, self.code, f"`.half()` of {what} -> `.float()`", SAFE)
 
     def _clip(self, ctx: FileContext, group: object, call: cst.Call, wrapper: str) -> None:
         """`opt.clip_master_grads(n)` clips the optimizer's (now fp32) parameters."""
@@ -302,14 +331,6 @@ class FP16Optimizer(Rule):
         ctx.tx.note(
             site.group, call, self.code, f"backward -> {scaler.access}.scale(loss).backward()", SAFE
         )
-
-
-def _drop(ctx: FileContext, group: object, stmt: cst.CSTNode) -> None:
-    """Remove a statement; an `if` it was all of goes with it."""
-    ctx.tx.edits.replace_statement(group, stmt, lambda _u: [])
-    branch = ctx.index.parent(ctx.index.parent(stmt))
-    if isinstance(branch, cst.If) and len(branch.body.body) == 1:  # type: ignore[attr-defined]
-        ctx.tx.edits.replace_statement(group, branch, drop_if_empty)
 
 
 def _bind(call: cst.Call) -> dict[str, cst.BaseExpression] | None:
@@ -398,23 +419,59 @@ def _owned(ctx: FileContext, scope: cst.CSTNode, model: str) -> None:
         names |= {p.name.value for p in params.kwonly_params}
         if model in names:
             raise _Refused(f"`{model}` comes from the caller, which keeps a fp16 model")
+    if not MODEL_NAME.match(model):
+        raise _Refused(f"`{model}` is an attribute: other methods and modules can reach it")
     local = {
         s.name.value for s in ctx.module.body if isinstance(s, (cst.FunctionDef, cst.ClassDef))
     }
-    for node in index.within(scope, cst.Return):
-        value = node.value
-        items = [e.value for e in value.elements] if isinstance(value, cst.Tuple) else [value]
-        if any(item is not None and index.code(item) == model for item in items):
+    for read in index.reads.get(model, []):
+        if index.contains(scope, read):
+            _not_handed_on(ctx, read, local, model)
+
+
+def _not_handed_on(ctx: FileContext, read: cst.Name, local: set[str], model: str) -> None:
+    """Follow one read of the model outward: calling it or reading its parameters is
+    harmless; returning, yielding, storing or aliasing it, or handing it (also inside a
+    list, or as `model.eval()`) to a function of another module lets fp16 data reach it."""
+    index = ctx.index
+    node: cst.CSTNode = read
+    while True:
+        parent = index.parent(node)
+        if isinstance(parent, cst.Call) and parent.func is node:
+            return  # `model(x)`: its output, not the model
+        if isinstance(parent, cst.Attribute) and parent.value is node:
+            call = index.parent(parent)
+            if not (isinstance(call, cst.Call) and call.func is parent):
+                if parent.attr.value != "module":
+                    return  # `model.training`, `model.fc`: not the model itself
+            elif parent.attr.value not in RETURNS_SELF:
+                return  # `model.parameters()`, `model.state_dict()`
+            node = call if isinstance(call, cst.Call) and call.func is parent else parent
+            continue
+        if isinstance(parent, (cst.Element, cst.DictElement, cst.StarredElement)):
+            node = index.parent(parent)  # the list, tuple, set or dict holding it
+            continue
+        if isinstance(parent, (cst.List, cst.Tuple, cst.Set, cst.Dict, cst.IfExp)):
+            node = parent
+            continue
+        if isinstance(parent, cst.Arg):
+            call = index.parent(parent)
+            func = call.func  # type: ignore[attr-defined]
+            if isinstance(func, cst.Name) and func.value in local | HARMLESS:
+                return
+            target = ctx.names.resolve_call(call) or index.code(func)  # type: ignore[arg-type]
+            if target.split(".")[0] in ("torch", "apex"):
+                return
+            raise _Refused(f"`{model}` is handed to `{index.code(func)}`, defined elsewhere")
+        if isinstance(parent, (cst.Return, cst.Yield)):
             raise _Refused(f"`{model}` is returned to the caller")
-    for call in index.within(scope, cst.Call):
-        if not any(index.code(a.value) == model for a in call.args):
-            continue
-        if isinstance(call.func, cst.Name) and call.func.value in local | HARMLESS:
-            continue
-        target = ctx.names.resolve_call(call) or index.code(call.func)
-        if target.split(".")[0] in ("torch", "apex"):
-            continue
-        raise _Refused(f"`{model}` is handed to `{index.code(call.func)}`, defined elsewhere")
+        if isinstance(parent, cst.Assign) and all(
+            isinstance(t.target, cst.Name) and t.target.value == model for t in parent.targets
+        ):
+            return  # `model = model.cuda()`
+        if isinstance(parent, (cst.Assign, cst.AnnAssign, cst.AugAssign)):
+            raise _Refused(f"`{model}` is stored under another name")
+        return
 
 
 def _halves(
@@ -428,6 +485,11 @@ def _halves(
     for call in index.within(ctx.module, cst.Call):
         if ctx.names.call_name(call) in HALF_HELPERS:
             raise _Refused(f"`{index.code(call.func)}` changes the model's structure")
+    for attr in index.within(ctx.module, cst.Attribute):
+        if attr.attr.value in ("float16", "half", "HalfTensor") and index.code(attr) in (
+            HALF_SPELLINGS
+        ):
+            raise _Refused(f"`{index.code(attr)}` makes fp16 data the fp32 model would reject")
     model_calls = [
         c
         for c in index.within(scope, cst.Call)
