@@ -931,6 +931,19 @@ class _InitAnalysis:
             target, given = wrap.targets[0].id, o.code(use.args[0])
             wraps.append((wrap.lineno, None if target == given else f"{target} = {given}"))
             wrapped.add(target)
+        for node in o.scopes.of_type(ast.Attribute):
+            if (
+                isinstance(node.value, ast.Name)
+                and node.value.id in wrapped
+                and node.attr in WRAPPER_ONLY
+            ):
+                return self.site(
+                    self.decision(
+                        problem=f"amp.init: `{o.code(node)}` exists only on apex's wrapped "
+                        "optimizer; create the GradScaler by hand"
+                    )
+                )
+        through: set[str] = set()  # "handle", "wrapper": whose loss scaler scales
         for use in uses:
             func = use.func
             if not (
@@ -941,6 +954,7 @@ class _InitAnalysis:
                 and o.apex_name(func) == "apex.amp.scale_loss"
             ):
                 continue
+            through.add("handle" if func.value.id == handle else "wrapper")
             if func.value.id == handle:
                 given = use.args[1] if len(use.args) > 1 else None
                 given = next((k.value for k in use.keywords if k.arg == "optimizer"), given)
@@ -959,6 +973,16 @@ class _InitAnalysis:
                     "GradScaler and autocast regions by hand"
                 )
             )
+        if "wrapper" in through:
+            # a wrapped optimizer has its own dynamic scaler; the handle's loss_scale is not it
+            scale = args.pop("loss_scale", None)
+            if "handle" in through and scale is not None and scale.literal != "dynamic":
+                return self.site(
+                    self.decision(
+                        problem="amp.init: the handle's static loss_scale and a wrapped "
+                        "optimizer's dynamic one both scale here; one GradScaler cannot be both"
+                    )
+                )
         self.wraps = tuple(wraps)
         note = (
             f"`{handle} = amp.init(...)`, the pre-0.1 API, runs as O1: its scale_loss uses "
@@ -1668,6 +1692,12 @@ def _refs_of(node: ast.Import | ast.ImportFrom) -> list[ImportRef]:
     names = [(a.name, a.asname or a.name) for a in node.names if a.name != "*"]
     star = any(a.name == "*" for a in node.names)
     return [ImportRef(node.lineno, module, names, star=star)]
+
+
+# what apex's OptimWrapper has and the optimizer it wraps does not
+WRAPPER_ONLY = frozenset(
+    {"_optimizer", "_amp_handle", "_num_loss", "_loss_idx", "_skip_next", "_loss_scaler"}
+)
 
 
 def summarize(
