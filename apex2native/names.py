@@ -6,6 +6,7 @@ import libcst as cst
 
 from apex2native.apex_imports import catches_import_errors, guard_flags
 from apex2native.index import TreeIndex
+from apex2native.scopes import absolute_name
 from apex2native.summary import unalias
 from apex2native.syntax import is_self_method, module_values
 
@@ -49,7 +50,7 @@ class ApexNames:
         """The apex dotted name `node` refers to, else None."""
         if not isinstance(node, (cst.Name, cst.Attribute)):
             return None
-        for name in sorted(self.index.imported_names(node)):
+        for name in sorted(self._imported(node)):
             name = unalias(name, self.aliases)
             if is_apex(name):
                 return name
@@ -237,13 +238,25 @@ class ApexNames:
             self._refs = refs
         return self._refs
 
+    def _imported(self, node: cst.CSTNode) -> list[str]:
+        """The names `node` stands for through imports, relative ones made absolute (the
+        plan's aliases are absolute: `from .common import amp` is `pkg.common.amp`)."""
+        names = self.index.imported_names(node)
+        if not self.aliases:
+            return names
+        index = self.index
+        return [
+            absolute_name(n, index.module_name, index.is_package) if n.startswith(".") else n
+            for n in names
+        ]
+
     def _through_module(self, node: cst.CSTNode) -> cst.CSTNode | None:
         """`common.amp` when `import common` reads apex's amp through a project module that
         re-exports it: the attribute chain from `node` that reaches an alias, else None."""
         modules = {alias.rsplit(".", 1)[0] for alias in self.aliases}
         current = node
         while modules:
-            names = set(self.index.imported_names(current))
+            names = set(self._imported(current))
             if not any(m == n or m.startswith(n + ".") for m in modules for n in names):
                 return None  # `import pkg.common` then `pkg.common.amp`: climb to the module
             parent = self.index.parent(current)

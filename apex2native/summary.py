@@ -367,6 +367,8 @@ class _Summarizer:
             found = None
             if isinstance(node, (ast.Name, ast.Attribute)):
                 for name in sorted(self.scopes.imported(node)):
+                    if name.startswith(".") and self.aliases:  # the aliases are absolute
+                        name = absolute_name(name, self.scopes.module, self.scopes.is_package)
                     name = unalias(name, self.aliases)
                     if name == "apex" or name.startswith("apex."):
                         found = name
