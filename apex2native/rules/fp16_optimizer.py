@@ -77,7 +77,9 @@ class FP16Optimizer(Rule):
     stays fp32 and its forward runs under autocast (numerics and memory differ, as for O2).
     Each `.half()` of the model and of its inputs becomes `.float()`: without it they keep
     whatever type they had (a float64 array, uint8 images, a bool mask, a module loaded in
-    fp16), and under autocast they must be fp32. Only the wrapper's own methods (`backward`, `clip_master_grads`,
+    fp16), and under autocast they must be fp32. The contrib `apex.optimizers.FP16_Optimizer`
+    grew its dynamic scale every 1000 steps: `growth_interval=1000`. Only the wrapper's own
+    methods (`backward`, `clip_master_grads`,
     `step`, `zero_grad`, and `state_dict` / `load_state_dict`, which become the plain
     optimizer's: old checkpoints go through `convert-checkpoint`) in the function that makes
     it are migrated, and `loss_scale` becomes `scaler.get_scale()`; anything else (the wrapper
@@ -147,6 +149,9 @@ class FP16Optimizer(Rule):
             index.code(v).startswith(f"{condition}.") for v in args.values()
         ):
             raise _Refused(f"its options are read through `{condition}`, which may be unset")
+        contrib = (ctx.names.call_name(call) or "").startswith("apex.optimizers.")
+        if contrib and scaling:
+            kwargs.append(("growth_interval", "1000"))  # the contrib class's scale_window
         if condition is not None and scaling:
             kwargs.insert(0, ("enabled", f"bool({condition})"))
         unit = f"{ctx.facts.module or '<module>'}:FP16_Optimizer:{index.line(stmt)}"
@@ -192,6 +197,15 @@ class FP16Optimizer(Rule):
             "fp16 weights with fp32 master copies (numbers and memory differ)",
             NUMERICS,
         )
+        if contrib and scaling:
+            ctx.tx.note(
+                group,
+                call,
+                self.code,
+                "apex.optimizers.FP16_Optimizer grew its scale every 1000 good steps "
+                "(growth_interval=1000) and never let it fall below 1; GradScaler has no floor",
+                NUMERICS,
+            )
         if update:
             ctx.tx.note(
                 group,
