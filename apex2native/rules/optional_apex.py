@@ -79,12 +79,15 @@ class OptionalApex(Rule):
             for ref, _name in ctx.names.refs():
                 if id(ref) in inside or ctx.index.code(ref).split(".")[0] in names:
                     ctx.tx.handle(group, ref)  # the uses now mean the fallback
+            kept = ", ".join(f"`{n}`" for n in sorted(names))
             ctx.tx.note(
                 group,
                 node,
                 self.code,
-                "optional apex import: the project's own fallback is kept; check its "
-                "defaults against apex's (FusedLayerNorm: eps=1e-5, elementwise affine)",
+                f"optional apex import: the project's own fallback for {kept} is kept; it is "
+                "what runs without apex today, but it need not compute what apex's class did "
+                "(FusedAdam decays weights like AdamW, FusedLayerNorm uses eps=1e-5, "
+                "convert_syncbn_model syncs BatchNorm statistics across GPUs): check it",
                 NUMERICS,
             )
 
