@@ -112,6 +112,8 @@ class Summary:
     needs: set[str] = field(default_factory=set)
     module_names: set[str] = field(default_factory=set)  # bound at module level
     apex_exports: dict[str, str] = field(default_factory=dict)  # module name -> apex name
+    # module-level flags an apex import guard sets (`HAS_APEX = True` / `False`)
+    guard_flags: set[str] = field(default_factory=set)
     uses_apex: bool = False
     amp_uses: list[tuple[int, str]] = field(default_factory=list)  # (line, apex.amp.* name)
     # project names read as values, not called (`run_all(train_step)`): (name, line, reader)
@@ -549,6 +551,7 @@ class _Summarizer:
                     q = b.qualified
                     if q == "apex" or q.startswith("apex."):
                         s.apex_exports[name] = q
+        s.guard_flags = self.flags() & s.module_names
         self._returns = self._collect_returns()
         self._calls_in = self._calls_by_function()
         for node in self.scopes.of_type(*FUNCTIONS):

@@ -10,6 +10,7 @@ unit it holds back and where to put the TODO marker.
 from __future__ import annotations
 
 from apex2native.consistency.flags import check_flags
+from apex2native.consistency.imported_flags import check_imported_flags
 from apex2native.consistency.imports import check_imports
 from apex2native.consistency.leftover_apex import check_leftover_apex
 from apex2native.consistency.ordering import check_ordering
@@ -22,6 +23,7 @@ CHECKS = (
     check_signatures,
     check_flags,
     check_leftover_apex,
+    check_imported_flags,
     check_switches,
     check_ordering,
 )

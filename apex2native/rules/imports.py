@@ -240,10 +240,25 @@ class _Cleanup(cst.CSTTransformer):
             for imp in imports
         )
         self.stars = self._unused_stars(imports)
+        # a guard whose flag other modules import stays as it is (A2N115 marks it)
+        frozen = {
+            id(n)
+            for g in apex_guards(index)
+            if any(
+                isinstance(t.target, cst.Name) and t.target.value in self.imported
+                for a in index.within(g, cst.Assign)
+                for t in a.targets
+            )
+            for n in index.subtree(g)
+        }
         self.hot = index.paths_to(
             [
-                *(i for i in imports if self.migrated[id(i)] or id(i) in self.stars),
-                *apex_guards(index),
+                *(
+                    i
+                    for i in imports
+                    if (self.migrated[id(i)] or id(i) in self.stars) and id(i) not in frozen
+                ),
+                *(g for g in apex_guards(index) if id(g) not in frozen),
                 *self.dead_nones,
             ]
         )
@@ -407,7 +422,7 @@ class _Cleanup(cst.CSTTransformer):
             m.matches(
                 stmt, m.SimpleStatementLine(body=[m.Assign(targets=[m.AssignTarget(m.Name())])])
             )
-            and stmt.body[0].targets[0].target.value in self.flags - self.flags_read
+            and stmt.body[0].targets[0].target.value in self.flags - self.flags_read - self.imported
         )  # type: ignore[attr-defined]
 
     def _prune(self, body, block_start: bool = True):
