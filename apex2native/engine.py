@@ -30,7 +30,6 @@ from apex2native.facts import FileFacts
 from apex2native.findings import FileOutcome, Finding, UnitFacts
 from apex2native.options import Options
 from apex2native.plan import RepoPlan, build_plan
-from apex2native.scopes import absolute_name
 from apex2native.textio import DecodeError, decode, encode, line_length_for, read_text
 from apex2native.textio import write_atomic as _write
 
@@ -330,8 +329,7 @@ class _Run:
             if outcome is not None and outcome.status == "changed" and outcome.new_text:
                 summary = self.plan.summary_of(path, outcome.new_text)
             for ref in summary.imports if summary else ():
-                base = absolute_name(ref.module, summary.module, summary.is_package)
-                found, rest = graph.module_file(base, path)
+                found, rest = graph.source_of(ref, summary)
                 if found == target and not rest:
                     names.update(name for name, _ in ref.names)
                     if not ref.names:  # `import common`, then `common.amp.scale_loss(...)`

@@ -185,6 +185,12 @@ class ImportGraph:
                 return self.modules[module], ".".join(parts[i:])
         return None, name
 
+    def source_of(self, ref, summary: Summary) -> tuple[str | None, str]:
+        """The project file an import statement of `summary` reads from, and the rest of
+        the dotted name inside it (`from pkg.utils import x`: utils.py, "")."""
+        base = absolute_name(ref.module, summary.module, summary.is_package)
+        return self.module_file(base, summary.path)
+
     def imported_files(self, summary: Summary) -> set[str]:
         """Project files a summarised file imports."""
         out = set()
@@ -296,10 +302,10 @@ class Planner:
         wanted = set(paths)
         for summary in self.summaries.values():
             for ref in summary.imports:
-                base = absolute_name(ref.module, summary.module, summary.is_package)
-                found, rest = self.graph.module_file(base, summary.path)
+                found, rest = self.graph.source_of(ref, summary)
                 if found is None or found == summary.path:
                     continue
+                base = absolute_name(ref.module, summary.module, summary.is_package)
                 names = {name for name, _ in ref.names}
                 if ref.star or not ref.names or rest:
                     names = {"*"}  # `import mod` reads `mod.anything`
@@ -321,11 +327,11 @@ class Planner:
         out: dict[str, dict[str, str]] = {}
         for summary in self.summaries.values():
             for ref in summary.imports:
-                base = absolute_name(ref.module, summary.module, summary.is_package)
-                found, rest = self.graph.module_file(base, summary.path)
+                found, rest = self.graph.source_of(ref, summary)
                 source = self.summaries.get(found) if found else None
                 if source is None or rest:
                     continue
+                base = absolute_name(ref.module, summary.module, summary.is_package)
                 # `from common import amp`; `import common` reads the names as `common.amp`
                 names = [name for name, _ in ref.names] if ref.names else list(source.apex_exports)
                 for name in names:

@@ -27,14 +27,14 @@ def module_code(index: TreeIndex, text: str, new: cst.Module) -> str:
     runs = _statement_runs(index, text)
     if runs is None or not _same_layout(old, new):
         return new.code
-    kept = {id(stmt): run for stmt, run in zip(old.body, runs)}
+    kept = {id(stmt): (stmt, run) for stmt, run in zip(old.body, runs)}
     state = CodegenState(default_indent=new.default_indent, default_newline=new.default_newline)
     for line in new.header:
         line._codegen(state)
-    by_id = {id(stmt): stmt for stmt in old.body}
     for stmt in new.body:
-        if by_id.get(id(stmt)) is stmt:
-            state.add_token(kept[id(stmt)])
+        original, run = kept.get(id(stmt), (None, ""))
+        if original is stmt:  # the very node the parser made: its text is the run
+            state.add_token(run)
         else:
             stmt._codegen(state)
     for line in new.footer:

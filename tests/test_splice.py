@@ -98,3 +98,15 @@ def test_fixture_sources_print_back_as_they_are() -> None:
 def test_texts_whose_lines_are_not_plain_are_printed_whole(name: str) -> None:
     text = EDGE_CASES[name]
     assert _statement_runs(TreeIndex(cst.parse_module(text), text=text), text) is None
+
+
+def test_a_kept_statement_is_taken_from_the_text_it_was_parsed_from() -> None:
+    """A statement the rewrite kept is copied, not printed: given a text whose kept line
+    differs (same shape), the output carries that text, which LibCST could not print."""
+    text = "import os\nx = 1\ny = 2\n"
+    module = cst.parse_module(text)
+    index = TreeIndex(module, text=text)
+    changed = module.with_changes(body=[cst.parse_statement("import sys\n"), *module.body[1:]])
+    assert module_code(index, text.replace("x = 1", "x = 7"), changed) == (
+        "import sys\nx = 7\ny = 2\n"
+    )

@@ -12,7 +12,6 @@ from __future__ import annotations
 import re
 
 from apex2native.consistency.repo import RepoView, Violation
-from apex2native.scopes import absolute_name
 
 CODE = "A2N102"
 IDENTIFIER = re.compile(r"[A-Za-z_]\w*")
@@ -52,8 +51,7 @@ def _imported_flags(view: RepoView, path: str, summary) -> dict[str, str]:
     if graph is None:
         return out
     for ref in summary.imports:
-        base = absolute_name(ref.module, summary.module, summary.is_package)
-        found, rest = graph.module_file(base, path)
+        found, rest = graph.source_of(ref, summary)
         source = view.plan.summaries.get(found) if found and not rest else None
         if source is None or found == path:
             continue

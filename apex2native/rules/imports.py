@@ -202,7 +202,8 @@ class _Cleanup(cst.CSTTransformer):
         self.aliases = aliases or {}
         self.imported = set(imported)  # names other modules import from this one
         module = index.module
-        inside_guards = {id(n) for g in apex_guards(index) for n in index.subtree(g)}
+        guards = apex_guards(index)
+        inside_guards = {id(n) for g in guards for n in index.subtree(g)}
         imports = index.within(module, cst.Import, cst.ImportFrom)
         # inside a guard, the flags it sets are not uses; anything else it reads is
         flag_targets = {
@@ -243,7 +244,7 @@ class _Cleanup(cst.CSTTransformer):
         # a guard whose flag other modules import stays as it is (A2N115 marks it)
         frozen = {
             id(n)
-            for g in apex_guards(index)
+            for g in guards
             if any(
                 isinstance(t.target, cst.Name) and t.target.value in self.imported
                 for a in index.within(g, cst.Assign)
@@ -258,7 +259,7 @@ class _Cleanup(cst.CSTTransformer):
                     for i in imports
                     if (self.migrated[id(i)] or id(i) in self.stars) and id(i) not in frozen
                 ),
-                *(g for g in apex_guards(index) if id(g) not in frozen),
+                *(g for g in guards if id(g) not in frozen),
                 *self.dead_nones,
             ]
         )

@@ -234,7 +234,7 @@ def _read_flags(ctx: FileContext, node: cst.Try) -> str | None:
             test = ctx.index.parent(read)
             if not (isinstance(test, cst.If) and test.test is read):
                 return flag
-            if not any(ctx.index.reads.get(n) and _reads_in(ctx, test.body, n) for n in names):
+            if not any(_reads_in(ctx, test.body, n) for n in names):
                 return flag
     return None
 
