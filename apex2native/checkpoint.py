@@ -108,7 +108,8 @@ def convert_checkpoint(checkpoint: Any, static: bool = False) -> tuple[Any, list
             return state
         if is_fp16_optimizer_state(value):
             scaler = value["loss_scaler"]
-            scale = getattr(scaler, "_loss_scale", None)
+            # apex's own classes keep `cur_scale`; the stand-in's amp scaler `_loss_scale`
+            scale = getattr(scaler, "cur_scale", None) or getattr(scaler, "_loss_scale", None)
             changes.append(
                 f"{path or '<root>'}: FP16_Optimizer state -> its wrapped optimizer's state "
                 "(the fp32 master copies are dropped: the model's weights were those masters "

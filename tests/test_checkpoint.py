@@ -138,3 +138,40 @@ def test_fp16_optimizer_state_becomes_the_wrapped_optimizers(tmp_path):
     assert all("momentum_buffer" in s for s in optimizer.state.values())
     model(torch.randn(3, 4)).pow(2).mean().backward()
     optimizer.step()
+
+
+SAVE_AS_APEX_DID = """
+import sys, torch
+sys.path.insert(0, sys.argv[2])
+from apex.fp16_utils.loss_scaler import DynamicLossScaler
+model = torch.nn.Linear(4, 2)
+sgd = torch.optim.SGD(model.parameters(), lr=0.1)
+scaler = DynamicLossScaler()
+scaler.cur_scale = 1024.0
+state = {"loss_scaler": scaler, "dynamic_loss_scale": True, "overflow": False,
+         "optimizer_state_dict": sgd.state_dict(), "fp32_from_fp16": [list(model.parameters())]}
+torch.save({"optimizer": state}, sys.argv[1])
+"""
+
+
+def test_a_checkpoint_written_by_real_apex_loads(tmp_path):
+    """Real apex pickles `apex.fp16_utils.loss_scaler.DynamicLossScaler`: a package of that
+    layout alone (not the stand-in) writes the checkpoint, and the stand-in must read it."""
+    fake = tmp_path / "apex_as_installed"
+    package = fake / "apex" / "fp16_utils"
+    package.mkdir(parents=True)
+    (fake / "apex" / "__init__.py").write_text("")
+    (package / "__init__.py").write_text("")
+    (package / "loss_scaler.py").write_text(
+        "class DynamicLossScaler:\n    def __init__(self):\n        self.cur_scale = 2.0**32\n"
+    )
+    source, target = tmp_path / "old.pt", tmp_path / "new.pt"
+    script = tmp_path / "save.py"
+    script.write_text(SAVE_AS_APEX_DID)
+    subprocess.run([sys.executable, str(script), str(source), str(fake)], check=True)
+    result = CliRunner().invoke(
+        main, ["convert-checkpoint", "--unsafe-load", str(source), str(target)]
+    )
+    assert result.exit_code == 0, result.stderr
+    assert "the loss scale was 1024.0" in result.stderr
+    assert set(torch.load(target)["optimizer"]) == {"state", "param_groups"}
