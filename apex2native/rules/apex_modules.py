@@ -21,7 +21,10 @@ class Mapping:
 
     `drop`: keywords with no native meaning (behaviour unchanged or only performance);
     `refuse`: keyword values that change numbers with no native form (the call gets a TODO);
-    `add`: keywords the native call needs to behave like apex (added when absent).
+    `add`: keywords the native call needs to behave like apex (added when absent);
+    `params`: apex's positional parameters, in order, as far as every apex release agrees;
+    `shared`: how many of them the native signature takes at the same positions (the rest
+    become keywords); `accepts`: the native keywords (any other keyword is refused).
     """
 
     code: str
@@ -31,11 +34,57 @@ class Mapping:
     refuse: dict[str, str] = field(default_factory=dict)
     add: dict[str, str] = field(default_factory=dict)
     note: str = ""
+    params: tuple[str, ...] = ()
+    shared: int = 1
+    accepts: frozenset[str] = frozenset()
 
 
 def _kw(*names: str) -> frozenset[str]:
     return frozenset(names)
 
+
+# apex's positional parameters (the native signatures share a prefix of them).
+DDP_PARAMS = (
+    "module",
+    "message_size",
+    "delay_allreduce",
+    "shared_param",
+    "allreduce_trigger_params",
+    "retain_allreduce_buffers",
+    "allreduce_always_fp32",
+    "num_allreduce_streams",
+    "allreduce_communicators",
+    "gradient_average",
+    "gradient_predivide_factor",
+    "gradient_average_split_factor",
+    "prof",
+)
+SYNCBN_PARAMS = (
+    "num_features",
+    "eps",
+    "momentum",
+    "affine",
+    "track_running_stats",
+    "process_group",
+)
+SGD_PARAMS = ("params", "lr", "momentum", "dampening", "weight_decay", "nesterov")
+NORM_PARAMS = ("normalized_shape", "eps", "elementwise_affine")
+# FusedAdam's sixth parameter was `eps_inside_sqrt` before apex 0.1 and `adam_w_mode` after:
+# only the first five positions mean the same thing in every release.
+ADAM_PARAMS = ("params", "lr", "bias_correction", "betas", "eps")
+ADAM_ACCEPTS = _kw(
+    "params",
+    "lr",
+    "betas",
+    "eps",
+    "weight_decay",
+    "amsgrad",
+    "foreach",
+    "maximize",
+    "capturable",
+    "differentiable",
+    "fused",
+)
 
 TABLE: dict[str, Mapping] = {
     "apex.parallel.DistributedDataParallel": Mapping(
@@ -53,25 +102,61 @@ TABLE: dict[str, Mapping] = {
             "gradient_predivide_factor",
             "gradient_average_split_factor",
             "prof",
+            "gradient_average",
         ),
         refuse={"gradient_average": "False"},
         add={"broadcast_buffers": "False", "find_unused_parameters": "True"},
+        params=DDP_PARAMS,
+        accepts=_kw(
+            "module",
+            "device_ids",
+            "output_device",
+            "dim",
+            "broadcast_buffers",
+            "init_sync",
+            "process_group",
+            "bucket_cap_mb",
+            "find_unused_parameters",
+            "check_reduction",
+            "gradient_as_bucket_view",
+            "static_graph",
+            "delay_all_reduce_named_params",
+            "param_to_hook_all_reduce",
+            "mixed_precision",
+            "device_mesh",
+            "skip_all_reduce_unused_params",
+        ),
         note="apex never broadcast buffers after construction (broadcast_buffers=False keeps "
         "that), and reduced only the gradients that exist, so parameters that get none (an "
         "unused head, a frozen part) were fine: find_unused_parameters=True keeps that, at "
         "the cost of a graph walk per step; drop it where every parameter gets a gradient",
     ),
     "apex.parallel.SyncBatchNorm": Mapping(
-        "A2N202", "torch.nn.SyncBatchNorm", refuse={"channel_last": "True", "fuse_relu": "True"}
+        "A2N202",
+        "torch.nn.SyncBatchNorm",
+        refuse={"channel_last": "True", "fuse_relu": "True"},
+        drop=_kw("channel_last", "fuse_relu"),
+        params=(*SYNCBN_PARAMS, "channel_last", "fuse_relu"),
+        shared=len(SYNCBN_PARAMS),
+        accepts=_kw(*SYNCBN_PARAMS, "device", "dtype"),
     ),
     "apex.parallel.convert_syncbn_model": Mapping(
-        "A2N203", "torch.nn.SyncBatchNorm.convert_sync_batchnorm", refuse={"channel_last": "True"}
+        "A2N203",
+        "torch.nn.SyncBatchNorm.convert_sync_batchnorm",
+        refuse={"channel_last": "True"},
+        drop=_kw("channel_last"),
+        params=("module", "process_group", "channel_last"),
+        shared=2,
+        accepts=_kw("module", "process_group"),
     ),
     "apex.optimizers.FusedSGD": Mapping(
         "A2N302",
         "torch.optim.SGD",
-        drop=_kw("materialize_master_grads", "set_grad_none"),
+        drop=_kw("materialize_master_grads", "set_grad_none", "wd_after_momentum"),
         refuse={"wd_after_momentum": "True"},
+        params=(*SGD_PARAMS, "wd_after_momentum", "materialize_master_grads", "set_grad_none"),
+        shared=len(SGD_PARAMS),
+        accepts=_kw(*SGD_PARAMS, "maximize", "foreach", "differentiable", "fused"),
     ),
     "apex.normalization.FusedLayerNorm": Mapping(
         "A2N401",
@@ -79,6 +164,9 @@ TABLE: dict[str, Mapping] = {
         NUMERICS,
         drop=_kw("memory_efficient"),
         note="under autocast native LayerNorm returns fp32 where apex returned fp16",
+        params=(*NORM_PARAMS, "memory_efficient"),
+        shared=len(NORM_PARAMS),
+        accepts=_kw(*NORM_PARAMS, "bias", "device", "dtype"),
     ),
     "apex.normalization.FusedRMSNorm": Mapping(
         "A2N402",
@@ -87,6 +175,9 @@ TABLE: dict[str, Mapping] = {
         drop=_kw("memory_efficient"),
         add={"eps": "1e-5"},
         note="eps=1e-5 made explicit (native default depends on dtype)",
+        params=(*NORM_PARAMS, "memory_efficient"),
+        shared=len(NORM_PARAMS),
+        accepts=_kw(*NORM_PARAMS, "device", "dtype"),
     ),
 }
 # The same classes under the submodules that define them.
@@ -107,8 +198,24 @@ SAME_NAME = {
 }
 ADAM = "apex.optimizers.FusedAdam"
 ADAM_SPELLINGS = {ADAM, "apex.optimizers.fused_adam.FusedAdam"}
-ADAM_DROP = _kw("set_grad_none", "capturable")
+ADAM_DROP = _kw("set_grad_none", "capturable", "bias_correction", "master_weights", "adam_w_mode")
 ADAM_REFUSE = {"bias_correction": "False", "master_weights": "True", "amsgrad": "True"}
+_EQUAL = cst.AssignEqual(cst.SimpleWhitespace(""), cst.SimpleWhitespace(""))
+
+
+def _keywords(call: cst.Call, mapping: Mapping) -> dict[str, cst.BaseExpression]:
+    """Every argument by apex's parameter name: keywords, and positions past the shared ones."""
+    out: dict[str, cst.BaseExpression] = {}
+    for position, arg in enumerate(call.args):
+        if arg.keyword is not None:
+            out[arg.keyword.value] = arg.value
+        elif mapping.shared <= position < len(mapping.params):
+            out[mapping.params[position]] = arg.value
+    return out
+
+
+def _opposite(value: str) -> str:
+    return "False" if value == "True" else "True"
 
 
 class ApexModules(Rule):
@@ -271,23 +378,27 @@ class ApexModules(Rule):
         if refusal:
             ctx.tx.todo(call, mapping.code, refusal)
             return
-        keywords = {a.keyword.value: a for a in call.args if a.keyword is not None}
-        drop = mapping.drop | ({"adam_w_mode"} if name in ADAM_SPELLINGS else set())
+        keywords = _keywords(call, mapping)
+        drop = mapping.drop
         group = object()
         native = mapping.native
         add = {k: v for k, v in mapping.add.items() if k not in keywords}
 
         def rewrite(updated: cst.Call) -> cst.Call:
-            args = [a for a in updated.args if a.keyword is None or a.keyword.value not in drop]
+            args = []
+            for position, arg in enumerate(updated.args):
+                key = arg.keyword.value if arg.keyword is not None else None
+                if key is None and position >= mapping.shared:
+                    key = mapping.params[position]
+                    arg = arg.with_changes(keyword=cst.Name(key), equal=_EQUAL)
+                if key not in drop:
+                    args.append(arg)
             if args:
                 args[-1] = args[-1].with_changes(comma=cst.MaybeSentinel.DEFAULT)
             for key, value in add.items():
-                new = cst.Arg(
-                    cst.parse_expression(value),
-                    keyword=cst.Name(key),
-                    equal=cst.AssignEqual(cst.SimpleWhitespace(""), cst.SimpleWhitespace("")),
+                args = with_appended(
+                    args, cst.Arg(cst.parse_expression(value), keyword=cst.Name(key), equal=_EQUAL)
                 )
-                args = with_appended(args, new)
             if kept:
                 return updated.with_changes(args=args)
             return updated.with_changes(func=cst.parse_expression(native), args=args)
@@ -317,15 +428,31 @@ class ApexModules(Rule):
         if not isinstance(call, cst.Call) or call.func is not ref:
             return None
         mapping = self._mapping(ctx, call, name)
-        keywords = {a.keyword.value: a for a in call.args if a.keyword is not None}
-        for key, bad in mapping.refuse.items():
-            if key in keywords and ctx.index.code(keywords[key].value) == bad:
-                return f"{name}({key}={bad}) has no torch equivalent"
         if any(a.star == "**" for a in call.args):
             return (
                 f"{name}(**kwargs) keeps the class apex in this file: check the keywords "
                 f"against {mapping.native}, then swap it"
             )
+        positional = [a for a in call.args if a.keyword is None]
+        if any(a.star for a in positional):
+            return f"{name}(*args): which of apex's parameters they fill is not known"
+        if len(positional) > max(mapping.shared, len(mapping.params)):
+            return (
+                f"{name} with {len(positional)} positional arguments: apex releases disagree "
+                "on what the later positions mean; pass them by keyword, then swap it"
+            )
+        keywords = _keywords(call, mapping)
+        for key, bad in mapping.refuse.items():
+            if key not in keywords:
+                continue
+            value = ctx.index.code(keywords[key])
+            if value == bad:
+                return f"{name}({key}={bad}) has no torch equivalent"
+            if value not in ("True", "False"):
+                return f"{name}({key}={value}): only {key}={_opposite(bad)} has a torch equivalent"
+        for key in sorted(keywords):
+            if key not in mapping.accepts | mapping.drop | set(mapping.refuse):
+                return f"{name}({key}=...) has no {mapping.native} counterpart"
         return None
 
     def _adam(self, ctx: FileContext, keywords: dict[str, cst.Arg]) -> Mapping:
@@ -333,7 +460,12 @@ class ApexModules(Rule):
         adamw = mode is None or not m.matches(mode.value, m.Name("False"))
         if mode is not None and not m.matches(mode.value, m.Name("True") | m.Name("False")):
             return Mapping(
-                "A2N301", "torch.optim.AdamW", refuse={"adam_w_mode": ctx.index.code(mode.value)}
+                "A2N301",
+                "torch.optim.AdamW",
+                refuse={"adam_w_mode": ctx.index.code(mode.value)},
+                params=ADAM_PARAMS,
+                shared=2,
+                accepts=ADAM_ACCEPTS,
             )
         return Mapping(
             "A2N301",
@@ -342,6 +474,9 @@ class ApexModules(Rule):
             drop=ADAM_DROP,
             refuse=ADAM_REFUSE,
             add={"weight_decay": "0.0"},
+            params=ADAM_PARAMS,
+            shared=2,
+            accepts=ADAM_ACCEPTS,
             note="weight_decay passed explicitly: FusedAdam's default is 0.0, AdamW's 0.01; "
             "optimizer state saved by FusedAdam (a step per param group) loads into it only "
             "after `apex2native convert-checkpoint`",
