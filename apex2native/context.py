@@ -13,7 +13,7 @@ import libcst as cst
 
 from apex2native.codegen import CodeGen
 from apex2native.facts import FileFacts
-from apex2native.findings import UnitFacts
+from apex2native.findings import ApexClasses, UnitFacts
 from apex2native.index import TreeIndex
 from apex2native.names import ApexNames
 from apex2native.options import Options
@@ -47,6 +47,7 @@ class FileContext:
         self.needs_torch = False
         self.availability: list[object] = []  # folds that hold only once apex is gone
         self.unit_facts = UnitFacts()
+        self.classes = ApexClasses()
         self._autocast: set[int] = set()
 
     def depend(self, scaler: Scaler, group: object) -> None:

@@ -27,7 +27,7 @@ from apex2native.codegen import DEFAULT_LINE_LENGTH, CodeGen
 from apex2native.consistency import check_repository
 from apex2native.edits import EditApplier
 from apex2native.facts import FileFacts
-from apex2native.findings import FileOutcome, Finding, UnitFacts
+from apex2native.findings import ApexClasses, FileOutcome, Finding, UnitFacts
 from apex2native.options import Options
 from apex2native.plan import RepoPlan, build_plan
 from apex2native.textio import DecodeError, decode, encode, line_length_for, read_text
@@ -52,6 +52,7 @@ class FileRewrite:
     touched: set[str] = field(default_factory=set)
     failed: dict[str, tuple[int, str, str, str]] = field(default_factory=dict)
     unit_facts: UnitFacts = field(default_factory=UnitFacts)
+    classes: ApexClasses = field(default_factory=ApexClasses)
 
 
 def single_file_facts(text: str, name: str = "<string>") -> FileFacts:
@@ -114,6 +115,7 @@ def rewrite_file_text(
         ctx.tx.touched_units(),
         {u: (b.line, b.code, b.message, b.scope) for u, b in ctx.tx.failed.items()},
         ctx.surviving_unit_facts(),
+        ctx.classes,
     )
     if not edits:
         return result
@@ -158,6 +160,7 @@ def process_file(
     outcome.units, outcome.touched = result.units, result.touched
     outcome.failed_units = result.failed
     outcome.unit_facts = result.unit_facts
+    outcome.classes = result.classes
     outcome.held_back = {u: r for u, r in facts.blocked.items() if u in result.touched}
     new = result.text
     if new == text:
@@ -217,6 +220,9 @@ class _Run:
         self.progress = progress
         self.blocked: dict[str, str] = {}
         self.marks: dict[str, dict[int, list[tuple[str, str]]]] = {}
+        self.kept: dict[str, dict[str, str]] = {}  # program -> apex class -> why it stays
+        for path, name, why in plan.kept_apex_classes:
+            self.kept.setdefault(plan.program_of(path), {})[name] = why
 
     def facts(self, path: str) -> FileFacts:
         facts = self.plan.for_path(path)
@@ -224,6 +230,7 @@ class _Run:
             facts = FileFacts(*_module_of(self.plan, path))
         facts.blocked = dict(self.blocked)
         facts.marks = self.marks.get(path, {})
+        facts.kept_classes = dict(self.kept.get(self.plan.program_of(path), {}))
         return facts
 
     def rewrite(self, jobs: list[tuple[str, str]]) -> list[FileOutcome]:
@@ -267,7 +274,8 @@ class _Run:
         settled = False
         for _ in range(MAX_ROUNDS):
             fresh = self._new_blocks(outcomes)
-            if not fresh:
+            kept = self._newly_kept(outcomes)
+            if not fresh and not kept:
                 settled = True
                 break
             again = [
@@ -275,6 +283,7 @@ class _Run:
                 for p, d in candidates
                 if (outcomes[p].touched & set(fresh)) - set(outcomes[p].failed_units)
                 or p in self.marks
+                or p in kept
             ]
             for (path, _), outcome in zip(again, self.rewrite(again)):
                 outcomes[path] = outcome
@@ -285,6 +294,27 @@ class _Run:
                 self.plan.unit_label(u): why for u, why in outcome.held_back.items()
             }
         return list(outcomes.values())
+
+    def _newly_kept(self, outcomes: dict[str, FileOutcome]) -> set[str]:
+        """Files that moved an apex class to torch while another file of the same program
+        keeps it (a refused call): from now on the program keeps it everywhere, and those
+        files are rewritten again (returned)."""
+        fresh: dict[str, dict[str, str]] = {}
+        for path, outcome in sorted(outcomes.items(), key=lambda item: item[1].path):
+            program = self.plan.program_of(path)
+            for name, why in sorted(outcome.classes.kept.items()):
+                if name not in self.kept.get(program, {}):
+                    fresh.setdefault(program, {}).setdefault(
+                        name, f"{self.plan.relative(path)} keeps it ({why})"
+                    )
+        again = set()
+        for path, outcome in outcomes.items():
+            kept = fresh.get(self.plan.program_of(path), {})
+            if outcome.classes.moved & set(kept):
+                again.add(path)
+        for program, kept in fresh.items():
+            self.kept.setdefault(program, {}).update(kept)
+        return again
 
     def _final_check(self, outcomes: dict[str, FileOutcome]) -> None:
         """The texts after the last rewrite pass the repository check, or the files of the
@@ -465,6 +495,7 @@ def run(
         pins = plan.pinned_amp_names
         if pins:
             options = dataclasses.replace(options, pinned_amp_names=options.pinned_amp_names | pins)
+
         outcomes = _Run(files, options, pool, plan, progress).run()
     finally:
         if pool is not None:

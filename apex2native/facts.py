@@ -95,6 +95,8 @@ class FileFacts:
     notes: dict[str, list[tuple[str, str]]] = field(default_factory=dict)
     blocked: dict[str, str] = field(default_factory=dict)
     marks: dict[int, list[tuple[str, str]]] = field(default_factory=dict)
+    # apex classes another file of the same program keeps apex, and why
+    kept_classes: dict[str, str] = field(default_factory=dict)
     aliases: dict[str, str] = field(default_factory=dict)
     exports: set[str] = field(default_factory=set)
     # callees as the file names them (`utils.clip`, `main.Trainer.clip`) that clip gradients

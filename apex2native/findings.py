@@ -44,6 +44,19 @@ class UnitFacts:
 
 
 @dataclass
+class ApexClasses:
+    """What a file did with apex's classes (DDP, SyncBatchNorm, fused optimizers, norms).
+
+    kept: class -> why one of its calls here stays apex; moved: classes rewritten to torch
+    here. One class must be one class across the run: an `isinstance` check rewritten to
+    torch's DDP misses the apex DDP another file still builds.
+    """
+
+    kept: dict[str, str] = field(default_factory=dict)
+    moved: set[str] = field(default_factory=set)
+
+
+@dataclass
 class FileOutcome:
     """The result of processing one file; `new_text` is None when nothing changes."""
 
@@ -60,6 +73,7 @@ class FileOutcome:
     failed_units: dict[str, tuple[int, str, str, str]] = field(default_factory=dict)
     held_back: dict[str, str] = field(default_factory=dict)  # unit -> why, units kept apex here
     unit_facts: UnitFacts = field(default_factory=UnitFacts)
+    classes: ApexClasses = field(default_factory=ApexClasses)
 
     @property
     def todos(self) -> list[Finding]:

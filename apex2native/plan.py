@@ -41,6 +41,8 @@ PINS = re.compile(r"""["'](torch\.(?:cuda|cpu)\.amp(?:\.\w+)*)["']""")
 IMPORT_LIST = re.compile(r"\bimport\s*\([^)]*\)")  # from pkg import (a,\n b)
 # an optional import (`except ImportError`): its flags and star imports may be read elsewhere
 _GUARD = re.compile(r"except\b[^:\n]*ImportError")
+APEX_DDP = "apex.parallel.DistributedDataParallel"
+APEX_DDP_METHODS = re.compile(r"\.(enable_allreduce|disable_allreduce)\s*\(")
 IMPORT_DEPTH = 4  # rounds of reading the importers of files whose signatures change
 
 
@@ -62,6 +64,9 @@ class RepoPlan:
     errors: dict[str, str] = field(default_factory=dict)
     # deprecated AMP names a file names in a string (a mock target): they keep their spelling
     pinned_amp_names: frozenset[str] = frozenset()
+    # (a file, an apex class its program keeps, why)
+    kept_apex_classes: tuple[tuple[str, str, str], ...] = ()
+    programs: dict[str, str] = field(default_factory=dict)  # file -> its program's first file
     # summaries and trees of rewritten texts, by (path, text): the hold-back rounds check
     # the same rewrites again
     rewritten: dict[tuple[str, str, str], object] = field(
@@ -83,6 +88,11 @@ class RepoPlan:
             stored = self.cache.key("summary", args) if self.cache is not None else None
             [(self.rewritten[key], _)] = map_cached(self.cache, _summarize, [args], [stored])
         return self.rewritten[key]  # type: ignore[return-value]
+
+    def program_of(self, path: str) -> str:
+        """The files linked by imports (either way) form one program; a file the plan did
+        not read is a program of its own."""
+        return self.programs.get(path, path)
 
     def for_path(self, path: str) -> FileFacts | None:
         return self.facts.get(path)
@@ -251,7 +261,43 @@ class Planner:
             if ".amp" in self.text(p)
             for name in PINS.findall(self.text(p))
         ) | self._kept_amp_names(pool)
+        plan.programs = self._programs()
+        plan.kept_apex_classes = self._apex_only_methods()
         return plan
+
+    def _programs(self) -> dict[str, str]:
+        """Each read file -> the first file (in path order) of the files it is linked to by
+        imports, either way."""
+        parent = {path: path for path in self.summaries}
+
+        def root(path: str) -> str:
+            while parent[path] != path:
+                parent[path] = parent[parent[path]]
+                path = parent[path]
+            return path
+
+        for path, summary in self.summaries.items():
+            for other in self.graph.imported_files(summary):
+                if other in parent:
+                    a, b = sorted((root(path), root(other)))
+                    parent[b] = a
+        return {path: root(path) for path in sorted(parent)}
+
+    def _apex_only_methods(self) -> tuple[tuple[str, str, str], ...]:
+        """apex DDP's own methods (`model.disable_allreduce()`) called in a file: torch DDP
+        has none, so apex DDP stays apex in every file of that program (the native form,
+        `no_sync()`, is a different shape)."""
+        found = []
+        for path in sorted(self.summaries):
+            text = self.text(path)
+            hit = APEX_DDP_METHODS.search(text) if "allreduce" in text else None
+            if hit:
+                why = (
+                    f"{self.graph.relative(path)} calls `.{hit[1]}()`, apex DDP's own method, "
+                    "which torch DDP lacks (its native form is `with model.no_sync():`)"
+                )
+                found.append((path, APEX_DDP, why))
+        return tuple(found)
 
     def _kept_amp_names(self, pool=None) -> frozenset[str]:
         """Deprecated AMP classes some file tests objects against or subclasses: every

@@ -181,6 +181,7 @@ TABLE: dict[str, Mapping] = {
     ),
 }
 # The same classes under the submodules that define them.
+CANONICAL: dict[str, str] = {"apex.optimizers.fused_adam.FusedAdam": "apex.optimizers.FusedAdam"}
 for _module, _names in {
     "apex.normalization.fused_layer_norm": ("FusedLayerNorm", "FusedRMSNorm"),
     "apex.parallel.distributed": ("DistributedDataParallel",),
@@ -190,12 +191,15 @@ for _module, _names in {
     for _name in _names:
         _package = _module.rsplit(".", 1)[0]
         TABLE[f"{_module}.{_name}"] = TABLE[f"{_package}.{_name}"]
+        CANONICAL[f"{_module}.{_name}"] = f"{_package}.{_name}"
 SAME_NAME = {
     "apex.parallel.DistributedDataParallel": "torch.nn.parallel",
     "apex.parallel.distributed.DistributedDataParallel": "torch.nn.parallel",
     "apex.parallel.SyncBatchNorm": "torch.nn",
     "apex.parallel.optimized_sync_batchnorm.SyncBatchNorm": "torch.nn",
 }
+APEX_DDP = "apex.parallel.DistributedDataParallel"
+DDP_ONLY_METHODS = ("enable_allreduce", "disable_allreduce")
 ADAM = "apex.optimizers.FusedAdam"
 ADAM_SPELLINGS = {ADAM, "apex.optimizers.fused_adam.FusedAdam"}
 ADAM_DROP = _kw("set_grad_none", "capturable", "bias_correction", "master_weights", "adam_w_mode")
@@ -212,6 +216,11 @@ def _keywords(call: cst.Call, mapping: Mapping) -> dict[str, cst.BaseExpression]
         elif mapping.shared <= position < len(mapping.params):
             out[mapping.params[position]] = arg.value
     return out
+
+
+def _canonical(name: str) -> str:
+    """One name per apex class, whichever module spells it."""
+    return CANONICAL.get(name, name)
 
 
 def _opposite(value: str) -> str:
@@ -236,26 +245,46 @@ class ApexModules(Rule):
     AdamW's default is 0.01. `fused=True` is not added: it needs every parameter on the GPU
     in a floating type and a recent torch, and it changes speed, not numbers; add it where
     that holds. Old FusedAdam state counts steps per param group: `convert-checkpoint`
-    moves them to each parameter, as torch's Adam/AdamW load them. Keyword values with no native form (`gradient_average=False`,
-    `channel_last=True`, ...) leave the call with a TODO. FusedLAMB and friends have no torch
-    counterpart and are reported by A2N190.
+    moves them to each parameter, as torch's Adam/AdamW load them. Keyword values with no
+    native form (`gradient_average=False`, `channel_last=True`, ...) leave the call with a
+    TODO. Arguments are read by apex's own signature: positions torch does not share become
+    keywords, and a position apex releases disagree on, or a keyword torch does not take,
+    leaves the call with a TODO. A class one file keeps apex (a refused call, or apex DDP's
+    own `disable_allreduce()`) stays apex in every file its imports link to, so that
+    `isinstance` checks and constructions name one class. FusedLAMB and friends have no
+    torch counterpart and are reported by A2N190.
     """
 
     code = "A2N201"
     name = "apex-modules"
     tier = SAFE
+    kept: dict[str, str]  # set by apply
     summary = "apex.parallel / optimizers / normalization -> torch (DDP, SyncBN, AdamW, LayerNorm)"
 
     def apply(self, ctx: FileContext) -> None:
-        refused = {
-            name
-            for ref, name in ctx.names.refs()
-            if (name in TABLE or name in ADAM_SPELLINGS)
-            and self._refusal(ctx, ctx.index.parent(ref), ref, name)
-        }
+        # classes this file keeps apex whatever its own calls say: another file of the
+        # program keeps them, or this file calls apex DDP's own methods
+        self.kept = dict(ctx.facts.kept_classes)
+        own = self._ddp_only_methods(ctx)
+        if own:
+            self.kept.setdefault(APEX_DDP, own)
+        refused = set()
+        for ref, name in ctx.names.refs():
+            if name not in TABLE and name not in ADAM_SPELLINGS:
+                continue
+            if _canonical(name) in self.kept:
+                refused.add(name)
+                if _canonical(name) == APEX_DDP and own:
+                    ctx.classes.kept.setdefault(APEX_DDP, own)
+                continue
+            why = self._refusal(ctx, ctx.index.parent(ref), ref, name)
+            if why:
+                refused.add(name)
+                ctx.classes.kept.setdefault(_canonical(name), why)
         probes = self._type_probes(ctx)
         kept_names = self._move_imports(ctx, refused, probes)
         handled = ctx.tx.handled()
+        marked: set[str] = set()
         for ref, name in ctx.names.refs():
             if (name not in TABLE and name not in ADAM_SPELLINGS) or ref in handled:
                 continue
@@ -271,6 +300,7 @@ class ApexModules(Rule):
                     self._call(ctx, parent, ref, name)
                 else:
                     ctx.tx.handle(object(), ref)
+                    self._mark_kept(ctx, ref, name, marked)
                 continue
             if isinstance(parent, cst.Call) and parent.func is ref:
                 self._call(ctx, parent, ref, name, kept)
@@ -281,7 +311,36 @@ class ApexModules(Rule):
                 native = TABLE[name].native
                 ctx.tx.edits.replace_node(group, ref, lambda _u, n=native: cst.parse_expression(n))
                 ctx.tx.handle(group, ref)
+                ctx.classes.moved.add(_canonical(name))
                 ctx.needs_torch = True
+
+    def _ddp_only_methods(self, ctx: FileContext) -> str | None:
+        """Why apex DDP stays apex when this file calls its own methods, which torch DDP
+        lacks (the plan finds them in the other files of the program)."""
+        for name in DDP_ONLY_METHODS:
+            for call in ctx.index.calls_named(name):
+                if isinstance(call.func, cst.Attribute):
+                    return (
+                        f"this file calls `.{name}()`, apex DDP's own method, which torch DDP "
+                        "lacks (its native form is `with model.no_sync():`)"
+                    )
+        return None
+
+    def _mark_kept(self, ctx: FileContext, ref: cst.CSTNode, name: str, marked: set[str]) -> None:
+        """A use other than a call of a class another file keeps apex gets one marker per
+        class, so the report says why this file still names apex."""
+        why = ctx.facts.kept_classes.get(_canonical(name))
+        if why and name not in marked and not ctx.tx.has_todo(ref):
+            marked.add(name)
+            if any(
+                isinstance(call := ctx.index.parent(other), cst.Call) and call.func is other
+                for other, full in ctx.names.refs()
+                if full == name
+            ):
+                return  # the call's own marker says why
+            mapping = TABLE.get(name)
+            code = mapping.code if mapping is not None else "A2N301"
+            ctx.tx.todo(ref, code, f"{name} stays apex in every file of this program: {why}")
 
     def _type_probes(self, ctx: FileContext) -> set[str]:
         """Names an optional apex import binds only to recognise apex's objects.
@@ -359,6 +418,7 @@ class ApexModules(Rule):
             if len(targets) != 1 or None in targets or full & refused:
                 continue
             native = targets.pop()
+            ctx.classes.moved |= {_canonical(name) for name in full}
             group = object()
             ctx.tx.edits.replace_node(
                 group, node, lambda u, n=native: u.with_changes(module=cst.parse_expression(n))
@@ -404,6 +464,7 @@ class ApexModules(Rule):
             return updated.with_changes(func=cst.parse_expression(native), args=args)
 
         ctx.tx.edits.replace_node(group, call, rewrite)
+        ctx.classes.moved.add(_canonical(name))
         stmt = ctx.index.statement_of(call)
         width = ctx.index.indent_width(stmt)
         ctx.tx.edits.replace_statement(group, stmt, lambda u: [ctx.gen.relayout(u, width)])
@@ -427,6 +488,9 @@ class ApexModules(Rule):
         """Why a call of an apex class cannot move to torch, or None when it can."""
         if not isinstance(call, cst.Call) or call.func is not ref:
             return None
+        kept = self.kept.get(_canonical(name))
+        if kept:
+            return f"{name} stays apex in every file of this program: {kept}"
         mapping = self._mapping(ctx, call, name)
         if any(a.star == "**" for a in call.args):
             return (
