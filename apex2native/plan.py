@@ -290,7 +290,8 @@ class Planner:
         found = []
         for path in sorted(self.summaries):
             text = self.text(path)
-            hit = APEX_DDP_METHODS.search(text) if "allreduce" in text else None
+            hits = APEX_DDP_METHODS.finditer(text) if "allreduce" in text else ()
+            hit = next((h for h in hits if "#" not in _line_before(text, h.start())), None)
             if hit:
                 why = (
                     f"{self.graph.relative(path)} calls `.{hit[1]}()`, apex DDP's own method, "
@@ -431,6 +432,11 @@ class Planner:
                 out.add(path)
         self.summarize_all(sorted(out), pool)
         return out
+
+
+def _line_before(text: str, at: int) -> str:
+    """The text of `at`'s line before it (a `#` there: the match is in a comment)."""
+    return text[text.rfind("\n", 0, at) + 1 : at]
 
 
 def _reshapes(facts: FileFacts) -> bool:
