@@ -29,7 +29,8 @@ class Evaluation(Rule):
     apex patched torch for the whole process, so evaluation ran in mixed precision as well.
     `.half()` casts that exist only for O2/O3 (guarded by the opt level or the fp16 flag)
     are removed: the model stays fp32 and autocast casts per op. Other `.half()` calls
-    (storage casts) stay and are reported.
+    (storage casts) stay and are reported; a `.half()` of the model itself holds the unit
+    back, since natively it would leave training with fp16 weights.
     """
 
     code = "A2N111"
@@ -82,10 +83,22 @@ class Evaluation(Rule):
                     NUMERICS,
                 )
         for node in ctx.index.calls_named("half", func.body):
-            if m.matches(node, HALF) and not any(a in removed for a in ctx.index.ancestors(node)):
-                ctx.tx.note(
-                    object(), node, self.code, ".half() left as is: not an opt-level cast", SAFE
+            if not m.matches(node, HALF) or any(a in removed for a in ctx.index.ancestors(node)):
+                continue
+            if _names_model(node.func.value, models):  # type: ignore[attr-defined]
+                ctx.refuse(
+                    node,
+                    self.code,
+                    "`.half()` of the model training shares would turn the fp32 weights the "
+                    "GradScaler steps into fp16 for the rest of training (under apex O2/O3 "
+                    "they were fp16 already); drop it (autocast covers the forward) and "
+                    "migrate by hand",
+                    unit,
                 )
+                continue
+            ctx.tx.note(
+                object(), node, self.code, ".half() left as is: not an opt-level cast", SAFE
+            )
 
     def _regions(
         self,
@@ -142,6 +155,13 @@ def _runs_model(call: cst.Call, models: set[str]) -> bool:
     if isinstance(target, cst.Attribute) and target.attr.value in ("forward", "module"):
         target = target.value
     return isinstance(target, cst.Name) and target.value in models
+
+
+def _names_model(node: cst.BaseExpression, models: set[str]) -> bool:
+    """`model` or `model.module` for a model parameter."""
+    if isinstance(node, cst.Attribute) and node.attr.value == "module":
+        node = node.value
+    return isinstance(node, cst.Name) and node.value in models
 
 
 def _is_half_cast(stmt: cst.CSTNode) -> bool:
