@@ -116,10 +116,11 @@ class GitIgnore:
             for pattern, negate, dir_only in self.rules.get(base, ()):
                 if dir_only and not is_dir:
                     continue
-                rel = path.relative_to(base).as_posix()
-                anchored = "/" in pattern.strip("/")
                 pat = pattern.lstrip("/")
-                hit = fnmatch.fnmatch(rel, pat) if anchored else fnmatch.fnmatch(path.name, pat)
+                if "/" in pattern.strip("/"):  # anchored: matched against the relative path
+                    hit = fnmatch.fnmatch(path.relative_to(base).as_posix(), pat)
+                else:
+                    hit = fnmatch.fnmatch(path.name, pat)
                 if hit:
                     result = not negate
         return result
