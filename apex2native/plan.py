@@ -703,6 +703,8 @@ class _PlanBuilder:
         for qualname, holder in list(self.holders.items()):
             if not holder.models or not holder.spec.autocast:
                 continue
+            if holder.access.startswith("self."):
+                self._evaluate_methods(qualname, holder, training)
             for callee, calls in self.callers.items():
                 func = self.functions.get(callee)
                 if func is None or callee in training:
@@ -722,6 +724,22 @@ class _PlanBuilder:
                     got &= func.calls
                     if got:
                         self._evaluate_in(func, call, holder, got)
+
+    def _evaluate_methods(self, cls: str, holder: Holder, training: set[str]) -> None:
+        """Methods of the class that holds `self.scaler` and runs `self.model` outside
+        training (`evaluate`, `predict`): apex O1 patched them too; the scaler's own
+        `is_enabled()` switches their autocast."""
+        for func in self.functions.values():
+            if func.cls != cls or func.qualname in training or func.params[:1] != ["self"]:
+                continue
+            models = func.calls & holder.models
+            if not models:
+                continue
+            spec = holder.spec
+            switch = f"{holder.access}.is_enabled()" if spec.runtime else None
+            facts = self.file(func.path)
+            if func.qualname not in facts.evaluation:
+                facts.evaluation[func.qualname] = (tuple(sorted(models)), spec, switch)
 
     def _evaluate_in(self, func: Function, call: Call, holder: Holder, models: set[str]) -> None:
         spec = holder.spec

@@ -602,14 +602,24 @@ class _Summarizer:
         )
 
     def _called_params(self, func, params: set[str]) -> set[str]:
-        """Parameters the def runs as a model: `p(...)`, `p.forward(...)`, `p.module(...)`."""
+        """Parameters the def runs as a model: `p(...)`, `p.forward(...)`, `p.module(...)`;
+        for a method, also attributes of its instance (`self.model(...)`)."""
         out = set()
+        args = func.args
+        first = [*args.posonlyargs, *args.args][:1]
+        own = first[0].arg if first and self.enclosing_class(func) is not None else None
         for call in self._calls_in.get(id(func), ()):
             target = call.func
             if isinstance(target, ast.Attribute) and target.attr in ("forward", "module"):
                 target = target.value
             if isinstance(target, ast.Name) and target.id in params:
                 out.add(target.id)
+            elif (
+                isinstance(target, ast.Attribute)
+                and isinstance(target.value, ast.Name)
+                and target.value.id == own
+            ):
+                out.add(f"{own}.{target.attr}")
         return out
 
     def identifiers(self) -> set[str]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import libcst as cst
 import libcst.matchers as m
+from libcst.helpers import get_full_name_for_node
 
 from apex2native.context import FileContext
 from apex2native.findings import NUMERICS, SAFE
@@ -26,7 +27,9 @@ class Evaluation(Rule):
             output = model(images)
             loss = criterion(output, target)
 
-    apex patched torch for the whole process, so evaluation ran in mixed precision as well.
+    apex patched torch for the whole process, so evaluation ran in mixed precision as well:
+    functions handed the initialized model, and methods of the class that holds
+    `self.scaler` that run `self.model` outside training (`evaluate`, `predict`).
     `.half()` casts that exist only for O2/O3 (guarded by the opt level or the fp16 flag)
     are removed: the model stays fp32 and autocast casts per op. Other `.half()` calls
     (storage casts) stay and are reported; a `.half()` of the model itself holds the unit
@@ -111,7 +114,7 @@ class Evaluation(Rule):
         """Autocast around the statements that run the model; False when there are none."""
         wrapped: set[int] = set()
         covered = False  # a forward already under autocast (a training region, a rerun)
-        names = sorted({*models, "forward", "module"})
+        names = sorted({*(m.rsplit(".", 1)[-1] for m in models), "forward", "module"})
         calls = [c for name in names for c in ctx.index.calls_named(name, func.body)]
         for node in sorted(calls, key=ctx.index.order):
             if not _runs_model(node, models):
@@ -150,18 +153,21 @@ class Evaluation(Rule):
 
 
 def _runs_model(call: cst.Call, models: set[str]) -> bool:
-    """`model(x)`, `model.forward(x)` or `model.module(x)` for a model parameter."""
+    """`model(x)`, `model.forward(x)` or `model.module(x)` for a model parameter (or an
+    attribute of the method's instance, `self.model`)."""
     target = call.func
     if isinstance(target, cst.Attribute) and target.attr.value in ("forward", "module"):
-        target = target.value
-    return isinstance(target, cst.Name) and target.value in models
+        if get_full_name_for_node(target) not in models:
+            target = target.value
+    return get_full_name_for_node(target) in models
 
 
 def _names_model(node: cst.BaseExpression, models: set[str]) -> bool:
-    """`model` or `model.module` for a model parameter."""
+    """`model` or `model.module` for a model parameter (or `self.model`)."""
     if isinstance(node, cst.Attribute) and node.attr.value == "module":
-        node = node.value
-    return isinstance(node, cst.Name) and node.value in models
+        if get_full_name_for_node(node) not in models:
+            node = node.value
+    return get_full_name_for_node(node) in models
 
 
 def _is_half_cast(stmt: cst.CSTNode) -> bool:
