@@ -728,7 +728,16 @@ class _PlanBuilder:
     def _evaluate_methods(self, cls: str, holder: Holder, training: set[str]) -> None:
         """Methods of the class that holds `self.scaler` and runs `self.model` outside
         training (`evaluate`, `predict`): apex O1 patched them too; the scaler's own
-        `is_enabled()` switches their autocast."""
+        `is_enabled()` switches their autocast. Only when `__init__` makes the scaler: made
+        in a setup method, it may not exist yet when evaluation runs."""
+        made = [
+            site.decision
+            for summary in self.planner.summaries.values()
+            for site in summary.inits
+            if site.decision.spec is not None and site.decision.spec.unit == holder.spec.unit
+        ]
+        if not made or any(d.anchor[0] != f"{cls}.__init__" or d.once for d in made):
+            return
         for func in self.functions.values():
             if func.cls != cls or func.qualname in training or func.params[:1] != ["self"]:
                 continue
