@@ -101,6 +101,9 @@ class FileFacts:
     exports: set[str] = field(default_factory=set)
     # callees as the file names them (`utils.clip`, `main.Trainer.clip`) that clip gradients
     clippers: set[str] = field(default_factory=set)
+    # callees as the file names them that step an optimizer handed to them: raw callee ->
+    # (its parameters as a call fills them, the ones it steps, the file it is in)
+    steppers: dict[str, tuple[tuple[str, ...], frozenset[str], str]] = field(default_factory=dict)
     # names other project modules import from this one ("*": a star import or `import mod`,
     # which may read any of them): a flag or a star import they read must keep its meaning
     imported: set[str] = field(default_factory=set)

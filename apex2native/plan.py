@@ -557,6 +557,7 @@ class _PlanBuilder:
         self._evaluation(needs)
         self._thread(needs)
         self._clippers()
+        self._steppers()
         plan = RepoPlan(
             self.facts, self.moves, self.planner.summaries, self.graph, self.planner.errors
         )
@@ -573,6 +574,22 @@ class _PlanBuilder:
                 func = self.functions.get(call.callee)
                 if func is not None and func.clips:
                     self.file(s.path).clippers.add(call.raw)
+
+    def _steppers(self) -> None:
+        """Calls to project functions that step an optimizer they are handed, in files with
+        apex sites: handed the scaled optimizer, they would step past the scaler."""
+        for s in self.planner.summaries.values():
+            if not (s.amp_uses or s.uses_apex or s.path in self.facts):
+                continue
+            for call in s.calls:
+                func = self.functions.get(call.callee)
+                if func is None or not func.steps:
+                    continue
+                params = func.params
+                if func.cls is not None and params[:1] in (["self"], ["cls"]):
+                    params = params[1:]  # a bound method: the call does not pass it
+                where = self.rel(func.path)
+                self.file(s.path).steppers[call.raw] = (tuple(params), func.steps, where)
 
     def _companion_models(self, decision: InitDecision) -> None:
         """A companion model travels with the trained one: functions handed either run

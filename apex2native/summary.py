@@ -63,6 +63,7 @@ class Function:
     required: tuple[str, ...] = ()  # parameters without a default (not *args/**kwargs)
     calls: frozenset[str] = frozenset()  # parameters it calls: `model(x)`, `model.forward(x)`
     clips: bool = False  # it clips gradients: a caller must unscale them first
+    steps: frozenset[str] = frozenset()  # parameters it steps: `optimizer.step()`
 
 
 @dataclass
@@ -599,7 +600,24 @@ class _Summarizer:
             tuple(required),
             frozenset(self._called_params(node, set(params))),
             any(_callee_word(c) in GRAD_CLIPS for c in self._calls_in.get(id(node), ())),
+            frozenset(self._stepped_params(node, set(params))),
         )
+
+    def _stepped_params(self, func, params: set[str]) -> set[str]:
+        """Parameters the def steps (`opt.step()`): handed a scaled optimizer, it would apply
+        gradients that still carry the loss scale. A def that scales its own loss has its
+        steps migrated with its backward."""
+        calls = self._calls_in.get(id(func), ())
+        if any(self.apex_name(c.func) == "apex.amp.scale_loss" for c in calls):
+            return set()
+        return {
+            call.func.value.id
+            for call in calls
+            if isinstance(call.func, ast.Attribute)
+            and call.func.attr == "step"
+            and isinstance(call.func.value, ast.Name)
+            and call.func.value.id in params
+        }
 
     def _called_params(self, func, params: set[str]) -> set[str]:
         """Parameters the def runs as a model: `p(...)`, `p.forward(...)`, `p.module(...)`;

@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
+import re
+
 import libcst as cst
 
 from apex2native.context import FileContext
 from apex2native.findings import SAFE
+from apex2native.index import callee_name
 from apex2native.rules.base import Rule
 from apex2native.rules.scale_loss import BackwardSite
 
 LOOPS = (cst.For, cst.While)
+# A helper whose body the plan cannot see but whose name says it steps the optimizer it
+# is handed (`xm.optimizer_step(optimizer)`): it would step past the scaler.
+STEPS_BY_NAME = re.compile(r"^(optimizer|optim|opt)_?step$|^step_(optimizer|optim|opt)s?$")
 
 
 def step_calls(ctx: FileContext, scope: cst.CSTNode) -> list[cst.Call]:
@@ -33,6 +39,62 @@ def _shares_loop(ctx: FileContext, a: cst.CSTNode, b: cst.CSTNode, scope: cst.CS
     return False
 
 
+def _runs_after(
+    ctx: FileContext, node: cst.CSTNode, site: BackwardSite, scope: cst.CSTNode
+) -> bool:
+    """`node` can run after the scaled backward: later in the function, or in a loop with it."""
+    return (
+        ctx.index.after(node, site.with_node) or _shares_loop(ctx, node, site.with_node, scope)
+    ) and not ctx.index.exclusive(node, site.with_node)
+
+
+def _alias_of(ctx: FileContext, node: cst.BaseExpression, scope: cst.CSTNode) -> str | None:
+    """What a local alias stands for: `opt` bound only by `opt = optimizer` in `scope`."""
+    if not isinstance(node, cst.Name) or ctx.index.binder_of(node) is not scope:
+        return None
+    if [b.kind for b in ctx.index.bindings(node)] != ["assign"]:
+        return None
+    for assign in ctx.index.within(scope, cst.Assign):
+        targets = assign.targets
+        if (
+            ctx.index.scope_of(assign) is scope
+            and len(targets) == 1
+            and isinstance(targets[0].target, cst.Name)
+            and targets[0].target.value == node.value
+        ):
+            return ctx.index.code(assign.value)
+    return None
+
+
+def _steps(ctx: FileContext, call: cst.Call, opt: str, scope: cst.CSTNode) -> bool:
+    """`call` is `opt.step(...)`, or a step through a local alias of `opt`."""
+    receiver = call.func.value  # type: ignore[attr-defined]
+    return ctx.index.code(receiver) == opt or _alias_of(ctx, receiver, scope) == opt
+
+
+def _hands_to_stepper(ctx: FileContext, call: cst.Call, opt: str) -> str | None:
+    """How the function `call` hands `opt` to steps it (None: it does not, as far as
+    the plan or the callee's name tells)."""
+    handed = [
+        (i, arg)
+        for i, arg in enumerate(call.args)
+        if not arg.star
+        and isinstance(arg.value, (cst.Name, cst.Attribute))
+        and ctx.index.code(arg.value) == opt
+    ]
+    if not handed:
+        return None
+    stepper = ctx.facts.steppers.get(ctx.names.resolve_call(call) or "")
+    if stepper is None:
+        return "its name says so" if STEPS_BY_NAME.match(callee_name(call) or "") else None
+    params, stepped, where = stepper
+    for i, arg in handed:
+        param = arg.keyword.value if arg.keyword else (params[i] if i < len(params) else None)
+        if param in stepped:
+            return f"{param}.step() in {where}"
+    return None
+
+
 class Step(Rule):
     """`opt.step()` after the scaled backward becomes `scaler.step(opt)`; one `update()` follows.
 
@@ -43,9 +105,12 @@ class Step(Rule):
         scaler.update()
 
     `update()` goes after the last step of each block that steps (the accumulation boundary,
-    or after the last of several optimizers), so it runs once per iteration. A step that
-    cannot be found in the same function leaves the whole site as it was, with a TODO:
-    stepping on scaled gradients would be silently wrong.
+    or after the last of several optimizers), so it runs once per iteration. A step through
+    a local alias (`opt = optimizer`) is a step of the optimizer too. A step that cannot be
+    found in the same function, or a function handed the optimizer that steps it as well
+    (a project function whose body does, or a library one named `optimizer_step`), leaves
+    the whole site as it was, with a TODO: stepping on scaled gradients would be silently
+    wrong.
     """
 
     code = "A2N104"
@@ -69,15 +134,10 @@ class Step(Rule):
         calls = step_calls(ctx, scope)
         for opt in site.optimizers:
             found = [
-                c
-                for c in calls
-                if ctx.index.code(c.func.value) == opt  # type: ignore[attr-defined]
-                and (
-                    ctx.index.after(c, site.with_node)
-                    or _shares_loop(ctx, c, site.with_node, scope)
-                )
-                and not ctx.index.exclusive(c, site.with_node)
+                c for c in calls if _steps(ctx, c, opt, scope) and _runs_after(ctx, c, site, scope)
             ]
+            if not self._no_hidden_step(ctx, site, opt, scope):
+                return False
             if not found:
                 ctx.tx.fail(
                     site.group,
@@ -101,12 +161,37 @@ class Step(Rule):
                     return False
                 stepped[call] = site.scaler.access
                 access = site.scaler.access
+                receiver = ctx.index.code(call.func.value)  # type: ignore[attr-defined]
                 ctx.tx.edits.replace_node(
                     site.group,
                     call,
-                    lambda _u, a=access, o=opt: cst.parse_expression(f"{a}.step({o})"),
+                    lambda _u, a=access, o=receiver: cst.parse_expression(f"{a}.step({o})"),
                 )
                 site.steps.append(call)
+        return True
+
+    def _no_hidden_step(
+        self, ctx: FileContext, site: BackwardSite, opt: str, scope: cst.CSTNode
+    ) -> bool:
+        """No function handed `opt` after the backward steps it: that step would apply
+        gradients still multiplied by the loss scale."""
+        for call in ctx.index.within(scope, cst.Call):
+            if ctx.index.scope_of(call) is not scope:
+                continue
+            how = _hands_to_stepper(ctx, call, opt)
+            if how is None or not _runs_after(ctx, call, site, scope):
+                continue
+            callee = ctx.index.code(call.func)
+            ctx.tx.fail(
+                site.group,
+                call,
+                self.code,
+                f"{callee}() is handed {opt} and steps it ({how}) after the scaled backward: "
+                "with a GradScaler that step would apply gradients "
+                f"still multiplied by the loss scale; step through {site.scaler.access}.step"
+                f"({opt}) and {site.scaler.access}.update() there by hand",
+            )
+            return False
         return True
 
     def _updates(self, ctx: FileContext) -> None:
