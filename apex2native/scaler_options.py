@@ -10,7 +10,7 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from apex2native.findings import NUMERICS
+from apex2native.findings import NUMERICS, SAFE
 
 PARAMS = (
     "models",
@@ -34,6 +34,8 @@ NUMERIC = re.compile(r"^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$")
 ATOM = re.compile(r"^[\w.]+(\[[^\[\]]*\])?$")
 DOTTED = re.compile(r"^[A-Za-z_][A-Za-z_0-9]*(\.[A-Za-z_][A-Za-z_0-9]*)*$")
 NOT_LITERAL = ...
+FP32_TYPES = frozenset({"torch.float32", "torch.float"})
+FP16_TYPES = frozenset({"torch.float16", "torch.half"})
 
 
 @dataclass(frozen=True)
@@ -105,7 +107,21 @@ def scaler_options(
     autocast_on: bool | None = True  # None: decided at run time
 
     level = args["opt_level"].literal if "opt_level" in args else "O1"
-    if level is NOT_LITERAL:
+    cast_free = _cast_free(level, args)
+    if cast_free is None:
+        given = ", ".join(
+            f"{k}={args[k].code}"
+            for k in ("opt_level", "patch_torch_functions", "cast_model_type")
+            if k in args
+        )
+        out.problem = (
+            f"{given}: whether apex casts at all (autocast or fp32 compute) is decided at run "
+            "time; create the GradScaler and the autocast regions by hand"
+        )
+        return out
+    if cast_free:
+        autocast_on = False
+    elif level is NOT_LITERAL:
         expr = args["opt_level"].operand()
         out.level_hints = (expr.rsplit(".", 1)[-1],)
         parts.append(f"{expr} != {lit('O0')}")
@@ -118,7 +134,7 @@ def scaler_options(
         return out
     elif level == "O0":
         scaling, autocast_on = False, False
-    elif level in ("O2", "O3"):
+    if level in ("O2", "O3") and not cast_free:
         out.messages.append(
             (
                 f"{level}: native AMP keeps fp32 weights under autocast; apex ran "
@@ -127,8 +143,8 @@ def scaler_options(
                 NUMERICS,
             )
         )
-        if level == "O3" and "loss_scale" not in args:
-            scaling = False  # O3's default loss_scale is 1.0; a given one still scales
+    if level == "O3" and "loss_scale" not in args:
+        scaling = False  # O3's default loss_scale is 1.0; a given one still scales
 
     enabled = args["enabled"].literal if "enabled" in args else None
     if enabled is False:
@@ -178,7 +194,9 @@ def scaler_options(
                 )
             )
 
-    _option_messages(args, out)
+    if cast_free:
+        out.messages.append(_cast_free_message(level, args, scaling))
+    _option_messages(args, out, cast_free)
     if not scaling:
         out.kwargs.insert(0, ("enabled", "False"))
     elif parts:
@@ -194,7 +212,45 @@ def scaler_options(
     return out
 
 
-def _option_messages(args: dict[str, Arg], out: ScalerOptions) -> None:
+def _cast_free(level: object, args: dict[str, Arg]) -> bool | None:
+    """apex casts nothing under these options (None: known only at run time).
+
+    O1 casts only through its patched torch functions, O2 and O3 only through the model's
+    `cast_model_type` (float16 unless overridden): without them compute stays fp32 and
+    only the loss scaling is left.
+    """
+    patch = args["patch_torch_functions"].literal if "patch_torch_functions" in args else None
+    cast = _cast_kind(args.get("cast_model_type"))
+    if level is NOT_LITERAL:
+        return False if patch in (None, True) and cast == "fp16" else None
+    if level == "O1":
+        return None if patch is NOT_LITERAL else patch is not None and not patch
+    if level in ("O2", "O3"):
+        return None if cast is None else cast == "fp32"
+    return False
+
+
+def _cast_kind(cast: Arg | None) -> str | None:
+    """What a `cast_model_type` casts the model to: "fp16" (the default), "fp32" (nothing
+    changes), or None (decided at run time)."""
+    if cast is None or cast.literal is None or cast.code in FP16_TYPES:
+        return "fp16"
+    if cast.literal is False or cast.code in FP32_TYPES:
+        return "fp32"
+    return None
+
+
+def _cast_free_message(level: object, args: dict[str, Arg], scaling: bool) -> tuple[str, str]:
+    option = "patch_torch_functions" if level == "O1" else "cast_model_type"
+    return (
+        f"{level} with {option}={args[option].code}: apex cast nothing (compute stays fp32), "
+        "so no autocast regions; "
+        + ("the GradScaler scales the loss as apex did" if scaling else "no loss scaling either"),
+        SAFE,
+    )
+
+
+def _option_messages(args: dict[str, Arg], out: ScalerOptions, cast_free: bool) -> None:
     """Options with no exact native form: the closest is written, the difference reported."""
     num_losses = args["num_losses"].literal if "num_losses" in args else None
     if num_losses is NOT_LITERAL or (
@@ -218,5 +274,5 @@ def _option_messages(args: dict[str, Arg], out: ScalerOptions) -> None:
                 NUMERICS,
             )
         )
-    if "cast_model_type" in args and args["cast_model_type"].literal is not None:
+    if "cast_model_type" in args and args["cast_model_type"].literal is not None and not cast_free:
         out.messages.append(("cast_model_type: the model keeps fp32 weights", NUMERICS))

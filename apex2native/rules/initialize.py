@@ -20,11 +20,14 @@ class Initialize(Rule):
 
     The model and optimizer are no longer rebound (apex returned the same objects). A literal
     opt level decides the options; a runtime one becomes `enabled=<level> != "O0"` so an O0
-    run stays pure fp32. A guard (`if args.fp16:`) becomes part of `enabled=` and the scaler
-    is created unconditionally, so every later use is safe. O2/O3, static loss scales,
-    `min/max_loss_scale` and `num_losses` have no exact native form: the closest is written
-    and the numeric consequence reported. What each call becomes is decided by the plan
-    (`scaler_options.py`), which tells every other file of the migration unit too.
+    run stays pure fp32. Options under which apex casts nothing (O1 with
+    `patch_torch_functions=False`, O2/O3 with `cast_model_type=torch.float32`) keep the
+    loss scaling alone: a GradScaler and no autocast regions. A guard (`if args.fp16:`)
+    becomes part of `enabled=` and the scaler is created unconditionally, so every later
+    use is safe. O2/O3, static loss scales, `min/max_loss_scale` and `num_losses` have no
+    exact native form: the closest is written and the numeric consequence reported. What
+    each call becomes is decided by the plan (`scaler_options.py`), which tells every
+    other file of the migration unit too.
 
     A starting scale set through apex's private state right after the call
     (`amp._amp_state.loss_scalers[0]._loss_scale = 2**20`) becomes `init_scale=`, and

@@ -80,6 +80,20 @@ def _args_code(call: cst.Call) -> str:
     return "".join(cst.Module([]).code_for_node(a) for a in call.args).replace(" ", "")
 
 
+def _unreached(ctx: FileContext, call: cst.Call) -> str:
+    """Why no scaler reaches a site: its own function's initialize is kept, or none is here."""
+    home = ctx.index.qualname(ctx.index.scope_of(call))
+    if any(d.kind == "problem" and d.anchor[0] == home for d in ctx.facts.inits.values()):
+        return (
+            "no GradScaler: this function's amp initialization is kept (see its A2N102 "
+            "TODO); migrate it by hand, then use scaler.scale(loss)"
+        )
+    return (
+        "no GradScaler reaches this function (amp.initialize runs elsewhere); pass the "
+        "scaler in and use scaler.scale(loss)"
+    )
+
+
 class ScaleLoss(Rule):
     """`amp.scale_loss` becomes `scaler.scale(loss)`; the with-block is dissolved.
 
@@ -121,12 +135,7 @@ class ScaleLoss(Rule):
         optimizers = optimizer_codes(ctx, bound["optimizers"])
         scaler = ctx.reach.pick(call, set(optimizers))
         if scaler is None:
-            return ctx.refuse(
-                call,
-                self.code,
-                "no GradScaler reaches this function (amp.initialize runs "
-                "elsewhere); pass the scaler in and use scaler.scale(loss)",
-            )
+            return ctx.refuse(call, self.code, _unreached(ctx, call))
         site = BackwardSite(with_node, call, bound["loss"], optimizers, scaler, with_node)
         ctx.depend(scaler, site.group)
         if not self._dissolve(ctx, site, item.asname.name.value):
