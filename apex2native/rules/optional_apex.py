@@ -9,10 +9,17 @@ from apex2native.apex_imports import catches_import_errors, is_apex_import, star
 from apex2native.context import FileContext
 from apex2native.findings import NUMERICS, SAFE
 from apex2native.guards import unbound_names
-from apex2native.rules.apex_modules import SAME_NAME
+from apex2native.rules.apex_modules import (
+    ADAM_DROP,
+    ADAM_REFUSE,
+    ADAM_SPELLINGS,
+    SAME_NAME,
+    TABLE,
+)
 from apex2native.rules.base import Rule
 
 HINT_CALLS = {"print", "info", "warning", "warn", "debug", "error"}
+NATIVE_ADAM = frozenset({"amsgrad"})  # FusedAdam keywords torch's Adam and AdamW take too
 
 
 class OptionalApex(Rule):
@@ -35,8 +42,11 @@ class OptionalApex(Rule):
     (an eps, a Python implementation), which the report says. A fallback that sets a name
     to `None` is no replacement, and is not taken. A flag the guard sets (`HAS_APEX = True`
     / `False`) takes the fallback's value only where it is read as the test of the apex
-    arm (`if HAS_APEX:` around uses of the guarded names); read anywhere else, or imported
-    by another module, it may mean "mixed precision is on", so the guard gets a TODO. A guarded
+    arm (`if HAS_APEX:` around uses of the guarded names); read anywhere else, or by another
+    module (`from utils import HAS_APEX`, `utils.HAS_APEX`), it may mean "mixed precision is
+    on", so the guard gets a TODO. A call of a guarded apex class that passes what only apex
+    takes (`DDP(model, delay_allreduce=True)`, `**kwargs`, a second positional argument)
+    never ran with the fallback: the guard stays and the call gets a TODO. A guarded
     `from apex.fp16_utils import *` goes with its hint when the module reads no name that
     its own statements do not bind (nothing it could supply is used).
     """
@@ -55,19 +65,9 @@ class OptionalApex(Rule):
                 self._unwrap(ctx, node)
                 continue
             read = _read_flags(ctx, node)
-            if read:
-                kept = object()  # the guard stays as it is: no other rule moves its imports
-                for stmt in node.body.body:  # type: ignore[attr-defined]
-                    for imp in ctx.index.within(stmt, cst.ImportFrom):
-                        ctx.tx.handle(kept, imp)
-                ctx.tx.todo(
-                    node,
-                    self.code,
-                    f"optional apex import: `{read}` is read, and the fallback's False may "
-                    "not be what that code needs without apex (mixed precision, a fused "
-                    "kernel, an error that asks for apex), so the fallback was not taken; "
-                    "decide what the flag means once apex is gone",
-                )
+            calls = _apex_only_calls(ctx, node)
+            if read or calls:
+                self._keep(ctx, node, read, calls)
                 continue
             group = object()
             lines = list(node.leading_lines)
@@ -89,6 +89,39 @@ class OptionalApex(Rule):
                 "(FusedAdam decays weights like AdamW, FusedLayerNorm uses eps=1e-5, "
                 "convert_syncbn_model syncs BatchNorm statistics across GPUs): check it",
                 NUMERICS,
+            )
+
+    def _keep(
+        self, ctx: FileContext, node: cst.Try, read: str | None, calls: list[tuple[cst.Call, str]]
+    ) -> None:
+        """The guard stays as it is: no other rule moves its imports, and where a call
+        needs apex's class, no other rule rewrites the uses of the names it binds."""
+        kept = object()
+        for stmt in node.body.body:  # type: ignore[attr-defined]
+            for imp in ctx.index.within(stmt, cst.ImportFrom):
+                ctx.tx.handle(kept, imp)
+        if read:
+            ctx.tx.todo(
+                node,
+                self.code,
+                f"optional apex import: `{read}` is read, and the fallback's False may "
+                "not be what that code needs without apex (mixed precision, a fused "
+                "kernel, an error that asks for apex), so the fallback was not taken; "
+                "decide what the flag means once apex is gone",
+            )
+        if not calls:
+            return
+        names = _binds(list(node.body.body))  # type: ignore[attr-defined]
+        for ref, _name in ctx.names.refs():
+            if ctx.index.code(ref).split(".")[0] in names:
+                ctx.tx.handle(kept, ref)
+        for call, why in calls:
+            ctx.tx.todo(
+                call,
+                self.code,
+                f"optional apex import kept: this call passes {why}, so the fallback was not "
+                "taken (without apex this call may never have run): translate it by hand, "
+                "then remove the guard",
             )
 
     def _unused_star(self, ctx: FileContext, node: cst.Try) -> bool:
@@ -218,13 +251,8 @@ def _read_flags(ctx: FileContext, node: cst.Try) -> str | None:
     run. Anywhere else (a negation, a condition with other terms, another module) the flag
     may stand for "mixed precision is on" or "apex is there, do not raise", which stays True.
     """
-    body = node.body.body  # type: ignore[attr-defined]
-    guarded = _binds(list(body))
-    for stmt in body:
-        small = stmt.body if isinstance(stmt, cst.SimpleStatementLine) else ()
-        flag = _flag(small[0]) if len(small) == 1 else None
-        if flag is None:
-            continue
+    guarded = _binds(list(node.body.body))  # type: ignore[attr-defined]
+    for flag in _flags(node):
         if flag in ctx.facts.imported or "*" in ctx.facts.imported:
             return flag
         names = guarded - {flag}
@@ -237,6 +265,94 @@ def _read_flags(ctx: FileContext, node: cst.Try) -> str | None:
             if not any(_reads_in(ctx, test.body, n) for n in names):
                 return flag
     return None
+
+
+def _apex_only_calls(ctx: FileContext, node: cst.Try) -> list[tuple[cst.Call, str]]:
+    """Calls of a guarded apex class that pass what only apex's class takes (a keyword
+    torch's class lacks, `**kwargs`, a second positional argument), with what that is.
+
+    The fallback never ran with such a call: without apex it fails (`delay_allreduce`) or
+    reads an argument another way. A call in the `if HAS_APEX:` arm is not counted: the
+    fallback's False leaves that arm dead.
+    """
+    flags = _flags(node)
+    out = []
+    for name, bound in _guarded_classes(ctx, node):
+        for read in ctx.index.reads.get(bound, []):
+            call = ctx.index.parent(read)
+            if not (isinstance(call, cst.Call) and call.func is read):
+                continue
+            if ctx.index.contains(node, read) or _in_flag_arm(ctx, read, flags):
+                continue
+            why = _apex_only_argument(ctx, call, name)
+            if why:
+                out.append((call, why))
+    return out
+
+
+def _guarded_classes(ctx: FileContext, node: cst.Try) -> list[tuple[str, str]]:
+    """(apex name, bound name) of the guarded imports of classes in apex_modules' table."""
+    out = []
+    for imp in ctx.index.within(node.body, cst.ImportFrom):
+        if imp.module is None or isinstance(imp.names, cst.ImportStar):
+            continue
+        module = ctx.index.code(imp.module)
+        for alias in imp.names:
+            name = f"{module}.{ctx.index.code(alias.name)}"
+            bound = ctx.index.code(alias.asname.name if alias.asname else alias.name)
+            if name in TABLE or name in ADAM_SPELLINGS:
+                out.append((name, bound))
+    return out
+
+
+def _apex_keywords(name: str) -> frozenset[str]:
+    """Keywords of apex class `name` that its torch counterpart does not take."""
+    if name in ADAM_SPELLINGS:
+        return ADAM_DROP | {"adam_w_mode"} | (ADAM_REFUSE.keys() - NATIVE_ADAM)
+    mapping = TABLE[name]
+    return mapping.drop | mapping.refuse.keys()
+
+
+def _apex_only_argument(ctx: FileContext, call: cst.Call, name: str) -> str:
+    """What in `call` only apex's class `name` takes this way, or "" (nothing)."""
+    keywords = _apex_keywords(name)
+    short = name.rsplit(".", 1)[-1]
+    positional = 0
+    for arg in call.args:
+        if arg.star:
+            spelled = f"{arg.star}{ctx.index.code(arg.value)}"
+            return f"`{spelled}`, which may hold what only apex's {short} takes"
+        if arg.keyword is not None and arg.keyword.value in keywords:
+            return f"`{arg.keyword.value}=`, which only apex's {short} takes"
+        positional += arg.keyword is None
+    if positional > 1:
+        return (
+            f"{positional} positional arguments, which apex's {short} may read as other "
+            "parameters than the fallback does"
+        )
+    return ""
+
+
+def _in_flag_arm(ctx: FileContext, read: cst.CSTNode, flags: list[str]) -> bool:
+    """`read` is in the body of `if HAS_APEX:` testing one of the guard's flags."""
+    return any(
+        isinstance(up, cst.If)
+        and isinstance(up.test, cst.Name)
+        and up.test.value in flags
+        and ctx.index.contains(up.body, read)
+        for up in ctx.index.ancestors(read)
+    )
+
+
+def _flags(node: cst.Try) -> list[str]:
+    """The flags the guard's try sets (`HAS_APEX = True`), in order."""
+    out = []
+    for stmt in node.body.body:  # type: ignore[attr-defined]
+        small = stmt.body if isinstance(stmt, cst.SimpleStatementLine) else ()
+        flag = _flag(small[0]) if len(small) == 1 else None
+        if flag is not None:
+            out.append(flag)
+    return out
 
 
 def _reads_in(ctx: FileContext, block: cst.CSTNode, name: str) -> bool:
