@@ -13,6 +13,8 @@ from dataclasses import dataclass, field
 
 import libcst as cst
 
+TODO_PREFIX = "# TODO(apex2native):"
+
 Replacement = Callable[[cst.CSTNode], object]
 
 
@@ -136,7 +138,7 @@ class EditSet:
 
 
 def todo_line(text: str) -> cst.EmptyLine:
-    return cst.EmptyLine(comment=cst.Comment(f"# TODO(apex2native): {text}"))
+    return cst.EmptyLine(comment=cst.Comment(f"{TODO_PREFIX} {text}"))
 
 
 def _as_lines(node: cst.CSTNode) -> list[cst.BaseStatement]:
@@ -158,6 +160,22 @@ def _with_leading(stmt: cst.BaseStatement, lines: Sequence[cst.EmptyLine]) -> cs
 
 def _leading(stmt: cst.CSTNode) -> Sequence[cst.EmptyLine]:
     return getattr(stmt, "leading_lines", ())
+
+
+def _without_header_todos(stmt: cst.BaseStatement, header: Sequence[cst.EmptyLine]):
+    """The first statement without the markers the module's header already holds: a
+    marker above a module's first line is parsed into the header on the next run, where
+    the statement's own leading lines no longer show it."""
+    present = {line.comment.value for line in header if line.comment is not None}
+    lines = _leading(stmt)
+    kept = [line for line in lines if not (_is_todo(line) and line.comment.value in present)]
+    if len(kept) == len(lines):
+        return stmt
+    return stmt.with_changes(leading_lines=kept)
+
+
+def _is_todo(line: cst.EmptyLine) -> bool:
+    return line.comment is not None and line.comment.value.startswith(TODO_PREFIX)
 
 
 def _strip_leading(stmt: cst.BaseStatement) -> cst.BaseStatement:
@@ -204,6 +222,8 @@ class EditApplier(cst.CSTTransformer):
 
     def leave_Module(self, original_node, updated_node):
         body, carry = self._rebuild(original_node.body, updated_node.body)
+        if body:
+            body[0] = _without_header_todos(body[0], updated_node.header)
         return updated_node.with_changes(body=body, footer=[*carry, *updated_node.footer])
 
     def leave_SimpleStatementSuite(self, original_node, updated_node):

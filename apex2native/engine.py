@@ -453,8 +453,7 @@ def _text_now(path: str, outcomes: dict[str, FileOutcome]) -> str:
 def _attributes_read(ref, text: str) -> set[str]:
     """Names a file reads from a module it imports whole: `common.amp` after `import
     common`, `c.amp` after `import a.b as c`."""
-    spelled = ref.module if ref.bound == ref.module.split(".")[0] else ref.bound
-    pattern = r"(?<![\w.])" + re.escape(spelled) + r"\.(\w+)"
+    pattern = r"(?<![\w.])" + re.escape(ref.spelled()) + r"\.(\w+)"
     return set(re.findall(pattern, text))
 
 

@@ -345,23 +345,44 @@ class Planner:
         return plan
 
     def attach_imported(self, plan: RepoPlan, paths: list[str]) -> None:
-        """Record, for each of `paths`, the names the other summarised files import from it."""
+        """Record, for each of `paths`, the names the other summarised files import from it
+        or read of it as a module (`import utils` then `utils.HAS_APEX`)."""
         wanted = set(paths)
         for summary in self.summaries.values():
             for ref in summary.imports:
                 found, rest = self.graph.source_of(ref, summary)
-                if found is None or found == summary.path:
+                if found == summary.path:
                     continue
                 base = absolute_name(ref.module, summary.module, summary.is_package)
-                names = {name for name, _ in ref.names}
-                if ref.star or not ref.names or rest:
-                    names = {"*"}  # `import mod` reads `mod.anything`
+                if found is not None and (ref.star or rest):
+                    if found in wanted:
+                        self._imported(plan, found, {"*"})
+                    continue
+                if not ref.names:  # `import a.b [as c]`: what the file reads of a.b
+                    if found is not None:
+                        self._read_module(plan, wanted, summary, base, found, ref.spelled())
+                    continue
                 if found in wanted:
-                    self._imported(plan, found, names)
-                for name in names - {"*"}:  # `from pkg import mod`: the module itself
+                    self._imported(plan, found, {name for name, _ in ref.names})
+                for name, bound in ref.names:  # `from pkg import mod`: what it reads of mod
                     module, tail = self.graph.module_file(f"{base}.{name}", summary.path)
-                    if module not in (None, found, summary.path) and not tail and module in wanted:
-                        self._imported(plan, module, {"*"})
+                    if module not in (None, found, summary.path) and not tail:
+                        self._read_module(plan, wanted, summary, f"{base}.{name}", module, bound)
+
+    def _read_module(
+        self, plan: RepoPlan, wanted: set[str], summary: Summary, name: str, path: str, spelled: str
+    ) -> None:
+        """`summary`'s file reads module `name` (file `path`) as `spelled`: what it reads of
+        it counts as imported, and so does what it reads of its submodules through it."""
+        names = _read_names(summary, spelled)
+        if path in wanted and names:
+            self._imported(plan, path, names)
+        for attr in names - {"*"}:
+            module, tail = self.graph.module_file(f"{name}.{attr}", summary.path)
+            if module not in (None, path, summary.path) and not tail:
+                self._read_module(
+                    plan, wanted, summary, f"{name}.{attr}", module, f"{spelled}.{attr}"
+                )
 
     def _imported(self, plan: RepoPlan, path: str, names: set[str]) -> None:
         facts = plan.facts.get(path)
@@ -437,6 +458,19 @@ class Planner:
 def _line_before(text: str, at: int) -> str:
     """The text of `at`'s line before it (a `#` there: the match is in a comment)."""
     return text[text.rfind("\n", 0, at) + 1 : at]
+
+
+def _read_names(summary: Summary, spelled: str) -> set[str]:
+    """The names a file reads of the module it spells `spelled` (`utils.X`: X), or every
+    name ("*") where it passes the module itself on (`getattr(utils, name)`)."""
+    prefix = spelled + "."
+    out = set()
+    for dotted in summary.module_reads:
+        if dotted == spelled:
+            return {"*"}
+        if dotted.startswith(prefix):
+            out.add(dotted[len(prefix) :].split(".")[0])
+    return out
 
 
 def _reshapes(facts: FileFacts) -> bool:

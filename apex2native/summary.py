@@ -89,6 +89,10 @@ class ImportRef:
     bound: str = ""  # for `import a.b as c`: "c"; for `import a.b`: "a"
     star: bool = False
 
+    def spelled(self) -> str:
+        """How code spells the module `import a.b [as c]` binds: `a.b`, or `c`."""
+        return self.module if self.bound == self.module.split(".")[0] else self.bound
+
 
 @dataclass
 class InitSite:
@@ -122,6 +126,9 @@ class Summary:
     # deprecated torch.cuda.amp classes tested by `isinstance`/`issubclass` or subclassed:
     # the objects other files make must stay of the old class
     kept_amp: set[str] = field(default_factory=set)
+    # dotted names read through a name an import binds (`utils.HAS_APEX` after `import
+    # utils`; `utils` alone where the module itself is passed on): what is read of a module
+    module_reads: set[str] = field(default_factory=set)
 
 
 class SourceLines:
@@ -565,6 +572,7 @@ class _Summarizer:
         self._value_refs()
         for node in sorted(self.scopes.of_type(ast.Import, ast.ImportFrom), key=_position):
             self._import(node)
+        self._module_reads()
         if s.uses_apex or s.apex_exports or self.aliases:
             self._apex_sites()
         self._star_amp()
@@ -767,6 +775,24 @@ class _Summarizer:
                 ref.module == "apex" or ref.module.startswith("apex.")
             ):
                 self.summary.uses_apex = True
+
+    def _module_reads(self) -> None:
+        """The dotted names read through imported names: another module reads `HAS_APEX`
+        of `utils` by writing `utils.HAS_APEX` as surely as by importing it."""
+        roots = {ref.bound for ref in self.summary.imports if not ref.names}
+        roots |= {bound for ref in self.summary.imports for _, bound in ref.names}
+        if not roots:
+            return
+        parent = self.scopes.parent
+        for node in self.scopes.of_type(ast.Name):
+            if node.id not in roots or not isinstance(node.ctx, ast.Load):
+                continue
+            dotted, current = node.id, node
+            up = parent.get(id(current))
+            while isinstance(up, ast.Attribute) and up.value is current:
+                dotted, current = f"{dotted}.{up.attr}", up
+                up = parent.get(id(current))
+            self.summary.module_reads.add(dotted)
 
     # apex sites ------------------------------------------------------------------------
     def _apex_sites(self) -> None:

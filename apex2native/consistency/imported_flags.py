@@ -12,9 +12,9 @@ from __future__ import annotations
 import re
 
 from apex2native.consistency.repo import RepoView, Violation
+from apex2native.scopes import absolute_name
 
 CODE = "A2N102"
-IDENTIFIER = re.compile(r"[A-Za-z_]\w*")
 
 
 def check_imported_flags(view: RepoView) -> list[Violation]:
@@ -32,7 +32,7 @@ def check_imported_flags(view: RepoView) -> list[Violation]:
             if spec is None or spec.unit in view.blocked:
                 continue
             switch = " ".join((*spec.conditions, decision.autocast_enabled or ""))
-            read = sorted(set(IDENTIFIER.findall(switch)) & set(flags))
+            read = sorted(flag for flag in flags if _reads(switch, flag))
             if read:
                 source = view.plan.relative(flags[read[0]])
                 message = (
@@ -44,18 +44,36 @@ def check_imported_flags(view: RepoView) -> list[Violation]:
     return found
 
 
+def _reads(switch: str, flag: str) -> bool:
+    """`switch` reads `flag` (`HAS_APEX`, or `utils.HAS_APEX`), not a longer name."""
+    return re.search(rf"(?<![\w.]){re.escape(flag)}(?!\w)", switch) is not None
+
+
 def _imported_flags(view: RepoView, path: str, summary) -> dict[str, str]:
-    """Names this file binds by importing another project module's guard flag -> that file."""
+    """How this file spells another project module's guard flags -> that module's file:
+    `HAS_APEX` imported from it, or `utils.HAS_APEX` read of the module itself."""
     graph = view.plan.graph
     out: dict[str, str] = {}
     if graph is None:
         return out
     for ref in summary.imports:
         found, rest = graph.source_of(ref, summary)
-        source = view.plan.summaries.get(found) if found and not rest else None
-        if source is None or found == path:
+        if found is not None and rest:
             continue
-        for name, bound in ref.names:
-            if name in source.guard_flags:
-                out[bound] = found
+        if not ref.names:  # `import pkg.utils [as u]`, then `u.HAS_APEX`
+            out.update({f"{ref.spelled()}.{f}": found for f in _flags_of(view, path, found)})
+            continue
+        flags = _flags_of(view, path, found)
+        out.update({bound: found for name, bound in ref.names if name in flags})
+        base = absolute_name(ref.module, summary.module, summary.is_package)
+        for name, bound in ref.names:  # `from pkg import utils`, then `utils.HAS_APEX`
+            module, tail = graph.module_file(f"{base}.{name}", summary.path)
+            if module not in (None, found) and not tail:
+                out.update({f"{bound}.{f}": module for f in _flags_of(view, path, module)})
     return out
+
+
+def _flags_of(view: RepoView, path: str, found: str | None) -> set[str]:
+    """The guard flags of another project file (none for this one, or for no file)."""
+    source = view.plan.summaries.get(found) if found and found != path else None
+    return source.guard_flags if source is not None else set()

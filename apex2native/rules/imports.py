@@ -241,12 +241,14 @@ class _Cleanup(cst.CSTTransformer):
             for imp in imports
         )
         self.stars = self._unused_stars(imports)
-        # a guard whose flag other modules import stays as it is (A2N115 marks it)
+        # a guard whose flag other modules import stays as it is (A2N115 marks it); a
+        # module read whole (`getattr(utils, name)`) may be read for any flag
         frozen = {
             id(n)
             for g in guards
             if any(
-                isinstance(t.target, cst.Name) and t.target.value in self.imported
+                isinstance(t.target, cst.Name)
+                and (t.target.value in self.imported or "*" in self.imported)
                 for a in index.within(g, cst.Assign)
                 for t in a.targets
             )

@@ -146,7 +146,9 @@ class Leftovers(Rule):
         """Markers left by an earlier run still count: `--check` fails until a person acts."""
         holders = (cst.SimpleStatementLine, *COMPOUND)
         for node in ctx.index.within(ctx.module, *holders):
-            lines = node.leading_lines
+            lines = list(node.leading_lines)
+            if ctx.module.body and node is ctx.module.body[0]:
+                lines = [*ctx.module.header, *lines]  # a marker above the first line
             for line in lines:
                 comment = line.comment.value if line.comment is not None else ""
                 match = MARKER.match(comment)
