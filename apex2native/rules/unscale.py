@@ -11,6 +11,7 @@ from apex2native.findings import NUMERICS, SAFE
 from apex2native.index import callee_name
 from apex2native.rules.base import Rule
 from apex2native.rules.scale_loss import BackwardSite
+from apex2native.scopes import COMPREHENSION
 from apex2native.summary import GRAD_CLIPS
 
 # A helper whose body the plan cannot see (another package, an object's attribute) but whose
@@ -58,10 +59,22 @@ def _parameter(ctx: FileContext, node: cst.CSTNode) -> bool:
         return True
     if not isinstance(node, cst.Name) or _marked_input(ctx, node):
         return False
+    if _bound_per_item(ctx, node):
+        return True
     return any(
-        isinstance(anc, (cst.For, cst.CompFor))
+        isinstance(anc, cst.For)
         and node.value in {n.value for n in ctx.index.within(anc.target, cst.Name)}
         for anc in ctx.index.ancestors(node)
+    )
+
+
+def _bound_per_item(ctx: FileContext, node: cst.Name) -> bool:
+    """`p` of `(p.grad for p in params)` or of `key=lambda p: p.grad.norm()`: a name a
+    comprehension or a lambda binds walks the items it is given, as a loop variable does."""
+    scope = ctx.index.read_scope(node)
+    binder = scope.resolve(node.value) if scope is not None else None
+    return binder is not None and (
+        binder.kind == COMPREHENSION or isinstance(binder.owner, cst.Lambda)
     )
 
 
@@ -76,12 +89,22 @@ def _marked_input(ctx: FileContext, node: cst.Name) -> bool:
 
 
 def _inside_lambda(index, node: cst.CSTNode, scope: cst.CSTNode) -> bool:
+    """`node` sits in a class body or in a lambda kept for later (`hook = lambda: ...`);
+    a lambda handed to a call (`max(params, key=lambda p: p.grad.norm())`) runs in place."""
     for anc in index.ancestors(node):
         if anc is scope:
             return False
-        if isinstance(anc, (cst.Lambda, cst.ClassDef)):
+        if isinstance(anc, cst.ClassDef):
+            return True
+        if isinstance(anc, cst.Lambda) and not _argument(index, anc):
             return True
     return False
+
+
+def _argument(index, node: cst.CSTNode) -> bool:
+    """`node` is an argument of a call."""
+    parent = index.parent(node)
+    return isinstance(parent, cst.Arg) and isinstance(index.parent(parent), cst.Call)
 
 
 class Unscale(Rule):
