@@ -51,6 +51,11 @@ GRAD_CLIPS = frozenset(
 )
 
 
+def is_clip_name(dotted: str) -> bool:
+    """`torch.nn.utils.clip_grad_norm_`: a dotted name whose last part is a clipping call."""
+    return dotted.rsplit(".", 1)[-1] in GRAD_CLIPS
+
+
 @dataclass
 class Function:
     qualname: str
@@ -359,6 +364,7 @@ class _Summarizer:
         self._identifiers: set[str] | None = None
         self._returns: dict[int, list[list[str]]] = {}
         self._calls_in: dict[int, list[ast.Call]] = {}
+        self._assigns: dict[str, list[ast.Assign]] | None = None
         self.opt_levels: dict[str, str | None] = {}  # scaler unit -> its opt_level code
 
     def code(self, node: ast.AST) -> str:
@@ -607,7 +613,7 @@ class _Summarizer:
             node.lineno,
             tuple(required),
             frozenset(self._called_params(node, set(params))),
-            any(_callee_word(c) in GRAD_CLIPS for c in self._calls_in.get(id(node), ())),
+            any(self._clip_call(c) for c in self._calls_in.get(id(node), ())),
             frozenset(self._stepped_params(node, set(params))),
         )
 
@@ -626,6 +632,40 @@ class _Summarizer:
             and isinstance(call.func.value, ast.Name)
             and call.func.value.id in params
         }
+
+    def _clip_call(self, call: ast.Call) -> bool:
+        """`clip_grad_norm_(...)`, also under an import alias (`clip_grad_norm_ as clip`)
+        or a name bound once to one (`clip = torch.nn.utils.clip_grad_norm_`)."""
+        return self._names_clip(call.func) or self._names_clip(self._alias_value(call.func))
+
+    def _names_clip(self, node: ast.AST | None) -> bool:
+        """`clip_grad_norm_`, `torch.nn.utils.clip_grad_norm_`, or an imported alias of one."""
+        if isinstance(node, ast.Name) and node.id in GRAD_CLIPS:
+            return True
+        if isinstance(node, ast.Attribute) and node.attr in GRAD_CLIPS:
+            return True
+        return node is not None and any(is_clip_name(n) for n in self.scopes.imported(node))
+
+    def _alias_value(self, node: ast.AST) -> ast.AST | None:
+        """What `name = <value>` gave a name that one assignment alone binds, else None."""
+        if not isinstance(node, ast.Name):
+            return None
+        scope = self.scopes.scope_of.get(id(node))
+        binder = scope.resolve(node.id) if scope is not None else None
+        bindings = binder.bindings.get(node.id, []) if binder is not None else []
+        if len(bindings) != 1 or bindings[0].kind != "assign":
+            return None
+        if self._assigns is None:
+            self._assigns = {}
+            for a in self.scopes.of_type(ast.Assign):
+                if len(a.targets) == 1 and isinstance(a.targets[0], ast.Name):
+                    self._assigns.setdefault(a.targets[0].id, []).append(a)
+        assigns = [
+            a
+            for a in self._assigns.get(node.id, ())
+            if self.scopes.store_scope.get(id(a.targets[0])) is binder
+        ]
+        return assigns[0].value if len(assigns) == 1 else None
 
     def _called_params(self, func, params: set[str]) -> set[str]:
         """Parameters the def runs as a model: `p(...)`, `p.forward(...)`, `p.module(...)`;

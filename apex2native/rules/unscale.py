@@ -12,7 +12,7 @@ from apex2native.index import callee_name
 from apex2native.rules.base import Rule
 from apex2native.rules.scale_loss import BackwardSite
 from apex2native.scopes import COMPREHENSION
-from apex2native.summary import GRAD_CLIPS
+from apex2native.summary import GRAD_CLIPS, is_clip_name
 
 # A helper whose body the plan cannot see (another package, an object's attribute) but whose
 # name says it clips: apex had unscaled before it, so `unscale_` goes before it too (early
@@ -25,9 +25,8 @@ def grad_reads(ctx: FileContext, scope: cst.CSTNode) -> list[cst.CSTNode]:
     index = ctx.index
     out: list[cst.CSTNode] = [
         call
-        for name in (*GRAD_CLIPS, "master_params")
-        for call in index.calls_named(name, scope)
-        if name != "master_params" or ctx.names.call_name(call) == "apex.amp.master_params"
+        for call in index.calls_named("master_params", scope)
+        if ctx.names.call_name(call) == "apex.amp.master_params"
     ]
     out += [
         a
@@ -37,15 +36,51 @@ def grad_reads(ctx: FileContext, scope: cst.CSTNode) -> list[cst.CSTNode]:
     out += [
         call
         for call in index.within(scope, cst.Call)
-        if (callee_name(call) or "") not in GRAD_CLIPS
-        and (
-            ctx.names.resolve_call(call) in ctx.facts.clippers
-            or CLIPS_BY_NAME.search(callee_name(call) or "")
-        )
+        if _names_clip(ctx, call.func)
+        or ctx.names.resolve_call(call) in ctx.facts.clippers
+        or CLIPS_BY_NAME.search(callee_name(call) or "")
     ]
     found = [n for n in out if index.scope_of(n) is scope and not _inside_lambda(index, n, scope)]
     outermost = [n for n in found if not any(index.contains(o, n) and o is not n for o in found)]
     return sorted(outermost, key=index.order)
+
+
+def _names_clip(ctx: FileContext, node: cst.CSTNode, depth: int = 0) -> bool:
+    """`node` is one of torch's clipping functions under any name the file gives it:
+    `clip_grad_norm_`, `from torch.nn.utils import clip_grad_norm_ as clip`, a name bound
+    once to one (`clip_fn = torch.nn.utils.clip_grad_norm_`), or a `functools.partial`
+    of one. A renamed clip reads the gradients as much as the spelled one."""
+    if isinstance(node, (cst.Name, cst.Attribute)):
+        word = node.value if isinstance(node, cst.Name) else node.attr.value
+        if word in GRAD_CLIPS or any(is_clip_name(n) for n in ctx.index.imported_names(node)):
+            return True
+    if depth > 3:
+        return False
+    if isinstance(node, cst.Call) and node.args:
+        partial = "functools.partial" in ctx.index.imported_names(node.func)
+        return partial and _names_clip(ctx, node.args[0].value, depth + 1)
+    value = _alias_value(ctx, node)
+    return value is not None and _names_clip(ctx, value, depth + 1)
+
+
+def _alias_value(ctx: FileContext, node: cst.CSTNode) -> cst.BaseExpression | None:
+    """What `name = <value>` gave a name that one assignment alone binds, else None."""
+    index = ctx.index
+    if not isinstance(node, cst.Name):
+        return None
+    bindings = index.bindings(node)
+    binder = index.binder_of(node)
+    if binder is None or len(bindings) != 1 or bindings[0].kind != "assign":
+        return None
+    assigns = [
+        a
+        for a in index.within(binder, cst.Assign)
+        if index.scope_of(a) is binder
+        and any(isinstance(t.target, cst.Name) and t.target.value == node.value for t in a.targets)
+    ]
+    if len(assigns) != 1 or len(assigns[0].targets) != 1:
+        return None
+    return assigns[0].value
 
 
 def _parameter(ctx: FileContext, node: cst.CSTNode) -> bool:
