@@ -99,7 +99,8 @@ class FileFacts:
     kept_classes: dict[str, str] = field(default_factory=dict)
     aliases: dict[str, str] = field(default_factory=dict)
     exports: set[str] = field(default_factory=set)
-    # callees as the file names them (`utils.clip`, `main.Trainer.clip`) that clip gradients
+    # callees as the file names them (`utils.clip`, `main.Trainer.clip`) that read or change
+    # gradients, in their own body or through a function they call
     clippers: set[str] = field(default_factory=set)
     # callees as the file names them that step an optimizer handed to them: raw callee ->
     # (its parameters as a call fills them, the ones it steps, the file it is in)

@@ -599,14 +599,15 @@ class _PlanBuilder:
         return plan
 
     def _clippers(self) -> None:
-        """Calls to project functions that clip gradients, in files with apex sites: a
-        scaler must unscale before them, as apex had on leaving `scale_loss`."""
+        """Calls to project functions that read or change gradients (clip them, log their
+        norm, add noise), in files with apex sites: a scaler must unscale before them, as
+        apex had on leaving `scale_loss`."""
+        clipping = self._touching_grads()
         for s in self.planner.summaries.values():
             if not (s.amp_uses or s.uses_apex or s.path in self.facts):
                 continue
             for call in s.calls:
-                func = self.functions.get(call.callee)
-                if func is not None and func.clips:
+                if call.callee in clipping:
                     self.file(s.path).clippers.add(call.raw)
 
     def _steppers(self) -> None:
@@ -624,6 +625,18 @@ class _PlanBuilder:
                     params = params[1:]  # a bound method: the call does not pass it
                 where = self.rel(func.path)
                 self.file(s.path).steppers[call.raw] = (tuple(params), func.steps, where)
+
+    def _touching_grads(self) -> set[str]:
+        """Project functions that read or change gradients, in their own body or through
+        the functions they call: a caller must unscale before any of them."""
+        found = {q for q, f in self.functions.items() if f.clips}
+        pending = list(found)
+        while pending:
+            for call in self.callers.get(pending.pop(), ()):
+                if call.caller in self.functions and call.caller not in found:
+                    found.add(call.caller)
+                    pending.append(call.caller)
+        return found
 
     def _companion_models(self, decision: InitDecision) -> None:
         """A companion model travels with the trained one: functions handed either run

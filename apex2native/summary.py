@@ -67,7 +67,7 @@ class Function:
     line: int = 0
     required: tuple[str, ...] = ()  # parameters without a default (not *args/**kwargs)
     calls: frozenset[str] = frozenset()  # parameters it calls: `model(x)`, `model.forward(x)`
-    clips: bool = False  # it clips gradients: a caller must unscale them first
+    clips: bool = False  # it reads or changes gradients: a caller must unscale them first
     steps: frozenset[str] = frozenset()  # parameters it steps: `optimizer.step()`
 
 
@@ -364,6 +364,7 @@ class _Summarizer:
         self._identifiers: set[str] | None = None
         self._returns: dict[int, list[list[str]]] = {}
         self._calls_in: dict[int, list[ast.Call]] = {}
+        self._grad_defs: set[int] | None = None
         self._assigns: dict[str, list[ast.Assign]] | None = None
         self.opt_levels: dict[str, str | None] = {}  # scaler unit -> its opt_level code
 
@@ -613,8 +614,21 @@ class _Summarizer:
             node.lineno,
             tuple(required),
             frozenset(self._called_params(node, set(params))),
-            any(self._clip_call(c) for c in self._calls_in.get(id(node), ())),
+            self._touches_grads(node),
             frozenset(self._stepped_params(node, set(params))),
+        )
+
+    def _touches_grads(self, func) -> bool:
+        """The def reads or changes gradients: `.grad` of anything, or a clipping call by
+        any name. A caller must unscale before it, as apex had on leaving `scale_loss`."""
+        if self._grad_defs is None:
+            self._grad_defs = {
+                id(self.enclosing_function(a))
+                for a in self.scopes.of_type(ast.Attribute)
+                if a.attr == "grad"
+            }
+        return id(func) in self._grad_defs or any(
+            self._clip_call(c) for c in self._calls_in.get(id(func), ())
         )
 
     def _stepped_params(self, func, params: set[str]) -> set[str]:
