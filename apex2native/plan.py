@@ -774,7 +774,7 @@ class _PlanBuilder:
                 if func is None or callee in training:
                     continue  # a training step gets its autocast from its own backward
                 for call in calls:
-                    if call.caller != qualname:
+                    if call.caller != qualname and not self._method_of(call.caller, qualname):
                         continue
                     params = [p for p in func.params if p not in ("self", "cls")]
                     got = {
@@ -788,6 +788,11 @@ class _PlanBuilder:
                     got &= func.calls
                     if got:
                         self._evaluate_in(func, call, holder, got)
+
+    def _method_of(self, qualname: str, cls: str) -> bool:
+        """`qualname` is a method of `cls` that reaches its instance as `self`."""
+        func = self.functions.get(qualname)
+        return func is not None and func.cls == cls and func.params[:1] == ["self"]
 
     def _evaluate_methods(self, cls: str, holder: Holder, training: set[str]) -> None:
         """Methods of the class that holds `self.scaler` and runs `self.model` outside

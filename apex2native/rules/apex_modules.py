@@ -208,14 +208,20 @@ _EQUAL = cst.AssignEqual(cst.SimpleWhitespace(""), cst.SimpleWhitespace(""))
 
 
 def _keywords(call: cst.Call, mapping: Mapping) -> dict[str, cst.BaseExpression]:
-    """Every argument by apex's parameter name: keywords, and positions past the shared ones."""
+    """Every argument by apex's parameter name, whether passed by keyword or by position."""
     out: dict[str, cst.BaseExpression] = {}
     for position, arg in enumerate(call.args):
         if arg.keyword is not None:
             out[arg.keyword.value] = arg.value
-        elif mapping.shared <= position < len(mapping.params):
+        elif position < len(mapping.params):
             out[mapping.params[position]] = arg.value
     return out
+
+
+def _is_base_class(ctx: FileContext, ref: cst.CSTNode) -> bool:
+    """`class LN(FusedLayerNorm):`: the class is a base of another."""
+    arg = ctx.index.parent(ref)
+    return isinstance(arg, cst.Arg) and isinstance(ctx.index.parent(arg), cst.ClassDef)
 
 
 def _canonical(name: str) -> str:
@@ -278,6 +284,13 @@ class ApexModules(Rule):
                     ctx.classes.kept.setdefault(APEX_DDP, own)
                 continue
             why = self._refusal(ctx, ctx.index.parent(ref), ref, name)
+            if why is None and _is_base_class(ctx, ref):
+                why = (
+                    f"a subclass of {name} keeps it apex: its constructor arguments and "
+                    "defaults follow apex's signature, which torch's class does not share; "
+                    "port the subclass by hand"
+                )
+                ctx.tx.todo(ref, TABLE[name].code if name in TABLE else "A2N301", why)
             if why:
                 refused.add(name)
                 ctx.classes.kept.setdefault(_canonical(name), why)
@@ -488,9 +501,14 @@ class ApexModules(Rule):
         """Why a call of an apex class cannot move to torch, or None when it can."""
         if not isinstance(call, cst.Call) or call.func is not ref:
             return None
+        own = self._own_refusal(ctx, call, name)
         kept = self.kept.get(_canonical(name))
-        if kept:
-            return f"{name} stays apex in every file of this program: {kept}"
+        if own or not kept:
+            return own
+        return f"{name} stays apex in every file of this program: {kept}"
+
+    def _own_refusal(self, ctx: FileContext, call: cst.Call, name: str) -> str | None:
+        """Why this call itself cannot move to torch, or None."""
         mapping = self._mapping(ctx, call, name)
         if any(a.star == "**" for a in call.args):
             return (
