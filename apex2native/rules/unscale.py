@@ -39,10 +39,59 @@ def grad_reads(ctx: FileContext, scope: cst.CSTNode) -> list[cst.CSTNode]:
         if _names_clip(ctx, call.func)
         or ctx.names.resolve_call(call) in ctx.facts.clippers
         or CLIPS_BY_NAME.search(callee_name(call) or "")
+        or _runs_local_grad_code(ctx, call)
     ]
     found = [n for n in out if index.scope_of(n) is scope and not _inside_lambda(index, n, scope)]
     outermost = [n for n in found if not any(index.contains(o, n) and o is not n for o in found)]
     return sorted(outermost, key=index.order)
+
+
+def _runs_local_grad_code(ctx: FileContext, call: cst.Call) -> bool:
+    """The call runs a def or lambda of this file that reads gradients: called by name
+    (`clip_all()`, `report()` for `report = lambda: log_grads(model)`), or handed on as a
+    value that the callee calls (`model.apply(fix_grads)`)."""
+    targets = [call.func, *(a.value for a in call.args)]
+    return any(_touches_grads(ctx, _local_code(ctx, t)) for t in targets)
+
+
+def _local_code(ctx: FileContext, node: cst.CSTNode) -> cst.CSTNode | None:
+    """The def a name is bound to (by `def` alone), or the lambda one assignment gave it."""
+    if not isinstance(node, cst.Name):
+        return None
+    bindings = ctx.index.bindings(node)
+    if not bindings:
+        return None
+    if all(b.kind == "def" for b in bindings):
+        binder = ctx.index.binder_of(node)
+        defs = (
+            [
+                d
+                for d in ctx.index.within(binder, cst.FunctionDef)
+                if d.name.value == node.value
+                and d is not binder
+                and ctx.index.scope_of(d) is binder
+            ]
+            if binder is not None
+            else []
+        )
+        return defs[0] if len(defs) == 1 else None
+    value = _alias_value(ctx, node)
+    return value if isinstance(value, cst.Lambda) else None
+
+
+def _touches_grads(ctx: FileContext, code: cst.CSTNode | None, depth: int = 0) -> bool:
+    """A def or lambda whose body reads or changes `.grad`, clips, or calls one that does."""
+    if code is None or depth > 3:
+        return False
+    index = ctx.index
+    if any(a.attr.value == "grad" for a in index.within(code, cst.Attribute)):
+        return True
+    for call in index.within(code, cst.Call):
+        if _names_clip(ctx, call.func) or ctx.names.resolve_call(call) in ctx.facts.clippers:
+            return True
+        if _touches_grads(ctx, _local_code(ctx, call.func), depth + 1):
+            return True
+    return False
 
 
 def _names_clip(ctx: FileContext, node: cst.CSTNode, depth: int = 0) -> bool:
