@@ -774,17 +774,21 @@ class _PlanBuilder:
                 if func is None or callee in training:
                     continue  # a training step gets its autocast from its own backward
                 for call in calls:
-                    if call.caller != qualname and not self._method_of(call.caller, qualname):
+                    if call.caller == qualname:
+                        models = holder.models
+                    elif self._method_of(call.caller, qualname):
+                        # another method of the class: only the instance's own attributes
+                        # (`self.model`) name the same object there
+                        models = {m for m in holder.models if m.startswith("self.")}
+                    else:
                         continue
                     params = [p for p in func.params if p not in ("self", "cls")]
                     got = {
                         params[i]
                         for i, a in enumerate(call.args)
-                        if a in holder.models and i < len(params)
+                        if a in models and i < len(params)
                     }
-                    got |= {
-                        k for k, v in call.keywords.items() if v in holder.models and k in params
-                    }
+                    got |= {k for k, v in call.keywords.items() if v in models and k in params}
                     got &= func.calls
                     if got:
                         self._evaluate_in(func, call, holder, got)

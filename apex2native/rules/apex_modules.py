@@ -224,6 +224,12 @@ def _is_base_class(ctx: FileContext, ref: cst.CSTNode) -> bool:
     return isinstance(arg, cst.Arg) and isinstance(ctx.index.parent(arg), cst.ClassDef)
 
 
+def _calls_base_init(call: cst.Call) -> bool:
+    """`super().__init__(...)` or `Base.__init__(self, ...)`."""
+    func = call.func
+    return isinstance(func, cst.Attribute) and func.attr.value == "__init__"
+
+
 def _canonical(name: str) -> str:
     """One name per apex class, whichever module spells it."""
     return CANONICAL.get(name, name)
@@ -285,12 +291,9 @@ class ApexModules(Rule):
                 continue
             why = self._refusal(ctx, ctx.index.parent(ref), ref, name)
             if why is None and _is_base_class(ctx, ref):
-                why = (
-                    f"a subclass of {name} keeps it apex: its constructor arguments and "
-                    "defaults follow apex's signature, which torch's class does not share; "
-                    "port the subclass by hand"
-                )
-                ctx.tx.todo(ref, TABLE[name].code if name in TABLE else "A2N301", why)
+                why = self._subclass_refusal(ctx, ref, name)
+                if why:
+                    ctx.tx.todo(ref, TABLE[name].code if name in TABLE else "A2N301", why)
             if why:
                 refused.add(name)
                 ctx.classes.kept.setdefault(_canonical(name), why)
@@ -326,6 +329,33 @@ class ApexModules(Rule):
                 ctx.tx.handle(group, ref)
                 ctx.classes.moved.add(_canonical(name))
                 ctx.needs_torch = True
+
+    def _subclass_refusal(self, ctx: FileContext, ref: cst.CSTNode, name: str) -> str | None:
+        """Why `class X(<apex class>)` cannot take torch's class as its base, or None.
+
+        The base may move when torch's class needs nothing added to behave like apex's
+        (no differing default) and every `super().__init__(...)` in the subclass passes
+        only what torch's constructor takes at the same places."""
+        mapping = TABLE.get(name)
+        why = (
+            f"a subclass of {name} keeps it apex: its constructor arguments or defaults "
+            "follow apex's signature, which torch's class does not share; port the subclass "
+            "by hand"
+        )
+        if mapping is None or mapping.add:
+            return why
+        cls = ctx.index.parent(ctx.index.parent(ref))
+        inits = [c for c in ctx.index.within(cls, cst.Call) if _calls_base_init(c)]
+        for call in inits:
+            positional = [a for a in call.args if a.keyword is None]
+            passed = set(_keywords(call, mapping))
+            if (
+                any(a.star for a in call.args)
+                or len(positional) > mapping.shared
+                or not passed <= mapping.accepts
+            ):
+                return why
+        return None
 
     def _ddp_only_methods(self, ctx: FileContext) -> str | None:
         """Why apex DDP stays apex when this file calls its own methods, which torch DDP
