@@ -814,6 +814,8 @@ class _PlanBuilder:
         for func in self.functions.values():
             if func.cls != cls or func.qualname in training or func.params[:1] != ["self"]:
                 continue
+            if func.qualname == f"{cls}.__init__":
+                continue  # it makes the scaler: a forward there may run before it exists
             models = func.calls & holder.models
             if not models:
                 continue
