@@ -90,20 +90,7 @@ TABLE: dict[str, Mapping] = {
     "apex.parallel.DistributedDataParallel": Mapping(
         "A2N201",
         "torch.nn.parallel.DistributedDataParallel",
-        drop=_kw(
-            "message_size",
-            "delay_allreduce",
-            "shared_param",
-            "allreduce_trigger_params",
-            "retain_allreduce_buffers",
-            "allreduce_always_fp32",
-            "num_allreduce_streams",
-            "allreduce_communicators",
-            "gradient_predivide_factor",
-            "gradient_average_split_factor",
-            "prof",
-            "gradient_average",
-        ),
+        drop=frozenset(DDP_PARAMS[1:]),  # performance knobs, and gradient_average=True
         refuse={"gradient_average": "False"},
         add={"broadcast_buffers": "False", "find_unused_parameters": "True"},
         params=DDP_PARAMS,
