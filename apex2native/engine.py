@@ -221,8 +221,6 @@ class _Run:
         self.blocked: dict[str, str] = {}
         self.marks: dict[str, dict[int, list[tuple[str, str]]]] = {}
         self.kept: dict[str, dict[str, str]] = {}  # program -> apex class -> why it stays
-        for path, name, why in plan.kept_apex_classes:
-            self.kept.setdefault(plan.program_of(path), {})[name] = why
 
     def facts(self, path: str) -> FileFacts:
         facts = self.plan.for_path(path)
@@ -230,7 +228,7 @@ class _Run:
             facts = FileFacts(*_module_of(self.plan, path))
         facts.blocked = dict(self.blocked)
         facts.marks = self.marks.get(path, {})
-        facts.kept_classes = dict(self.kept.get(self.plan.program_of(path), {}))
+        facts.kept_classes = facts.kept_classes | self.kept.get(self.plan.program_of(path), {})
         return facts
 
     def rewrite(self, jobs: list[tuple[str, str]]) -> list[FileOutcome]:
@@ -302,8 +300,10 @@ class _Run:
         fresh: dict[str, dict[str, str]] = {}
         for path, outcome in sorted(outcomes.items(), key=lambda item: item[1].path):
             program = self.plan.program_of(path)
+            facts = self.plan.for_path(path)
+            known = {**(facts.kept_classes if facts else {}), **self.kept.get(program, {})}
             for name, why in sorted(outcome.classes.kept.items()):
-                if name not in self.kept.get(program, {}):
+                if name not in known:
                     fresh.setdefault(program, {}).setdefault(
                         name, f"{self.plan.relative(path)} keeps it ({why})"
                     )

@@ -42,7 +42,6 @@ IMPORT_LIST = re.compile(r"\bimport\s*\([^)]*\)")  # from pkg import (a,\n b)
 # an optional import (`except ImportError`): its flags and star imports may be read elsewhere
 _GUARD = re.compile(r"except\b[^:\n]*ImportError")
 APEX_DDP = "apex.parallel.DistributedDataParallel"
-APEX_DDP_METHODS = re.compile(r"\.(enable_allreduce|disable_allreduce)\s*\(")
 IMPORT_DEPTH = 4  # rounds of reading the importers of files whose signatures change
 
 
@@ -64,8 +63,6 @@ class RepoPlan:
     errors: dict[str, str] = field(default_factory=dict)
     # deprecated AMP names a file names in a string (a mock target): they keep their spelling
     pinned_amp_names: frozenset[str] = frozenset()
-    # (a file, an apex class its program keeps, why)
-    kept_apex_classes: tuple[tuple[str, str, str], ...] = ()
     programs: dict[str, str] = field(default_factory=dict)  # file -> its program's first file
     # summaries and trees of rewritten texts, by (path, text): the hold-back rounds check
     # the same rewrites again
@@ -262,7 +259,7 @@ class Planner:
             for name in PINS.findall(self.text(p))
         ) | self._kept_amp_names(pool)
         plan.programs = self._programs()
-        plan.kept_apex_classes = self._apex_only_methods()
+        self._keep_apex_ddp(plan)
         return plan
 
     def _programs(self) -> dict[str, str]:
@@ -283,22 +280,25 @@ class Planner:
                     parent[b] = a
         return {path: root(path) for path in sorted(parent)}
 
-    def _apex_only_methods(self) -> tuple[tuple[str, str, str], ...]:
+    def _keep_apex_ddp(self, plan: RepoPlan) -> None:
         """apex DDP's own methods (`model.disable_allreduce()`) called in a file: torch DDP
-        has none, so apex DDP stays apex in every file of that program (the native form,
-        `no_sync()`, is a different shape)."""
-        found = []
+        has none, so apex DDP stays apex in every file of that program that names apex (the
+        native form, `no_sync()`, is a different shape)."""
         for path in sorted(self.summaries):
-            text = self.text(path)
-            hits = APEX_DDP_METHODS.finditer(text) if "allreduce" in text else ()
-            hit = next((h for h in hits if "#" not in _line_before(text, h.start())), None)
-            if hit:
-                why = (
-                    f"{self.graph.relative(path)} calls `.{hit[1]}()`, apex DDP's own method, "
-                    "which torch DDP lacks (its native form is `with model.no_sync():`)"
-                )
-                found.append((path, APEX_DDP, why))
-        return tuple(found)
+            methods = sorted(self.summaries[path].apex_ddp_methods)
+            if not methods:
+                continue
+            why = (
+                f"{self.graph.relative(path)} calls `.{methods[0]}()`, apex DDP's own method, "
+                "which torch DDP lacks (its native form is `with model.no_sync():`)"
+            )
+            program = plan.program_of(path)
+            for other in self.summaries:
+                if plan.program_of(other) == program and "apex" in self.text(other):
+                    facts = plan.facts.get(other)
+                    if facts is None:
+                        facts = plan.facts[other] = FileFacts(*self.graph.name_of(other))
+                    facts.kept_classes.setdefault(APEX_DDP, why)
 
     def _kept_amp_names(self, pool=None) -> frozenset[str]:
         """Deprecated AMP classes some file tests objects against or subclasses: every
@@ -453,11 +453,6 @@ class Planner:
                 out.add(path)
         self.summarize_all(sorted(out), pool)
         return out
-
-
-def _line_before(text: str, at: int) -> str:
-    """The text of `at`'s line before it (a `#` there: the match is in a comment)."""
-    return text[text.rfind("\n", 0, at) + 1 : at]
 
 
 def _read_names(summary: Summary, spelled: str) -> set[str]:

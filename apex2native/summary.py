@@ -49,6 +49,7 @@ FUNCTIONS = (ast.FunctionDef, ast.AsyncFunctionDef)
 GRAD_CLIPS = frozenset(
     {"clip_grad_norm_", "clip_grad_value_", "clip_grad_norm", "clip_gradients", "clip_grads"}
 )
+APEX_DDP_METHODS = ("enable_allreduce", "disable_allreduce")  # torch DDP has neither
 
 
 def is_clip_name(dotted: str) -> bool:
@@ -134,6 +135,8 @@ class Summary:
     # dotted names read through a name an import binds (`utils.HAS_APEX` after `import
     # utils`; `utils` alone where the module itself is passed on): what is read of a module
     module_reads: set[str] = field(default_factory=set)
+    # apex DDP's own methods the file calls (`model.disable_allreduce()`): torch DDP has none
+    apex_ddp_methods: set[str] = field(default_factory=set)
 
 
 class SourceLines:
@@ -576,6 +579,8 @@ class _Summarizer:
             s.classes[self.qualname(node)] = bases
         for node in self.scopes.of_type(ast.Call):
             self._call(node)
+            if isinstance(node.func, ast.Attribute) and node.func.attr in APEX_DDP_METHODS:
+                s.apex_ddp_methods.add(node.func.attr)
         self._value_refs()
         for node in sorted(self.scopes.of_type(ast.Import, ast.ImportFrom), key=_position):
             self._import(node)

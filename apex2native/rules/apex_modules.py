@@ -185,8 +185,6 @@ SAME_NAME = {
     "apex.parallel.SyncBatchNorm": "torch.nn",
     "apex.parallel.optimized_sync_batchnorm.SyncBatchNorm": "torch.nn",
 }
-APEX_DDP = "apex.parallel.DistributedDataParallel"
-DDP_ONLY_METHODS = ("enable_allreduce", "disable_allreduce")
 ADAM = "apex.optimizers.FusedAdam"
 ADAM_SPELLINGS = {ADAM, "apex.optimizers.fused_adam.FusedAdam"}
 ADAM_DROP = _kw("set_grad_none", "capturable", "bias_correction", "master_weights", "adam_w_mode")
@@ -262,19 +260,14 @@ class ApexModules(Rule):
 
     def apply(self, ctx: FileContext) -> None:
         # classes this file keeps apex whatever its own calls say: another file of the
-        # program keeps them, or this file calls apex DDP's own methods
-        self.kept = dict(ctx.facts.kept_classes)
-        own = self._ddp_only_methods(ctx)
-        if own:
-            self.kept.setdefault(APEX_DDP, own)
+        # program keeps them, or the program calls apex DDP's own methods (the plan's facts)
+        self.kept = ctx.facts.kept_classes
         refused = set()
         for ref, name in ctx.names.refs():
             if name not in TABLE and name not in ADAM_SPELLINGS:
                 continue
             if _canonical(name) in self.kept:
                 refused.add(name)
-                if _canonical(name) == APEX_DDP and own:
-                    ctx.classes.kept.setdefault(APEX_DDP, own)
                 continue
             why = self._refusal(ctx, ctx.index.parent(ref), ref, name)
             if why is None and _is_base_class(ctx, ref):
@@ -342,18 +335,6 @@ class ApexModules(Rule):
                 or not passed <= mapping.accepts
             ):
                 return why
-        return None
-
-    def _ddp_only_methods(self, ctx: FileContext) -> str | None:
-        """Why apex DDP stays apex when this file calls its own methods, which torch DDP
-        lacks (the plan finds them in the other files of the program)."""
-        for name in DDP_ONLY_METHODS:
-            for call in ctx.index.calls_named(name):
-                if isinstance(call.func, cst.Attribute):
-                    return (
-                        f"this file calls `.{name}()`, apex DDP's own method, which torch DDP "
-                        "lacks (its native form is `with model.no_sync():`)"
-                    )
         return None
 
     def _mark_kept(self, ctx: FileContext, ref: cst.CSTNode, name: str, marked: set[str]) -> None:
