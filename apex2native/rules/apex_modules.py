@@ -203,16 +203,35 @@ def _keywords(call: cst.Call, mapping: Mapping) -> dict[str, cst.BaseExpression]
     return out
 
 
+def apex_only_keywords(name: str) -> frozenset[str]:
+    """Keywords apex's class `name` takes and its torch counterpart does not."""
+    if name in ADAM_SPELLINGS:
+        apex = {*ADAM_PARAMS, *ADAM_DROP, *ADAM_REFUSE}
+        return frozenset(apex - ADAM_ACCEPTS)
+    mapping = TABLE[name]
+    return frozenset({*mapping.params, *mapping.drop, *mapping.refuse} - mapping.accepts)
+
+
+def shared_positions(name: str) -> int:
+    """How many leading positional arguments apex's class and torch's read alike."""
+    return 2 if name in ADAM_SPELLINGS else TABLE[name].shared
+
+
 def _is_base_class(ctx: FileContext, ref: cst.CSTNode) -> bool:
     """`class LN(FusedLayerNorm):`: the class is a base of another."""
     arg = ctx.index.parent(ref)
     return isinstance(arg, cst.Arg) and isinstance(ctx.index.parent(arg), cst.ClassDef)
 
 
-def _calls_base_init(call: cst.Call) -> bool:
-    """`super().__init__(...)` or `Base.__init__(self, ...)`."""
-    func = call.func
-    return isinstance(func, cst.Attribute) and func.attr.value == "__init__"
+def _is_init_call(call: cst.Call) -> bool:
+    """`<anything>.__init__(...)`."""
+    return isinstance(call.func, cst.Attribute) and call.func.attr.value == "__init__"
+
+
+def _calls_super_init(call: cst.Call) -> bool:
+    """`super().__init__(...)`: its arguments are the base class's, without `self`."""
+    value = call.func.value  # type: ignore[attr-defined]
+    return m.matches(value, m.Call(func=m.Name("super")))
 
 
 def _canonical(name: str) -> str:
@@ -255,18 +274,16 @@ class ApexModules(Rule):
     code = "A2N201"
     name = "apex-modules"
     tier = SAFE
-    kept: dict[str, str]  # set by apply
     summary = "apex.parallel / optimizers / normalization -> torch (DDP, SyncBN, AdamW, LayerNorm)"
 
     def apply(self, ctx: FileContext) -> None:
         # classes this file keeps apex whatever its own calls say: another file of the
         # program keeps them, or the program calls apex DDP's own methods (the plan's facts)
-        self.kept = ctx.facts.kept_classes
         refused = set()
         for ref, name in ctx.names.refs():
             if name not in TABLE and name not in ADAM_SPELLINGS:
                 continue
-            if _canonical(name) in self.kept:
+            if _canonical(name) in ctx.facts.kept_classes:
                 refused.add(name)
                 continue
             why = self._refusal(ctx, ctx.index.parent(ref), ref, name)
@@ -325,7 +342,9 @@ class ApexModules(Rule):
         if mapping is None or mapping.add:
             return why
         cls = ctx.index.parent(ctx.index.parent(ref))
-        inits = [c for c in ctx.index.within(cls, cst.Call) if _calls_base_init(c)]
+        inits = [c for c in ctx.index.within(cls, cst.Call) if _is_init_call(c)]
+        if not inits or not all(_calls_super_init(c) for c in inits):
+            return why  # apex's constructor is inherited, or called as `Base.__init__(self)`
         for call in inits:
             positional = [a for a in call.args if a.keyword is None]
             passed = set(_keywords(call, mapping))
@@ -500,7 +519,7 @@ class ApexModules(Rule):
         if not isinstance(call, cst.Call) or call.func is not ref:
             return None
         own = self._own_refusal(ctx, call, name)
-        kept = self.kept.get(_canonical(name))
+        kept = ctx.facts.kept_classes.get(_canonical(name))
         if own or not kept:
             return own
         return f"{name} stays apex in every file of this program: {kept}"
@@ -516,7 +535,7 @@ class ApexModules(Rule):
         positional = [a for a in call.args if a.keyword is None]
         if any(a.star for a in positional):
             return f"{name}(*args): which of apex's parameters they fill is not known"
-        if len(positional) > max(mapping.shared, len(mapping.params)):
+        if len(positional) > len(mapping.params):
             return (
                 f"{name} with {len(positional)} positional arguments: apex releases disagree "
                 "on what the later positions mean; pass them by keyword, then swap it"

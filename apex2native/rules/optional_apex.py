@@ -10,16 +10,15 @@ from apex2native.context import FileContext
 from apex2native.findings import NUMERICS, SAFE
 from apex2native.guards import unbound_names
 from apex2native.rules.apex_modules import (
-    ADAM_DROP,
-    ADAM_REFUSE,
     ADAM_SPELLINGS,
     SAME_NAME,
     TABLE,
+    apex_only_keywords,
+    shared_positions,
 )
 from apex2native.rules.base import Rule
 
 HINT_CALLS = {"print", "info", "warning", "warn", "debug", "error"}
-NATIVE_ADAM = frozenset({"amsgrad"})  # FusedAdam keywords torch's Adam and AdamW take too
 
 
 class OptionalApex(Rule):
@@ -305,17 +304,9 @@ def _guarded_classes(ctx: FileContext, node: cst.Try) -> list[tuple[str, str]]:
     return out
 
 
-def _apex_keywords(name: str) -> frozenset[str]:
-    """Keywords of apex class `name` that its torch counterpart does not take."""
-    if name in ADAM_SPELLINGS:
-        return ADAM_DROP | {"adam_w_mode"} | (ADAM_REFUSE.keys() - NATIVE_ADAM)
-    mapping = TABLE[name]
-    return mapping.drop | mapping.refuse.keys()
-
-
 def _apex_only_argument(ctx: FileContext, call: cst.Call, name: str) -> str:
     """What in `call` only apex's class `name` takes this way, or "" (nothing)."""
-    keywords = _apex_keywords(name)
+    keywords = apex_only_keywords(name)
     short = name.rsplit(".", 1)[-1]
     positional = 0
     for arg in call.args:
@@ -325,7 +316,7 @@ def _apex_only_argument(ctx: FileContext, call: cst.Call, name: str) -> str:
         if arg.keyword is not None and arg.keyword.value in keywords:
             return f"`{arg.keyword.value}=`, which only apex's {short} takes"
         positional += arg.keyword is None
-    if positional > 1:
+    if positional > shared_positions(name):
         return (
             f"{positional} positional arguments, which apex's {short} may read as other "
             "parameters than the fallback does"
