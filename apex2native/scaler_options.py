@@ -215,19 +215,24 @@ def scaler_options(
 def _cast_free(level: object, args: dict[str, Arg]) -> bool | None:
     """apex casts nothing under these options (None: known only at run time).
 
-    O1 casts only through its patched torch functions, O2 and O3 only through the model's
-    `cast_model_type` (float16 unless overridden): without them compute stays fp32 and
-    only the loss scaling is left.
+    apex casts through its patched torch functions (O1's default) and through the model's
+    `cast_model_type` (float16 by default under O2 and O3); with neither, compute stays
+    fp32 and only the loss scaling is left.
     """
-    patch = args["patch_torch_functions"].literal if "patch_torch_functions" in args else None
+    given = args.get("patch_torch_functions")
+    patch = given.literal if given is not None else None
     cast = _cast_kind(args.get("cast_model_type"))
     if level is NOT_LITERAL:
         return False if patch in (None, True) and cast == "fp16" else None
-    if level == "O1":
-        return None if patch is NOT_LITERAL else patch is not None and not patch
-    if level in ("O2", "O3"):
-        return None if cast is None else cast == "fp32"
-    return False
+    if level not in ("O1", "O2", "O3"):
+        return False
+    if given is None:
+        patch = level == "O1"
+    if "cast_model_type" not in args:
+        cast = "fp32" if level == "O1" else "fp16"  # O1 leaves the model as it is
+    if patch is NOT_LITERAL or cast is None:
+        return None
+    return not patch and cast == "fp32"
 
 
 def _cast_kind(cast: Arg | None) -> str | None:
@@ -241,9 +246,13 @@ def _cast_kind(cast: Arg | None) -> str | None:
 
 
 def _cast_free_message(level: object, args: dict[str, Arg], scaling: bool) -> tuple[str, str]:
-    option = "patch_torch_functions" if level == "O1" else "cast_model_type"
+    options = ", ".join(
+        f"{name}={args[name].code}"
+        for name in ("patch_torch_functions", "cast_model_type")
+        if name in args
+    )
     return (
-        f"{level} with {option}={args[option].code}: apex cast nothing (compute stays fp32), "
+        f"{level} with {options}: apex cast nothing (compute stays fp32), "
         "so no autocast regions; "
         + ("the GradScaler scales the loss as apex did" if scaling else "no loss scaling either"),
         SAFE,
