@@ -629,6 +629,8 @@ class _PlanBuilder:
         while pending:
             for call in self.callers.get(pending.pop(), ()):
                 if call.caller in self.functions and call.caller not in found:
+                    if self.functions[call.caller].scales:
+                        continue  # it scales its own loss: its reads are its own rules' work
                     found.add(call.caller)
                     pending.append(call.caller)
         return found
@@ -807,7 +809,7 @@ class _PlanBuilder:
         if not made or any(d.anchor[0] != f"{cls}.__init__" or d.once for d in made):
             return
         for func in self.functions.values():
-            if func.cls != cls or func.qualname in training or func.params[:1] != ["self"]:
+            if func.qualname in training or not self._method_of(func.qualname, cls):
                 continue
             if func.qualname == f"{cls}.__init__":
                 continue  # it makes the scaler: a forward there may run before it exists

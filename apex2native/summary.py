@@ -52,6 +52,14 @@ GRAD_CLIPS = frozenset(
 APEX_DDP_METHODS = ("enable_allreduce", "disable_allreduce")  # torch DDP has neither
 
 
+def _names_autograd(node: ast.AST) -> bool:
+    """`autograd` or `torch.autograd`: `autograd.grad(...)` computes gradients, it does not
+    read the `.grad` a backward left."""
+    return (isinstance(node, ast.Name) and node.id == "autograd") or (
+        isinstance(node, ast.Attribute) and node.attr == "autograd"
+    )
+
+
 def is_clip_name(dotted: str) -> bool:
     """`torch.nn.utils.clip_grad_norm_`: a dotted name whose last part is a clipping call."""
     return dotted.rsplit(".", 1)[-1] in GRAD_CLIPS
@@ -67,9 +75,12 @@ class Function:
     return_tuples: list[list[str]]
     line: int = 0
     required: tuple[str, ...] = ()  # parameters without a default (not *args/**kwargs)
-    calls: frozenset[str] = frozenset()  # parameters it calls: `model(x)`, `model.forward(x)`
+    # parameters it calls (`model(x)`, `model.forward(x)`), and for a method the instance's
+    # attributes it calls (`self.model(x)`)
+    calls: frozenset[str] = frozenset()
     clips: bool = False  # it reads or changes gradients: a caller must unscale them first
     steps: frozenset[str] = frozenset()  # parameters it steps: `optimizer.step()`
+    scales: bool = False  # it scales its own loss (`amp.scale_loss`)
 
 
 @dataclass
@@ -609,6 +620,10 @@ class _Summarizer:
         params = [a.arg for a in (*positional, *args.kwonlyargs)]
         required = [a.arg for a in positional[: len(positional) - len(args.defaults)]]
         required += [a.arg for a, d in zip(args.kwonlyargs, args.kw_defaults) if d is None]
+        scales = any(
+            self.apex_name(c.func) == "apex.amp.scale_loss"
+            for c in self._calls_in.get(id(node), ())
+        )
         self.summary.functions[self.qualname(node)] = Function(
             self.qualname(node),
             self.path,
@@ -620,7 +635,8 @@ class _Summarizer:
             tuple(required),
             frozenset(self._called_params(node, set(params))),
             self._touches_grads(node),
-            frozenset(self._stepped_params(node, set(params))),
+            frozenset() if scales else frozenset(self._stepped_params(node, set(params))),
+            scales,
         )
 
     def _touches_grads(self, func) -> bool:
@@ -630,7 +646,7 @@ class _Summarizer:
             self._grad_defs = {
                 id(self.enclosing_function(a))
                 for a in self.scopes.of_type(ast.Attribute)
-                if a.attr == "grad"
+                if a.attr == "grad" and not _names_autograd(a.value)
             }
         return id(func) in self._grad_defs or any(
             self._clip_call(c) for c in self._calls_in.get(id(func), ())
@@ -638,11 +654,9 @@ class _Summarizer:
 
     def _stepped_params(self, func, params: set[str]) -> set[str]:
         """Parameters the def steps (`opt.step()`): handed a scaled optimizer, it would apply
-        gradients that still carry the loss scale. A def that scales its own loss has its
-        steps migrated with its backward."""
+        gradients that still carry the loss scale. (A def that scales its own loss has its
+        steps migrated with its backward, so it is not asked.)"""
         calls = self._calls_in.get(id(func), ())
-        if any(self.apex_name(c.func) == "apex.amp.scale_loss" for c in calls):
-            return set()
         return {
             call.func.value.id
             for call in calls

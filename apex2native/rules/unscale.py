@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 
 import libcst as cst
+import libcst.matchers as m
 
 from apex2native.context import FileContext
 from apex2native.findings import NUMERICS, SAFE
@@ -84,7 +85,10 @@ def _touches_grads(ctx: FileContext, code: cst.CSTNode | None, depth: int = 0) -
     if code is None or depth > 3:
         return False
     index = ctx.index
-    if any(a.attr.value == "grad" for a in index.within(code, cst.Attribute)):
+    if any(
+        a.attr.value == "grad" and not _names_autograd(a.value)
+        for a in index.within(code, cst.Attribute)
+    ):
         return True
     for call in index.within(code, cst.Call):
         if _names_clip(ctx, call.func) or ctx.names.resolve_call(call) in ctx.facts.clippers:
@@ -92,6 +96,11 @@ def _touches_grads(ctx: FileContext, code: cst.CSTNode | None, depth: int = 0) -
         if _touches_grads(ctx, _local_code(ctx, call.func), depth + 1):
             return True
     return False
+
+
+def _names_autograd(node: cst.BaseExpression) -> bool:
+    """`autograd` or `torch.autograd`: `autograd.grad(...)` is not a read of `.grad`."""
+    return m.matches(node, m.Name("autograd") | m.Attribute(attr=m.Name("autograd")))
 
 
 def _names_clip(ctx: FileContext, node: cst.CSTNode, depth: int = 0) -> bool:
