@@ -331,8 +331,9 @@ class ApexModules(Rule):
         """Why `class X(<apex class>)` cannot take torch's class as its base, or None.
 
         The base may move when torch's class needs nothing added to behave like apex's
-        (no differing default) and every `super().__init__(...)` in the subclass passes
-        only what torch's constructor takes at the same places."""
+        (no differing default) and what reaches the base constructor fits torch's: every
+        `super().__init__(...)` of the subclass, or, when it inherits apex's constructor,
+        every call of the subclass in this file (and no other module imports it)."""
         mapping = TABLE.get(name)
         why = (
             f"a subclass of {name} keeps it apex: its constructor arguments or defaults "
@@ -343,8 +344,16 @@ class ApexModules(Rule):
             return why
         cls = ctx.index.parent(ctx.index.parent(ref))
         inits = [c for c in ctx.index.within(cls, cst.Call) if _is_init_call(c)]
-        if not inits or not all(_calls_super_init(c) for c in inits):
-            return why  # apex's constructor is inherited, or called as `Base.__init__(self)`
+        if not inits:  # apex's constructor is inherited: the subclass's callers fill it
+            if {cls.name.value, "*"} & ctx.facts.imported:
+                return why
+            inits = [
+                c
+                for c in ctx.index.calls_named(cls.name.value)
+                if m.matches(c.func, m.Name(cls.name.value))
+            ]
+        elif not all(_calls_super_init(c) for c in inits):
+            return why  # `Base.__init__(self, ...)`: `self` shifts the positions
         for call in inits:
             positional = [a for a in call.args if a.keyword is None]
             passed = set(_keywords(call, mapping))
