@@ -126,9 +126,10 @@ def scaler_options(
         out.level_hints = (expr.rsplit(".", 1)[-1],)
         parts.append(f"{expr} != {lit('O0')}")
         autocast_on = None
-        out.messages.append(
-            (f"runtime opt level `{expr}`: O2/O3 run as autocast with fp32 weights", NUMERICS)
-        )
+        message = f"runtime opt level `{expr}`: O2/O3 run as autocast with fp32 weights"
+        if "loss_scale" not in args:
+            message += "; O3, which apex ran unscaled (loss_scale 1.0), is scaled dynamically"
+        out.messages.append((message, NUMERICS))
     elif level not in ("O0", "O1", "O2", "O3"):
         out.problem = f"unknown opt_level {level!r}; create the GradScaler by hand"
         return out

@@ -1347,6 +1347,9 @@ class _InitAnalysis:
             node.value is None or isinstance(node.value, (str, int, float, bool))
         ):
             literal = node.value
+        elif isinstance(node, (ast.BinOp, ast.UnaryOp)):
+            number = _number(node)
+            literal = NOT_LITERAL if number is None else number
         loose = isinstance(node, (ast.IfExp, ast.Lambda, ast.NamedExpr)) or (
             isinstance(node, ast.BoolOp) and isinstance(node.op, ast.Or)
         )
@@ -1522,6 +1525,35 @@ def _constant(node: ast.AST) -> bool:
     if isinstance(node, ast.BinOp):
         return _constant(node.left) and _constant(node.right)
     return False
+
+
+_ARITHMETIC = {
+    ast.Add: lambda a, b: a + b,
+    ast.Sub: lambda a, b: a - b,
+    ast.Mult: lambda a, b: a * b,
+    ast.Div: lambda a, b: a / b,
+    ast.Pow: lambda a, b: a**b,
+}
+
+
+def _number(node: ast.AST) -> int | float | None:
+    """The value of number arithmetic written out (`2**10`, `2.0 ** 16`, `-1`), so a loss
+    scale spelled as a power is as literal as one spelled as its value."""
+    if isinstance(node, ast.Constant):
+        value = node.value
+        return value if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+    if isinstance(node, ast.UnaryOp) and isinstance(node.op, (ast.USub, ast.UAdd)):
+        value = _number(node.operand)
+        return None if value is None else (-value if isinstance(node.op, ast.USub) else value)
+    if isinstance(node, ast.BinOp) and type(node.op) in _ARITHMETIC:
+        left, right = _number(node.left), _number(node.right)
+        if left is None or right is None or (isinstance(node.op, ast.Pow) and abs(right) > 128):
+            return None
+        try:
+            return _ARITHMETIC[type(node.op)](left, right)
+        except (ArithmeticError, ValueError):
+            return None
+    return None
 
 
 def _statements_before(body: list[ast.stmt], target: ast.stmt) -> list[ast.stmt]:
