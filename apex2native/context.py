@@ -40,7 +40,9 @@ class FileContext:
         self.gen = gen
         self.index = TreeIndex(module, self.facts.module, self.facts.is_package, text)
         amp_params = {(q, p) for q, (p, _, _) in self.facts.amp_params.items()}
-        self.names = ApexNames(self.index, self.facts.aliases, amp_params)
+        self.names = ApexNames(
+            self.index, self.facts.aliases, amp_params, frozenset(self.facts.factories)
+        )
         self.reach = ScalerReach(self.index)
         self.tx = Transactions(self.index)
         self.sites: list = []  # scaled backward sites, extended by step/unscale/autocast

@@ -108,6 +108,9 @@ class FileFacts:
     # names other project modules import from this one ("*": a star import or `import mod`,
     # which may read any of them): a flag or a star import they read must keep its meaning
     imported: set[str] = field(default_factory=set)
+    # methods of a class that return an instance of it, as the file names them: a variable
+    # filled by one holds the class (`state = TrainingState.load_state(path)`)
+    factories: set[str] = field(default_factory=set)
 
     def units(self) -> set[str]:
         """Every migration unit the plan links to this file."""

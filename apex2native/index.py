@@ -506,8 +506,25 @@ def _through(node: cst.Attribute) -> cst.CSTNode:
 
 
 def _bind_assign(index: TreeIndex, node: cst.Assign, scope: Scope) -> None:
+    target = node.targets[0].target
+    if len(node.targets) == 1 and isinstance(target, cst.Name):
+        made_by = _dotted(node.value.func) if isinstance(node.value, cst.Call) else ""
+        if made_by:
+            scope.bind(target.value, Binding("assign", made_by=made_by))
+            index._not_read.add(id(target))
+            return
     for target in node.targets:
         index._store(target.target, scope)
+
+
+def _dotted(node: cst.BaseExpression) -> str:
+    """`a.b.c` spelled out; "" for anything but names and attributes of names."""
+    if isinstance(node, cst.Name):
+        return node.value
+    if isinstance(node, cst.Attribute):
+        base = _dotted(node.value)
+        return f"{base}.{node.attr.value}" if base else ""
+    return ""
 
 
 def _bind_target(index: TreeIndex, node, scope: Scope) -> None:

@@ -6,7 +6,7 @@ import libcst as cst
 
 from apex2native.apex_imports import catches_import_errors, guard_flags
 from apex2native.index import TreeIndex
-from apex2native.scopes import absolute_name
+from apex2native.scopes import absolute_name, instance_class
 from apex2native.summary import unalias
 from apex2native.syntax import is_self_method, module_values
 
@@ -28,10 +28,12 @@ class ApexNames:
         index: TreeIndex,
         aliases: dict[str, str] | None = None,
         amp_params: set[tuple[str, str]] = frozenset(),
+        factories: set[str] = frozenset(),
     ) -> None:
         self.index = index
         self.aliases = aliases or {}
         self.amp_params = amp_params  # (def qualname, parameter) that receive amp
+        self.factories = factories  # methods the plan found to return their class
         self._flags: set[str] | None = None
         self._held: dict[int, set[str]] = {}
         self._handle_keys: set[tuple[int, str]] | None = None
@@ -318,7 +320,17 @@ class ApexNames:
                 if isinstance(anc, cst.ClassDef):
                     return f"{self.index.qualname(anc)}.{func.attr.value}"  # type: ignore[attr-defined]
             return None
-        return self.resolve_name(func)
+        found = self.resolve_name(func)
+        if found is None and isinstance(func, cst.Attribute) and isinstance(func.value, cst.Name):
+            made = instance_class(
+                self.index.read_scope(func.value),
+                func.value.value,
+                self.index.module_name,
+                self.index.is_package,
+            )
+            if made is not None and made[1] <= self.factories:
+                return f"{made[0]}.{func.attr.value}"
+        return found
 
     def resolve_name(self, node: cst.CSTNode) -> str | None:
         """The qualified name an expression names, through imports or module-level defs."""

@@ -505,11 +505,26 @@ class _PlanBuilder:
                     self.holders.setdefault(
                         site.home, Holder(decision.access, decision.spec, set(site.models))
                     )
+            self.values.update(self.graph.canonical(name, s.path) for name, _, _ in s.value_refs)
+        for s in planner.summaries.values():
             for call in s.calls:
+                if not self._made_by_factories(call):
+                    continue
                 call.raw = call.raw or call.callee
                 call.callee = self.graph.canonical(call.raw, s.path)
                 self.callers[call.callee].append(call)
-            self.values.update(self.graph.canonical(name, s.path) for name, _, _ in s.value_refs)
+
+    def _made_by_factories(self, call: Call) -> bool:
+        """A method called on a variable some assignments fill from a method of its class
+        (`state = TrainingState.load_state(path)`) counts as that class's method only when
+        each such method returns an instance of the class; the file learns which do."""
+        for raw in call.factories:
+            func = self.functions.get(self.graph.canonical(raw, call.path))
+            if func is None or not func.factory:
+                return False
+        if call.factories:
+            self.file(call.path).factories |= call.factories
+        return True
 
     def file(self, path: str) -> FileFacts:
         if path not in self.facts:

@@ -21,6 +21,7 @@ class Binding:
     kind: str
     qualified: str | None = None
     source: int = 0  # id() of the import statement, for imports
+    made_by: str = ""  # `x = State(...)`, `x = State.load(...)`: the callee as spelled
 
 
 @dataclass(eq=False)
@@ -93,6 +94,34 @@ class Scope:
                 parts.insert(0, scope.name)
             scope = scope.parent
         return ".".join(parts)
+
+
+def instance_class(
+    scope: Scope | None, name: str, module: str, is_package: bool = False
+) -> tuple[str, frozenset[str]] | None:
+    """The class a variable holds when each assignment to it calls that class or a method
+    of it (`s = State(m)` in one arm, `s = State.load(path)` in the other): the class's
+    dotted name, and the methods called (factories, which the plan must find to return
+    an instance of the class). None when anything else binds the name.
+    """
+    binder = scope.resolve(name) if scope is not None else None
+    if binder is None or binder.kind not in (FUNCTION, MODULE):
+        return None
+    bindings = binder.bindings.get(name, [])
+    if not bindings or any(b.kind != "assign" or not b.made_by for b in bindings):
+        return None
+    spelled = min((b.made_by for b in bindings), key=len)
+    methods = {b.made_by[len(spelled) + 1 :] for b in bindings if b.made_by != spelled}
+    if any(
+        b.made_by != spelled and not b.made_by.startswith(spelled + ".") for b in bindings
+    ) or any("." in m for m in methods):
+        return None
+    root, _, rest = spelled.partition(".")
+    names = qualified_names(binder.lookup(root), module)
+    if len(names) != 1:
+        return None
+    cls = absolute_name(names[0], module, is_package) + (f".{rest}" if rest else "")
+    return cls, frozenset(f"{cls}.{m}" for m in methods)
 
 
 def absolute_name(name: str, module: str, is_package: bool = False) -> str:

@@ -32,6 +32,7 @@ from apex2native.scopes import (
     Scope,
     absolute_name,
     import_qualified,
+    instance_class,
     qualified_names,
 )
 from apex2native.target import RENAMES
@@ -81,6 +82,7 @@ class Function:
     clips: bool = False  # it reads or changes gradients: a caller must unscale them first
     steps: frozenset[str] = frozenset()  # parameters it steps: `optimizer.step()`
     scales: bool = False  # it scales its own loss (`amp.scale_loss`)
+    factory: bool = False  # a method whose every return makes its class: `return cls(...)`
 
 
 @dataclass
@@ -94,6 +96,9 @@ class Call:
     line: int
     raw: str = ""
     amp_args: tuple[str, ...] = ()  # positions ("0") and keywords that pass the amp module
+    # a method called on a variable whose class the assignments tell: the methods of the
+    # class that made the variable, which the plan must find to be factories
+    factories: frozenset[str] = frozenset()
 
 
 @dataclass
@@ -194,6 +199,7 @@ class AstScopes:
         self.store_scope: dict[int, Scope] = {}  # plain-name assignment targets
         self.module_scope = Scope(MODULE)
         self.by_type: dict[type, list[ast.AST]] = {}
+        self._made_by: dict[int, str] = {}  # assignment targets -> the callee of their value
         self._walk()
 
     def _walk(self) -> None:
@@ -215,11 +221,16 @@ class AstScopes:
         kind = type(node)
         if kind is ast.Name:
             if isinstance(node.ctx, ast.Store):
-                scope.bind(node.id, Binding("assign"))
+                scope.bind(node.id, Binding("assign", made_by=self._made_by.pop(id(node), "")))
                 self.store_scope[id(node)] = scope
             elif isinstance(node.ctx, ast.Load):
                 self.scope_of[id(node)] = scope
             return []
+        if kind is ast.Assign and len(node.targets) == 1 and isinstance(node.value, ast.Call):
+            if isinstance(node.targets[0], ast.Name):
+                made_by = _dotted(node.value.func)
+                if made_by:
+                    self._made_by[id(node.targets[0])] = made_by
         if kind in FUNCTIONS or kind is ast.ClassDef:
             return self._def(node, scope)
         if kind is ast.Lambda:
@@ -333,6 +344,16 @@ def _on_self(node: ast.AST) -> bool:
         and isinstance(node.value, ast.Name)
         and node.value.id == "self"
     )
+
+
+def _dotted(node: ast.AST) -> str:
+    """`a.b.c` spelled out; "" for anything but names and attributes of names."""
+    if isinstance(node, ast.Name):
+        return node.id
+    if isinstance(node, ast.Attribute):
+        base = _dotted(node.value)
+        return f"{base}.{node.attr}" if base else ""
+    return ""
 
 
 def _callee_word(call: ast.Call) -> str:
@@ -613,6 +634,22 @@ class _Summarizer:
                     (self.statement_of(node).lineno, f"apex.amp.{node.attr} (unbound amp)")
                 )
 
+    def _factory(self, node, cls: ast.ClassDef | None) -> bool:
+        """A method of `cls` whose every return makes an instance of it: `return cls(...)`
+        in a classmethod, `return ClassName(...)` anywhere in the class."""
+        if cls is None:
+            return False
+        first = (node.args.posonlyargs + node.args.args)[:1]
+        classmethod = any(_dotted(d) == "classmethod" for d in node.decorator_list)
+        makers = {cls.name} | ({first[0].arg} if classmethod and first else set())
+        returns = [r for r in self.scopes.of_type(ast.Return) if self.enclosing_function(r) is node]
+        return bool(returns) and all(
+            isinstance(r.value, ast.Call)
+            and isinstance(r.value.func, ast.Name)
+            and r.value.func.id in makers
+            for r in returns
+        )
+
     def _function(self, node) -> None:
         cls = self.enclosing_class(node)
         args = node.args
@@ -637,6 +674,7 @@ class _Summarizer:
             self._touches_grads(node),
             frozenset() if scales else frozenset(self._stepped_params(node, set(params))),
             scales,
+            self._factory(node, cls),
         )
 
     def _touches_grads(self, func) -> bool:
@@ -766,6 +804,7 @@ class _Summarizer:
             target = parent.targets[0]
             if isinstance(target, (ast.Tuple, ast.List)):
                 unpacked = len(target.elts)
+        made = None if self.scopes.qualified(node.func) else self._instance_class(node.func)
         amp_args = tuple(
             [str(i) for i, a in enumerate(node.args) if self._is_amp_module(a)]
             + [k.arg for k in node.keywords if k.arg and self._is_amp_module(k.value)]
@@ -780,6 +819,7 @@ class _Summarizer:
                 unpacked,
                 self.statement_of(node).lineno,
                 amp_args=amp_args,
+                factories=made[1] if made else frozenset(),
             )
         )
 
@@ -839,7 +879,17 @@ class _Summarizer:
         if _on_self(func):
             return next(iter(self._self_method(func)), None)
         names = self.scopes.qualified(func)
-        return min(names) if names else None
+        if names:
+            return min(names)
+        made = self._instance_class(func)
+        return f"{made[0]}.{func.attr}" if made else None  # type: ignore[attr-defined]
+
+    def _instance_class(self, func: ast.AST) -> tuple[str, frozenset[str]] | None:
+        """`state.track(amp)` where every assignment to `state` makes a `TrainingState`."""
+        if not (isinstance(func, ast.Attribute) and isinstance(func.value, ast.Name)):
+            return None
+        scope = self.scopes.scope_of.get(id(func.value))
+        return instance_class(scope, func.value.id, self.scopes.module, self.scopes.is_package)
 
     def _import(self, node) -> None:
         for ref in _refs_of(node):
