@@ -144,5 +144,6 @@ class FileFacts:
                 self.amp_args,
                 self.marks,
                 self.aliases,
+                self.notes,
             )
         )

@@ -781,10 +781,14 @@ class _PlanBuilder:
                 continue
             if holder.access.startswith("self."):
                 self._evaluate_methods(qualname, holder, training)
+            made_at = self._made_at(qualname, holder)
+            if made_at and qualname == self._module_of(qualname):
+                self._evaluate_globals(qualname, holder, training, made_at)
             for callee, calls in self.callers.items():
                 func = self.functions.get(callee)
                 if func is None or callee in training:
                     continue  # a training step gets its autocast from its own backward
+                handed = []
                 for call in calls:
                     if call.caller == qualname:
                         models = holder.models
@@ -803,7 +807,61 @@ class _PlanBuilder:
                     got |= {k for k, v in call.keywords.items() if v in models and k in params}
                     got &= func.calls
                     if got:
-                        self._evaluate_in(func, call, holder, got)
+                        handed.append((call, got))
+                if any(c.caller == qualname and c.line < made_at for c, _ in handed):
+                    # it also runs before `amp.initialize`, where apex had cast nothing and
+                    # no scaler exists yet to tell it: it stays as it was
+                    self.note(
+                        func.path,
+                        func.qualname,
+                        holder.spec.unit,
+                        f"{func.qualname} also runs before amp.initialize in {qualname}: it "
+                        "stays fp32 (apex ran its later calls in mixed precision)",
+                    )
+                    continue
+                for call, got in handed:
+                    self._evaluate_in(func, call, holder, got)
+
+    def _module_of(self, qualname: str) -> str | None:
+        """The module `qualname` names, when it names one whose file was summarised."""
+        return next(
+            (s.module for s in self.planner.summaries.values() if s.module == qualname), None
+        )
+
+    def _evaluate_globals(
+        self, module: str, holder: Holder, training: set[str], made_at: int
+    ) -> None:
+        """Functions of a script that run its module-level model outside training: apex
+        patched (O1) or cast (O2/O3) that model for every caller, so their forwards run
+        under autocast too, unless they also run before `amp.initialize` did."""
+        path = next(s.path for s in self.planner.summaries.values() if s.module == module)
+        for func in list(self.functions.values()):
+            models = func.globals_called & holder.models
+            if func.path != path or func.qualname in training or not models:
+                continue
+            if any(
+                c.caller == module and c.line < made_at for c in self.callers.get(func.qualname, ())
+            ):
+                continue
+            spec = holder.spec
+            switch = f"{holder.access}.is_enabled()" if spec.runtime else None
+            facts = self.file(path)
+            if func.qualname not in facts.evaluation:
+                facts.evaluation[func.qualname] = (tuple(sorted(models)), spec, switch)
+
+    def _made_at(self, qualname: str, holder: Holder) -> int:
+        """The first line of `qualname` where its scaler exists (0: from its start)."""
+        return min(
+            (
+                site.line
+                for summary in self.planner.summaries.values()
+                for site in summary.inits
+                if site.home == qualname
+                and site.decision.spec is not None
+                and site.decision.spec.unit == holder.spec.unit
+            ),
+            default=0,
+        )
 
     def _method_of(self, qualname: str, cls: str) -> bool:
         """`qualname` is a method of `cls` that reaches its instance as `self`."""

@@ -83,6 +83,7 @@ class Function:
     steps: frozenset[str] = frozenset()  # parameters it steps: `optimizer.step()`
     scales: bool = False  # it scales its own loss (`amp.scale_loss`)
     factory: bool = False  # a method whose every return makes its class: `return cls(...)`
+    globals_called: frozenset[str] = frozenset()  # module-level names it runs: `model(x)`
 
 
 @dataclass
@@ -675,6 +676,7 @@ class _Summarizer:
             frozenset() if scales else frozenset(self._stepped_params(node, set(params))),
             scales,
             self._factory(node, cls),
+            frozenset(self._called_globals(node)),
         )
 
     def _touches_grads(self, func) -> bool:
@@ -757,6 +759,20 @@ class _Summarizer:
                 and target.value.id == own
             ):
                 out.add(f"{own}.{target.attr}")
+        return out
+
+    def _called_globals(self, func) -> set[str]:
+        """Module-level names the def runs as a model (`model(x)` on the script's model)."""
+        out = set()
+        module = self.scopes.module_scope
+        for call in self._calls_in.get(id(func), ()):
+            target = call.func
+            if isinstance(target, ast.Attribute) and target.attr in ("forward", "module"):
+                target = target.value
+            if isinstance(target, ast.Name):
+                scope = self.scopes.scope_of.get(id(target))
+                if scope is not None and scope.resolve(target.id) is module:
+                    out.add(target.id)
         return out
 
     def identifiers(self) -> set[str]:
