@@ -34,11 +34,22 @@ def reads(index: TreeIndex, node: cst.CSTNode) -> set[str]:
 
 
 TARGET_HOLDERS = (cst.AssignTarget, cst.AugAssign, cst.AnnAssign, cst.For, cst.CompFor, cst.AsName)
+# methods that fill the container they are called on: `feats.append(model(v))` computes `feats`
+MUTATORS = frozenset("append extend insert update add setdefault __setitem__".split())
 
 
 def assigned(index: TreeIndex, node: cst.CSTNode) -> set[str]:
-    """Names and attribute chains a statement binds (assignment targets, with/for targets)."""
+    """Names and attribute chains a statement binds (assignment targets, with/for targets,
+    containers it fills)."""
     out: set[str] = set()
+    for call in index.within(node, cst.Call):
+        func = call.func
+        if (
+            isinstance(func, cst.Attribute)
+            and func.attr.value in MUTATORS
+            and isinstance(func.value, (cst.Name, cst.Attribute))
+        ):
+            out.add(index.code(func.value))
     for n in index.within(node, *TARGET_HOLDERS):
         target = n.name if isinstance(n, cst.AsName) else n.target
         for leaf in index.within(target, cst.Name, cst.Attribute):
@@ -135,6 +146,7 @@ class Autocast(Rule):
             if site.scaler.autocast and not ctx.tx.dropped(site.group):
                 top = self._tops[id(site)] = _region_top(ctx, site)
                 blocks.setdefault(id(ctx.index.block_of(top)), []).append(site)
+        marks: dict[int, tuple[list, dict[int, BackwardSite]]] = {}
         for sites in blocks.values():
             unreachable = [s for s in sites if s.scaler.unreachable_switch]
             for site in unreachable:
@@ -147,30 +159,53 @@ class Autocast(Rule):
                 )
             sites = [s for s in sites if not s.scaler.unreachable_switch]
             if sites:
-                self._block(ctx, sites)
+                self._mark(ctx, sites, marks)
+        for block, marked in marks.values():
+            self._regions(ctx, block, marked)
 
-    def _block(self, ctx: FileContext, sites: list[BackwardSite]) -> None:
-        """One region per run of forward statements, shared by the sites of one block.
-
-        Each site marks the statements that compute its loss; consecutive marked statements
-        form one region, so two losses computed before their two backward passes share one
-        autocast block, and work between a forward and its loss that feeds neither (a timer,
-        a log line) splits the region in two.
-        """
+    def _mark(self, ctx: FileContext, sites: list[BackwardSite], marks: dict) -> None:
+        """Mark, for each site, the statements that compute its loss: in the backward's
+        block, and before the `if`/`with`/`try` that holds it (`out = model(x)` then
+        `try: loss = criterion(out, y)`), each block's statements for its own regions."""
         block = ctx.index.siblings(self._tops[id(sites[0])])
         tops = {id(self._tops[id(s)]) for s in sites}
-        marked: dict[int, BackwardSite] = {}
         for site in sites:
-            chain = self._chain(ctx, block, site, tops)
-            if not chain:
+            needed = reads(ctx.index, site.loss)
+            chain = self._chain(ctx, block, self._tops[id(site)], needed, tops)
+            found = bool(chain)
+            for i in chain:
+                marks.setdefault(id(block), (block, {}))[1].setdefault(i, site)
+            outer = self._tops[id(site)]
+            while True:
+                outer = next(
+                    (
+                        a
+                        for a in ctx.index.ancestors(outer)
+                        if isinstance(a, cst.BaseCompoundStatement)
+                    ),
+                    None,
+                )
+                if not isinstance(outer, (cst.If, cst.With, cst.Try)):
+                    break
+                around = ctx.index.siblings(outer)
+                for i in self._chain(ctx, around, outer, needed, set()):
+                    found = True
+                    marks.setdefault(id(around), (around, {}))[1].setdefault(i, site)
+            if not found:
                 ctx.tx.todo(
                     site.call,
                     self.code,
                     "the forward pass that computes this loss is not in this block; "
                     f"run it under {ctx.autocast_hint()}",
                 )
-            for i in chain:
-                marked.setdefault(i, site)
+
+    def _regions(self, ctx: FileContext, block: list, marked: dict[int, BackwardSite]) -> None:
+        """One region per run of forward statements, shared by the sites of one block.
+
+        Consecutive marked statements form one region, so two losses computed before their
+        two backward passes share one autocast block, and work between a forward and its
+        loss that feeds neither (a timer, a log line) splits the region in two.
+        """
         region: list[int] = []
         for i in range(len(block) + 1):
             stop = i == len(block) or _barrier(ctx, block[i])
@@ -186,18 +221,24 @@ class Autocast(Rule):
                 self._wrap(ctx, block, region, marked)
                 region = []
 
-    def _chain(self, ctx: FileContext, block, site: BackwardSite, tops: set[int]) -> list[int]:
-        """Indices of the statements that compute the site's loss, latest first."""
-        index = next(i for i, s in enumerate(block) if s is self._tops[id(site)])
-        needed = reads(ctx.index, site.loss)
+    def _chain(
+        self, ctx: FileContext, block, top: cst.CSTNode, needed: set[str], tops: set[int]
+    ) -> list[int]:
+        """Indices of the statements before `top` that compute `needed` (latest first);
+        `needed` grows by what they read. A barrier (a step, an apex call) that computes
+        none of it is passed over: its own statement stays outside any region."""
+        index = next(i for i, s in enumerate(block) if s is top)
         chain: list[int] = []
         for i in range(index - 1, -1, -1):
             stmt = block[i]
             if id(stmt) in tops:
                 continue  # another loss's backward: its forward may sit before it
+            computes = assigned(ctx.index, stmt) & needed
             if _barrier(ctx, stmt):
-                break
-            if assigned(ctx.index, stmt) & needed:
+                if computes or isinstance(stmt, (cst.FunctionDef, cst.ClassDef)):
+                    break
+                continue
+            if computes:
                 chain.append(i)
                 needed |= reads(ctx.index, stmt)
         while chain and not (_calls(ctx.index, block[chain[-1]]) - DATA_ONLY - PLAIN_PYTHON):
