@@ -105,6 +105,22 @@ def _region_top(ctx: FileContext, site: BackwardSite) -> cst.CSTNode:
         top = outer
 
 
+def _runs_a_model(ctx: FileContext, stmt: cst.CSTNode) -> bool:
+    """The statement calls an object held in a variable (`model(x)`, `self.net.forward(x)`),
+    not only functions a `def` or an import names (`format_data(batch)`)."""
+    for call in ctx.index.within(stmt, cst.Call):
+        if (callee_name(call) or "") in DATA_ONLY | PLAIN_PYTHON:
+            continue
+        root = call.func
+        while isinstance(root, cst.Attribute):
+            root = root.value
+        scope = ctx.index.read_scope(root) if isinstance(root, cst.Name) else None
+        kinds = {b.kind for b in scope.lookup(root.value)} if scope is not None else set()
+        if kinds and kinds <= {"assign", "param"}:
+            return True
+    return False
+
+
 def _forward(ctx: FileContext, block, region: list[int]) -> bool:
     """The region so far runs something more than data movement and plain Python."""
     return any(_calls(ctx.index, block[i]) - DATA_ONLY - PLAIN_PYTHON for i in region)
@@ -229,6 +245,7 @@ class Autocast(Rule):
         none of it is passed over: its own statement stays outside any region."""
         index = next(i for i, s in enumerate(block) if s is top)
         chain: list[int] = []
+        crossed = False
         for i in range(index - 1, -1, -1):
             stmt = block[i]
             if id(stmt) in tops:
@@ -237,8 +254,11 @@ class Autocast(Rule):
             if _barrier(ctx, stmt):
                 if computes or isinstance(stmt, (cst.FunctionDef, cst.ClassDef)):
                     break
+                crossed = True
                 continue
             if computes:
+                if crossed and not _runs_a_model(ctx, stmt):
+                    break  # data loading before a schedule step: not the forward
                 chain.append(i)
                 needed |= reads(ctx.index, stmt)
         while chain and not (_calls(ctx.index, block[chain[-1]]) - DATA_ONLY - PLAIN_PYTHON):
