@@ -51,6 +51,14 @@ def convert_amp_state(value: Mapping, static: bool = False) -> tuple[dict, str]:
     return state, note
 
 
+# param-group keys of apex's other per-group-step optimizers (FusedLAMB, FusedNovoGrad,
+# FusedMixedPrecisionLamb): they have no torch counterpart and stay on apex, which resumes
+# only from its own layout
+NOT_FUSED_ADAM_KEYS = frozenset(
+    {"max_grad_norm", "grad_averaging", "use_nvlamb", "norm_type", "init_zero", "reg_inside_moment"}
+)
+
+
 def is_group_step_state(value: Any) -> bool:
     """An optimizer state dict that counts steps per param group, as apex FusedAdam
     (and FusedLAMB) did, with per-parameter moments but no per-parameter `step`."""
@@ -65,6 +73,12 @@ def is_group_step_state(value: Any) -> bool:
     return isinstance(states, Mapping) and any(
         isinstance(s, Mapping) and "exp_avg" in s and "step" not in s for s in states.values()
     )
+
+
+def foreign_group_keys(value: Mapping) -> list[str]:
+    """The keys that tell a per-group-step state from FusedAdam's (FusedLAMB's
+    `max_grad_norm`...): such state must not be converted, its optimizer stays apex."""
+    return sorted({k for g in value["param_groups"] for k in g if k in NOT_FUSED_ADAM_KEYS})
 
 
 def convert_group_steps(value: Mapping) -> dict:
@@ -94,8 +108,13 @@ def is_fp16_optimizer_state(value: Any) -> bool:
     return isinstance(value, Mapping) and FP16_OPTIMIZER_KEYS <= set(value)
 
 
-def convert_checkpoint(checkpoint: Any, static: bool = False) -> tuple[Any, list[str]]:
-    """Every apex entry in a (nested) checkpoint dict replaced; the list says where."""
+def convert_checkpoint(
+    checkpoint: Any, static: bool = False, left: list[str] | None = None
+) -> tuple[Any, list[str]]:
+    """Every apex entry in a (nested) checkpoint dict replaced; the list says where.
+
+    `left` collects apex entries found but kept as they were (state of an optimizer that
+    stays apex), so the caller can say so without counting them as changes."""
     changes: list[str] = []
 
     def walk(value: Any, path: str) -> Any:
@@ -121,6 +140,15 @@ def convert_checkpoint(checkpoint: Any, static: bool = False) -> tuple[Any, list
                 )
             )
             return walk(value["optimizer_state_dict"], path)
+        if is_group_step_state(value) and foreign_group_keys(value):
+            if left is not None:
+                keys = ", ".join(foreign_group_keys(value))
+                left.append(
+                    f"{path or '<root>'}: optimizer state with a step per param group that is "
+                    f"not apex FusedAdam's (its groups have {keys}: FusedLAMB or another apex "
+                    "optimizer that stays apex) left as it was"
+                )
+            return value
         if is_group_step_state(value):
             changes.append(
                 f"{path or '<root>'}: optimizer state with a step per param group (apex "

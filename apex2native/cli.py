@@ -218,7 +218,10 @@ def convert_checkpoint_command(source, target, static, unsafe_load):
             err=True,
         )
         sys.exit(EXIT_ERROR)
-    converted, changes = convert_checkpoint(data, static=static)
+    left: list[str] = []
+    converted, changes = convert_checkpoint(data, static=static, left=left)
+    for note in left:
+        click.echo(f"{source}: {note}", err=True)
     if not changes:
         click.echo(f"{source}: no apex amp state found; nothing written", err=True)
         sys.exit(EXIT_PENDING)

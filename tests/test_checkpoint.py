@@ -90,6 +90,48 @@ def test_optimizer_states_in_a_list_are_converted():
     assert float(converted["optimizer_states"][0]["state"][0]["step"]) == 3.0
 
 
+FUSED_LAMB_STATE = {
+    "state": {0: {"exp_avg": torch.zeros(2), "exp_avg_sq": torch.zeros(2)}},
+    "param_groups": [
+        {
+            "params": [0],
+            "step": 7,
+            "lr": 1e-3,
+            "bias_correction": True,
+            "betas": (0.9, 0.999),
+            "eps": 1e-6,
+            "weight_decay": 0.01,
+            "grad_averaging": True,
+            "max_grad_norm": 1.0,
+        }
+    ],
+}
+
+
+def test_fused_lamb_state_is_left_as_it_was_and_said_so():
+    """FusedLAMB stays apex after the rewrite and reads its step from the param group:
+    moving it to the parameters would restart its bias correction silently."""
+    left: list[str] = []
+    converted, changes = convert_checkpoint(
+        {"optimizer": FUSED_LAMB_STATE, "amp": APEX_STATE}, left=left
+    )
+    assert converted["optimizer"] is FUSED_LAMB_STATE
+    assert changes == ["amp: amp state -> GradScaler state"]
+    assert left == [
+        "optimizer: optimizer state with a step per param group that is not apex FusedAdam's "
+        "(its groups have grad_averaging, max_grad_norm: FusedLAMB or another apex optimizer "
+        "that stays apex) left as it was"
+    ]
+
+
+def test_cli_says_fused_lamb_state_is_left_and_writes_nothing_for_it_alone(tmp_path):
+    source, target = tmp_path / "old.pt", tmp_path / "new.pt"
+    torch.save({"optimizer": FUSED_LAMB_STATE}, source)
+    result = CliRunner().invoke(main, ["convert-checkpoint", str(source), str(target)])
+    assert result.exit_code == 1 and not target.exists()
+    assert "left as it was" in result.stderr and "no apex amp state" in result.stderr
+
+
 def test_torch_optimizer_state_is_left_alone():
     model = torch.nn.Linear(3, 2)
     opt = torch.optim.AdamW(model.parameters())
