@@ -55,6 +55,15 @@ class StateDict(Rule):
         ctx.depend(scaler, group)
         ctx.tx.handle(group, call.func)
         if method == "state_dict":
+            if call.args:
+                ctx.tx.fail(
+                    group,
+                    call,
+                    self.code,
+                    "amp.state_dict with arguments (apex's `destination`); "
+                    "GradScaler.state_dict takes none",
+                )
+                return
             new = cst.parse_expression(f"{scaler.access}.state_dict")
             ctx.tx.edits.replace_node(group, call.func, lambda _u: new)
             ctx.tx.note(
