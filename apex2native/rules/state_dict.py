@@ -82,7 +82,7 @@ class StateDict(Rule):
         stmt = ctx.index.statement_of(call)
         width = ctx.index.indent_width(stmt)
         if not _repeatable(value):
-            state = "amp_state"
+            state = _free_name(ctx)
             ctx.tx.edits.insert_before(
                 group, stmt, ctx.gen.stmt(f"{state} = {ctx.index.code(value)}", width)
             )
@@ -119,3 +119,12 @@ def _repeatable(node: cst.BaseExpression) -> bool:
             for e in node.slice
         )
     return False
+
+
+def _free_name(ctx: FileContext) -> str:
+    """`amp_state`, or `amp_state_2`... when the file already uses that name."""
+    taken = {n.value for n in ctx.index.within(ctx.module, cst.Name)}
+    name, n = "amp_state", 2
+    while name in taken:
+        name, n = f"amp_state_{n}", n + 1
+    return name
