@@ -6,6 +6,7 @@ import libcst as cst
 
 from apex2native.context import FileContext
 from apex2native.findings import SAFE
+from apex2native.index import COMPREHENSIONS, TreeIndex
 from apex2native.rules.base import Rule
 
 
@@ -82,6 +83,15 @@ class StateDict(Rule):
         stmt = ctx.index.statement_of(call)
         width = ctx.index.indent_width(stmt)
         if not _repeatable(value):
+            if not _runs_with_statement(ctx.index, call, value, stmt):
+                ctx.tx.fail(
+                    group,
+                    call,
+                    self.code,
+                    "amp.load_state_dict: its argument runs only under a condition here, or "
+                    "after other code of its statement; load the state into a variable first",
+                )
+                return
             state = _free_name(ctx)
             ctx.tx.edits.insert_before(
                 group, stmt, ctx.gen.stmt(f"{state} = {ctx.index.code(value)}", width)
@@ -119,6 +129,48 @@ def _repeatable(node: cst.BaseExpression) -> bool:
             for e in node.slice
         )
     return False
+
+
+def _runs_with_statement(
+    index: TreeIndex, call: cst.Call, value: cst.BaseExpression, stmt: cst.CSTNode
+) -> bool:
+    """The call is evaluated once each time `stmt` runs, before anything the statement
+    binds: only then does its argument, hoisted into a line before `stmt`, run as often
+    as it did (not under an `if ... else`, after an `and`/`or`, in an `elif`/`while` test,
+    a lambda or a comprehension)."""
+    child: cst.CSTNode = call
+    for parent in index.ancestors(call):
+        if parent is stmt:
+            break
+        if isinstance(parent, (cst.Lambda, *COMPREHENSIONS)):
+            return False
+        if isinstance(parent, cst.IfExp) and child is not parent.test:
+            return False
+        if isinstance(parent, cst.BooleanOperation) and child is not parent.left:
+            return False
+        if isinstance(parent, cst.Comparison) and child not in (
+            parent.left,
+            parent.comparisons[0],
+        ):
+            return False  # `a < b < c` evaluates `c` only when `a < b`
+        if isinstance(parent, cst.Assert) and child is not parent.test:
+            return False
+        if isinstance(parent, (cst.BaseCompoundStatement, cst.BaseSuite)):
+            return False  # an `elif` test, an inner block
+        child = parent
+    if isinstance(stmt, cst.SimpleStatementLine):
+        head = stmt.body[0]  # `x = ...; amp.load_state_dict(f(x))` reads x first
+    elif isinstance(stmt, cst.If):
+        head = stmt.test
+    elif isinstance(stmt, cst.For):
+        head = stmt.iter
+    elif isinstance(stmt, cst.BaseSmallStatement):  # in a one-line suite
+        head = child = stmt
+    else:
+        return False  # a `while` test runs on every pass, a decorator at definition...
+    if child is not head:
+        return False
+    return all(index.contains(value, named) for named in index.within(head, cst.NamedExpr))
 
 
 def _free_name(ctx: FileContext) -> str:
