@@ -8,7 +8,7 @@ import libcst as cst
 
 from apex2native.context import FileContext
 from apex2native.findings import SAFE
-from apex2native.index import callee_name
+from apex2native.index import BLOCKS, callee_name
 from apex2native.rules.base import Rule
 from apex2native.rules.scale_loss import BackwardSite
 
@@ -95,6 +95,37 @@ def _hands_to_stepper(ctx: FileContext, call: cst.Call, opt: str) -> str | None:
     return None
 
 
+def _step_anchors(ctx: FileContext, site: BackwardSite) -> list[cst.CSTNode]:
+    """The statements an update may follow: each step's own, or, when the steps of one
+    iteration lie in different blocks, the one statement of their common block that holds
+    the last of them. Steps of one iteration share the innermost loop around the backward
+    (a step after that loop flushes the accumulation and gets its own update)."""
+    index = ctx.index
+    iterations: dict[int, list[cst.CSTNode]] = {}
+    for call in site.steps:
+        loop = next(
+            (
+                a
+                for a in index.ancestors(call)
+                if isinstance(a, LOOPS) and index.contains(a, site.with_node)
+            ),
+            None,
+        )
+        iterations.setdefault(id(loop), []).append(index.statement_of(call))
+    anchors: list[cst.CSTNode] = []
+    for stmts in iterations.values():
+        if len({id(index.block_of(stmt)) for stmt in stmts}) <= 1:
+            anchors.extend(stmts)
+            continue
+        last = max(stmts, key=index.order)
+        for anc in [last, *index.ancestors(last)]:
+            block = index.parent(anc)
+            if isinstance(block, BLOCKS) and all(index.contains(block, s) for s in stmts):
+                anchors.append(anc)
+                break
+    return anchors
+
+
 class Step(Rule):
     """`opt.step()` after the scaled backward becomes `scaler.step(opt)`; one `update()` follows.
 
@@ -105,12 +136,13 @@ class Step(Rule):
         scaler.update()
 
     `update()` goes after the last step of each block that steps (the accumulation boundary,
-    or after the last of several optimizers), so it runs once per iteration. A step through
-    a local alias (`opt = optimizer`) is a step of the optimizer too. A step that cannot be
-    found in the same function, or a function handed the optimizer that steps it as well
-    (a project function whose body does, or a library one named `optimizer_step`), leaves
-    the whole site as it was, with a TODO: stepping on scaled gradients would be silently
-    wrong.
+    or after the last of several optimizers), so it runs once per iteration; when the steps
+    of one backward's iteration lie in different blocks, one update follows the statement of
+    their common block that holds the last of them. A step through a local alias
+    (`opt = optimizer`) is a step of the optimizer too. A step that cannot be found in the
+    same function, or a function handed the optimizer that steps it as well (a project
+    function whose body does, or a library one named `optimizer_step`), leaves the whole
+    site as it was, with a TODO: stepping on scaled gradients would be silently wrong.
     """
 
     code = "A2N104"
@@ -195,18 +227,30 @@ class Step(Rule):
         return True
 
     def _updates(self, ctx: FileContext) -> None:
-        """One `update()` after the last step of each (scaler, block)."""
+        """One `update()` after the last step of each (scaler, block).
+
+        The steps of one backward that lie in different blocks (`opt_a.step()`, then
+        `if ...: opt_b.step()`) share one update after the statement of their common block
+        that holds the last of them: an update between them would unscale the later step's
+        gradients by a scale they were not multiplied by.
+        """
         last: dict[tuple[str, int], tuple[cst.CSTNode, BackwardSite]] = {}
         for site in ctx.sites:
             if ctx.tx.dropped(site.group):
                 continue
-            for call in site.steps:
-                stmt = ctx.index.statement_of(call)
+            for stmt in _step_anchors(ctx, site):
                 key = (site.scaler.access, id(ctx.index.block_of(stmt)))
                 if key not in last or ctx.index.order(stmt) > ctx.index.order(last[key][0]):
                     last[key] = (stmt, site)
         for stmt, site in last.values():
             scaler = site.scaler
+            if any(
+                other is not stmt
+                and ctx.index.contains(other, stmt)
+                and holder.scaler.access == scaler.access
+                for other, holder in last.values()
+            ):
+                continue  # the update after the statement that holds this one follows it
             if scaler.unreachable_update or (
                 scaler.update_scope is not None
                 and not ctx.index.contains(scaler.update_scope, stmt)
