@@ -13,6 +13,9 @@ from apex2native.rules.base import Rule
 from apex2native.rules.scale_loss import BackwardSite
 
 LOOPS = (cst.For, cst.While)
+EXITS = (cst.Return, cst.Raise)
+JUMPS = (cst.Continue, cst.Break)
+TRIES = (cst.Try, cst.TryStar)
 # A helper whose body the plan cannot see but whose name says it steps the optimizer it
 # is handed (`xm.optimizer_step(optimizer)`): it would step past the scaler.
 STEPS_BY_NAME = re.compile(r"^(optimizer|optim|opt)_?step$|^step_(optimizer|optim|opt)s?$")
@@ -46,6 +49,110 @@ def _runs_after(
     return (
         ctx.index.after(node, site.with_node) or _shares_loop(ctx, node, site.with_node, scope)
     ) and not ctx.index.exclusive(node, site.with_node)
+
+
+def _header(ctx: FileContext, node: cst.CSTNode) -> str:
+    """How a TODO names the statement a backward may be skipped under."""
+    if isinstance(node, (cst.If, cst.While)):
+        return f"{'if' if isinstance(node, cst.If) else 'while'} {ctx.index.code(node.test)}"
+    if isinstance(node, cst.For):
+        return f"for {ctx.index.code(node.target)} in {ctx.index.code(node.iter)}"
+    return "try" if isinstance(node, TRIES) else type(node).__name__.lower()
+
+
+def _backs(
+    ctx: FileContext, node: cst.CSTNode, opt: str, step: cst.Call, scope: cst.CSTNode
+) -> bool:
+    """Every run through `node` does a backward for `opt`, or leaves before `step`
+    (return, raise, or a continue/break of a loop that holds the step)."""
+    index = ctx.index
+    if isinstance(node, (cst.IndentedBlock, cst.SimpleStatementSuite, cst.SimpleStatementLine)):
+        return any(_backs(ctx, s, opt, step, scope) for s in node.body)
+    if isinstance(node, (cst.Else, cst.ExceptHandler, cst.ExceptStarHandler, cst.Finally)):
+        return _backs(ctx, node.body, opt, step, scope)
+    if isinstance(node, EXITS):
+        return True
+    if isinstance(node, JUMPS):
+        loop = next((a for a in index.ancestors(node) if isinstance(a, LOOPS)), None)
+        return loop is not None and index.contains(loop, step)
+    site = next((s for s in ctx.sites if s.with_node is node), None)
+    if site is not None:
+        return opt in site.optimizers
+    if isinstance(node, cst.With):
+        return _backs(ctx, node.body, opt, step, scope)
+    if isinstance(node, cst.If):
+        return (
+            node.orelse is not None
+            and _backs(ctx, node.body, opt, step, scope)
+            and _backs(ctx, node.orelse, opt, step, scope)
+        )
+    if isinstance(node, TRIES):
+        if node.finalbody is not None and _backs(ctx, node.finalbody, opt, step, scope):
+            return True
+        ran = _backs(ctx, node.body, opt, step, scope) or (
+            node.orelse is not None and _backs(ctx, node.orelse, opt, step, scope)
+        )
+        return ran and all(_backs(ctx, h, opt, step, scope) for h in node.handlers)
+    if isinstance(node, cst.BaseSmallStatement):
+        for call in index.calls_named("backward", node):
+            if index.scope_of(call) is not scope:
+                continue
+            holder = next((s for s in ctx.sites if index.contains(s.with_node, call)), None)
+            if holder is None or opt in holder.optimizers:
+                return True
+    return False
+
+
+def _skipped(
+    ctx: FileContext, site: BackwardSite, step: cst.Call, opt: str, scope: cst.CSTNode
+) -> str | None:
+    """How `step` can run on a path without the scaled backward (None: it cannot).
+
+    apex stepped such an iteration as a no-op; `GradScaler.step` asserts that the
+    optimizer's gradients were unscaled, and with none it raises. A loop around the
+    backward is taken to run (micro-batches before one step), a `with` body always does.
+    """
+    index = ctx.index
+    chain = [site.with_node, *index.ancestors(site.with_node)]
+    if index.contains(site.with_node, step) and any(
+        index.order(back) < index.order(step)
+        for back in index.calls_named("backward", site.with_node)
+    ):
+        return None  # stepped inside the scale_loss block, after its backward
+    if not index.after(step, site.with_node):
+        loop = next(a for a in chain if isinstance(a, LOOPS) and index.contains(a, step))
+        return f"it comes first in `{_header(ctx, loop)}`, so its first run has no backward"
+    holds_step = {id(a) for a in index.ancestors(step)}
+    for below, anc in zip(chain, chain[1:]):
+        if id(anc) in holds_step:  # both run from here on
+            if isinstance(anc, TRIES):
+                if below is anc.body and anc.orelse and index.contains(anc.orelse, step):
+                    return None
+                return _under(ctx, anc)
+            return _under(ctx, anc) if isinstance(anc, (cst.If, cst.Match)) else None
+        if isinstance(anc, cst.If):
+            other = anc.orelse if below is anc.body else anc.body
+            if other is None or not _backs(ctx, other, opt, step, scope):
+                return _under(ctx, anc)
+        elif isinstance(anc, TRIES):
+            if below in anc.handlers:
+                others = [h for h in anc.handlers if h is not below]
+                ran = _backs(ctx, anc.body, opt, step, scope) or (
+                    anc.orelse is not None and _backs(ctx, anc.orelse, opt, step, scope)
+                )
+            else:
+                others, ran = list(anc.handlers), True
+            if below is not anc.finalbody and not (
+                ran and all(_backs(ctx, h, opt, step, scope) for h in others)
+            ):
+                return _under(ctx, anc)
+        elif isinstance(anc, cst.Match):
+            return _under(ctx, anc)
+    return None
+
+
+def _under(ctx: FileContext, node: cst.CSTNode) -> str:
+    return f"the backward is under `{_header(ctx, node)}`, the step is not"
 
 
 def _alias_of(ctx: FileContext, node: cst.BaseExpression, scope: cst.CSTNode) -> str | None:
@@ -143,6 +250,10 @@ class Step(Rule):
     same function, or a function handed the optimizer that steps it as well (a project
     function whose body does, or a library one named `optimizer_step`), leaves the whole
     site as it was, with a TODO: stepping on scaled gradients would be silently wrong.
+    So does a step that can run when the backward did not (the backward under an `if`
+    whose other arm neither runs a backward nor leaves the iteration, or under a `try`
+    whose handler goes on to the step; or the step first in the loop): apex stepped nothing
+    there, but `scaler.step` raises when it finds no scaled gradients.
     """
 
     code = "A2N104"
@@ -180,6 +291,18 @@ class Step(Rule):
                 )
                 return False
             for call in found:
+                skipped = _skipped(ctx, site, call, opt, scope)
+                if skipped is not None:
+                    ctx.tx.fail(
+                        site.group,
+                        call,
+                        self.code,
+                        f"this step can run when the scaled backward of {opt} did not "
+                        f"({skipped}): with no scaled gradients {site.scaler.access}.step({opt}) "
+                        "raises 'No inf checks were recorded'; skip the step on that path too, "
+                        "then migrate by hand",
+                    )
+                    return False
                 if call.args:
                     ctx.tx.fail(
                         site.group,
