@@ -124,6 +124,18 @@ def _skipped(
         return f"it comes first in `{_header(ctx, loop)}`, so its first run has no backward"
     holds_step = {id(a) for a in index.ancestors(step)}
     for below, anc in zip(chain, chain[1:]):
+        if isinstance(anc, LOOPS) and id(anc) not in holds_step:
+            inside = [
+                c
+                for c in index.calls_named("step", anc)
+                if isinstance(c.func, cst.Attribute) and _steps(ctx, c, opt, scope)
+            ]
+            if inside:
+                return (
+                    f"it follows `{_header(ctx, anc)}`, which steps too: when its last "
+                    "iteration has stepped and cleared the gradients, there is nothing left "
+                    "to unscale; step here only when gradients are left"
+                )
         if id(anc) in holds_step:  # both run from here on
             if isinstance(anc, TRIES):
                 if below is anc.body and anc.orelse and index.contains(anc.orelse, step):
