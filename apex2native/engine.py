@@ -218,7 +218,7 @@ class _Run:
         self.pool = pool
         self.plan = plan
         self.progress = progress
-        self.blocked: dict[str, str] = {}
+        self.blocked: dict[str, str] = dict(plan.held)
         self.marks: dict[str, dict[int, list[tuple[str, str]]]] = {}
         self.kept: dict[str, dict[str, str]] = {}  # program -> apex class -> why it stays
 

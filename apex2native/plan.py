@@ -73,6 +73,9 @@ class RepoPlan:
     key: str | None = None  # the cache key of the inputs the plan was made from
     # units that share a threaded function: one held back holds back the others
     links: list[frozenset[str]] = field(default_factory=list)
+    # units held back before any rewrite, with the reason (a file of their program that
+    # uses apex does not parse: what it does with the scaler cannot be known)
+    held: dict[str, str] = field(default_factory=dict)
 
     def summary_of(self, path: str, text: str) -> Summary | None:
         """The summary of `text` as the content of `path` (None: it does not parse)."""
@@ -259,8 +262,47 @@ class Planner:
             for name in PINS.findall(self.text(p))
         ) | self._kept_amp_names(pool)
         plan.programs = self._programs()
+        plan.held = self._broken_programs(plan)
         self._keep_apex_ddp(plan)
         return plan
+
+    def _broken_programs(self, plan: RepoPlan) -> dict[str, str]:
+        """A file that mentions apex and does not parse may scale a loss with the scaler of
+        an initialize in another file: every unit of the files it imports or that import it
+        (and of their programs) stays apex, or the initialize would go and its scaler never
+        reach the broken file's `amp.scale_loss`."""
+        held: dict[str, str] = {}
+        for path in sorted(self.errors):
+            text = self.text(path)
+            if "apex" not in text and "amp." not in text:
+                continue
+            module, package = self.graph.name_of(path)
+            linked = {
+                found
+                for found in self.graph.imported_files(
+                    Summary(path, module, package, imports=_import_lines(text))
+                )
+                if found in self.summaries
+            }
+            linked |= {
+                other
+                for other, summary in self.summaries.items()
+                if path in self.graph.imported_files(summary)
+            }
+            programs = {plan.program_of(other) for other in linked}
+            why = (
+                f"{self.graph.relative(path)} uses apex and does not parse "
+                f"({self.errors[path].split(':')[0]}), so its apex uses cannot be migrated"
+            )
+            for other, summary in sorted(self.summaries.items()):
+                if plan.program_of(other) not in programs:
+                    continue
+                facts = plan.facts.get(other)
+                units = set(facts.units()) if facts is not None else set()
+                units |= {s.decision.spec.unit for s in summary.inits if s.decision.spec}
+                for unit in sorted(units):
+                    held.setdefault(unit, why)
+        return held
 
     def _programs(self) -> dict[str, str]:
         """Each read file -> the first file (in path order) of the files it is linked to by
@@ -466,6 +508,18 @@ def _read_names(summary: Summary, spelled: str) -> set[str]:
         if dotted.startswith(prefix):
             out.add(dotted[len(prefix) :].split(".")[0])
     return out
+
+
+def _import_lines(text: str) -> list:
+    """The import statements of a text that does not parse as a whole, each read alone."""
+    refs = []
+    for line in _joined_imports(text).splitlines():
+        stripped = line.strip()
+        if not stripped.startswith(("import ", "from ")):
+            continue
+        found = import_refs(stripped.rstrip("\\"))
+        refs.extend(found or ())
+    return refs
 
 
 def _reshapes(facts: FileFacts) -> bool:
