@@ -548,8 +548,10 @@ class _PlanBuilder:
         self.param_of: dict[str, str] = {}
         self.values: set[str] = set()  # functions read as values somewhere: unseen callers
         self.links: list[frozenset[str]] = []  # units that share a threaded function
+        self.class_paths: dict[str, str] = {}
         for s in planner.summaries.values():
             self.functions.update(s.functions)
+            self.class_paths.update(dict.fromkeys(s.classes, s.path))
             self.classes.update(
                 {k: [self.graph.canonical(b, s.path) for b in v] for k, v in s.classes.items()}
             )
@@ -745,6 +747,9 @@ class _PlanBuilder:
                 continue  # a caller that keeps the tuple whole would get one more value
             if qualname in self.values:
                 continue  # handed on as a value: its callers are not all known
+            made_at = self._made_at(qualname, holder)
+            if any(line < made_at for line in func.return_lines):
+                continue  # a return before the scaler exists could not return it
             unit = holder.spec.unit
             self.file(func.path).returns[qualname] = holder.spec
             self.note(
@@ -757,7 +762,7 @@ class _PlanBuilder:
                 spec = translate_up(holder.spec, call, func)
                 caller = self.functions.get(call.caller)
                 in_method = caller is not None and caller.cls and caller.params[:1] == ["self"]
-                access = "self.scaler" if in_method else "scaler"
+                access = self._unpack_target(call, caller if in_method else None)
                 facts = self.file(call.path)
                 facts.helpers[call.raw] = (unit, access)
                 facts.unpacks[call.caller] = (access, spec)
@@ -771,6 +776,56 @@ class _PlanBuilder:
                     unit,
                     f"{call.caller} unpacks the scaler from {qualname}",
                 )
+
+    def _unpack_target(self, call: Call, method: Function | None) -> str:
+        """Where a caller unpacks a returned scaler: a name (`self.<name>` in a method) its
+        file does not use yet, so no value of the caller's own is overwritten."""
+        summary = self.planner.summaries.get(call.path)
+        taken = set(summary.identifiers) if summary is not None else set()
+        if method is not None:
+            taken |= self._attributes_near(method.cls)
+        name = next((n for n in PARAM_NAMES if n not in taken), "amp_grad_scaler")
+        return f"self.{name}" if method is not None else name
+
+    def subclasses(self, cls: str) -> set[str]:
+        """The summarised classes that derive from `cls`, at any depth."""
+        out: set[str] = set()
+        pending = [cls]
+        while pending:
+            current = pending.pop()
+            for other, bases in self.classes.items():
+                if current in bases and other not in out and other != cls:
+                    out.add(other)
+                    pending.append(other)
+        return out
+
+    def ancestors(self, cls: str) -> list[str]:
+        """The summarised or named base classes of `cls`, at any depth, nearest first."""
+        out: list[str] = []
+        pending = list(self.classes.get(cls, []))
+        while pending:
+            current = pending.pop(0)
+            if current not in out and current != cls:
+                out.append(current)
+                pending.extend(self.classes.get(current, []))
+        return out
+
+    def _attributes_near(self, cls: str | None, own: bool = True) -> set[str]:
+        """Identifiers an attribute new to `cls` could clash with: those of the files of its
+        base classes and subclasses (of its own file too, unless `own` is false), and every
+        attribute some file sets on an object that is not `self`."""
+        taken = {n for s in self.planner.summaries.values() for n in s.outside_writes}
+        if cls is None:
+            return taken
+        related = {*self.ancestors(cls), *self.subclasses(cls)}
+        paths = {self.class_paths[c] for c in related if c in self.class_paths}
+        if own and cls in self.class_paths:
+            paths.add(self.class_paths[cls])
+        for path in paths:
+            summary = self.planner.summaries.get(path)
+            if summary is not None:
+                taken |= summary.identifiers
+        return taken
 
     def _amp_arguments(self) -> None:
         """`train(model, amp)`: the parameter that receives the amp module receives the

@@ -84,6 +84,7 @@ class Function:
     scales: bool = False  # it scales its own loss (`amp.scale_loss`)
     factory: bool = False  # a method whose every return makes its class: `return cls(...)`
     globals_called: frozenset[str] = frozenset()  # module-level names it runs: `model(x)`
+    return_lines: tuple[int, ...] = ()  # the line of each of its `return` statements
 
 
 @dataclass
@@ -154,6 +155,10 @@ class Summary:
     module_reads: set[str] = field(default_factory=set)
     # apex DDP's own methods the file calls (`model.disable_allreduce()`): torch DDP has none
     apex_ddp_methods: set[str] = field(default_factory=set)
+    identifiers: set[str] = field(default_factory=set)  # every identifier the file writes
+    # attributes set on anything but `self` (`trainer.scaler = x`, `setattr(t, "scaler", x)`):
+    # an object of any class may get them, so a new `self.<attribute>` must not be one
+    outside_writes: set[str] = field(default_factory=set)
 
 
 class SourceLines:
@@ -399,6 +404,7 @@ class _Summarizer:
         self._flags: set[str] | None = None
         self._identifiers: set[str] | None = None
         self._returns: dict[int, list[list[str]]] = {}
+        self._return_lines: dict[int, list[int]] = {}
         self._calls_in: dict[int, list[ast.Call]] = {}
         self._grad_defs: set[int] | None = None
         self._assigns: dict[str, list[ast.Assign]] | None = None
@@ -603,6 +609,8 @@ class _Summarizer:
                     if q == "apex" or q.startswith("apex."):
                         s.apex_exports[name] = q
         s.guard_flags = self.flags() & s.module_names
+        s.identifiers = self.identifiers()
+        s.outside_writes = self._outside_writes()
         self._returns = self._collect_returns()
         self._calls_in = self._calls_by_function()
         for node in self.scopes.of_type(*FUNCTIONS):
@@ -634,6 +642,23 @@ class _Summarizer:
                 self.summary.amp_uses.append(
                     (self.statement_of(node).lineno, f"apex.amp.{node.attr} (unbound amp)")
                 )
+
+    def _outside_writes(self) -> set[str]:
+        out = {
+            n.attr
+            for n in self.scopes.of_type(ast.Attribute)
+            if isinstance(n.ctx, ast.Store) and not _on_self(n)
+        }
+        for call in self.scopes.of_type(ast.Call):
+            if (
+                isinstance(call.func, ast.Name)
+                and call.func.id == "setattr"
+                and len(call.args) >= 2
+                and isinstance(call.args[1], ast.Constant)
+                and isinstance(call.args[1].value, str)
+            ):
+                out.add(call.args[1].value)
+        return out
 
     def _factory(self, node, cls: ast.ClassDef | None) -> bool:
         """A method of `cls` whose every return makes an instance of it: `return cls(...)`
@@ -677,6 +702,7 @@ class _Summarizer:
             scales,
             self._factory(node, cls),
             frozenset(self._called_globals(node)),
+            tuple(self._return_lines.get(id(node), ())),
         )
 
     def _touches_grads(self, func) -> bool:
@@ -802,6 +828,7 @@ class _Summarizer:
             value = node.value
             elements = [self.code(e) for e in value.elts] if isinstance(value, ast.Tuple) else []
             out.setdefault(id(func), []).append(elements)
+            self._return_lines.setdefault(id(func), []).append(node.lineno)
         return out
 
     def _call(self, node: ast.Call) -> None:

@@ -149,7 +149,13 @@ class ThreadScaler(Rule):
             if target in callees:
                 self._pass(ctx, node, *callees[target])
             if target in helpers:
-                self._unpack(ctx, node, *helpers[target])
+                unit, access = helpers[target]
+                # each caller unpacks into its own target (`scaler`, `self.grad_scaler`)
+                func = ctx.index.enclosing_function(node)
+                caller = ctx.index.qualname(func) if func is not None else ctx.facts.module
+                if caller in ctx.facts.unpacks:
+                    access = ctx.facts.unpacks[caller][0]
+                self._unpack(ctx, node, unit, access)
             for entry in amp_args.get(target, ()):
                 self._amp_argument(ctx, node, *entry)
 
