@@ -87,6 +87,8 @@ class FileFacts:
         default_factory=dict
     )
     unreached: dict[str, str] = field(default_factory=dict)  # qualname -> unit it needs
+    # qualname -> why the plan does not bring it a scaler (for the TODO at its apex uses)
+    refusals: dict[str, str] = field(default_factory=dict)
     # amp handed in as an argument: qualname -> (parameter, its new name, spec): the
     # parameter holds the scaler from now on, and its uses are migrated like `amp.*`
     amp_params: dict[str, tuple[str, str, ScalerSpec]] = field(default_factory=dict)
@@ -140,6 +142,7 @@ class FileFacts:
                 self.inherited,
                 self.evaluation,
                 self.unreached,
+                self.refusals,
                 self.amp_params,
                 self.amp_args,
                 self.marks,

@@ -549,8 +549,10 @@ class _PlanBuilder:
         self.values: set[str] = set()  # functions read as values somewhere: unseen callers
         self.links: list[frozenset[str]] = []  # units that share a threaded function
         self.class_paths: dict[str, str] = {}
+        self.redefined: set[str] = set()  # defs their scope binds more than once
         for s in planner.summaries.values():
             self.functions.update(s.functions)
+            self.redefined |= s.redefined
             self.class_paths.update(dict.fromkeys(s.classes, s.path))
             self.classes.update(
                 {k: [self.graph.canonical(b, s.path) for b in v] for k, v in s.classes.items()}
@@ -745,8 +747,8 @@ class _PlanBuilder:
             unpacking = [c for c in self.callers.get(qualname, []) if c.unpacked in sizes]
             if not unpacking or len(sizes) != 1 or len(unpacking) < len(self.callers[qualname]):
                 continue  # a caller that keeps the tuple whole would get one more value
-            if qualname in self.values:
-                continue  # handed on as a value: its callers are not all known
+            if qualname in self.values or qualname in self.redefined:
+                continue  # handed on as a value, or defined twice: its callers are not all known
             made_at = self._made_at(qualname, holder)
             if any(line < made_at for line in func.return_lines):
                 continue  # a return before the scaler exists could not return it
@@ -841,7 +843,7 @@ class _PlanBuilder:
             callee, call, arg = work.pop(0)
             func = self.functions.get(callee)
             source = self.holder_at(call) or self._amp_param_holder(call)
-            if func is None or source is None:
+            if func is None or source is None or callee in self.redefined:
                 continue
             params = [p for p in func.params if p not in ("self", "cls")]
             param = params[int(arg)] if arg.isdigit() and int(arg) < len(params) else arg
@@ -1081,6 +1083,10 @@ class _PlanBuilder:
             if not calls:
                 self._unreached(path, qualname)
                 continue
+            why = self._unthreadable(func)
+            if why:
+                self._refuse(path, qualname, why)
+                continue
             spec = None
             own: dict[int, ScalerSpec] = {}  # call -> the scaler its caller holds
             for call in calls:
@@ -1139,6 +1145,36 @@ class _PlanBuilder:
             if found is not None:
                 return found
         return None
+
+    def _unthreadable(self, func: Function) -> str | None:
+        """Why `func` must not gain a parameter though its callers are known, if it must not."""
+        name = func.qualname.rsplit(".", 1)[-1]
+        if func.qualname in self.redefined:
+            return (
+                f"`{name}` is bound more than once in {self.rel(func.path)} (another def or an "
+                "import), and only one of its definitions would take the scaler"
+            )
+        if func.cls is None:
+            return None
+        below = sorted(self.subclasses(func.cls))
+        if below:
+            return (
+                f"{func.cls} has subclasses ({', '.join(below)}) that may override or inherit "
+                f"`{name}`, and calls through them would not pass the scaler"
+            )
+        above = [a for a in self.ancestors(func.cls) if f"{a}.{name}" in self.functions]
+        if above:
+            return (
+                f"it overrides {above[0]}.{name}, whose callers reach it too and would not "
+                "pass the scaler"
+            )
+        return None
+
+    def _refuse(self, path: str, qualname: str, why: str) -> None:
+        """No scaler is threaded into `qualname`, for the reason given: its apex uses stay,
+        and so does the unit whose scaler they need."""
+        self.file(path).refusals[qualname] = why
+        self._unreached(path, qualname)
 
     def _unreached(self, path: str, qualname: str) -> None:
         """No call path brings a scaler here. When only one unit could be meant, the site

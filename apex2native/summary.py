@@ -156,6 +156,9 @@ class Summary:
     # apex DDP's own methods the file calls (`model.disable_allreduce()`): torch DDP has none
     apex_ddp_methods: set[str] = field(default_factory=set)
     identifiers: set[str] = field(default_factory=set)  # every identifier the file writes
+    # defs whose name their scope binds more than once (two defs under `if`/`else`, a def
+    # in an `except ImportError` beside the import): which one a call runs is not known
+    redefined: set[str] = field(default_factory=set)
     # attributes set on anything but `self` (`trainer.scaler = x`, `setattr(t, "scaler", x)`):
     # an object of any class may get them, so a new `self.<attribute>` must not be one
     outside_writes: set[str] = field(default_factory=set)
@@ -615,6 +618,10 @@ class _Summarizer:
         self._calls_in = self._calls_by_function()
         for node in self.scopes.of_type(*FUNCTIONS):
             self._function(node)
+            inner = self.scopes.scope_of.get(id(node))
+            outer = inner.parent if inner is not None else None
+            if outer is not None and len(outer.bindings.get(node.name, ())) > 1:
+                s.redefined.add(self.qualname(node))
         for node in self.scopes.of_type(ast.ClassDef):
             bases = [q for b in node.bases for q in self.scopes.qualified(b)[:1]]
             s.classes[self.qualname(node)] = bases
