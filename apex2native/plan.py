@@ -472,6 +472,12 @@ class Planner:
         alternatives = "|".join(sorted(map(re.escape, words)))
         pattern = re.compile(r"\b(" + alternatives + r")\b")
         in_import = re.compile(r"\b(?:from|import)\b[^\n]*\b(?:" + alternatives + r")\b")
+        # `importlib.import_module("pkg.train")`, `__import__("train")`: an import all the same
+        dynamic = re.compile(
+            r"""(?:import_module|__import__)\(\s*["'](?:[\w.]*\.)?(?:"""
+            + alternatives
+            + r""")["']"""
+        )
         candidates = [
             p
             for p in self.paths
@@ -480,6 +486,11 @@ class Planner:
             and pattern.search(self.text(p))
             and in_import.search(_joined_imports(self.text(p)))
         ]
+        dynamic_importers = {
+            p
+            for p in self.paths
+            if p not in targets and "import" in self.text(p) and dynamic.search(self.text(p))
+        }
         unread = [p for p in candidates if p not in self.summaries]
         args = [self.text(p) for p in unread]
         keys = [self._key("imports", a) for a in args]
@@ -493,6 +504,7 @@ class Planner:
                 summary = Summary(path, module, package, imports=imports[path])
             if summary is not None and self.graph.imported_files(summary) & targets:
                 out.add(path)
+        out |= dynamic_importers
         self.summarize_all(sorted(out), pool)
         return out
 
@@ -747,7 +759,7 @@ class _PlanBuilder:
             unpacking = [c for c in self.callers.get(qualname, []) if c.unpacked in sizes]
             if not unpacking or len(sizes) != 1 or len(unpacking) < len(self.callers[qualname]):
                 continue  # a caller that keeps the tuple whole would get one more value
-            if qualname in self.values or qualname in self.redefined:
+            if self._read_as_value(qualname) or qualname in self.redefined:
                 continue  # handed on as a value, or defined twice: its callers are not all known
             made_at = self._made_at(qualname, holder)
             if any(line < made_at for line in func.return_lines):
@@ -778,6 +790,13 @@ class _PlanBuilder:
                     unit,
                     f"{call.caller} unpacks the scaler from {qualname}",
                 )
+
+    def _read_as_value(self, qualname: str) -> bool:
+        """Some file reads the function as a value, or looks names up in its module
+        (`getattr(mod, name)`: `mod.*`): its callers are not all known."""
+        return qualname in self.values or any(
+            v.endswith(".*") and qualname.startswith(v[:-1]) for v in self.values
+        )
 
     def _unpack_target(self, call: Call, method: Function | None) -> str:
         """Where a caller unpacks a returned scaler: a name (`self.<name>` in a method) its

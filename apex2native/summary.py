@@ -355,6 +355,19 @@ def _on_self(node: ast.AST) -> bool:
     )
 
 
+# attributes of a function that read it without calling it a new way
+HARMLESS_DUNDERS = frozenset(
+    {"__name__", "__qualname__", "__doc__", "__module__", "__file__", "__class__"}
+)
+
+
+def _string(node: ast.AST) -> str | None:
+    """The value of a string constant, else None."""
+    if isinstance(node, ast.Constant) and isinstance(node.value, str):
+        return node.value
+    return None
+
+
 def _dotted(node: ast.AST) -> str:
     """`a.b.c` spelled out; "" for anything but names and attributes of names."""
     if isinstance(node, ast.Name):
@@ -630,6 +643,7 @@ class _Summarizer:
             if isinstance(node.func, ast.Attribute) and node.func.attr in APEX_DDP_METHODS:
                 s.apex_ddp_methods.add(node.func.attr)
         self._value_refs()
+        self._dynamic_refs()
         for node in sorted(self.scopes.of_type(ast.Import, ast.ImportFrom), key=_position):
             self._import(node)
         self._module_reads()
@@ -898,6 +912,65 @@ class _Summarizer:
             if (min(names), reader) not in seen:
                 seen.add((min(names), reader))
                 self.summary.value_refs.append((min(names), self.statement_of(node).lineno, reader))
+
+    def _dynamic_refs(self) -> None:
+        """Functions reached by a lookup the call graph cannot follow: `getattr(mod, "f")`,
+        `vars(mod)["f"]`, `mod.__dict__["f"]`, `globals()["f"]`, `importlib.import_module("mod")`,
+        `f.__call__(...)`. They are read as values (`mod.*`: any name of `mod`)."""
+        module = self.summary.module
+        refs: list[tuple[str, ast.AST]] = []
+        for call in self.scopes.of_type(ast.Call):
+            func, args = call.func, call.args
+            word = func.id if isinstance(func, ast.Name) else ""
+            if word == "getattr" and len(args) >= 2:
+                key = _string(args[1])
+                refs += [(f"{q}.{key or '*'}", call) for q in self.scopes.qualified(args[0])]
+            elif word == "vars" and len(args) == 1:
+                key = self._key_read(call)
+                refs += [(f"{q}.{key or '*'}", call) for q in self.scopes.qualified(args[0])]
+            elif word in ("globals", "locals") and not args:
+                key = self._key_read(call)
+                names = [key] if key else list(self.scopes.module_scope.bindings)
+                for name in names:
+                    bindings = self.scopes.module_scope.bindings.get(name, [])
+                    refs += [(q, call) for q in qualified_names(bindings, module)]
+                    refs += [(f"{module}.{name}", call)] if module else []
+            elif args and (
+                self.scopes.qualified(func)[:1] in (["importlib.import_module"], ["__import__"])
+                or word == "__import__"
+            ):
+                name = _string(args[0])
+                if name and not name.startswith("."):
+                    refs.append((f"{name}.*", call))
+        for node in self.scopes.of_type(ast.Attribute):
+            if not (node.attr.startswith("__") and node.attr.endswith("__")):
+                continue
+            if node.attr in HARMLESS_DUNDERS:
+                continue
+            key = self._key_read(node) if node.attr == "__dict__" else None
+            suffix = f".{key or '*'}" if node.attr == "__dict__" else ""
+            refs += [(f"{q}{suffix}", node) for q in self.scopes.qualified(node.value)]
+        seen = {(name, reader) for name, _, reader in self.summary.value_refs}
+        for name, node in refs:
+            func = self.enclosing_function(node)
+            reader = self.qualname(func) if func is not None else module
+            if (name, reader) not in seen:
+                seen.add((name, reader))
+                self.summary.value_refs.append((name, self.statement_of(node).lineno, reader))
+
+    def _key_read(self, node: ast.AST) -> str | None:
+        """`node["key"]`: the constant key a subscript of `node` reads, if any."""
+        parent = self.scopes.parent.get(id(node))
+        if isinstance(parent, ast.Subscript) and parent.value is node:
+            return _string(parent.slice)
+        if (
+            isinstance(parent, ast.Attribute)
+            and parent.attr == "get"
+            and isinstance(self.scopes.parent.get(id(parent)), ast.Call)
+        ):
+            call = self.scopes.parent[id(parent)]
+            return _string(call.args[0]) if call.args else None
+        return None
 
     def _self_method(self, node: ast.AST) -> list[str]:
         """`self.step` read as a value (`Engine(self.step)`) names the class's method."""

@@ -47,8 +47,7 @@ def check_signatures(view: RepoView) -> list[Violation]:
                 )
                 found.append(Violation(unit, CODE, message, path, line, culprit=home))
         for name, line, caller in new.value_refs:
-            callee = view.graph.canonical(name, path)
-            if callee in added:
+            for callee in _read(view.graph.canonical(name, path), added):
                 required, _, unit, home = added[callee]
                 message = (
                     f"{callee} is passed as a value in {caller or 'the module'}, and its other "
@@ -57,6 +56,14 @@ def check_signatures(view: RepoView) -> list[Violation]:
                 where = view.old_line(path, caller) if path in view.changed else line
                 found.append(Violation(unit, CODE, message, path, where, culprit=home))
     return found
+
+
+def _read(name: str, added: dict) -> list[str]:
+    """The changed functions a value read names: itself, or for `mod.*` (a dynamic lookup
+    in `mod`: `getattr(mod, name)`, `vars(mod)`) every one inside `mod`."""
+    if name.endswith(".*"):
+        return sorted(c for c in added if c.startswith(name[:-1]))
+    return [name] if name in added else []
 
 
 def unit_of(facts: FileFacts | None, qualname: str) -> str:
