@@ -238,9 +238,11 @@ class Planner:
             self.texts[path] = _read_or_empty(path)
         return self.texts[path]
 
-    def summarize_all(self, paths, pool=None, aliases=None) -> None:
+    def summarize_all(self, paths, pool=None, aliases=None, reserved=None) -> None:
         todo = [p for p in paths if p not in self.summaries and p not in self.errors]
         args = [(p, self.text(p), *self.graph.name_of(p), (aliases or {}).get(p)) for p in todo]
+        if reserved:
+            args = [(*a, tuple(sorted(reserved.get(a[0], ())))) for a in args]
         keys = [self._key("summary", a) for a in args]
         results = map_cached(self.cache, _summarize, args, keys, pool)
         for path, (summary, error) in zip(todo, results):
@@ -383,8 +385,67 @@ class Planner:
             if not frontier or not self._importers_of(frontier, pool) - before:
                 break
             plan = _PlanBuilder(self).run()  # with the callers it had not seen
+        if self._reserve_attributes(pool):
+            plan = _PlanBuilder(self).run()
         self.attach_imported(plan, apex)
         return plan
+
+    def _subclass_files(self, homes: set[str]) -> set[str]:
+        """The summarised files with a class that derives from one of `homes`' classes."""
+        classes = {
+            cls: [self.graph.canonical(b, s.path) for b in bases]
+            for s in self.summaries.values()
+            for cls, bases in s.classes.items()
+        }
+        where = {cls: s.path for s in self.summaries.values() for cls in s.classes}
+        out = set()
+        for path in homes:
+            for cls in self.summaries[path].classes:
+                out |= {where[c] for c in _related(cls, classes) if c in where}
+        return out
+
+    def _reserve_attributes(self, pool=None) -> bool:
+        """A `self.scaler` made in a class whose subclasses (at any depth) or base classes
+        use that attribute or name (`self.scaler = MinMax()`, `def scaler(self)`), or that
+        some file sets on an object (`trainer.scaler = x`): the file is read again with
+        those names reserved, so the scaler takes a free one. True when one was."""
+        homes = {
+            path
+            for path, s in self.summaries.items()
+            if any(site.decision.access.startswith("self.") for site in s.inits)
+        }
+        expanded: set[str] = set()
+        for _ in range(IMPORT_DEPTH):  # subclasses of subclasses, in files that import them
+            frontier = homes | self._subclass_files(homes) - expanded
+            expanded |= frontier
+            if not frontier or not self._importers_of(frontier, pool):
+                break
+        classes: dict[str, list[str]] = {}
+        attrs: dict[str, set[str]] = {}
+        outside: set[str] = set()
+        for s in self.summaries.values():
+            for cls, bases in s.classes.items():
+                classes[cls] = [self.graph.canonical(b, s.path) for b in bases]
+            for cls, names in s.class_attrs.items():
+                attrs.setdefault(cls, set()).update(names)
+            outside |= s.outside_writes
+        reserved: dict[str, set[str]] = {}
+        for path, s in self.summaries.items():
+            for site in s.inits:
+                access = site.decision.access
+                if site.decision.kind != "scaler" or not access.startswith("self."):
+                    continue
+                near = set(outside)
+                for other in _related(site.home, classes):
+                    near |= attrs.get(other, set())
+                if access.split(".", 1)[1] in near:
+                    reserved.setdefault(path, set()).update(near)
+        if not reserved:
+            return False
+        for path in reserved:
+            self.summaries.pop(path, None)
+        self.summarize_all(sorted(reserved), pool, self.aliases(), reserved)
+        return True
 
     def attach_imported(self, plan: RepoPlan, paths: list[str]) -> None:
         """Record, for each of `paths`, the names the other summarised files import from it
@@ -507,6 +568,26 @@ class Planner:
         out |= dynamic_importers
         self.summarize_all(sorted(out), pool)
         return out
+
+
+def _related(cls: str, classes: dict[str, list[str]]) -> set[str]:
+    """The classes above `cls` and below it, at any depth (not `cls` itself)."""
+    out: set[str] = set()
+    pending = list(classes.get(cls, []))
+    while pending:  # bases
+        current = pending.pop()
+        if current not in out and current != cls:
+            out.add(current)
+            pending.extend(classes.get(current, []))
+    below = {cls}
+    changed = True
+    while changed:  # subclasses
+        changed = False
+        for other, bases in classes.items():
+            if other not in below and below & set(bases):
+                below.add(other)
+                changed = True
+    return out | (below - {cls})
 
 
 def _read_names(summary: Summary, spelled: str) -> set[str]:

@@ -159,6 +159,8 @@ class Summary:
     # defs whose name their scope binds more than once (two defs under `if`/`else`, a def
     # in an `except ImportError` beside the import): which one a call runs is not known
     redefined: set[str] = field(default_factory=set)
+    # class -> the attributes its methods use on `self`, and the names its body binds
+    class_attrs: dict[str, set[str]] = field(default_factory=dict)
     # attributes set on anything but `self` (`trainer.scaler = x`, `setattr(t, "scaler", x)`):
     # an object of any class may get them, so a new `self.<attribute>` must not be one
     outside_writes: set[str] = field(default_factory=set)
@@ -355,6 +357,19 @@ def _on_self(node: ast.AST) -> bool:
     )
 
 
+# decorators that hand back a function called as it was, and keep no reference to it
+KEEPING_DECORATORS = frozenset(
+    {
+        "staticmethod",
+        "classmethod",
+        "torch.no_grad",
+        "torch.enable_grad",
+        "torch.inference_mode",
+        "torch.autograd.no_grad",
+        "torch.autograd.enable_grad",
+        "torch.autograd.grad_mode.no_grad",
+    }
+)
 # attributes of a function that read it without calling it a new way
 HARMLESS_DUNDERS = frozenset(
     {"__name__", "__qualname__", "__doc__", "__module__", "__file__", "__class__"}
@@ -403,9 +418,12 @@ class _Summarizer:
         module: str,
         is_package: bool,
         aliases: dict[str, str] | None = None,
+        reserved: tuple[str, ...] = (),
     ):
         self.path = path
         self.aliases = aliases or {}
+        # attributes a new `self.<scaler>` must not take: related classes elsewhere use them
+        self.reserved = set(reserved)
         self.source = SourceLines(text)
         self.text = text
         self.tree = tree
@@ -638,12 +656,22 @@ class _Summarizer:
         for node in self.scopes.of_type(ast.ClassDef):
             bases = [q for b in node.bases for q in self.scopes.qualified(b)[:1]]
             s.classes[self.qualname(node)] = bases
+            attrs = {
+                n.attr
+                for n in ast.walk(node)
+                if isinstance(n, ast.Attribute)
+                and isinstance(n.value, ast.Name)
+                and n.value.id == "self"
+            }
+            attrs |= {name for stmt in node.body for name in _bound_names(stmt)}
+            s.class_attrs[self.qualname(node)] = attrs
         for node in self.scopes.of_type(ast.Call):
             self._call(node)
             if isinstance(node.func, ast.Attribute) and node.func.attr in APEX_DDP_METHODS:
                 s.apex_ddp_methods.add(node.func.attr)
         self._value_refs()
         self._dynamic_refs()
+        self._decorated_refs()
         for node in sorted(self.scopes.of_type(ast.Import, ast.ImportFrom), key=_position):
             self._import(node)
         self._module_reads()
@@ -899,7 +927,9 @@ class _Summarizer:
                 continue
             if isinstance(parent, (ast.Attribute, *FUNCTIONS)):
                 continue  # part of a longer name; a decorator
-            names = self.scopes.qualified(node) or self._self_method(node)
+            names = (
+                self.scopes.qualified(node) or self._self_method(node) or self._class_member(node)
+            )
             if not names:
                 continue
             kept = RENAMES.keys() & set(names)
@@ -912,6 +942,33 @@ class _Summarizer:
             if (min(names), reader) not in seen:
                 seen.add((min(names), reader))
                 self.summary.value_refs.append((min(names), self.statement_of(node).lineno, reader))
+
+    def _class_member(self, node: ast.AST) -> list[str]:
+        """`step = train_step` in a class body reads the class's method `train_step`."""
+        if not isinstance(node, ast.Name):
+            return []
+        scope = self.scopes.scope_of.get(id(node))
+        if scope is None or scope.kind != CLASS:
+            return []
+        if not any(b.kind == "def" for b in scope.bindings.get(node.id, ())):
+            return []
+        cls = next((a for a in self.scopes.ancestors(node) if isinstance(a, ast.ClassDef)), None)
+        return [f"{self.qualname(cls)}.{node.id}"] if cls is not None else []
+
+    def _decorated_refs(self) -> None:
+        """A def under a decorator other than those known to keep nothing (`staticmethod`,
+        `torch.no_grad()`): the decorator may store the function (a registry) and call it
+        later, so the def is read as a value."""
+        for node in self.scopes.of_type(*FUNCTIONS):
+            for decorator in node.decorator_list:
+                target = decorator.func if isinstance(decorator, ast.Call) else decorator
+                names = self.scopes.qualified(target) or [_dotted(target)]
+                if all(name in KEEPING_DECORATORS for name in names):
+                    continue
+                func = self.enclosing_function(node)
+                reader = self.qualname(func) if func is not None else self.summary.module
+                self.summary.value_refs.append((self.qualname(node), node.lineno, reader))
+                break
 
     def _dynamic_refs(self) -> None:
         """Functions reached by a lookup the call graph cannot follow: `getattr(mod, "f")`,
@@ -1636,7 +1693,7 @@ class _InitAnalysis:
                 if isinstance(n, ast.Attribute)
                 and isinstance(n.value, ast.Name)
                 and n.value.id == self_name
-            }
+            } | o.reserved
             names = [n for n in SCALER_NAMES if n not in attrs]
             base = f"{self_name}.{(names or ['amp_grad_scaler'])[0]}"
         else:
@@ -2043,10 +2100,11 @@ def summarize(
     module: str,
     is_package: bool = False,
     aliases: dict[str, str] | None = None,
+    reserved: tuple[str, ...] = (),
 ) -> tuple[Summary | None, str | None]:
     """The summary of one file, or None and why (it does not parse)."""
     try:
         tree = ast.parse(text)
     except (SyntaxError, ValueError, RecursionError, MemoryError) as exc:
         return None, f"{type(exc).__name__}: {exc}"
-    return _Summarizer(path, text, tree, module, is_package, aliases).run(), None
+    return _Summarizer(path, text, tree, module, is_package, aliases, reserved).run(), None

@@ -53,9 +53,22 @@ def check_signatures(view: RepoView) -> list[Violation]:
                     f"{callee} is passed as a value in {caller or 'the module'}, and its other "
                     f"callers do not pass `{', '.join(required)}`, which the rewrite adds"
                 )
-                where = view.old_line(path, caller) if path in view.changed else line
+                where = line
+                if path in view.changed:
+                    where = _old_ref_line(view, path, name, caller)
                 found.append(Violation(unit, CODE, message, path, where, culprit=home))
     return found
+
+
+def _old_ref_line(view: RepoView, path: str, name: str, caller: str) -> int:
+    """Where a value read stood in the original text: its reader's def, or for a read at
+    module level (a decorator, a class-body alias) the read itself."""
+    old = view.old_summary(path)
+    if old is not None and caller not in old.functions:
+        for old_name, line, old_caller in old.value_refs:
+            if (old_name, old_caller) == (name, caller):
+                return line
+    return view.old_line(path, caller)
 
 
 def _read(name: str, added: dict) -> list[str]:
