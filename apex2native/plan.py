@@ -943,8 +943,8 @@ class _PlanBuilder:
             callee, call, arg = work.pop(0)
             func = self.functions.get(callee)
             source = self.holder_at(call) or self._amp_param_holder(call)
-            if func is None or source is None or callee in self.redefined:
-                continue
+            if func is None or source is None or self._unthreadable(func):
+                continue  # an override or a base method would still be handed amp's role
             params = [p for p in func.params if p not in ("self", "cls")]
             param = params[int(arg)] if arg.isdigit() and int(arg) < len(params) else arg
             if param not in params or (callee, param) in done:
@@ -993,8 +993,9 @@ class _PlanBuilder:
             if holder.access.startswith("self."):
                 self._evaluate_methods(qualname, holder, training)
             made_at = self._made_at(qualname, holder)
+            early = self._runs_before(qualname, made_at)
             if made_at and qualname == self._module_of(qualname):
-                self._evaluate_globals(qualname, holder, training, made_at)
+                self._evaluate_globals(qualname, holder, training, early)
             for callee, calls in self.callers.items():
                 func = self.functions.get(callee)
                 if func is None or callee in training:
@@ -1019,7 +1020,7 @@ class _PlanBuilder:
                     got &= func.calls
                     if got:
                         handed.append((call, got))
-                if any(c.caller == qualname and c.line < made_at for c, _ in handed):
+                if handed and callee in early:
                     # it also runs before `amp.initialize`, where apex had cast nothing and
                     # no scaler exists yet to tell it: it stays as it was
                     self.note(
@@ -1040,7 +1041,7 @@ class _PlanBuilder:
         )
 
     def _evaluate_globals(
-        self, module: str, holder: Holder, training: set[str], made_at: int
+        self, module: str, holder: Holder, training: set[str], early: set[str]
     ) -> None:
         """Functions of a script that run its module-level model outside training: apex
         patched (O1) or cast (O2/O3) that model for every caller, so their forwards run
@@ -1050,15 +1051,35 @@ class _PlanBuilder:
             models = func.globals_called & holder.models
             if func.path != path or func.qualname in training or not models:
                 continue
-            if any(
-                c.caller == module and c.line < made_at for c in self.callers.get(func.qualname, ())
-            ):
+            if func.qualname in early:
                 continue
             spec = holder.spec
             switch = f"{holder.access}.is_enabled()" if spec.runtime else None
             facts = self.file(path)
             if func.qualname not in facts.evaluation:
                 facts.evaluation[func.qualname] = (tuple(sorted(models)), spec, switch)
+
+    def _runs_before(self, qualname: str, made_at: int) -> set[str]:
+        """The functions that can run before line `made_at` of `qualname`: those it calls
+        above that line, and everything they call in turn."""
+        if not made_at:
+            return set()
+        callees: dict[str, set[str]] = {}
+        for callee, calls in self.callers.items():
+            for call in calls:
+                callees.setdefault(call.caller, set()).add(callee)
+        todo = [
+            callee
+            for callee, calls in self.callers.items()
+            if any(c.caller == qualname and c.line < made_at for c in calls)
+        ]
+        seen: set[str] = set()
+        while todo:
+            func = todo.pop()
+            if func not in seen:
+                seen.add(func)
+                todo.extend(callees.get(func, ()))
+        return seen
 
     def _made_at(self, qualname: str, holder: Holder) -> int:
         """The first line of `qualname` where its scaler exists (0: from its start)."""

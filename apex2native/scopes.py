@@ -117,7 +117,10 @@ def instance_class(
     ) or any("." in m for m in methods):
         return None
     root, _, rest = spelled.partition(".")
-    names = qualified_names(binder.lookup(root), module)
+    spelled_by = binder.lookup(root)
+    if any(b.kind not in ("import", "class") for b in spelled_by):
+        return None  # `Trainer = AccumTrainer` somewhere: not always the imported class
+    names = qualified_names(spelled_by, module)
     if len(names) != 1:
         return None
     cls = absolute_name(names[0], module, is_package) + (f".{rest}" if rest else "")

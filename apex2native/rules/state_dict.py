@@ -226,6 +226,17 @@ def _apex_layout_read(ctx: FileContext, call: cst.Call) -> cst.CSTNode | None:
         keyed = any(isinstance(e.slice, cst.Index) and _apex_key(e.slice.value) for e in sub.slice)
         if keyed and not _own_conversion(index, sub):
             return sub
+    for sub in index.within(index.module, cst.Subscript):
+        # another function of the file that reads a saved state by apex's own key
+        # (`ckpt["amp"]["loss_scaler0"]`) would read the scaler's state after the rewrite
+        keyed = any(
+            isinstance(e.slice, cst.Index)
+            and _apex_key(e.slice.value)
+            and e.slice.value.evaluated_value.startswith(APEX_KEY_PREFIX)  # type: ignore[attr-defined]
+            for e in sub.slice
+        )
+        if keyed and not _own_conversion(index, sub):
+            return sub
     return None
 
 

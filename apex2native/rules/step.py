@@ -119,6 +119,12 @@ def _skipped(
         for back in index.calls_named("backward", site.with_node)
     ):
         return None  # stepped inside the scale_loss block, after its backward
+    for back in index.calls_named("backward", site.with_node):
+        for anc in index.ancestors(back):
+            if anc is site.with_node:
+                break
+            if isinstance(anc, (cst.If, cst.Match, cst.With, *LOOPS, *TRIES)):
+                return f"the backward is under `{_header(ctx, anc)}` inside the scale_loss block"
     if not index.after(step, site.with_node):
         loop = next(a for a in chain if isinstance(a, LOOPS) and index.contains(a, step))
         return f"it comes first in `{_header(ctx, loop)}`, so its first run has no backward"
@@ -214,6 +220,46 @@ def _hands_to_stepper(ctx: FileContext, call: cst.Call, opt: str) -> str | None:
     return None
 
 
+CONDITIONS = (cst.If, cst.Match, *LOOPS, *TRIES)
+LEAVES = (cst.Continue, cst.Break, cst.Return, cst.Raise)
+
+
+def _shared_update_problem(
+    ctx: FileContext, stmts: list[cst.CSTNode], anchor: cst.CSTNode
+) -> str | None:
+    """Why one update after `anchor` cannot serve the steps `stmts` (None: it can).
+
+    The update must run exactly when a step did: so one step must run whenever the
+    anchor's block gets that far, and nothing may leave the block between the first
+    step and the update."""
+    index = ctx.index
+    block = index.parent(anchor)
+
+    def always(stmt: cst.CSTNode) -> bool:
+        for anc in index.ancestors(stmt):
+            if anc is block:
+                return True
+            if isinstance(anc, CONDITIONS):
+                return False
+        return False
+
+    if not any(always(stmt) for stmt in stmts):
+        return (
+            "each step of this backward is under its own condition, and one update() per "
+            "iteration must run only after a step; update where a step ran by hand"
+        )
+    first = min(stmts, key=index.order)
+    top = next(a for a in [first, *index.ancestors(first)] if index.parent(a) is block)
+    siblings = list(block.body)  # type: ignore[attr-defined]
+    between = siblings[siblings.index(top) : siblings.index(anchor) + 1]
+    if any(next(iter(index.within(s, *LEAVES)), None) is not None for s in between):
+        return (
+            "a continue, break, return or raise between the steps of this backward would "
+            "skip their one update(); update where the iteration leaves by hand"
+        )
+    return None
+
+
 def _step_anchors(ctx: FileContext, site: BackwardSite) -> list[cst.CSTNode]:
     """The statements an update may follow: each step's own, or, when the steps of one
     iteration lie in different blocks, the one statement of their common block that holds
@@ -240,9 +286,16 @@ def _step_anchors(ctx: FileContext, site: BackwardSite) -> list[cst.CSTNode]:
         for anc in [last, *index.ancestors(last)]:
             block = index.parent(anc)
             if isinstance(block, BLOCKS) and all(index.contains(block, s) for s in stmts):
+                problem = _shared_update_problem(ctx, stmts, anc)
+                if problem is not None:
+                    raise _NoSharedUpdate(anc, problem)
                 anchors.append(anc)
                 break
     return anchors
+
+
+class _NoSharedUpdate(Exception):
+    """The steps of one backward cannot share one update (the statement, and why)."""
 
 
 class Step(Rule):
@@ -373,7 +426,12 @@ class Step(Rule):
         for site in ctx.sites:
             if ctx.tx.dropped(site.group):
                 continue
-            for stmt in _step_anchors(ctx, site):
+            try:
+                anchors = _step_anchors(ctx, site)
+            except _NoSharedUpdate as refused:
+                ctx.tx.fail(site.group, refused.args[0], self.code, refused.args[1])
+                continue
+            for stmt in anchors:
                 key = (site.scaler.access, id(ctx.index.block_of(stmt)))
                 if key not in last or ctx.index.order(stmt) > ctx.index.order(last[key][0]):
                     last[key] = (stmt, site)
