@@ -29,7 +29,7 @@ from pathlib import Path
 
 from apex2native.cache import Cache, map_cached
 from apex2native.facts import FileFacts, InitDecision, ScalerSpec
-from apex2native.scopes import absolute_name
+from apex2native.scopes import absolute_name, free_name
 from apex2native.summary import Call, Function, Summary, import_refs, summarize
 from apex2native.target import RENAMES
 from apex2native.textio import read_text
@@ -875,8 +875,10 @@ class _PlanBuilder:
     def _read_as_value(self, qualname: str) -> bool:
         """Some file reads the function as a value, or looks names up in its module
         (`getattr(mod, name)`: `mod.*`): its callers are not all known."""
+        last = qualname.rsplit(".", 1)[-1]
         return qualname in self.values or any(
-            v.endswith(".*") and qualname.startswith(v[:-1]) for v in self.values
+            (v.endswith(".*") and qualname.startswith(v[:-1])) or v in ("*.*", f"*.{last}")
+            for v in self.values
         )
 
     def _unpack_target(self, call: Call, method: Function | None) -> str:
@@ -886,7 +888,7 @@ class _PlanBuilder:
         taken = set(summary.identifiers) if summary is not None else set()
         if method is not None:
             taken |= self._attributes_near(method.cls)
-        name = next((n for n in PARAM_NAMES if n not in taken), "amp_grad_scaler")
+        name = free_name((*PARAM_NAMES, "amp_grad_scaler"), taken)
         return f"self.{name}" if method is not None else name
 
     def subclasses(self, cls: str) -> set[str]:
@@ -1170,9 +1172,7 @@ class _PlanBuilder:
         if qualname not in self.param_of:
             func = self.functions[qualname]
             taken = set(func.params) | func.names
-            self.param_of[qualname] = next(
-                (n for n in PARAM_NAMES if n not in taken), "amp_grad_scaler"
-            )
+            self.param_of[qualname] = free_name((*PARAM_NAMES, "amp_grad_scaler"), taken)
         return self.param_of[qualname]
 
     def _thread(self, needs: list[tuple[str, str]]) -> None:

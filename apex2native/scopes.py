@@ -127,6 +127,17 @@ def instance_class(
     return cls, frozenset(f"{cls}.{m}" for m in methods)
 
 
+def free_name(candidates: tuple[str, ...], taken) -> str:
+    """The first candidate name not in `taken`; else the last one numbered (`_2`, `_3`...)."""
+    for name in candidates:
+        if name not in taken:
+            return name
+    n = 2
+    while f"{candidates[-1]}_{n}" in taken:
+        n += 1
+    return f"{candidates[-1]}_{n}"
+
+
 def absolute_name(name: str, module: str, is_package: bool = False) -> str:
     """`.train.fit` seen from `pkg.main` is `pkg.train.fit` (from `pkg/__init__`: `pkg.train.fit`)."""
     if not name.startswith("."):

@@ -31,6 +31,7 @@ from apex2native.scopes import (
     Binding,
     Scope,
     absolute_name,
+    free_name,
     import_qualified,
     instance_class,
     qualified_names,
@@ -374,6 +375,16 @@ KEEPING_DECORATORS = frozenset(
 HARMLESS_DUNDERS = frozenset(
     {"__name__", "__qualname__", "__doc__", "__module__", "__file__", "__class__"}
 )
+
+
+def _string_prefix(node: ast.AST) -> str | None:
+    """The constant start of a string built at run time: `"pkg.models." + name`,
+    `f"pkg.models.{name}"`."""
+    if isinstance(node, ast.BinOp) and isinstance(node.op, ast.Add):
+        return _string(node.left) or _string_prefix(node.left)
+    if isinstance(node, ast.JoinedStr) and node.values:
+        return _string(node.values[0])
+    return None
 
 
 def _string(node: ast.AST) -> str | None:
@@ -986,6 +997,10 @@ class _Summarizer:
                 key = self._key_read(call)
                 refs += [(f"{q}.{key or '*'}", call) for q in self.scopes.qualified(args[0])]
             elif word in ("globals", "locals") and not args:
+                if word == "locals" and self.enclosing_function(call) is not None:
+                    continue  # a function's own locals hold no module function
+                if not self._escapes(call):
+                    continue  # `"best" in globals()`: a test, no function is taken out
                 key = self._key_read(call)
                 names = [key] if key else list(self.scopes.module_scope.bindings)
                 for name in names:
@@ -999,6 +1014,13 @@ class _Summarizer:
                 name = _string(args[0])
                 if name and not name.startswith("."):
                     refs.append((f"{name}.*", call))
+                elif name is None:  # a module chosen at run time: any function it calls
+                    prefix = _string_prefix(args[0])
+                    if prefix and not prefix.startswith("."):
+                        refs.append((f"{prefix.rstrip('.')}.*", call))  # 'pkg.models.' + name
+                    else:
+                        attrs = self._attributes_of_result(call)
+                        refs += [(f"*.{attr}", call) for attr in attrs]
         for node in self.scopes.of_type(ast.Attribute):
             if not (node.attr.startswith("__") and node.attr.endswith("__")):
                 continue
@@ -1014,6 +1036,34 @@ class _Summarizer:
             if (name, reader) not in seen:
                 seen.add((name, reader))
                 self.summary.value_refs.append((name, self.statement_of(node).lineno, reader))
+
+    def _escapes(self, node: ast.AST) -> bool:
+        """The value of `node` is looked into or handed on: subscripted, `.get(...)`,
+        passed to a call, bound to a name, returned; not only tested (`x in globals()`)."""
+        parent = self.scopes.parent.get(id(node))
+        return not isinstance(parent, (ast.Compare, ast.Expr))
+
+    def _attributes_of_result(self, call: ast.Call) -> set[str]:
+        """The attributes read on what `call` returns: directly (`import_module(n).train`)
+        or through the one name it is bound to in its function (`mod = ...; mod.train`)."""
+        parent = self.scopes.parent.get(id(call))
+        if isinstance(parent, ast.Attribute):
+            return {parent.attr}
+        if not (
+            isinstance(parent, ast.Assign)
+            and len(parent.targets) == 1
+            and isinstance(parent.targets[0], ast.Name)
+        ):
+            return {"*"}
+        name = parent.targets[0].id
+        home = self.enclosing_function(call)
+        return {
+            n.attr
+            for n in self.scopes.of_type(ast.Attribute)
+            if isinstance(n.value, ast.Name)
+            and n.value.id == name
+            and self.enclosing_function(n) is home
+        } or {"*"}
 
     def _key_read(self, node: ast.AST) -> str | None:
         """`node["key"]`: the constant key a subscript of `node` reads, if any."""
@@ -1694,12 +1744,9 @@ class _InitAnalysis:
                 and isinstance(n.value, ast.Name)
                 and n.value.id == self_name
             } | o.reserved
-            names = [n for n in SCALER_NAMES if n not in attrs]
-            base = f"{self_name}.{(names or ['amp_grad_scaler'])[0]}"
+            base = f"{self_name}.{free_name((*SCALER_NAMES, 'amp_grad_scaler'), attrs)}"
         else:
-            used = o.identifiers()
-            names = [n for n in SCALER_NAMES if n not in used]
-            base = (names or ["amp_grad_scaler"])[0]
+            base = free_name((*SCALER_NAMES, "amp_grad_scaler"), o.identifiers())
         access, n = base, 2
         while access in taken:
             access, n = f"{base}_{n}", n + 1

@@ -45,7 +45,10 @@ def check_signatures(view: RepoView) -> list[Violation]:
                     f"a call to {callee} from {call.caller} does not pass "
                     f"`{', '.join(missing)}`, which the rewrite adds"
                 )
-                found.append(Violation(unit, CODE, message, path, line, culprit=home))
+                found += [
+                    Violation(u, CODE, message, path, line, culprit=home)
+                    for u in _with_readers(unit, view, path)
+                ]
         for name, line, caller in new.value_refs:
             for callee in _read(view.graph.canonical(name, path), added):
                 required, _, unit, home = added[callee]
@@ -56,8 +59,18 @@ def check_signatures(view: RepoView) -> list[Violation]:
                 where = line
                 if path in view.changed:
                     where = _old_ref_line(view, path, name, caller)
-                found.append(Violation(unit, CODE, message, path, where, culprit=home))
+                found += [
+                    Violation(u, CODE, message, path, where, culprit=home)
+                    for u in _with_readers(unit, view, path)
+                ]
     return found
+
+
+def _with_readers(unit: str, view: RepoView, path: str) -> list[str]:
+    """The callee's unit, and the units of the file that calls it the old way: held back,
+    the callee keeps apex's `scale_loss`, which needs that file's `amp.initialize` too."""
+    facts = view.plan.facts.get(path)
+    return sorted({unit} | (facts.units() if facts is not None else set()))
 
 
 def _old_ref_line(view: RepoView, path: str, name: str, caller: str) -> int:
@@ -74,6 +87,8 @@ def _old_ref_line(view: RepoView, path: str, name: str, caller: str) -> int:
 def _read(name: str, added: dict) -> list[str]:
     """The changed functions a value read names: itself, or for `mod.*` (a dynamic lookup
     in `mod`: `getattr(mod, name)`, `vars(mod)`) every one inside `mod`."""
+    if name.startswith("*."):  # a module chosen at run time: any function of that name
+        return sorted(c for c in added if name in ("*.*", f"*.{c.rsplit('.', 1)[-1]}"))
     if name.endswith(".*"):
         return sorted(c for c in added if c.startswith(name[:-1]))
     return [name] if name in added else []
