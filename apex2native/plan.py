@@ -414,11 +414,22 @@ class Planner:
             for path, s in self.summaries.items()
             if any(site.decision.access.startswith("self.") for site in s.inits)
         }
+        bases = {
+            site.home.rsplit(".", 1)[-1]
+            for path in homes
+            for site in self.summaries[path].inits
+            if site.decision.access.startswith("self.")
+        }
         expanded: set[str] = set()
         for _ in range(IMPORT_DEPTH):  # subclasses of subclasses, in files that import them
             frontier = homes | self._subclass_files(homes) - expanded
             expanded |= frontier
-            if not frontier or not self._importers_of(frontier, pool):
+            bases |= {
+                cls.rsplit(".", 1)[-1]
+                for path in frontier - homes
+                for cls in self.summaries[path].classes
+            }
+            if not frontier or not self._importers_of(frontier, pool, bases):
                 break
         classes: dict[str, list[str]] = {}
         attrs: dict[str, set[str]] = {}
@@ -520,8 +531,11 @@ class Planner:
             self.summaries.pop(path, None)
         self.summarize_all(sorted(aliases), pool, aliases)
 
-    def _importers_of(self, targets: set[str], pool=None) -> set[str]:
-        """Files that import one of `targets` (a word scan, then the parsed imports)."""
+    def _importers_of(
+        self, targets: set[str], pool=None, subclassing: set[str] | None = None
+    ) -> set[str]:
+        """Files that import one of `targets` (a word scan, then the parsed imports); with
+        `subclassing`, only those that define a class deriving from one of those names."""
         words = set()
         for path in targets:
             name, package = self.graph.name_of(path)
@@ -539,18 +553,28 @@ class Planner:
             + alternatives
             + r""")["']"""
         )
+        derives = None
+        if subclassing is not None:
+            if not subclassing:
+                return set()
+            names = "|".join(map(re.escape, sorted(subclassing)))
+            derives = re.compile(r"class\s+\w+\s*\([^)]*\b(?:" + names + r")\b")
         candidates = [
             p
             for p in self.paths
             if p not in targets
             and "import" in self.text(p)
             and pattern.search(self.text(p))
+            and (derives is None or derives.search(self.text(p)))
             and in_import.search(_joined_imports(self.text(p)))
         ]
         dynamic_importers = {
             p
             for p in self.paths
-            if p not in targets and "import" in self.text(p) and dynamic.search(self.text(p))
+            if p not in targets
+            and ("import_module" in self.text(p) or "__import__" in self.text(p))
+            and (derives is None or derives.search(self.text(p)))
+            and dynamic.search(self.text(p))
         }
         unread = [p for p in candidates if p not in self.summaries]
         args = [self.text(p) for p in unread]

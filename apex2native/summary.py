@@ -655,7 +655,7 @@ class _Summarizer:
                         s.apex_exports[name] = q
         s.guard_flags = self.flags() & s.module_names
         s.identifiers = self.identifiers()
-        s.outside_writes = self._outside_writes()
+        s.outside_writes = self._outside_writes() if "scaler" in self.text else set()
         self._returns = self._collect_returns()
         self._calls_in = self._calls_by_function()
         for node in self.scopes.of_type(*FUNCTIONS):
@@ -667,15 +667,19 @@ class _Summarizer:
         for node in self.scopes.of_type(ast.ClassDef):
             bases = [q for b in node.bases for q in self.scopes.qualified(b)[:1]]
             s.classes[self.qualname(node)] = bases
-            attrs = {
-                n.attr
-                for n in ast.walk(node)
-                if isinstance(n, ast.Attribute)
-                and isinstance(n.value, ast.Name)
-                and n.value.id == "self"
-            }
-            attrs |= {name for stmt in node.body for name in _bound_names(stmt)}
-            s.class_attrs[self.qualname(node)] = attrs
+            if "scaler" in self.text:  # only a scaler's own names can clash with one
+                attrs = {
+                    n.attr
+                    for n in ast.walk(node)
+                    if isinstance(n, ast.Attribute)
+                    and isinstance(n.value, ast.Name)
+                    and n.value.id == "self"
+                    and "scaler" in n.attr
+                }
+                attrs |= {
+                    name for stmt in node.body for name in _bound_names(stmt) if "scaler" in name
+                }
+                s.class_attrs[self.qualname(node)] = attrs
         for node in self.scopes.of_type(ast.Call):
             self._call(node)
             if isinstance(node.func, ast.Attribute) and node.func.attr in APEX_DDP_METHODS:

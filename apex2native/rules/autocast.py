@@ -204,7 +204,7 @@ class Autocast(Rule):
                 if not isinstance(outer, (cst.If, cst.With, cst.Try)):
                     break
                 around = ctx.index.siblings(outer)
-                for i in self._chain(ctx, around, outer, needed, set()):
+                for i in self._chain(ctx, around, outer, needed, set(), models_only=True):
                     found = True
                     marks.setdefault(id(around), (around, {}))[1].setdefault(i, site)
             if not found:
@@ -238,14 +238,20 @@ class Autocast(Rule):
                 region = []
 
     def _chain(
-        self, ctx: FileContext, block, top: cst.CSTNode, needed: set[str], tops: set[int]
+        self,
+        ctx: FileContext,
+        block,
+        top: cst.CSTNode,
+        needed: set[str],
+        tops: set[int],
+        models_only: bool = False,
     ) -> list[int]:
         """Indices of the statements before `top` that compute `needed` (latest first);
         `needed` grows by what they read. A barrier (a step, an apex call) that computes
         none of it is passed over: its own statement stays outside any region."""
         index = next(i for i, s in enumerate(block) if s is top)
         chain: list[int] = []
-        crossed = False
+        crossed = models_only  # before an enclosing if/with/try: only a model's forward
         for i in range(index - 1, -1, -1):
             stmt = block[i]
             if id(stmt) in tops:
