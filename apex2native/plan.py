@@ -659,6 +659,7 @@ class _PlanBuilder:
         self.functions: dict[str, Function] = {}
         self.classes: dict[str, list[str]] = {}
         self.callers: dict[str, list[Call]] = defaultdict(list)
+        self._callees: dict[str, set[str]] | None = None  # caller -> callees, made on demand
         self.holders: dict[str, Holder] = {}
         self.facts: dict[str, FileFacts] = {}
         self.moves: list[str] = []
@@ -1020,8 +1021,9 @@ class _PlanBuilder:
                 self._evaluate_methods(qualname, holder, training)
             made_at = self._made_at(qualname, holder)
             early = self._runs_before(qualname, made_at)
-            if made_at and qualname == self._module_of(qualname):
-                self._evaluate_globals(qualname, holder, training, early)
+            script = self._module_summary(qualname)
+            if made_at and script is not None:
+                self._evaluate_globals(script, holder, training, early)
             for callee, calls in self.callers.items():
                 func = self.functions.get(callee)
                 if func is None or callee in training:
@@ -1060,19 +1062,17 @@ class _PlanBuilder:
                 for call, got in handed:
                     self._evaluate_in(func, call, holder, got)
 
-    def _module_of(self, qualname: str) -> str | None:
-        """The module `qualname` names, when it names one whose file was summarised."""
-        return next(
-            (s.module for s in self.planner.summaries.values() if s.module == qualname), None
-        )
+    def _module_summary(self, qualname: str) -> Summary | None:
+        """The summary of the module `qualname` names (None: it names a def or a class)."""
+        return next((s for s in self.planner.summaries.values() if s.module == qualname), None)
 
     def _evaluate_globals(
-        self, module: str, holder: Holder, training: set[str], early: set[str]
+        self, script: Summary, holder: Holder, training: set[str], early: set[str]
     ) -> None:
         """Functions of a script that run its module-level model outside training: apex
         patched (O1) or cast (O2/O3) that model for every caller, so their forwards run
         under autocast too, unless they also run before `amp.initialize` did."""
-        path = next(s.path for s in self.planner.summaries.values() if s.module == module)
+        path = script.path
         for func in list(self.functions.values()):
             models = func.globals_called & holder.models
             if func.path != path or func.qualname in training or not models:
@@ -1090,10 +1090,12 @@ class _PlanBuilder:
         above that line, and everything they call in turn."""
         if not made_at:
             return set()
-        callees: dict[str, set[str]] = {}
-        for callee, calls in self.callers.items():
-            for call in calls:
-                callees.setdefault(call.caller, set()).add(callee)
+        if self._callees is None:
+            self._callees = {}
+            for callee, calls in self.callers.items():
+                for call in calls:
+                    self._callees.setdefault(call.caller, set()).add(callee)
+        callees = self._callees
         todo = [
             callee
             for callee, calls in self.callers.items()
