@@ -448,8 +448,7 @@ class _Summarizer:
         self._held_ready = False
         self._flags: set[str] | None = None
         self._identifiers: set[str] | None = None
-        self._returns: dict[int, list[list[str]]] = {}
-        self._return_lines: dict[int, list[int]] = {}
+        self._returns: dict[int, list[ast.Return]] = {}
         self._calls_in: dict[int, list[ast.Call]] = {}
         self._grad_defs: set[int] | None = None
         self._assigns: dict[str, list[ast.Assign]] | None = None
@@ -732,7 +731,7 @@ class _Summarizer:
         first = (node.args.posonlyargs + node.args.args)[:1]
         classmethod = any(_dotted(d) == "classmethod" for d in node.decorator_list)
         makers = {cls.name} | ({first[0].arg} if classmethod and first else set())
-        returns = [r for r in self.scopes.of_type(ast.Return) if self.enclosing_function(r) is node]
+        returns = self._returns.get(id(node), [])
         return bool(returns) and all(
             isinstance(r.value, ast.Call)
             and isinstance(r.value.func, ast.Name)
@@ -757,7 +756,10 @@ class _Summarizer:
             params,
             self.identifiers(),
             self.qualname(cls) if cls is not None else None,
-            self._returns.get(id(node), []),
+            [
+                [self.code(e) for e in r.value.elts] if isinstance(r.value, ast.Tuple) else []
+                for r in self._returns.get(id(node), [])
+            ],
             node.lineno,
             tuple(required),
             frozenset(self._called_params(node, set(params))),
@@ -766,7 +768,7 @@ class _Summarizer:
             scales,
             self._factory(node, cls),
             frozenset(self._called_globals(node)),
-            tuple(self._return_lines.get(id(node), ())),
+            tuple(r.lineno for r in self._returns.get(id(node), [])),
         )
 
     def _touches_grads(self, func) -> bool:
@@ -879,9 +881,9 @@ class _Summarizer:
                 out.setdefault(id(func), []).append(call)
         return out
 
-    def _collect_returns(self) -> dict[int, list[list[str]]]:
-        """Each def's `return` statements: the elements of a returned tuple, else []."""
-        out: dict[int, list[list[str]]] = {}
+    def _collect_returns(self) -> dict[int, list[ast.Return]]:
+        """Each def's own `return` statements (not those of a def or lambda inside it)."""
+        out: dict[int, list[ast.Return]] = {}
         for node in self.scopes.of_type(ast.Return):
             func = next(
                 (a for a in self.scopes.ancestors(node) if isinstance(a, (*FUNCTIONS, ast.Lambda))),
@@ -889,10 +891,7 @@ class _Summarizer:
             )
             if func is None or isinstance(func, ast.Lambda):
                 continue
-            value = node.value
-            elements = [self.code(e) for e in value.elts] if isinstance(value, ast.Tuple) else []
-            out.setdefault(id(func), []).append(elements)
-            self._return_lines.setdefault(id(func), []).append(node.lineno)
+            out.setdefault(id(func), []).append(node)
         return out
 
     def _call(self, node: ast.Call) -> None:
