@@ -149,8 +149,14 @@ def _drop_unused_apex(ctx: FileContext, text: str, result: FileRewrite, facts: F
     imports = [
         n for n in ctx.index.within(ctx.module, cst.Import, cst.ImportFrom) if is_apex_import(n)
     ]
-    if not imports:
-        return
+    if (
+        not imports
+        or "*" in facts.imported
+        or any(
+            isinstance(n, cst.ImportFrom) and isinstance(n.names, cst.ImportStar) for n in imports
+        )
+    ):
+        return  # names other modules may read through this one (a star import either way)
     new = Imports().cleanup(ctx.module, False, keep=facts.exports, facts=facts)
     if new.deep_equals(ctx.module):
         return
@@ -338,8 +344,8 @@ class _Run:
         for path, outcome in outcomes.items():
             if not outcome.unused_apex_only or outcome.status != "changed":
                 continue
-            others = members.get(self.plan.program_of(path), [])
-            if any(o != path and _uses_apex(_text_now(o, outcomes)) for o in others):
+            others = [o for o in members.get(self.plan.program_of(path), []) if o != path]
+            if any(_uses_apex(_text_now(o, outcomes)) or _held(outcomes.get(o)) for o in others):
                 outcome.status, outcome.new_text, outcome.findings = "unchanged", None, []
 
     def _newly_kept(self, outcomes: dict[str, FileOutcome]) -> set[str]:
@@ -505,7 +511,14 @@ APEX_USE = re.compile(
 
 
 def _uses_apex(text: str) -> bool:
-    return APEX_USE.search(text) is not None
+    return APEX_USE.search(text) is not None or "TODO(apex2native)" in text
+
+
+def _held(outcome: FileOutcome | None) -> bool:
+    """The file keeps apex code: a TODO, a unit held back, or it could not be rewritten."""
+    return outcome is not None and (
+        bool(outcome.todos or outcome.held_back) or outcome.status == "failed"
+    )
 
 
 def _attributes_read(ref, text: str) -> set[str]:

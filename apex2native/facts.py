@@ -94,6 +94,12 @@ class FileFacts:
     amp_params: dict[str, tuple[str, str, ScalerSpec]] = field(default_factory=dict)
     # call sites that pass amp: raw callee -> [(position or keyword, parameter, new name, unit)]
     amp_args: dict[str, list[tuple[str, str, str, str]]] = field(default_factory=dict)
+    # defs of amp_params whose parameter held an optimizer only for scaling: a caller may
+    # pass none, so the scaler there may be None
+    optional_scalers: set[str] = field(default_factory=set)
+    # call sites that pass such an optimizer: raw callee -> [(position or keyword,
+    # parameter, new name, unit, the optimizer as passed)]; the scaler is passed in its place
+    optimizer_args: dict[str, list[tuple[str, str, str, str, str]]] = field(default_factory=dict)
     notes: dict[str, list[tuple[str, str]]] = field(default_factory=dict)
     blocked: dict[str, str] = field(default_factory=dict)
     marks: dict[int, list[tuple[str, str]]] = field(default_factory=dict)
@@ -126,6 +132,7 @@ class FileFacts:
         units |= {unit for _, unit, _ in self.flags.values()}
         units |= {spec.unit for _, _, spec in self.amp_params.values()}
         units |= {unit for args in self.amp_args.values() for *_, unit in args}
+        units |= {unit for args in self.optimizer_args.values() for *_, unit, _ in args}
         units |= {unit for unit, _ in self.helpers.values()} | set(self.unreached.values())
         return {u for u in units if u}
 
@@ -145,6 +152,7 @@ class FileFacts:
                 self.refusals,
                 self.amp_params,
                 self.amp_args,
+                self.optimizer_args,
                 self.marks,
                 self.aliases,
                 self.notes,

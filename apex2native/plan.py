@@ -770,9 +770,10 @@ class _PlanBuilder:
         self._aliases()
         self._helpers_return_scalers()
         self._amp_arguments()
+        scaling = self._scaling_optimizers()
         needs = []
         for summary in self.planner.summaries.values():
-            for qualname in sorted(summary.needs):
+            for qualname in sorted(summary.needs - scaling):
                 needs.append((summary.path, qualname))
         self._evaluation(needs)
         self._thread(needs)
@@ -1000,6 +1001,59 @@ class _PlanBuilder:
                     for key, value in c.keywords.items():
                         if value == param:
                             work.append((inner, c, key))
+
+    def _scaling_optimizers(self) -> set[str]:
+        """`attack(model, x, opt=None)` whose `opt` only feeds `amp.scale_loss(loss, opt)`
+        (and tests of whether one was given): the callers that pass an optimizer pass their
+        scaler instead, the parameter is renamed for it, and the callers that pass none
+        still take the plain arm. Returns the defs served so (they need no other scaler)."""
+        served: set[str] = set()
+        for qualname, func in sorted(self.functions.items()):
+            calls = self.callers.get(qualname, [])
+            if (
+                not func.scaling_optimizers
+                or func.cls is not None
+                or qualname in self.holders
+                or not calls
+                or self._unthreadable(func)
+            ):
+                continue
+            [param, *more] = sorted(func.scaling_optimizers)
+            if more:
+                continue  # two optimizers scaled apart: one scaler cannot stand for both
+            position = func.params.index(param)
+            passing = [
+                (call, str(position) if len(call.args) > position else param)
+                for call in calls
+                if len(call.args) > position or param in call.keywords
+            ]
+            own = {id(call): self.holder_at(call) for call, _ in passing}
+            if not passing or any(h is None for h in own.values()):
+                continue
+            specs = {key: h.spec for key, h in own.items() if h is not None}
+            spec = next(iter(specs.values()))
+            if len({s.unit for s in specs.values()}) > 1 and not self._shared_units(
+                spec, [c for c, _ in passing], specs
+            ):
+                continue
+            new = self._param_name(qualname) if param not in PARAM_NAMES else param
+            self.file(func.path).amp_params[qualname] = (param, new, spec)
+            self.file(func.path).optional_scalers.add(qualname)
+            for call, arg in passing:
+                unit = specs[id(call)].unit
+                value = call.args[int(arg)] if arg.isdigit() else call.keywords[arg]
+                entries = self.file(call.path).optimizer_args.setdefault(call.raw, [])
+                entries.append((arg, param, new, unit, value))
+                self.note(
+                    call.path,
+                    call.caller,
+                    unit,
+                    f"{call.caller} hands {qualname} its scaler where it handed the optimizer "
+                    f"that only scaled the loss (`{param}`)",
+                )
+            self.holders[qualname] = Holder(new, spec)
+            served.add(qualname)
+        return served
 
     def _amp_param_holder(self, call: Call) -> Holder | None:
         """The scaler of a caller whose own parameter held amp (it holds the scaler now)."""

@@ -34,6 +34,9 @@ class Scaler:
     unreachable_update: bool = False  # its update(new_scale=...) reads names of another scope
     update_scope: cst.CSTNode | None = None  # where update_args' names are bound, if only there
     main_guard: bool = False  # made under `if __name__ == "__main__":`: not seen inside defs
+    # a parameter that held an optimizer only for scaling (its name then): callers that pass
+    # none leave it None, and its scaled backward stays under the test that it was given
+    optional: str = ""
 
     @classmethod
     def from_spec(cls, access: str, home: cst.CSTNode, spec: ScalerSpec) -> Scaler:

@@ -86,6 +86,9 @@ class Function:
     factory: bool = False  # a method whose every return makes its class: `return cls(...)`
     globals_called: frozenset[str] = frozenset()  # module-level names it runs: `model(x)`
     return_lines: tuple[int, ...] = ()  # the line of each of its `return` statements
+    # parameters whose only use is the optimizer of `amp.scale_loss` (and `is None` tests):
+    # handed the scaler instead, they keep the def's meaning (`attack(model, x, opt=None)`)
+    scaling_optimizers: frozenset[str] = frozenset()
 
 
 @dataclass
@@ -769,7 +772,46 @@ class _Summarizer:
             self._factory(node, cls),
             frozenset(self._called_globals(node)),
             tuple(r.lineno for r in self._returns.get(id(node), [])),
+            frozenset(self._scaling_optimizers(node, params)) if scales else frozenset(),
         )
+
+    def _scaling_optimizers(self, func, params: list[str]) -> set[str]:
+        """Parameters read only as the optimizer of `amp.scale_loss(loss, opt)` and in
+        tests of whether one was given (`if opt is not None:`, `if opt:`)."""
+        uses: dict[str, list[ast.Name]] = {}
+        for node in ast.walk(func):
+            if isinstance(node, ast.Name) and node.id in params:
+                if self.enclosing_function(node) is func:
+                    uses.setdefault(node.id, []).append(node)
+        found = set()
+        for name, names in uses.items():
+            kinds = [self._scaling_use(n) for n in names]
+            if "scale" in kinds and all(kinds):
+                found.add(name)
+        return found
+
+    def _scaling_use(self, node: ast.Name) -> str:
+        """'scale' (the optimizer of scale_loss), 'test' (is it given?), or '' (other)."""
+        if not isinstance(node.ctx, ast.Load):
+            return ""
+        parent = self.scopes.parent.get(id(node))
+        if isinstance(parent, ast.Call) and self.apex_name(parent.func) == "apex.amp.scale_loss":
+            given = parent.args[1:2] + [k.value for k in parent.keywords if k.arg == "optimizers"]
+            return "scale" if given and given[0] is node else ""
+        if isinstance(parent, ast.Compare):
+            is_none = (
+                parent.left is node
+                and len(parent.ops) == 1
+                and isinstance(parent.ops[0], (ast.Is, ast.IsNot))
+                and isinstance(parent.comparators[0], ast.Constant)
+                and parent.comparators[0].value is None
+            )
+            return "test" if is_none else ""
+        if isinstance(parent, (ast.If, ast.IfExp, ast.While)) and parent.test is node:
+            return "test"
+        if isinstance(parent, ast.UnaryOp) and isinstance(parent.op, ast.Not):
+            return "test"
+        return ""
 
     def _touches_grads(self, func) -> bool:
         """The def reads or changes gradients: `.grad` of anything, or a clipping call by

@@ -39,6 +39,8 @@ class AmpSwitch(Rule):
                 continue
             if not ctx.names.switch_held(ref):
                 continue
+            if any(s.optional == ref.value for s in ctx.reach.reachable(ref)):
+                continue  # an optimizer that only scaled: `opt is not None` asks if one was given
             parent = ctx.index.parent(ref)
             negate = False
             target: cst.CSTNode = ref

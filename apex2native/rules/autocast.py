@@ -75,6 +75,10 @@ def _barrier(ctx: FileContext, stmt: cst.CSTNode) -> bool:
         ctx.names.resolve_call(n) in ctx.facts.helpers for n in ctx.index.within(stmt, cst.Call)
     ):
         return True  # the helper that makes the scaler: the initialize's stand-in
+    if ctx.facts.clippers and any(
+        ctx.names.resolve_call(n) in ctx.facts.clippers for n in ctx.index.within(stmt, cst.Call)
+    ):
+        return True  # it reads or changes gradients (an attack, a clip): backward-side work
     return any(
         ctx.names.call_name(n) not in (None, "apex.amp.disable_casts")
         for n in ctx.index.within(stmt, cst.Call)

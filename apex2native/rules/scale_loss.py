@@ -224,6 +224,17 @@ class ScaleLoss(Rule):
         flipped = _opposite(test)
         if flipped is not None and self._matches(ctx, flipped, site.scaler):
             test, negated = flipped, not negated  # `if opt_level == "O0": plain else: scaled`
+        given = _tests_given(test, site.scaler.optional)
+        if given is not None:
+            # `if opt is not None:` where `opt` now holds the scaler: the arms stay, the plain
+            # one for callers that pass none (no step here: the optimizer only scaled)
+            return (given != negated) == scaled_in_body or self._refuse(
+                ctx,
+                site,
+                if_node,
+                f"the scaled backward runs when `{site.scaler.optional}` is not given; "
+                "migrate this branch by hand",
+            )
         if negated == scaled_in_body and not self._always(ctx, test):
             return self._refuse(ctx, site, if_node)
         if not self._matches(ctx, test, site.scaler) and not self._always(ctx, test):
@@ -394,6 +405,24 @@ def _de_morgan(test: cst.BaseExpression) -> cst.BaseExpression | None:
             return None
         parts.append(negated)
     return cst.BooleanOperation(left=parts[0], operator=cst.And(), right=parts[1])
+
+
+def _tests_given(test: cst.BaseExpression, name: str) -> bool | None:
+    """Whether `test` is true when the parameter `name` holds something: `name` and
+    `name is not None` are, `name is None` is not; None for any other test."""
+    if not name:
+        return None
+    if m.matches(test, m.Name(name)):
+        return True
+    if m.matches(
+        test,
+        m.Comparison(
+            left=m.Name(name),
+            comparisons=[m.ComparisonTarget(m.Is() | m.IsNot(), m.Name("None"))],
+        ),
+    ):
+        return isinstance(test.comparisons[0].operator, cst.IsNot)  # type: ignore[attr-defined]
+    return None
 
 
 def _strip_not(test: cst.BaseExpression) -> tuple[cst.BaseExpression, bool]:

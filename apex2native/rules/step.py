@@ -7,7 +7,7 @@ import re
 import libcst as cst
 
 from apex2native.context import FileContext
-from apex2native.findings import SAFE
+from apex2native.findings import NUMERICS, SAFE
 from apex2native.index import BLOCKS, callee_name
 from apex2native.rules.base import Rule
 from apex2native.rules.scale_loss import BackwardSite
@@ -341,6 +341,18 @@ class Step(Rule):
         scope = ctx.index.scope_of(site.with_node)
         calls = step_calls(ctx, scope)
         for opt in site.optimizers:
+            if opt == site.scaler.optional:
+                ctx.tx.note(
+                    site.group,
+                    site.call,
+                    self.code,
+                    f"`{opt}` only scaled this backward and is not stepped here: the caller's "
+                    f"{site.scaler.access}.step unscales what it leaves in the optimizer's "
+                    "gradients (apex unscaled them on leaving scale_loss and skipped the "
+                    "next step on an overflow)",
+                    NUMERICS,
+                )
+                continue
             found = [
                 c for c in calls if _steps(ctx, c, opt, scope) and _runs_after(ctx, c, site, scope)
             ]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import libcst as cst
 
 from apex2native.context import FileContext, Scaler
-from apex2native.findings import SAFE
+from apex2native.findings import NUMERICS, SAFE
 from apex2native.rules.base import Rule
 from apex2native.syntax import with_appended
 
@@ -47,7 +47,23 @@ class ThreadScaler(Rule):
         for qualname, (param, new, spec) in facts.amp_params.items():
             func = defs.get(qualname)
             if isinstance(func, cst.FunctionDef):
-                ctx.add_scaler(Scaler.from_spec(new, func, spec))
+                scaler = Scaler.from_spec(new, func, spec)
+                if qualname in facts.optional_scalers:
+                    scaler.optional = param
+                    if scaler.autocast_enabled:
+                        scaler.autocast_enabled = f"{new} is not None and {new}.is_enabled()"
+                        group = object()
+                        ctx.tx.tag(group, spec.unit)
+                        ctx.tx.note(
+                            group,
+                            func,
+                            self.code,
+                            f"calls of {qualname} that pass no `{param}` get no scaler and run "
+                            "its forward in fp32 (apex O1 ran every forward of the process in "
+                            "mixed precision)",
+                            NUMERICS,
+                        )
+                ctx.add_scaler(scaler)
                 self._rename_param(ctx, func, param, new, spec.unit)
         for qualname, (name, unit, default) in facts.flags.items():
             func = defs.get(qualname)
@@ -142,7 +158,10 @@ class ThreadScaler(Rule):
         callees = ctx.facts.callees
         helpers = ctx.facts.helpers
         amp_args = ctx.facts.amp_args
-        wanted = {raw.rsplit(".", 1)[-1] for raw in (*callees, *helpers, *amp_args)}
+        optimizer_args = ctx.facts.optimizer_args
+        wanted = {
+            raw.rsplit(".", 1)[-1] for raw in (*callees, *helpers, *amp_args, *optimizer_args)
+        }
         calls = [c for name in sorted(wanted) for c in ctx.index.calls_named(name)]
         for node in sorted(calls, key=ctx.index.order):
             target = ctx.names.resolve_call(node)
@@ -158,6 +177,8 @@ class ThreadScaler(Rule):
                 self._unpack(ctx, node, unit, access)
             for entry in amp_args.get(target, ()):
                 self._amp_argument(ctx, node, *entry)
+            for arg, param, new, unit, value in optimizer_args.get(target, ()):
+                self._amp_argument(ctx, node, arg, param, new, unit, replace=value)
 
     def _pass(self, ctx: FileContext, call: cst.Call, keyword: str, unit: str, value: str) -> None:
         """Add `keyword=<the scaler>` (or the given value) to a call site."""
@@ -187,9 +208,17 @@ class ThreadScaler(Rule):
         ctx.tx.edits.replace_statement(group, stmt, lambda u: [ctx.gen.relayout(u, width)])
 
     def _amp_argument(
-        self, ctx: FileContext, call: cst.Call, arg: str, param: str, new: str, unit: str
+        self,
+        ctx: FileContext,
+        call: cst.Call,
+        arg: str,
+        param: str,
+        new: str,
+        unit: str,
+        replace: str = "",
     ) -> None:
-        """Pass the scaler where amp was passed; a keyword follows the parameter's new name."""
+        """Pass the scaler where amp was passed (`replace`: where this optimizer, which only
+        scaled the loss, was passed); a keyword follows the parameter's new name."""
         args = list(call.args)
         index = int(arg) if arg.isdigit() else None
         found = [
@@ -204,7 +233,11 @@ class ThreadScaler(Rule):
         group = object()
         ctx.tx.tag(group, unit)
         value = target.value
-        if ctx.names.apex_name(value) == "apex.amp":
+        if (
+            ctx.index.code(value) == replace
+            if replace
+            else ctx.names.apex_name(value) == "apex.amp"
+        ):
             reachable = [s for s in ctx.reach.reachable(call) if s.unit == unit]
             if not reachable:
                 ctx.tx.fail(
