@@ -25,8 +25,10 @@ class ThreadScaler(Rule):
     The repo-wide plan prefers a scaler in scope, then `self.scaler` inherited from a base
     class, then a parameter threaded along the call chain (every call site found is
     updated, in any file; a helper that initializes and returns `model, optimizer` returns
-    the scaler too and its callers unpack it). A use no scaler reaches is a blocker: its
-    unit stays apex, with a TODO.
+    the scaler too and its callers unpack it). A parameter that received an optimizer only
+    to scale a loss (`attack(model, x, opt=None)`, `if opt is not None: amp.scale_loss(loss,
+    opt)`) receives the scaler in its place; callers that passed none still take the plain
+    arm. A use no scaler reaches is a blocker: its unit stays apex, with a TODO.
     """
 
     code = "A2N110"
