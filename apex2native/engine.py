@@ -18,7 +18,6 @@ from collections.abc import Callable, Iterable
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import libcst as cst
 
@@ -33,9 +32,6 @@ from apex2native.options import Options
 from apex2native.plan import RepoPlan, build_plan
 from apex2native.textio import DecodeError, decode, encode, line_length_for, read_text
 from apex2native.textio import write_atomic as _write
-
-if TYPE_CHECKING:
-    from apex2native.context import FileContext
 
 # The text pre-filter: a file that contains none of these is never parsed.
 MARKERS = ("apex", "cuda.amp", "cpu.amp")
@@ -57,7 +53,6 @@ class FileRewrite:
     failed: dict[str, tuple[int, str, str, str]] = field(default_factory=dict)
     unit_facts: UnitFacts = field(default_factory=UnitFacts)
     classes: ApexClasses = field(default_factory=ApexClasses)
-    unused_apex_only: bool = False
 
 
 def single_file_facts(text: str, name: str = "<string>") -> FileFacts:
@@ -122,50 +117,16 @@ def rewrite_file_text(
         ctx.surviving_unit_facts(),
         ctx.classes,
     )
-    cleanup = any(isinstance(r, Imports) for r in rules)
     if not edits:
-        if cleanup:
-            _drop_unused_apex(ctx, text, result, facts)
         return result
     new = ctx.module.visit(EditApplier(edits, ctx.index.paths_to(edits.touched())))
+    cleanup = any(isinstance(r, Imports) for r in rules)
     needs_torch = ctx.needs_torch and not star_supplies_torch(ctx.module)
     new = Imports().cleanup(
         new, needs_torch, remove_unused=cleanup, keep=facts.exports, facts=facts
     )
     result.text = module_code(ctx.index, text, new)
     return result
-
-
-def _drop_unused_apex(ctx: FileContext, text: str, result: FileRewrite, facts: FileFacts) -> None:
-    """A file no rule changed may still import apex for nothing (a leftover probe, a flag).
-
-    Once apex is gone such an import fails or flips its flag off, so it goes like any
-    import the migration left unused, and the availability flag it set becomes True.
-    """
-    from apex2native.apex_imports import is_apex_import
-    from apex2native.rules.imports import Imports
-    from apex2native.splice import module_code
-
-    imports = [
-        n for n in ctx.index.within(ctx.module, cst.Import, cst.ImportFrom) if is_apex_import(n)
-    ]
-    if (
-        not imports
-        or "*" in facts.imported
-        or any(
-            isinstance(n, cst.ImportFrom) and isinstance(n.names, cst.ImportStar) for n in imports
-        )
-    ):
-        return  # names other modules may read through this one (a star import either way)
-    new = Imports().cleanup(ctx.module, False, keep=facts.exports, facts=facts)
-    if new.deep_equals(ctx.module):
-        return
-    result.text = module_code(ctx.index, text, new)
-    result.unused_apex_only = True
-    line = ctx.index.line(imports[0])
-    message = "apex import that nothing here uses removed; its availability flag is now True"
-    result.findings.append(Finding(line, "A2N101", message))
-    result.findings.sort()
 
 
 def process_file(
@@ -200,7 +161,6 @@ def process_file(
     outcome.failed_units = result.failed
     outcome.unit_facts = result.unit_facts
     outcome.classes = result.classes
-    outcome.unused_apex_only = result.unused_apex_only
     outcome.held_back = {u: r for u, r in facts.blocked.items() if u in result.touched}
     new = result.text
     if new == text:
@@ -327,26 +287,11 @@ class _Run:
                 outcomes[path] = outcome
         if self._settle_exports(outcomes, dict(candidates)) or not settled:
             self._final_check(outcomes)
-        self._keep_unused_apex(outcomes)
         for outcome in outcomes.values():
             outcome.held_back = {
                 self.plan.unit_label(u): why for u, why in outcome.held_back.items()
             }
         return list(outcomes.values())
-
-    def _keep_unused_apex(self, outcomes: dict[str, FileOutcome]) -> None:
-        """An unused apex import and its availability flag stay while another file of the
-        program still uses apex: the flag may gate that use (a test that runs an O2 path
-        only when apex is installed), and True would send the program into it."""
-        members: dict[str, list[str]] = {}
-        for path in set(self.plan.programs) | set(outcomes):
-            members.setdefault(self.plan.program_of(path), []).append(path)
-        for path, outcome in outcomes.items():
-            if not outcome.unused_apex_only or outcome.status != "changed":
-                continue
-            others = [o for o in members.get(self.plan.program_of(path), []) if o != path]
-            if any(_uses_apex(_text_now(o, outcomes)) or _held(outcomes.get(o)) for o in others):
-                outcome.status, outcome.new_text, outcome.findings = "unchanged", None, []
 
     def _newly_kept(self, outcomes: dict[str, FileOutcome]) -> set[str]:
         """Files that moved an apex class to torch while another file of the same program
@@ -503,22 +448,6 @@ def _text_now(path: str, outcomes: dict[str, FileOutcome]) -> str:
         return read_text(path)
     except OSError:
         return ""
-
-
-APEX_USE = re.compile(
-    r"^[ \t]*(?:from[ \t]+apex\b|import[ \t]+apex\b)|import_module\(\s*['\"]apex", re.M
-)
-
-
-def _uses_apex(text: str) -> bool:
-    return APEX_USE.search(text) is not None or "TODO(apex2native)" in text
-
-
-def _held(outcome: FileOutcome | None) -> bool:
-    """The file keeps apex code: a TODO, a unit held back, or it could not be rewritten."""
-    return outcome is not None and (
-        bool(outcome.todos or outcome.held_back) or outcome.status == "failed"
-    )
 
 
 def _attributes_read(ref, text: str) -> set[str]:

@@ -74,7 +74,6 @@ class FileOutcome:
     held_back: dict[str, str] = field(default_factory=dict)  # unit -> why, units kept apex here
     unit_facts: UnitFacts = field(default_factory=UnitFacts)
     classes: ApexClasses = field(default_factory=ApexClasses)
-    unused_apex_only: bool = False  # the one change: an apex import nothing used went
 
     @property
     def todos(self) -> list[Finding]:

@@ -1016,19 +1016,25 @@ class _PlanBuilder:
                 or qualname in self.holders
                 or not calls
                 or self._unthreadable(func)
+                or self._read_as_value(qualname)
             ):
                 continue
             [param, *more] = sorted(func.scaling_optimizers)
             if more:
                 continue  # two optimizers scaled apart: one scaler cannot stand for both
+            name = qualname.rsplit(".", 1)[-1]
+            if any(c.starred or c.spelled != name for c in calls):
+                continue  # an alias or `*args` call the rewrite would not find or fill
             position = func.params.index(param)
             passing = [
                 (call, str(position) if len(call.args) > position else param)
                 for call in calls
                 if len(call.args) > position or param in call.keywords
             ]
+            if not passing or not all(self._steps_after(call, arg) for call, arg in passing):
+                continue
             own = {id(call): self.holder_at(call) for call, _ in passing}
-            if not passing or any(h is None for h in own.values()):
+            if any(h is None for h in own.values()):
                 continue
             specs = {key: h.spec for key, h in own.items() if h is not None}
             spec = next(iter(specs.values()))
@@ -1054,6 +1060,19 @@ class _PlanBuilder:
             self.holders[qualname] = Holder(new, spec)
             served.add(qualname)
         return served
+
+    def _steps_after(self, call: Call, arg: str) -> bool:
+        """The call hands over a plain name that its caller also scales its own loss with:
+        the caller's steps of that optimizer go through the scaler, which then unscales
+        what the callee's backward left (`None`, an expression or an optimizer the caller
+        never scales would not be stepped by a scaler)."""
+        value = call.args[int(arg)] if arg.isdigit() else call.keywords[arg]
+        caller = self.functions.get(call.caller)
+        return (
+            caller is not None
+            and re.fullmatch(r"[A-Za-z_]\w*", value) is not None
+            and value in caller.scaled_optimizers
+        )
 
     def _amp_param_holder(self, call: Call) -> Holder | None:
         """The scaler of a caller whose own parameter held amp (it holds the scaler now)."""

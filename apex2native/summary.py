@@ -89,6 +89,7 @@ class Function:
     # parameters whose only use is the optimizer of `amp.scale_loss` (and `is None` tests):
     # handed the scaler instead, they keep the def's meaning (`attack(model, x, opt=None)`)
     scaling_optimizers: frozenset[str] = frozenset()
+    scaled_optimizers: frozenset[str] = frozenset()  # names it hands `amp.scale_loss` itself
 
 
 @dataclass
@@ -105,6 +106,8 @@ class Call:
     # a method called on a variable whose class the assignments tell: the methods of the
     # class that made the variable, which the plan must find to be factories
     factories: frozenset[str] = frozenset()
+    starred: bool = False  # `f(*args)` or `f(**kwargs)`: which parameter gets what is unknown
+    spelled: str = ""  # the called name as written (`atk` after `import attack as atk`)
 
 
 @dataclass
@@ -772,20 +775,35 @@ class _Summarizer:
             self._factory(node, cls),
             frozenset(self._called_globals(node)),
             tuple(r.lineno for r in self._returns.get(id(node), [])),
-            frozenset(self._scaling_optimizers(node, params)) if scales else frozenset(),
+            frozenset(self._scaling_optimizers(node)) if scales else frozenset(),
+            frozenset(self._scaled_optimizers(node)) if scales else frozenset(),
         )
 
-    def _scaling_optimizers(self, func, params: list[str]) -> set[str]:
+    def _scaled_optimizers(self, func) -> set[str]:
+        found = set()
+        for call in self._calls_in.get(id(func), ()):
+            if self.apex_name(call.func) == "apex.amp.scale_loss" and len(call.args) > 1:
+                if isinstance(call.args[1], ast.Name):
+                    found.add(call.args[1].id)
+        return found
+
+    def _scaling_optimizers(self, func) -> set[str]:
         """Parameters read only as the optimizer of `amp.scale_loss(loss, opt)` and in
-        tests of whether one was given (`if opt is not None:`, `if opt:`)."""
+        tests of whether one was given (`if opt is not None:`, `if opt:`). Plain
+        positional-or-keyword parameters of a def without `*args`; a read in a nested
+        def or lambda counts as another use."""
+        if func.args.vararg is not None:
+            return set()
+        params = {a.arg for a in func.args.args}
         uses: dict[str, list[ast.Name]] = {}
         for node in ast.walk(func):
             if isinstance(node, ast.Name) and node.id in params:
-                if self.enclosing_function(node) is func:
-                    uses.setdefault(node.id, []).append(node)
+                uses.setdefault(node.id, []).append(node)
         found = set()
         for name, names in uses.items():
-            kinds = [self._scaling_use(n) for n in names]
+            kinds = [
+                self._scaling_use(n) if self.enclosing_function(n) is func else "" for n in names
+            ]
             if "scale" in kinds and all(kinds):
                 found.add(name)
         return found
@@ -968,6 +986,13 @@ class _Summarizer:
                 self.statement_of(node).lineno,
                 amp_args=amp_args,
                 factories=made[1] if made else frozenset(),
+                starred=any(isinstance(a, ast.Starred) for a in node.args)
+                or any(k.arg is None for k in node.keywords),
+                spelled=(
+                    node.func.id
+                    if isinstance(node.func, ast.Name)
+                    else node.func.attr if isinstance(node.func, ast.Attribute) else ""
+                ),
             )
         )
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import libcst as cst
+import libcst.matchers as m
 
 from apex2native.context import FileContext, Scaler
 from apex2native.findings import NUMERICS, SAFE
@@ -235,11 +236,18 @@ class ThreadScaler(Rule):
         group = object()
         ctx.tx.tag(group, unit)
         value = target.value
-        if (
-            ctx.index.code(value) == replace
-            if replace
-            else ctx.names.apex_name(value) == "apex.amp"
-        ):
+        if replace and not m.matches(value, m.Name(replace)):
+            if not m.matches(value, m.Name()):  # a name here is the scaler, passed already
+                ctx.tx.fail(
+                    group,
+                    call,
+                    self.code,
+                    f"this call passes `{ctx.index.code(value)}` where the plan expected the "
+                    f"optimizer `{replace}`, whose parameter now takes the scaler; pass the "
+                    "scaler by hand",
+                )
+            return
+        if replace or ctx.names.apex_name(value) == "apex.amp":
             reachable = [s for s in ctx.reach.reachable(call) if s.unit == unit]
             if not reachable:
                 ctx.tx.fail(
