@@ -1047,7 +1047,7 @@ class _PlanBuilder:
             self.file(func.path).optional_scalers.add(qualname)
             for call, arg in passing:
                 unit = specs[id(call)].unit
-                value = call.args[int(arg)] if arg.isdigit() else call.keywords[arg]
+                value = _passed(call, arg)
                 entries = self.file(call.path).optimizer_args.setdefault(call.raw, [])
                 entries.append((arg, param, new, unit, value))
                 self.note(
@@ -1066,7 +1066,7 @@ class _PlanBuilder:
         the caller's steps of that optimizer go through the scaler, which then unscales
         what the callee's backward left (`None`, an expression or an optimizer the caller
         never scales would not be stepped by a scaler)."""
-        value = call.args[int(arg)] if arg.isdigit() else call.keywords[arg]
+        value = _passed(call, arg)
         caller = self.functions.get(call.caller)
         return (
             caller is not None
@@ -1407,6 +1407,11 @@ class _PlanBuilder:
         }
         if len(units) == 1:
             self.file(path).unreached[qualname] = next(iter(units))
+
+
+def _passed(call: Call, arg: str) -> str:
+    """The code a call passes at a position ("2") or keyword."""
+    return call.args[int(arg)] if arg.isdigit() else call.keywords[arg]
 
 
 def translate_up(spec: ScalerSpec, call: Call, func: Function) -> ScalerSpec:

@@ -782,10 +782,17 @@ class _Summarizer:
     def _scaled_optimizers(self, func) -> set[str]:
         found = set()
         for call in self._calls_in.get(id(func), ()):
-            if self.apex_name(call.func) == "apex.amp.scale_loss" and len(call.args) > 1:
-                if isinstance(call.args[1], ast.Name):
-                    found.add(call.args[1].id)
+            optimizer = self._scale_loss_optimizer(call)
+            if isinstance(optimizer, ast.Name):
+                found.add(optimizer.id)
         return found
+
+    def _scale_loss_optimizer(self, call: ast.Call) -> ast.expr | None:
+        """The optimizer `amp.scale_loss(loss, opt)` is handed, by position or keyword."""
+        if self.apex_name(call.func) != "apex.amp.scale_loss":
+            return None
+        given = call.args[1:2] + [k.value for k in call.keywords if k.arg == "optimizers"]
+        return given[0] if given else None
 
     def _scaling_optimizers(self, func) -> set[str]:
         """Parameters read only as the optimizer of `amp.scale_loss(loss, opt)` and in
@@ -814,8 +821,7 @@ class _Summarizer:
             return ""
         parent = self.scopes.parent.get(id(node))
         if isinstance(parent, ast.Call) and self.apex_name(parent.func) == "apex.amp.scale_loss":
-            given = parent.args[1:2] + [k.value for k in parent.keywords if k.arg == "optimizers"]
-            return "scale" if given and given[0] is node else ""
+            return "scale" if self._scale_loss_optimizer(parent) is node else ""
         if isinstance(parent, ast.Compare):
             is_none = (
                 parent.left is node

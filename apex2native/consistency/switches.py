@@ -31,10 +31,7 @@ def check_switches(view: RepoView) -> list[Violation]:
             if unit in view.blocked or unit not in scaler_switch:
                 continue
             switch = scaler_switch[unit]
-            allowed = set()
-            for a in accesses.get(unit, ()):  # a scaler parameter may also be absent (None)
-                allowed |= {normalize(f"{a}.is_enabled()")}
-                allowed |= {normalize(f"{a} is not None and {a}.is_enabled()")}
+            allowed = {normalize(f"{a}.is_enabled()") for a in accesses.get(unit, ())}
             allowed |= {normalize(e) for e in equivalents.get(unit, ())}
             if switch:
                 allowed.add(normalize(switch))

@@ -55,6 +55,9 @@ class ThreadScaler(Rule):
                     scaler.optional = param
                     if scaler.autocast_enabled:
                         scaler.autocast_enabled = f"{new} is not None and {new}.is_enabled()"
+                        # the repository check's switch test: this region follows the scaler
+                        equivalents = ctx.unit_facts.equivalents.setdefault(spec.unit, set())
+                        equivalents.add(scaler.autocast_enabled)
                         group = object()
                         ctx.tx.tag(group, spec.unit)
                         ctx.tx.note(
