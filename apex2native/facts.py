@@ -3,6 +3,18 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import NamedTuple
+
+
+class Handed(NamedTuple):
+    """A call site that hands the scaler where it handed amp, or an optimizer that only
+    scaled the loss (`replaces`: that optimizer as passed; empty for amp)."""
+
+    arg: str  # the position ("2") or keyword of the call that carried it
+    param: str  # the callee's parameter that received it
+    new: str  # that parameter's new name
+    unit: str
+    replaces: str = ""
 
 
 @dataclass(frozen=True)
@@ -92,14 +104,13 @@ class FileFacts:
     # amp handed in as an argument: qualname -> (parameter, its new name, spec): the
     # parameter holds the scaler from now on, and its uses are migrated like `amp.*`
     amp_params: dict[str, tuple[str, str, ScalerSpec]] = field(default_factory=dict)
-    # call sites that pass amp: raw callee -> [(position or keyword, parameter, new name, unit)]
-    amp_args: dict[str, list[tuple[str, str, str, str]]] = field(default_factory=dict)
-    # defs of amp_params whose parameter held an optimizer only for scaling: a caller may
-    # pass none, so the scaler there may be None
+    # call sites that hand over amp, or an optimizer that only scaled: raw callee -> entries
+    handed: dict[str, list[Handed]] = field(default_factory=dict)
+    # defs whose scaler may be None: amp_params whose parameter held an optimizer only for
+    # scaling (a caller may pass none), and params some calls need not pass (`bare_calls`)
     optional_scalers: set[str] = field(default_factory=set)
-    # call sites that pass such an optimizer: raw callee -> [(position or keyword,
-    # parameter, new name, unit, the optimizer as passed)]; the scaler is passed in its place
-    optimizer_args: dict[str, list[tuple[str, str, str, str, str]]] = field(default_factory=dict)
+    # calls that pass no scaler to an optional one: (raw callee, calling function)
+    bare_calls: set[tuple[str, str]] = field(default_factory=set)
     notes: dict[str, list[tuple[str, str]]] = field(default_factory=dict)
     blocked: dict[str, str] = field(default_factory=dict)
     marks: dict[int, list[tuple[str, str]]] = field(default_factory=dict)
@@ -131,8 +142,7 @@ class FileFacts:
         units |= {unit for _, unit, _ in self.callees.values()}
         units |= {unit for _, unit, _ in self.flags.values()}
         units |= {spec.unit for _, _, spec in self.amp_params.values()}
-        units |= {unit for args in self.amp_args.values() for *_, unit in args}
-        units |= {unit for args in self.optimizer_args.values() for *_, unit, _ in args}
+        units |= {h.unit for entries in self.handed.values() for h in entries}
         units |= {unit for unit, _ in self.helpers.values()} | set(self.unreached.values())
         return {u for u in units if u}
 
@@ -151,8 +161,7 @@ class FileFacts:
                 self.unreached,
                 self.refusals,
                 self.amp_params,
-                self.amp_args,
-                self.optimizer_args,
+                self.handed,
                 self.marks,
                 self.aliases,
                 self.notes,

@@ -28,7 +28,8 @@ from functools import cache
 from pathlib import Path
 
 from apex2native.cache import Cache, map_cached
-from apex2native.facts import FileFacts, InitDecision, ScalerSpec
+from apex2native.facts import FileFacts, Handed, InitDecision, ScalerSpec
+from apex2native.literal_guards import arm_skipped, literal_bindings
 from apex2native.scopes import absolute_name, free_name
 from apex2native.summary import Call, Function, Summary, import_refs, summarize
 from apex2native.target import RENAMES
@@ -973,7 +974,7 @@ class _PlanBuilder:
             source = self.holder_at(call) or self._amp_param_holder(call)
             if func is None or source is None or self._unthreadable(func):
                 continue  # an override or a base method would still be handed amp's role
-            params = [p for p in func.params if p not in ("self", "cls")]
+            params = call_params(func)
             param = params[int(arg)] if arg.isdigit() and int(arg) < len(params) else arg
             if param not in params or (callee, param) in done:
                 continue
@@ -981,9 +982,9 @@ class _PlanBuilder:
             new = self._param_name(callee) if param not in PARAM_NAMES else param
             spec = source.spec
             self.file(func.path).amp_params[callee] = (param, new, spec)
-            entries = self.file(call.path).amp_args.setdefault(call.raw, [])
-            if (arg, param, new, spec.unit) not in entries:
-                entries.append((arg, param, new, spec.unit))
+            entries = self.file(call.path).handed.setdefault(call.raw, [])
+            if Handed(arg, param, new, spec.unit) not in entries:
+                entries.append(Handed(arg, param, new, spec.unit))
             self.holders.setdefault(callee, Holder(new, spec))
             self.note(
                 call.path,
@@ -1048,8 +1049,8 @@ class _PlanBuilder:
             for call, arg in passing:
                 unit = specs[id(call)].unit
                 value = _passed(call, arg)
-                entries = self.file(call.path).optimizer_args.setdefault(call.raw, [])
-                entries.append((arg, param, new, unit, value))
+                entries = self.file(call.path).handed.setdefault(call.raw, [])
+                entries.append(Handed(arg, param, new, unit, replaces=value))
                 self.note(
                     call.path,
                     call.caller,
@@ -1111,7 +1112,7 @@ class _PlanBuilder:
                         models = {m for m in holder.models if m.startswith("self.")}
                     else:
                         continue
-                    params = [p for p in func.params if p not in ("self", "cls")]
+                    params = call_params(func)
                     got = {
                         params[i]
                         for i, a in enumerate(call.args)
@@ -1307,6 +1308,8 @@ class _PlanBuilder:
             if why:
                 self._refuse(path, qualname, why)
                 continue
+            bare = self._bare_calls(func, calls)
+            calls = [c for c in calls if c not in bare]
             spec = None
             own: dict[int, ScalerSpec] = {}  # call -> the scaler its caller holds
             for call in calls:
@@ -1322,9 +1325,24 @@ class _PlanBuilder:
                 continue
             shared = self._shared_units(spec, calls, own)
             name = self._param_name(qualname)
-            spec = translate_down(spec, calls, func)
+            # a call that never enters the training arm has no say in how the def spells
+            # the scaler's switch there (`run_nn(cfg, 'valid', ...)` passes no `apex=`)
+            training = [c for c in calls if not self._skips_training(func, c)]
+            spec = translate_down(spec, training or calls, func)
             self.file(path).params[qualname] = (name, spec)
             self.holders.setdefault(qualname, Holder(name, spec))
+            if bare:
+                self.file(path).optional_scalers.add(qualname)
+                for call in bare:
+                    self.file(call.path).bare_calls.add((call.raw, call.caller))
+                where = ", ".join(f"{self.rel(c.path)}:{c.line}" for c in bare)
+                self.note(
+                    path,
+                    qualname,
+                    spec.unit,
+                    f"calls of {qualname} that never reach its training arm ({where}) pass no "
+                    f"scaler: `{name}` defaults to None there",
+                )
             for call in calls:
                 unit = own[id(call)].unit if shared and id(call) in own else spec.unit
                 self.file(call.path).callees[call.raw] = (name, unit, "")
@@ -1335,6 +1353,62 @@ class _PlanBuilder:
                     f"scaler ({self.origin(spec)}) passed from {call.caller} to {qualname} "
                     f"({self.rel(call.path)}:{call.line})",
                 )
+
+    def _bare_calls(self, func: Function, calls: list[Call]) -> list[Call]:
+        """Calls that need no scaler: their caller holds none and no call chain brings it
+        one, and their literal arguments skip the arm that holds every statement of the
+        def that would read the scaler (`run_nn(cfg, 'valid', ...)` of a def that trains
+        under `if mode == 'train':`). All or nothing: every call must be one the rewrite
+        finds, and some call must pass a scaler."""
+        if not func.scaler_guard or func.cls is not None or self._read_as_value(func.qualname):
+            return []
+        name = func.qualname.rsplit(".", 1)[-1]
+        if any(c.starred or c.spelled != name for c in calls):
+            return []
+        bare = [
+            c
+            for c in calls
+            if self.holder_at(c) is None
+            and self._upstream_spec(c.caller) is None
+            and self._skips_training(func, c)
+        ]
+        if not bare or len(bare) == len(calls) or not self._guarded_calls(func):
+            return []
+        passing = {(c.path, c.caller) for c in calls if c not in bare}
+        if any((c.path, c.caller) in passing for c in bare):
+            return []  # a caller with both kinds: the rewrite tells calls apart by caller
+        return bare
+
+    def _skips_training(self, func: Function, call: Call) -> bool:
+        """The call's literal arguments skip the arm of every scaler use of the def."""
+        positional = list(func.positional)
+        if func.cls is not None and positional[:1] in (["self"], ["cls"]):
+            positional = positional[1:]
+        keywords = {k: v for k, v in call.keywords.items() if k in func.params}
+        bindings = literal_bindings(positional, call.args, keywords, func.rebound, func.defaults)
+        return any(arm_skipped(test, taken, bindings) for test, taken in func.scaler_guard)
+
+    def _guarded_calls(self, func: Function) -> bool:
+        """Every call of the def into code that needs a scaler or touches gradients sits
+        in the guarded arm too (the rewrite passes the scaler there, or unscales first)."""
+        start, end = func.guard_span
+        summary = self.planner.summaries.get(func.path)
+        for call in summary.calls if summary else ():
+            callee = self.functions.get(call.callee)
+            inside = call.caller.startswith(func.qualname + ".")  # a nested def: runs anywhere
+            if callee is None or not (call.caller == func.qualname or inside):
+                continue
+            if not inside and start <= call.line <= end:
+                continue
+            summary_of = self.planner.summaries.get(callee.path)
+            if (
+                callee.scales
+                or callee.clips
+                or callee.steps
+                or (summary_of is not None and callee.qualname in summary_of.needs)
+            ):
+                return False
+        return True
 
     def _shared_units(
         self, spec: ScalerSpec, calls: list[Call], own: dict[int, ScalerSpec]
@@ -1414,9 +1488,17 @@ def _passed(call: Call, arg: str) -> str:
     return call.args[int(arg)] if arg.isdigit() else call.keywords[arg]
 
 
+def call_params(func: Function) -> list[str]:
+    """The parameters a call's arguments fill: a method's own `self`/`cls` is not one (a
+    module-level def's first parameter is, whatever its name)."""
+    if func.cls is None:
+        return list(func.params)
+    return [p for p in func.params if p not in ("self", "cls")]
+
+
 def translate_up(spec: ScalerSpec, call: Call, func: Function) -> ScalerSpec:
     """The spec as the caller spells it: the helper's `fp16` is the caller's `cfg.fp16`."""
-    params = [p for p in func.params if p not in ("self", "cls")]
+    params = call_params(func)
     mapping = {p: a for p, a in zip(params, call.args)}
     mapping.update({k: v for k, v in call.keywords.items() if k in params})
     return _renamed(spec, mapping)
@@ -1425,7 +1507,7 @@ def translate_up(spec: ScalerSpec, call: Call, func: Function) -> ScalerSpec:
 def translate_down(spec: ScalerSpec, calls: list[Call], func: Function) -> ScalerSpec:
     """The spec as a callee spells it: the caller's `cfg.fp16` is `config.fp16` there when
     every caller passes `cfg` as `config`."""
-    params = [p for p in func.params if p not in ("self", "cls")]
+    params = call_params(func)
     mapping: dict[str, str] | None = None
     for call in calls:
         here = {a: p for p, a in zip(params, call.args)}
@@ -1441,7 +1523,7 @@ def rename_expression(code: str, call: Call, func: Function) -> str | None:
     caller passes `args` as `config`); None when it reads names the callee does not get."""
     if not code:
         return None
-    params = [p for p in func.params if p not in ("self", "cls")]
+    params = call_params(func)
     mapping = {a: p for p, a in zip(params, call.args) if NAME_CHAIN.match(a)}
     mapping.update({v: k for k, v in call.keywords.items() if k in params and NAME_CHAIN.match(v)})
     if not mapping:

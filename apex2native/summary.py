@@ -62,6 +62,11 @@ def _names_autograd(node: ast.AST) -> bool:
     )
 
 
+def _own_args(func) -> list[ast.arg]:
+    a = func.args
+    return [*a.posonlyargs, *a.args, *a.kwonlyargs, *filter(None, (a.vararg, a.kwarg))]
+
+
 def is_clip_name(dotted: str) -> bool:
     """`torch.nn.utils.clip_grad_norm_`: a dotted name whose last part is a clipping call."""
     return dotted.rsplit(".", 1)[-1] in GRAD_CLIPS
@@ -90,6 +95,16 @@ class Function:
     # handed the scaler instead, they keep the def's meaning (`attack(model, x, opt=None)`)
     scaling_optimizers: frozenset[str] = frozenset()
     scaled_optimizers: frozenset[str] = frozenset()  # names it hands `amp.scale_loss` itself
+    # the `if` tests (code, arm taken) around every statement of a def that scales its loss
+    # that would read a scaler (amp, steps, backwards, gradients), outermost first, and the
+    # lines of the innermost block they guard: a call whose literal arguments make one of
+    # them false needs no scaler (`run_nn(cfg, 'valid', ...)` of a def that trains only
+    # under `if mode == 'train':`)
+    scaler_guard: tuple[tuple[str, bool], ...] = ()
+    guard_span: tuple[int, int] = (0, 0)
+    rebound: frozenset[str] = frozenset()  # parameters the def assigns (or declares global)
+    defaults: tuple[tuple[str, str], ...] = ()  # (parameter, code of its default)
+    positional: tuple[str, ...] = ()  # the parameters a positional argument can fill
 
 
 @dataclass
@@ -777,7 +792,83 @@ class _Summarizer:
             tuple(r.lineno for r in self._returns.get(id(node), [])),
             frozenset(self._scaling_optimizers(node)) if scales else frozenset(),
             frozenset(self._scaled_optimizers(node)) if scales else frozenset(),
+            *(self._scaler_guard(node) if scales else ((), (0, 0))),
+            frozenset(self._rebound(node, set(params))) if scales else frozenset(),
+            self._defaults(node) if scales else (),
+            self._positional(node) if scales else (),
         )
+
+    def _positional(self, func) -> tuple[str, ...]:
+        return tuple(a.arg for a in (*func.args.posonlyargs, *func.args.args))
+
+    def _defaults(self, func) -> tuple[tuple[str, str], ...]:
+        args = func.args
+        positional = [*args.posonlyargs, *args.args]
+        pairs = list(zip(positional[len(positional) - len(args.defaults) :], args.defaults))
+        pairs += [(a, d) for a, d in zip(args.kwonlyargs, args.kw_defaults) if d is not None]
+        return tuple((a.arg, self.code(d)) for a, d in pairs)
+
+    def _scaler_guard(self, func) -> tuple[tuple[tuple[str, bool], ...], tuple[int, int]]:
+        """The `if` arms shared by every statement of `func` a migration makes read the
+        scaler or the gradients, and the lines of the innermost one."""
+        if func.args.vararg is not None:
+            return (), (0, 0)  # which parameter a positional argument lands in is unsure
+        chains = []
+        for found in ast.walk(func):
+            if found is func or not self._reads_scaler(found):
+                continue
+            if self.enclosing_function(found) is not func:
+                return (), (0, 0)  # a nested def may run anywhere, outside every arm
+            chain: list[tuple[ast.If, bool]] = []
+            child: ast.AST = self.statement_of(found)
+            for anc in self.scopes.ancestors(child):
+                if anc is func:
+                    break
+                if isinstance(anc, ast.If):
+                    chain.insert(0, (anc, any(c is child for c in anc.body)))
+                child = anc
+            chains.append(chain)
+        common: list[tuple[ast.If, bool]] = []
+        for links in zip(*chains) if chains else ():
+            if any(link[0] is not links[0][0] or link[1] != links[0][1] for link in links):
+                break
+            common.append(links[0])
+        if not common:
+            return (), (0, 0)
+        last, arm = common[-1]
+        block = last.body if arm else last.orelse
+        span = (block[0].lineno, block[-1].end_lineno or block[-1].lineno)
+        return tuple((self.code(test.test), taken) for test, taken in common), span
+
+    def _reads_scaler(self, node: ast.AST) -> bool:
+        """apex.amp, a step, a backward, a gradient or a clip: what the scaler must see."""
+        if isinstance(node, (ast.Name, ast.Attribute)):
+            name = self.apex_name(node)
+            if name is not None and (name == "apex.amp" or name.startswith("apex.amp.")):
+                return True
+            return isinstance(node, ast.Attribute) and node.attr == "grad"
+        if isinstance(node, ast.Call):
+            method = node.func.attr if isinstance(node.func, ast.Attribute) else ""
+            return method in ("step", "backward") or self._clip_call(node)
+        return False
+
+    def _rebound(self, func, params: set[str]) -> set[str]:
+        """Parameters any statement of the def (or of a def inside it) may bind again."""
+        out = set()
+        for node in ast.walk(func):
+            if isinstance(node, ast.Name) and not isinstance(node.ctx, ast.Load):
+                out.add(node.id)
+            elif isinstance(node, (ast.Global, ast.Nonlocal)):
+                out.update(node.names)
+            elif isinstance(node, ast.alias):
+                out.add(node.asname or node.name.split(".")[0])
+            elif isinstance(node, (ast.ExceptHandler, ast.MatchAs, ast.MatchStar)):
+                out.add(node.name or "")
+            elif isinstance(node, ast.MatchMapping):
+                out.add(node.rest or "")
+            elif isinstance(node, ast.arg) and node not in _own_args(func):
+                out.add(node.arg)
+        return out & params
 
     def _scaled_optimizers(self, func) -> set[str]:
         found = set()

@@ -6,6 +6,7 @@ import libcst as cst
 import libcst.matchers as m
 
 from apex2native.context import FileContext, Scaler
+from apex2native.facts import Handed
 from apex2native.findings import NUMERICS, SAFE
 from apex2native.rules.base import Rule
 from apex2native.syntax import with_appended
@@ -29,7 +30,10 @@ class ThreadScaler(Rule):
     the scaler too and its callers unpack it). A parameter that received an optimizer only
     to scale a loss (`attack(model, x, opt=None)`, `if opt is not None: amp.scale_loss(loss,
     opt)`) receives the scaler in its place; callers that passed none still take the plain
-    arm. A use no scaler reaches is a blocker: its unit stays apex, with a TODO.
+    arm. A loop shared by training and evaluation (`run_epoch(mode, ...)`, training only under
+    `if mode == "train":`) takes `*, scaler=None` when the calls that no scaler reaches pass
+    a literal `mode` that skips that arm: they pass nothing and run the forward in fp32.
+    A use no scaler reaches is a blocker: its unit stays apex, with a TODO.
     """
 
     code = "A2N110"
@@ -45,30 +49,22 @@ class ThreadScaler(Rule):
         for qualname, (name, spec) in facts.params.items():
             func = defs.get(qualname)
             if isinstance(func, cst.FunctionDef):
-                ctx.add_scaler(Scaler.from_spec(name, func, spec))
-                self._add_param(ctx, func, name, spec.unit)
+                scaler = Scaler.from_spec(name, func, spec)
+                optional = qualname in facts.optional_scalers
+                if optional:
+                    # the calls that pass none are on paths no amp.initialize runs on
+                    calls = f"calls of {qualname} that pass none"
+                    self._optional(ctx, scaler, func, name, calls, always_follow=True)
+                ctx.add_scaler(scaler)
+                self._add_param(ctx, func, name, spec.unit, "None" if optional else None)
         for qualname, (param, new, spec) in facts.amp_params.items():
             func = defs.get(qualname)
             if isinstance(func, cst.FunctionDef):
                 scaler = Scaler.from_spec(new, func, spec)
                 if qualname in facts.optional_scalers:
-                    scaler.optional = param
-                    if scaler.autocast_enabled:
-                        scaler.autocast_enabled = f"{new} is not None and {new}.is_enabled()"
-                        # the repository check's switch test: this region follows the scaler
-                        equivalents = ctx.unit_facts.equivalents.setdefault(spec.unit, set())
-                        equivalents.add(scaler.autocast_enabled)
-                        group = object()
-                        ctx.tx.tag(group, spec.unit)
-                        ctx.tx.note(
-                            group,
-                            func,
-                            self.code,
-                            f"calls of {qualname} that pass no `{param}` get no scaler and run "
-                            "its forward in fp32 (apex O1 ran every forward of the process in "
-                            "mixed precision)",
-                            NUMERICS,
-                        )
+                    self._optional(
+                        ctx, scaler, func, param, f"calls of {qualname} that pass no `{param}`"
+                    )
                 ctx.add_scaler(scaler)
                 self._rename_param(ctx, func, param, new, spec.unit)
         for qualname, (name, unit, default) in facts.flags.items():
@@ -103,6 +99,37 @@ class ThreadScaler(Rule):
             func = defs.get(qualname)
             if isinstance(func, cst.FunctionDef):
                 self._returns(ctx, func)
+
+    def _optional(
+        self,
+        ctx: FileContext,
+        scaler: Scaler,
+        func: cst.FunctionDef,
+        param: str,
+        calls: str,
+        always_follow: bool = False,
+    ) -> None:
+        """A scaler that is None for some calls: `param` stands for it in tests of whether
+        one was given, and autocast runs only with one that is enabled. Where apex was
+        initialized unconditionally autocast stays always on, unless `always_follow`."""
+        scaler.optional = param
+        if not scaler.autocast or not (scaler.autocast_enabled or always_follow):
+            return
+        name = scaler.access
+        scaler.autocast_enabled = f"{name} is not None and {name}.is_enabled()"
+        # the repository check's switch test: this region follows the scaler
+        equivalents = ctx.unit_facts.equivalents.setdefault(scaler.unit, set())
+        equivalents.add(scaler.autocast_enabled)
+        group = object()
+        ctx.tx.tag(group, scaler.unit)
+        ctx.tx.note(
+            group,
+            func,
+            self.code,
+            f"{calls} get no scaler and run its forward in fp32 (under apex O1 they ran in "
+            "mixed precision once amp.initialize had run in the process)",
+            NUMERICS,
+        )
 
     def _add_param(
         self,
@@ -163,28 +190,27 @@ class ThreadScaler(Rule):
     def _calls(self, ctx: FileContext) -> None:
         callees = ctx.facts.callees
         helpers = ctx.facts.helpers
-        amp_args = ctx.facts.amp_args
-        optimizer_args = ctx.facts.optimizer_args
-        wanted = {
-            raw.rsplit(".", 1)[-1] for raw in (*callees, *helpers, *amp_args, *optimizer_args)
-        }
+        handed = ctx.facts.handed
+        wanted = {raw.rsplit(".", 1)[-1] for raw in (*callees, *helpers, *handed)}
         calls = [c for name in sorted(wanted) for c in ctx.index.calls_named(name)]
         for node in sorted(calls, key=ctx.index.order):
             target = ctx.names.resolve_call(node)
-            if target in callees:
+            if target in callees and (target, self._caller(ctx, node)) not in ctx.facts.bare_calls:
                 self._pass(ctx, node, *callees[target])
             if target in helpers:
                 unit, access = helpers[target]
                 # each caller unpacks into its own target (`scaler`, `self.grad_scaler`)
-                func = ctx.index.enclosing_function(node)
-                caller = ctx.index.qualname(func) if func is not None else ctx.facts.module
+                caller = self._caller(ctx, node)
                 if caller in ctx.facts.unpacks:
                     access = ctx.facts.unpacks[caller][0]
                 self._unpack(ctx, node, unit, access)
-            for entry in amp_args.get(target, ()):
-                self._amp_argument(ctx, node, *entry)
-            for arg, param, new, unit, value in optimizer_args.get(target, ()):
-                self._amp_argument(ctx, node, arg, param, new, unit, replace=value)
+            for entry in handed.get(target, ()):
+                self._amp_argument(ctx, node, entry)
+
+    @staticmethod
+    def _caller(ctx: FileContext, node: cst.CSTNode) -> str:
+        func = ctx.index.enclosing_function(node)
+        return ctx.index.qualname(func) if func is not None else ctx.facts.module
 
     def _pass(self, ctx: FileContext, call: cst.Call, keyword: str, unit: str, value: str) -> None:
         """Add `keyword=<the scaler>` (or the given value) to a call site."""
@@ -213,18 +239,10 @@ class ThreadScaler(Rule):
         width = ctx.index.indent_width(stmt)
         ctx.tx.edits.replace_statement(group, stmt, lambda u: [ctx.gen.relayout(u, width)])
 
-    def _amp_argument(
-        self,
-        ctx: FileContext,
-        call: cst.Call,
-        arg: str,
-        param: str,
-        new: str,
-        unit: str,
-        replace: str = "",
-    ) -> None:
-        """Pass the scaler where amp was passed (`replace`: where this optimizer, which only
-        scaled the loss, was passed); a keyword follows the parameter's new name."""
+    def _amp_argument(self, ctx: FileContext, call: cst.Call, handed: Handed) -> None:
+        """Pass the scaler where amp was passed (or the optimizer `handed.replaces` names,
+        which only scaled the loss); a keyword follows the parameter's new name."""
+        arg, param, new, unit, replace = handed
         args = list(call.args)
         index = int(arg) if arg.isdigit() else None
         found = [
