@@ -92,6 +92,7 @@ def _region_top(ctx: FileContext, site: BackwardSite) -> cst.CSTNode:
     needed = reads(ctx.index, site.loss)
     top = site.top
     while True:
+        top = _chain_head(ctx, top)
         block = ctx.index.siblings(top)
         earlier = block[: block.index(top)]
         if any(assigned(ctx.index, s) & needed for s in earlier):
@@ -107,6 +108,14 @@ def _region_top(ctx: FileContext, site: BackwardSite) -> cst.CSTNode:
         if not isinstance(outer, (cst.If, cst.With, cst.Try)):
             return site.top
         top = outer
+
+
+def _chain_head(ctx: FileContext, stmt: cst.CSTNode) -> cst.CSTNode:
+    """The `if` that starts the chain an `elif` belongs to (an `elif` sits in no block)."""
+    parent = ctx.index.parent(stmt)
+    while isinstance(parent, cst.If) and parent.orelse is stmt:
+        stmt, parent = parent, ctx.index.parent(parent)
+    return stmt
 
 
 def _runs_a_model(ctx: FileContext, stmt: cst.CSTNode) -> bool:
@@ -207,6 +216,7 @@ class Autocast(Rule):
                 )
                 if not isinstance(outer, (cst.If, cst.With, cst.Try)):
                     break
+                outer = _chain_head(ctx, outer)
                 around = ctx.index.siblings(outer)
                 for i in self._chain(ctx, around, outer, needed, set(), models_only=True):
                     found = True

@@ -203,11 +203,11 @@ class ScaleLoss(Rule):
             if_node, scaled_in_body = branch, True
         else:
             return True
-        site.top = ctx.index.statement_of(if_node)
         arms = _arms(ctx.index.statement_of(if_node))
         others = [arm for arm in arms if arm is not block]
         if not any(self._plain_backwards(ctx, arm) for arm in others):
-            return True
+            return True  # the `if` stays: the forward may sit in the arm, before the backward
+        site.top = ctx.index.statement_of(if_node)
         if len(arms) != 2:
             return self._refuse(
                 ctx,
