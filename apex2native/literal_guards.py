@@ -87,16 +87,16 @@ def _value(node: ast.expr, bindings: dict[str, Any]) -> Any:
 
 
 def _bool_op(node: ast.BoolOp, bindings: dict[str, Any]) -> Any:
-    """`and`/`or` decided as far as one known operand decides them."""
-    deciding = isinstance(node.op, ast.Or)  # the truth value that ends the chain
-    unknown = False
+    """`and`/`or` as Python evaluates them: the value of the operand that decides (`None or
+    "train"` is `"train"`), unknown once an operand before the decision is unknown."""
+    value: Any = UNKNOWN
     for operand in node.values:
         value = _value(operand, bindings)
         if value is UNKNOWN:
-            unknown = True
-        elif bool(value) == deciding:
-            return deciding
-    return UNKNOWN if unknown else not deciding
+            return UNKNOWN
+        if bool(value) == isinstance(node.op, ast.Or):
+            return value
+    return value
 
 
 def _compare(op: ast.cmpop, left: Any, right: Any) -> Any:

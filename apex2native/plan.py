@@ -683,13 +683,57 @@ class _PlanBuilder:
                         site.home, Holder(decision.access, decision.spec, set(site.models))
                     )
             self.values.update(self.graph.canonical(name, s.path) for name, _, _ in s.value_refs)
+        self.reexports = self._reexports(planner)
+        self.values = {self.reexports.get(v, v) for v in self.values}
+        self.star_read: dict[str, str] = {}  # module -> a file that star-imports and uses it
+        for s in planner.summaries.values():
+            for module in self._star_imported(s):
+                self.star_read.setdefault(module, s.path)
+        self.values |= {f"{module}.*" for module in self.star_read}
         for s in planner.summaries.values():
             for call in s.calls:
                 if not self._made_by_factories(call):
                     continue
                 call.raw = call.raw or call.callee
-                call.callee = self.graph.canonical(call.raw, s.path)
+                callee = self.graph.canonical(call.raw, s.path)
+                call.callee = self.reexports.get(callee, callee)
                 self.callers[call.callee].append(call)
+
+    def _reexports(self, planner: Planner) -> dict[str, str]:
+        """`pkg.run_epoch` -> `pkg.engine.run_epoch` where `pkg/__init__.py` imports it from
+        `.engine`: a call spelled through the package is a call of the def (followed through
+        a few such hops)."""
+        direct: dict[str, str] = {}
+        for s in planner.summaries.values():
+            for ref in s.imports:
+                base = absolute_name(ref.module, s.module, s.is_package)
+                for name, bound in ref.names:
+                    direct[f"{s.module}.{bound}"] = self.graph.canonical(f"{base}.{name}", s.path)
+        out = {}
+        for alias, target in direct.items():
+            for _ in range(4):
+                if target in self.functions or target not in direct:
+                    break
+                target = direct[target]
+            if target in self.functions and target != alias:
+                out[alias] = target
+        return out
+
+    def _star_imported(self, summary: Summary) -> set[str]:
+        """`from engine import *`: the calls it makes to engine's defs are not linked to
+        them, so engine's defs have callers the plan does not see (the modules, when the
+        file names one of their defs)."""
+        out = set()
+        for ref in summary.imports:
+            if not ref.star:
+                continue
+            found, _ = self.graph.source_of(ref, summary)
+            source = self.planner.summaries.get(found) if found else None
+            if source is not None and any(
+                q.rsplit(".", 1)[-1] in summary.identifiers for q in source.functions
+            ):
+                out.add(source.module)
+        return out
 
     def _made_by_factories(self, call: Call) -> bool:
         """A method called on a variable some assignments fill from a method of its class
@@ -1302,7 +1346,11 @@ class _PlanBuilder:
                 continue
             calls = self.callers.get(qualname, [])
             if not calls:
-                self._unreached(path, qualname)
+                star = self._star_reason(func)
+                if star:
+                    self._refuse(path, qualname, star)
+                else:
+                    self._unreached(path, qualname)
                 continue
             why = self._unthreadable(func)
             if why:
@@ -1443,6 +1491,9 @@ class _PlanBuilder:
     def _unthreadable(self, func: Function) -> str | None:
         """Why `func` must not gain a parameter though its callers are known, if it must not."""
         name = func.qualname.rsplit(".", 1)[-1]
+        star = self._star_reason(func)
+        if star:
+            return star
         if func.qualname in self.redefined:
             return (
                 f"`{name}` is bound more than once in {self.rel(func.path)} (another def or an "
@@ -1463,6 +1514,15 @@ class _PlanBuilder:
                 "pass the scaler"
             )
         return None
+
+    def _star_reason(self, func: Function) -> str | None:
+        module, name = func.qualname.rsplit(".", 1)
+        if func.cls is not None or module not in self.star_read:
+            return None
+        return (
+            f"{self.rel(self.star_read[module])} reads `{name}` through `from ... import *`, "
+            "and calls made that way would not pass the scaler"
+        )
 
     def _refuse(self, path: str, qualname: str, why: str) -> None:
         """No scaler is threaded into `qualname`, for the reason given: its apex uses stay,

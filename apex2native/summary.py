@@ -811,8 +811,8 @@ class _Summarizer:
     def _scaler_guard(self, func) -> tuple[tuple[tuple[str, bool], ...], tuple[int, int]]:
         """The `if` arms shared by every statement of `func` a migration makes read the
         scaler or the gradients, and the lines of the innermost one."""
-        if func.args.vararg is not None:
-            return (), (0, 0)  # which parameter a positional argument lands in is unsure
+        if func.args.vararg is not None or func.args.posonlyargs:
+            return (), (0, 0)  # which parameter an argument lands in is unsure
         chains = []
         for found in ast.walk(func):
             if found is func or not self._reads_scaler(found):
@@ -868,6 +868,8 @@ class _Summarizer:
                 out.add(node.rest or "")
             elif isinstance(node, ast.arg) and node not in _own_args(func):
                 out.add(node.arg)
+            elif isinstance(node, (*FUNCTIONS, ast.ClassDef)) and node is not func:
+                out.add(node.name)
         return out & params
 
     def _scaled_optimizers(self, func) -> set[str]:

@@ -17,10 +17,14 @@ PARAMS = ["mode", "model", "optimizer", "fp16"]
         ("mode == 'train'", False, ["'train'"], True),  # the `else:` of a training test
         ("mode != 'eval' and fp16", True, ["'eval'", "m", "o", "x"], True),
         ("mode == 'train' or fp16", True, ["'valid'", "m", "o", "x"], False),  # fp16 unknown
+        ("mode != 'eval' and mode != 'test'", True, ["'test'"], True),
         ("optimizer is not None", True, ["'train'", "m", "None"], True),
         ("mode.startswith('tr')", True, ["'valid'"], False),  # calls are never evaluated
         ("mode in modes", True, ["'valid'"], False),
         ("mode == 'train'", True, ["mode"], False),  # not a literal
+        ("(mode or 'train') == 'train'", True, ["None"], False),  # `or` yields an operand
+        ("(mode and 'eval') == 'eval'", True, ["'x'"], False),
+        ("(fp16 or mode) == 'train'", True, ["'train'"], False),  # fp16 unknown first
     ],
 )
 def test_literal_arguments_decide_a_test_or_leave_it_open(test, taken, args, skipped):
