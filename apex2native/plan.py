@@ -74,6 +74,8 @@ class RepoPlan:
     key: str | None = None  # the cache key of the inputs the plan was made from
     # units that share a threaded function: one held back holds back the others
     links: list[frozenset[str]] = field(default_factory=list)
+    # `pkg.f` -> `pkg.engine.f` where pkg imports f from .engine: calls spelled either way
+    reexports: dict[str, str] = field(default_factory=dict)
     # units held back before any rewrite, with the reason (a file of their program that
     # uses apex does not parse: what it does with the scaler cannot be known)
     held: dict[str, str] = field(default_factory=dict)
@@ -828,6 +830,7 @@ class _PlanBuilder:
             self.facts, self.moves, self.planner.summaries, self.graph, self.planner.errors
         )
         plan.links = self.links
+        plan.reexports = self.reexports
         return plan
 
     def _clippers(self) -> None:

@@ -31,6 +31,7 @@ def check_signatures(view: RepoView) -> list[Violation]:
         new = view.new_summary(path) or old
         for call in new.calls:
             callee = view.graph.canonical(call.callee, path)
+            callee = view.plan.reexports.get(callee, callee)
             if callee not in added:
                 continue
             required, params, unit, home = added[callee]
@@ -50,7 +51,8 @@ def check_signatures(view: RepoView) -> list[Violation]:
                     for u in _with_readers(unit, view, path)
                 ]
         for name, line, caller in new.value_refs:
-            for callee in _read(view.graph.canonical(name, path), added):
+            read = view.graph.canonical(name, path)
+            for callee in _read(view.plan.reexports.get(read, read), added):
                 required, _, unit, home = added[callee]
                 message = (
                     f"{callee} is passed as a value in {caller or 'the module'}, and its other "
