@@ -687,6 +687,20 @@ class _PlanBuilder:
             self.values.update(self.graph.canonical(name, s.path) for name, _, _ in s.value_refs)
         self.reexports = self._reexports(planner)
         self.values = {self.reexports.get(v, v) for v in self.values}
+        # defs and classes a package re-exports, or that some file reaches through another
+        # module's import of them: the files that call them that way may not be read at all
+        self.reexported: dict[str, str] = {}
+        called = {
+            self.graph.canonical(c.callee, s.path)
+            for s in planner.summaries.values()
+            for c in s.calls
+        } | self.values
+        for alias, target in self.reexports.items():
+            home = self.graph.modules.get(alias.rsplit(".", 1)[0])
+            summary = planner.summaries.get(home) if home else None
+            if summary is not None and (summary.is_package or alias in called):
+                self.reexported.setdefault(target, summary.path)
+        self.values |= set(self.reexported)
         self.star_read: dict[str, str] = {}  # module -> a file that star-imports and uses it
         for s in planner.summaries.values():
             for module in self._star_imported(s):
@@ -697,14 +711,13 @@ class _PlanBuilder:
                 if not self._made_by_factories(call):
                     continue
                 call.raw = call.raw or call.callee
-                callee = self.graph.canonical(call.raw, s.path)
-                call.callee = self.reexports.get(callee, callee)
+                call.callee = self.graph.canonical(call.raw, s.path)
                 self.callers[call.callee].append(call)
 
     def _reexports(self, planner: Planner) -> dict[str, str]:
         """`pkg.run_epoch` -> `pkg.engine.run_epoch` where `pkg/__init__.py` imports it from
-        `.engine`: a call spelled through the package is a call of the def (followed through
-        a few such hops)."""
+        `.engine` (followed through a few such hops): the def (or class) behind a name that
+        another module imports."""
         direct: dict[str, str] = {}
         for s in planner.summaries.values():
             for ref in s.imports:
@@ -714,10 +727,10 @@ class _PlanBuilder:
         out = {}
         for alias, target in direct.items():
             for _ in range(4):
-                if target in self.functions or target not in direct:
+                if target in self.functions or target in self.classes or target not in direct:
                     break
                 target = direct[target]
-            if target in self.functions and target != alias:
+            if (target in self.functions or target in self.classes) and target != alias:
                 out[alias] = target
         return out
 
@@ -730,12 +743,32 @@ class _PlanBuilder:
             if not ref.star:
                 continue
             found, _ = self.graph.source_of(ref, summary)
-            source = self.planner.summaries.get(found) if found else None
-            if source is not None and any(
-                q.rsplit(".", 1)[-1] in summary.identifiers for q in source.functions
-            ):
-                out.add(source.module)
+            sources = self._exported_by(found) if found else []
+            names = {
+                q.rsplit(".", 1)[-1]
+                for source in sources
+                for q in (*source.functions, *source.classes)
+            }
+            if names & summary.identifiers:
+                out |= {source.module for source in sources}
         return out
+
+    def _exported_by(self, path: str) -> list[Summary]:
+        """The module and every module whose names it passes on: its own star imports and
+        the modules it imports names from (a package `__init__` re-exporting its engine)."""
+        seen: dict[str, Summary] = {}
+        queue = [path]
+        while queue and len(seen) < 50:
+            summary = self.planner.summaries.get(queue.pop())
+            if summary is None or summary.path in seen:
+                continue
+            seen[summary.path] = summary
+            for ref in summary.imports:
+                if ref.star or ref.names:
+                    found, _ = self.graph.source_of(ref, summary)
+                    if found and found not in seen:
+                        queue.append(found)
+        return list(seen.values())
 
     def _made_by_factories(self, call: Call) -> bool:
         """A method called on a variable some assignments fill from a method of its class
@@ -1519,8 +1552,15 @@ class _PlanBuilder:
         return None
 
     def _star_reason(self, func: Function) -> str | None:
-        module, name = func.qualname.rsplit(".", 1)
-        if func.cls is not None or module not in self.star_read:
+        """Why some calls of `func` are unseen: a star import or a re-export reaches it."""
+        owner = func.cls or func.qualname
+        module, name = owner.rsplit(".", 1)
+        if owner in self.reexported:
+            return (
+                f"{self.rel(self.reexported[owner])} passes `{name}` on to other modules, "
+                "whose calls made that way would not pass the scaler"
+            )
+        if module not in self.star_read:
             return None
         return (
             f"{self.rel(self.star_read[module])} reads `{name}` through `from ... import *`, "
