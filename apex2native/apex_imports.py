@@ -26,6 +26,36 @@ STAR_EXPORTS = {
 }
 
 
+# apex's compiled extensions, top-level modules of their own that only an apex build installs
+# (apex's setup.py). Names a project might give a module of its own (`syncbn`, `bnp`) are
+# left out: an import of them may well be the project's.
+APEX_EXTENSIONS = frozenset(
+    "apex_C amp_C fused_layer_norm_cuda mlp_cuda fused_dense_cuda "
+    "scaled_upper_triang_masked_softmax_cuda generic_scaled_masked_softmax_cuda "
+    "scaled_masked_softmax_cuda scaled_softmax_cuda fused_rotary_positional_embedding "
+    "fused_weight_gradient_mlp_cuda distributed_adam_cuda distributed_lamb_cuda "
+    "fused_adam_cuda fused_lamb_cuda xentropy_cuda fast_layer_norm fused_index_mul_2d "
+    "fast_multihead_attn fmhalib focal_loss_cuda transducer_joint_cuda transducer_loss_cuda "
+    "cudnn_gbn_lib peer_memory_cuda nccl_p2p_cuda fast_bottleneck fused_conv_bias_relu "
+    "group_norm_cuda permutation_search_cuda _apex_nccl_allocator".split()
+)
+
+
+def extension_imported(node: cst.CSTNode) -> str | None:
+    """The apex extension an import statement names, if it names one."""
+    if isinstance(node, cst.ImportFrom):
+        if node.relative or node.module is None:
+            return None
+        top = (get_full_name_for_node(node.module) or "").split(".")[0]
+        return top if top in APEX_EXTENSIONS else None
+    if isinstance(node, cst.Import):
+        for alias in node.names:
+            top = (get_full_name_for_node(alias.name) or "").split(".")[0]
+            if top in APEX_EXTENSIONS:
+                return top
+    return None
+
+
 def star_supplies(module: str, unbound: set[str]) -> set[str]:
     """The names a module reads but never binds that `from <module> import *` may bind:
     those it exports when they are known, else all of them."""

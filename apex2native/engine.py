@@ -22,6 +22,7 @@ from pathlib import Path
 import libcst as cst
 
 from apex2native import guards
+from apex2native.apex_imports import APEX_EXTENSIONS
 from apex2native.cache import Cache, map_cached
 from apex2native.codegen import DEFAULT_LINE_LENGTH, CodeGen
 from apex2native.consistency import check_repository
@@ -34,12 +35,16 @@ from apex2native.textio import DecodeError, decode, encode, line_length_for, rea
 from apex2native.textio import write_atomic as _write
 
 # The text pre-filter: a file that contains none of these is never parsed.
-MARKERS = ("apex", "cuda.amp", "cpu.amp")
+# what a file must contain for any rule to apply: apex, the deprecated torch spellings, or
+# one of apex's compiled extensions (`import amp_C`)
+MENTIONS = re.compile(
+    "|".join(["apex", r"cuda\.amp", r"cpu\.amp", *sorted(APEX_EXTENSIONS - {"apex_C"})])
+)
 MAX_ROUNDS = 8  # units held back, then the files that touch them rewritten again
 
 
 def mentions(text: str) -> bool:
-    return any(marker in text for marker in MARKERS)
+    return MENTIONS.search(text) is not None
 
 
 @dataclass
@@ -88,6 +93,7 @@ def rewrite_file_text(
     from apex2native.context import FileContext
     from apex2native.rules import rules_for
     from apex2native.rules.imports import Imports, star_supplies_torch
+    from apex2native.rules.leftovers import Leftovers
     from apex2native.splice import module_code
 
     module = cst.parse_module(text)
@@ -108,6 +114,13 @@ def rewrite_file_text(
         for group in ctx.availability:
             ctx.tx.edits.drop(group)
     edits = ctx.tx.edits.compile()
+    only_markers = False
+    if not edits:
+        leftovers = next((r for r in rules if isinstance(r, Leftovers)), None)
+        if leftovers is not None:
+            leftovers.mark_kept_imports(ctx)
+            edits = ctx.tx.edits.compile()
+            only_markers = bool(edits)
     result = FileRewrite(
         text,
         ctx.tx.findings(),
@@ -120,11 +133,12 @@ def rewrite_file_text(
     if not edits:
         return result
     new = ctx.module.visit(EditApplier(edits, ctx.index.paths_to(edits.touched())))
-    cleanup = any(isinstance(r, Imports) for r in rules)
-    needs_torch = ctx.needs_torch and not star_supplies_torch(ctx.module)
-    new = Imports().cleanup(
-        new, needs_torch, remove_unused=cleanup, keep=facts.exports, facts=facts
-    )
+    if not only_markers:  # markers on kept imports must not make them look removable
+        cleanup = any(isinstance(r, Imports) for r in rules)
+        needs_torch = ctx.needs_torch and not star_supplies_torch(ctx.module)
+        new = Imports().cleanup(
+            new, needs_torch, remove_unused=cleanup, keep=facts.exports, facts=facts
+        )
     result.text = module_code(ctx.index, text, new)
     return result
 

@@ -42,6 +42,7 @@ PINS = re.compile(r"""["'](torch\.(?:cuda|cpu)\.amp(?:\.\w+)*)["']""")
 IMPORT_LIST = re.compile(r"\bimport\s*\([^)]*\)")  # from pkg import (a,\n b)
 # an optional import (`except ImportError`): its flags and star imports may be read elsewhere
 _GUARD = re.compile(r"except\b[^:\n]*ImportError")
+_APEX_STAR = re.compile(r"^\s*from\s+apex[.\w]*\s+import\s+\*", re.MULTILINE)
 APEX_DDP = "apex.parallel.DistributedDataParallel"
 IMPORT_DEPTH = 4  # rounds of reading the importers of files whose signatures change
 
@@ -371,7 +372,9 @@ class Planner:
         self.summarize_all(apex, pool)
         if not any(s.inits or s.needs or s.apex_exports for s in self.summaries.values()):
             plan = RepoPlan(summaries=self.summaries, graph=self.graph, errors=self.errors)
-            if any(_GUARD.search(self.text(p)) for p in apex):
+            # who imports a guard's flag, or what an apex star import binds, decides
+            # whether an unused apex import may be marked for removal
+            if any(_GUARD.search(self.text(p)) or _APEX_STAR.search(self.text(p)) for p in apex):
                 self._importers_of(set(apex), pool)
                 self.attach_imported(plan, apex)
             return plan

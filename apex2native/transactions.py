@@ -34,6 +34,8 @@ class Transactions:
         self._findings: list[tuple[object, Finding]] = []
         self._handled: list[tuple[object, cst.CSTNode]] = []
         self._todo_statements: set[cst.CSTNode] = set()
+        self._made: list[tuple[object, cst.CSTNode, str]] = []  # markers this run writes
+        self._existing: list[tuple[cst.CSTNode, str, Finding]] = []  # markers already there
         self._explained: set[cst.CSTNode] = set()
         self._unit_of: dict[int, str] = {}
         self._groups: dict[str, list[object]] = {}
@@ -78,6 +80,7 @@ class Transactions:
         group = object()
         stmt = self.index.statement_of(node)
         self.edits.todo(group, stmt, f"{code} {message}")
+        self._made.append((group, stmt, f"{code} {message}"))
         self._findings.append(
             (group, Finding(self.index.line(node), code, message, MANUAL, todo=True))
         )
@@ -85,17 +88,18 @@ class Transactions:
 
     def existing_todo(self, stmt: cst.CSTNode, code: str, message: str) -> None:
         """A marker already in the file (from an earlier run), reported unless re-made now."""
-        if any(f.todo and f.code == code and f.message == message for _, f in self._findings):
-            return
-        self._findings.append(
-            (object(), Finding(self.index.line(stmt), code, message, MANUAL, todo=True))
-        )
+        finding = Finding(self.index.line(stmt), code, message, MANUAL, todo=True)
+        self._existing.append((stmt, f"{code} {message}", finding))
 
     def has_todo(self, node: cst.CSTNode) -> bool:
         return self.index.statement_of(node) in self._todo_statements
 
     def findings(self) -> list[Finding]:
-        return sorted(f for group, f in self._findings if not self.dropped(group))
+        """The surviving findings; a marker an earlier run left and this run makes again
+        on the same statement is one TODO, not two."""
+        made = {(stmt, text) for group, stmt, text in self._made if not self.dropped(group)}
+        old = [f for stmt, text, f in self._existing if (stmt, text) not in made]
+        return sorted([*(f for group, f in self._findings if not self.dropped(group)), *old])
 
     # handling ----------------------------------------------------------------------------
     def handle(self, group: object, ref: cst.CSTNode) -> None:

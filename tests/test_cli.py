@@ -244,6 +244,18 @@ def test_markers_left_by_an_earlier_run_keep_check_failing(tmp_path):
     assert run("rewrite", "--check", ".", cwd=tmp_path).exit_code == 0
 
 
+def test_a_marker_made_again_by_a_second_run_counts_once(tmp_path):
+    (tmp_path / "m.py").write_text(
+        'import torch\nfrom apex import amp\n\namp.register_half_function(torch, "einsum")\n'
+    )
+    first = run("rewrite", ".", cwd=tmp_path)
+    assert "1 TODOs left" in first.stderr
+    again = run("rewrite", "--check", ".", cwd=tmp_path)
+    assert again.exit_code == 1
+    assert "1 TODOs left" in again.stderr
+    assert again.stderr.count("A2N190 `apex.amp.register_half_function`") == 1
+
+
 def test_progress_is_reported_once_per_file(tree):
     from apex2native import engine
     from apex2native.discover import discover

@@ -5,8 +5,17 @@ from __future__ import annotations
 import re
 
 import libcst as cst
+import libcst.matchers as m
+from libcst.helpers import get_full_name_for_node
 
-from apex2native.apex_imports import is_apex_import, star_supplies
+from apex2native.apex_imports import (
+    APEX_EXTENSIONS,
+    FLAG,
+    catches_import_errors,
+    extension_imported,
+    is_apex_import,
+    star_supplies,
+)
 from apex2native.context import FileContext
 from apex2native.findings import MANUAL
 from apex2native.guards import unbound_names
@@ -33,6 +42,25 @@ class Leftovers(Rule):
 
     The file keeps its apex import while such a reference remains, so it stays importable
     wherever apex still is, and `rewrite --check` keeps failing until a person decides.
+    So do imports of apex's compiled extensions (`import amp_C`), and unused apex imports
+    of a file no rule changes (an availability probe whose flag goes False without apex).
+
+    Before:
+        import amp_C
+        try:
+            from apex import amp
+            HAS_APEX = True
+        except ImportError:
+            HAS_APEX = False
+    After:
+        # TODO(apex2native): A2N190 `amp_C` is a compiled extension only an apex build ...
+        import amp_C
+        try:
+            # TODO(apex2native): A2N190 `from apex import amp` kept: only `HAS_APEX` ...
+            from apex import amp
+            HAS_APEX = True
+        except ImportError:
+            HAS_APEX = False
     """
 
     code = "A2N190"
@@ -46,6 +74,7 @@ class Leftovers(Rule):
     def finalize(self, ctx: FileContext) -> None:
         self._marked(ctx)
         self._dynamic_imports(ctx)
+        self._extensions(ctx)
         self._star_imported(ctx)
         self._apex_stars(ctx)
         handled = ctx.tx.handled()
@@ -64,6 +93,51 @@ class Leftovers(Rule):
             else:
                 ctx.tx.todo(ref, self.code, message)
 
+    def mark_kept_imports(self, ctx: FileContext) -> None:
+        """Unused apex imports of a file no rule changed: the file would pass `--check` while
+        it still imports apex, whose absence then silently turns a flag off (or fails).
+
+        They are not dropped: a flag they set, or a module importing from this one, may be
+        read where the run cannot see. Imports something here still reads, or that other
+        modules import from this one, belong to apex code that is marked (or held back)
+        where it is used.
+        """
+        used = ctx.index.used_imports()
+        elsewhere = ctx.facts.exports | ctx.facts.imported
+        for node in ctx.index.within(ctx.module, cst.Import, cst.ImportFrom):
+            if not is_apex_import(node):
+                continue
+            names = _bound_names(node)
+            if "*" in elsewhere or (names == ["*"] and elsewhere):
+                continue
+            if any((id(node), n) in used or n in elsewhere for n in names):
+                continue
+            spelled = " ".join(ctx.index.code(node).split())
+            if len(spelled) > 60:
+                spelled = spelled[:56] + " ..."
+            flags = _guard_flags(ctx, node)
+            if flags:
+                why = (
+                    f"only {_listed(flags)} depends on it, and that flag is False wherever "
+                    "apex is not installed; decide what it should switch, then remove the "
+                    "probe by hand"
+                )
+            else:
+                why = (
+                    "nothing here uses it; remove it by hand unless a module the run did not "
+                    "read imports it from here"
+                )
+            ctx.tx.todo(node, self.code, f"`{spelled}` kept: {why}")
+
+    def _extensions(self, ctx: FileContext) -> None:
+        """`import amp_C`: not apex.amp, but built only with apex, so the file fails to import
+        wherever apex is not installed. A guarded import falls back by itself."""
+        for node in ctx.index.within(ctx.module, cst.Import, cst.ImportFrom):
+            name = extension_imported(node)
+            if name is None or _guard_of(ctx, node) is not None:
+                continue
+            ctx.tx.todo(node, self.code, _extension_message(name))
+
     def _dynamic_imports(self, ctx: FileContext) -> None:
         """`importlib.import_module("apex.amp")`: nothing follows what it returns."""
         for name in ("import_module", "__import__"):
@@ -72,10 +146,13 @@ class Leftovers(Rule):
                 if target not in DYNAMIC_IMPORTS or not call.args:
                     continue
                 module = call.args[0].value
-                if (
-                    isinstance(module, cst.SimpleString)
-                    and str(module.evaluated_value).split(".")[0] == "apex"
-                ):
+                if not isinstance(module, cst.SimpleString):
+                    continue
+                top = str(module.evaluated_value).split(".")[0]
+                if top in APEX_EXTENSIONS:
+                    if _guard_of(ctx, call) is None:
+                        ctx.tx.todo(call, self.code, _extension_message(top))
+                elif top == "apex":
                     ctx.tx.todo(
                         call,
                         self.code,
@@ -154,3 +231,54 @@ class Leftovers(Rule):
                 match = MARKER.match(comment)
                 if match and isinstance(node, cst.CSTNode) and node is not ctx.module:
                     ctx.tx.existing_todo(node, match.group(1), match.group(2))
+
+
+def _bound_names(node: cst.Import | cst.ImportFrom) -> list[str]:
+    if isinstance(node.names, cst.ImportStar):
+        return ["*"]
+    names = []
+    for alias in node.names:
+        if alias.asname is not None and isinstance(alias.asname.name, cst.Name):
+            names.append(alias.asname.name.value)
+        else:
+            full = get_full_name_for_node(alias.name) or ""
+            names.append(full if isinstance(node, cst.ImportFrom) else full.split(".")[0])
+    return names
+
+
+def _extension_message(name: str) -> str:
+    hint = " (torch._foreach_* ops do what its multi-tensor kernels did)" if name == "amp_C" else ""
+    return (
+        f"`{name}` is a compiled extension only an apex build installs, so this fails wherever "
+        f"apex is not; replace what uses it by hand{hint}"
+    )
+
+
+def _guard_of(ctx: FileContext, node: cst.CSTNode) -> cst.Try | None:
+    """The try/except ImportError around an import, if any."""
+    return next(
+        (
+            a
+            for a in ctx.index.ancestors(node)
+            if isinstance(a, cst.Try) and catches_import_errors(a)
+        ),
+        None,
+    )
+
+
+def _guard_flags(ctx: FileContext, node: cst.CSTNode) -> list[str]:
+    """`HAS_APEX = True` / `= False` in the try/except that guards this import."""
+    guard = _guard_of(ctx, node)
+    if guard is None:
+        return []
+    flags = {
+        n.targets[0].target.value  # type: ignore[attr-defined]
+        for part in (guard.body, *guard.handlers)
+        for n in ctx.index.within(part, cst.Assign)
+        if m.matches(n, FLAG)
+    }
+    return sorted(flags)
+
+
+def _listed(names: list[str]) -> str:
+    return ", ".join(f"`{n}`" for n in names)
