@@ -35,16 +35,23 @@ from apex2native.textio import DecodeError, decode, encode, line_length_for, rea
 from apex2native.textio import write_atomic as _write
 
 # The text pre-filter: a file that contains none of these is never parsed.
-# what a file must contain for any rule to apply: apex, the deprecated torch spellings, or
-# one of apex's compiled extensions (`import amp_C`)
-MENTIONS = re.compile(
-    "|".join(["apex", r"cuda\.amp", r"cpu\.amp", *sorted(APEX_EXTENSIONS - {"apex_C"})])
+MARKERS = ("apex", "cuda.amp", "cpu.amp")
+# an import of one of apex's compiled extensions (`import amp_C`) in a file that never names
+# apex; found by two quick substrings first (most of them end in `_cuda`), so the files that
+# import only a rarer contrib extension are read when they name apex too
+EXTENSION_HINTS = ("amp_C", "_cuda")
+_EXTENSIONS = "|".join(sorted(APEX_EXTENSIONS))
+EXTENSION_IMPORT = re.compile(
+    rf"^[ \t]*(?:import|from)[ \t]+(?:{_EXTENSIONS})\b|import_module\(\s*[\"'](?:{_EXTENSIONS})",
+    re.MULTILINE,
 )
 MAX_ROUNDS = 8  # units held back, then the files that touch them rewritten again
 
 
 def mentions(text: str) -> bool:
-    return MENTIONS.search(text) is not None
+    if any(marker in text for marker in MARKERS):
+        return True
+    return any(h in text for h in EXTENSION_HINTS) and EXTENSION_IMPORT.search(text) is not None
 
 
 @dataclass
