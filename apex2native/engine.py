@@ -42,8 +42,8 @@ MARKERS = ("apex", "cuda.amp", "cpu.amp")
 EXTENSION_HINTS = ("amp_C", "_cuda")
 _EXTENSIONS = "|".join(sorted(APEX_EXTENSIONS))
 EXTENSION_IMPORT = re.compile(
-    rf"^[ \t]*(?:import|from)[ \t]+(?:{_EXTENSIONS})\b|import_module\(\s*[\"'](?:{_EXTENSIONS})",
-    re.MULTILINE,
+    rf"\bimport[ \t]+(?:[\w.]+(?:[ \t]+as[ \t]+\w+)?[ \t]*,[ \t]*)*(?:{_EXTENSIONS})\b"
+    rf"|\bfrom[ \t]+(?:{_EXTENSIONS})\b|import_module\(\s*[\"'](?:{_EXTENSIONS})"
 )
 MAX_ROUNDS = 8  # units held back, then the files that touch them rewritten again
 

@@ -256,6 +256,22 @@ def test_a_marker_made_again_by_a_second_run_counts_once(tmp_path):
     assert again.stderr.count("A2N190 `apex.amp.register_half_function`") == 1
 
 
+@pytest.mark.parametrize(
+    "source",
+    [
+        "import torch, amp_C\n",
+        "if True: import amp_C\n",
+        "from fused_layer_norm_cuda import forward\n",
+        'ext = importlib.import_module("fused_adam_cuda")\n',
+    ],
+)
+def test_a_file_that_imports_an_apex_extension_without_naming_apex_is_read(tmp_path, source):
+    (tmp_path / "m.py").write_text("import importlib\n" + source)
+    result = run("rewrite", "--check", ".", cwd=tmp_path)
+    assert result.exit_code == 1
+    assert "A2N190" in result.stderr and "compiled extension" in result.stderr
+
+
 def test_progress_is_reported_once_per_file(tree):
     from apex2native import engine
     from apex2native.discover import discover
