@@ -128,6 +128,12 @@ class EditSet:
     def __bool__(self) -> bool:
         return bool(self.statements or self.nodes)
 
+    def only_todos(self) -> bool:
+        """Whether the compiled edits only add markers: the code itself stays as it is."""
+        return not self.nodes and all(
+            e.todos and e == StatementEdit(todos=e.todos) for e in self.statements.values()
+        )
+
     def touched(self) -> list[cst.CSTNode]:
         """The original nodes some edit applies to."""
         moved = [n for e in self.statements.values() for n in e.move_before]

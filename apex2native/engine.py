@@ -121,13 +121,12 @@ def rewrite_file_text(
         for group in ctx.availability:
             ctx.tx.edits.drop(group)
     edits = ctx.tx.edits.compile()
-    only_markers = False
-    if not edits:
+    only_markers = edits.only_todos()  # no rule changes the code: its imports stay as they are
+    if not edits:  # nor marks anything: apex imports it keeps would pass `--check` unseen
         leftovers = next((r for r in rules if isinstance(r, Leftovers)), None)
         if leftovers is not None:
             leftovers.mark_kept_imports(ctx)
             edits = ctx.tx.edits.compile()
-            only_markers = bool(edits)
     result = FileRewrite(
         text,
         ctx.tx.findings(),
@@ -140,7 +139,7 @@ def rewrite_file_text(
     if not edits:
         return result
     new = ctx.module.visit(EditApplier(edits, ctx.index.paths_to(edits.touched())))
-    if not only_markers:  # markers on kept imports must not make them look removable
+    if not only_markers:  # a file no rule changes keeps its imports (and their flags)
         cleanup = any(isinstance(r, Imports) for r in rules)
         needs_torch = ctx.needs_torch and not star_supplies_torch(ctx.module)
         new = Imports().cleanup(
@@ -515,12 +514,26 @@ def run(
         pins = plan.pinned_amp_names
         if pins:
             options = dataclasses.replace(options, pinned_amp_names=options.pinned_amp_names | pins)
+        local = _local_extensions(path for path, _ in files)
+        if local:
+            options = dataclasses.replace(options, local_extensions=local)
 
         outcomes = _Run(files, options, pool, plan, progress).run()
     finally:
         if pool is not None:
             pool.shutdown()
     return sorted(outcomes, key=lambda o: o.path)
+
+
+def _local_extensions(paths: Iterable[str]) -> frozenset[str]:
+    """apex extension names the project uses for modules of its own (a `fast_layer_norm.py`,
+    a `focal_loss_cuda/` package): imports of those are the project's, not apex's."""
+    names: set[str] = set()
+    for path in paths:
+        parts = Path(path).parts
+        names.update(parts[:-1])
+        names.add(Path(parts[-1]).stem)
+    return frozenset(names & APEX_EXTENSIONS)
 
 
 __all__ = [

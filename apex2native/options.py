@@ -26,6 +26,8 @@ class Options:
     # deprecated torch.cuda.amp names some file of the run names in a string (a mock
     # target, a sys.modules key): their call sites keep the old spelling everywhere
     pinned_amp_names: frozenset[str] = frozenset()
+    # apex extension names (`fast_layer_norm`) that are modules of the project itself
+    local_extensions: frozenset[str] = frozenset()
 
     def enabled(self, code: str) -> bool:
         """True when a rule code passes the select/ignore filters."""

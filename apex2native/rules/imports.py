@@ -391,9 +391,9 @@ class _Cleanup(cst.CSTTransformer):
             return updated_node
         if any(isinstance(n, (cst.Import, cst.ImportFrom)) for n in descendants(updated_node.body)):
             return updated_node
-        kept = [s for s in updated_node.body.body if not self._dead(s)]
+        kept = [s for s in _lines(updated_node.body) if not self._dead(s)]
         if updated_node.orelse is not None:
-            kept += [s for s in updated_node.orelse.body.body if not self._dead(s)]
+            kept += [s for s in _lines(updated_node.orelse.body) if not self._dead(s)]
         if not kept:
             marker = cst.SimpleStatementLine([cst.Pass()], leading_lines=updated_node.leading_lines)
             self._empty.add(id(marker))
@@ -408,7 +408,7 @@ class _Cleanup(cst.CSTTransformer):
         """`if is_apex_available(): from apex import amp` goes with its import."""
         if not has_apex_import(self.index, original_node.body) or updated_node.orelse is not None:
             return updated_node
-        if all(self._dead(s) for s in updated_node.body.body):
+        if all(self._dead(s) for s in _lines(updated_node.body)):
             marker = cst.SimpleStatementLine([cst.Pass()], leading_lines=updated_node.leading_lines)
             self._empty.add(id(marker))
             self._markers.append(marker)
@@ -459,6 +459,16 @@ class _Cleanup(cst.CSTTransformer):
     def leave_Module(self, original_node, updated_node):
         body, carry = self._prune(updated_node.body, block_start=False)
         return updated_node.with_changes(body=body, footer=[*carry, *updated_node.footer])
+
+
+def _lines(block: cst.BaseSuite) -> list[cst.BaseStatement]:
+    """A block's statements as lines: `try: x = 1; y = 2` holds small statements."""
+    if isinstance(block, cst.SimpleStatementSuite):
+        return [
+            cst.SimpleStatementLine([s.with_changes(semicolon=cst.MaybeSentinel.DEFAULT)])
+            for s in block.body
+        ]
+    return list(block.body)
 
 
 def _aliases(node: cst.CSTNode) -> list[cst.ImportAlias]:

@@ -99,23 +99,21 @@ class Leftovers(Rule):
         it still imports apex, whose absence then silently turns a flag off (or fails).
 
         They are not dropped: a flag they set, or a module importing from this one, may be
-        read where the run cannot see. Imports something here still reads, or that other
-        modules import from this one, belong to apex code that is marked (or held back)
-        where it is used.
+        read where the run cannot see. Imports something here reads, or that other modules
+        import from this one (or that `__all__` passes on), belong to apex code that is
+        marked, or held back, where it is used.
         """
         used = ctx.index.used_imports()
-        elsewhere = ctx.facts.exports | ctx.facts.imported
+        elsewhere = ctx.facts.exports | ctx.facts.imported | _dunder_all(ctx)
         for node in ctx.index.within(ctx.module, cst.Import, cst.ImportFrom):
-            if not is_apex_import(node):
+            if not is_apex_import(node) or _not_run_plainly(ctx, node):
                 continue
             names = _bound_names(node)
             if "*" in elsewhere or (names == ["*"] and elsewhere):
                 continue
             if any((id(node), n) in used or n in elsewhere for n in names):
                 continue
-            spelled = " ".join(ctx.index.code(node).split())
-            if len(spelled) > 60:
-                spelled = spelled[:56] + " ..."
+            spelled = _spelled(node)
             flags = _guard_flags(ctx, node)
             if flags:
                 why = (
@@ -135,7 +133,9 @@ class Leftovers(Rule):
         wherever apex is not installed. A guarded import falls back by itself."""
         for node in ctx.index.within(ctx.module, cst.Import, cst.ImportFrom):
             name = extension_imported(node)
-            if name is None or _guard_of(ctx, node) is not None:
+            if name is None or name in ctx.options.local_extensions:
+                continue
+            if _guard_of(ctx, node) is not None or _type_checking_only(ctx, node):
                 continue
             ctx.tx.todo(node, self.code, _extension_message(name))
 
@@ -151,7 +151,7 @@ class Leftovers(Rule):
                     continue
                 top = str(module.evaluated_value).split(".")[0]
                 if top in APEX_EXTENSIONS:
-                    if _guard_of(ctx, call) is None:
+                    if top not in ctx.options.local_extensions and _guard_of(ctx, call) is None:
                         ctx.tx.todo(call, self.code, _extension_message(top))
                 elif top == "apex":
                     ctx.tx.todo(
@@ -196,20 +196,25 @@ class Leftovers(Rule):
             ctx.tx.todo(node, self.code, f"`amp.{node.attr.value}`: {why}; migrate it by hand")
 
     def _amp_parameters(self, ctx: FileContext) -> None:
-        """`def load_checkpoint(path, amp=None): amp.load_state_dict(...)` where no caller
-        the plan sees hands it apex.amp (a hook a framework calls, or callers held back):
-        still apex, so it is marked rather than left to pass `--check`."""
+        """`def load_checkpoint(path, amp=None): amp.load_state_dict(...)` that no call in
+        the file fills (a hook a framework calls, or callers left on apex): apex.amp where a
+        caller passes it, so it is marked rather than left to pass `--check`. A parameter
+        with an annotation, or a def this file calls, holds what those say, not apex."""
         handled = ctx.tx.handled()
         seen: set[int] = set()
         for node in ctx.index.within(ctx.module, cst.Attribute):
             if not (
                 isinstance(node.value, cst.Name)
-                and (node.value.value == "amp" or node.value.value.endswith("_amp"))
+                and node.value.value == "amp"
                 and node.attr.value in AMP_API
             ):
                 continue
             func = ctx.index.param_of(node.value)
-            if func is None:
+            if func is None or ctx.index.calls_named(func.name.value):
+                continue
+            params = func.params
+            every = [*params.posonly_params, *params.params, *params.kwonly_params]
+            if any(p.name.value == "amp" and p.annotation is not None for p in every):
                 continue
             near = [node, node.value, *ctx.index.ancestors(node)]
             if any(n in handled or ctx.tx.explained(n) for n in near):
@@ -278,6 +283,47 @@ def _bound_names(node: cst.Import | cst.ImportFrom) -> list[str]:
     return names
 
 
+def _spelled(node: cst.Import | cst.ImportFrom) -> str:
+    """The import as the marker quotes it: one line, without a `;` that may not survive."""
+    code = cst.Module([]).code_for_node(node.with_changes(semicolon=cst.MaybeSentinel.DEFAULT))
+    spelled = " ".join(code.split())
+    return spelled if len(spelled) <= 60 else spelled[:56] + " ..."
+
+
+def _dunder_all(ctx: FileContext) -> set[str]:
+    """Names a module lists in `__all__` (it passes them on)."""
+    names: set[str] = set()
+    for node in ctx.index.within(ctx.module, cst.Assign, cst.AugAssign):
+        targets = (
+            [t.target for t in node.targets] if isinstance(node, cst.Assign) else [node.target]
+        )
+        if any(m.matches(t, m.Name("__all__")) for t in targets):
+            for string in ctx.index.within(node.value, cst.SimpleString):
+                names.add(str(string.evaluated_value))
+    return names
+
+
+def _type_checking_only(ctx: FileContext, node: cst.CSTNode) -> bool:
+    """Under `if TYPE_CHECKING:`: never run, so apex's absence does not matter."""
+    for a in ctx.index.ancestors(node):
+        if isinstance(a, cst.If) and ctx.index.contains(a.body, node):
+            test = get_full_name_for_node(a.test) or ""
+            if test.split(".")[-1] == "TYPE_CHECKING":
+                return True
+    return False
+
+
+def _not_run_plainly(ctx: FileContext, node: cst.CSTNode) -> bool:
+    """An import that only type checkers run, or a class attribute read through `self.`."""
+    if _type_checking_only(ctx, node):
+        return True
+    scope = next(
+        (a for a in ctx.index.ancestors(node) if isinstance(a, (cst.FunctionDef, cst.ClassDef))),
+        None,
+    )
+    return isinstance(scope, cst.ClassDef)
+
+
 def _extension_message(name: str) -> str:
     hint = " (torch._foreach_* ops do what its multi-tensor kernels did)" if name == "amp_C" else ""
     return (
@@ -287,15 +333,15 @@ def _extension_message(name: str) -> str:
 
 
 def _guard_of(ctx: FileContext, node: cst.CSTNode) -> cst.Try | None:
-    """The try/except ImportError around an import, if any."""
-    return next(
-        (
-            a
-            for a in ctx.index.ancestors(node)
-            if isinstance(a, cst.Try) and catches_import_errors(a)
-        ),
-        None,
-    )
+    """The try/except ImportError whose body runs this import, if any (not its handlers or
+    `else:`, and not a def inside it, which runs later, unguarded)."""
+    for a in ctx.index.ancestors(node):
+        if isinstance(a, (cst.FunctionDef, cst.Lambda)):
+            return None
+        if isinstance(a, cst.Try) and ctx.index.contains(a.body, node):
+            if catches_import_errors(a):
+                return a
+    return None
 
 
 def _guard_flags(ctx: FileContext, node: cst.CSTNode) -> list[str]:
