@@ -214,7 +214,7 @@ class Leftovers(Rule):
                 continue
             params = func.params
             every = [*params.posonly_params, *params.params, *params.kwonly_params]
-            if any(p.name.value == "amp" and p.annotation is not None for p in every):
+            if any(p.name.value == "amp" and _says_what_it_is(p.annotation) for p in every):
                 continue
             near = [node, node.value, *ctx.index.ancestors(node)]
             if any(n in handled or ctx.tx.explained(n) for n in near):
@@ -281,6 +281,14 @@ def _bound_names(node: cst.Import | cst.ImportFrom) -> list[str]:
             full = get_full_name_for_node(alias.name) or ""
             names.append(full if isinstance(node, cst.ImportFrom) else full.split(".")[0])
     return names
+
+
+def _says_what_it_is(annotation: cst.Annotation | None) -> bool:
+    """An annotation other than `object`/`Any` (Lightning's hook takes `amp: object`)."""
+    if annotation is None:
+        return False
+    name = get_full_name_for_node(annotation.annotation) or ""
+    return name.split(".")[-1] not in ("object", "Any")
 
 
 def _spelled(node: cst.Import | cst.ImportFrom) -> str:
