@@ -13,6 +13,7 @@ Nothing is written here: `write_atomic` is for the caller, once it has the outco
 from __future__ import annotations
 
 import dataclasses
+import os
 import re
 from collections.abc import Callable, Iterable
 from concurrent.futures import ProcessPoolExecutor
@@ -528,9 +529,13 @@ def run(
 def _local_extensions(paths: Iterable[str]) -> frozenset[str]:
     """apex extension names the project uses for modules of its own (a `fast_layer_norm.py`,
     a `focal_loss_cuda/` package): imports of those are the project's, not apex's."""
+    resolved = [Path(p).resolve() for p in paths]
+    if not resolved:
+        return frozenset()
+    root = Path(os.path.commonpath([str(p.parent) for p in resolved]))
     names: set[str] = set()
-    for path in paths:
-        parts = Path(path).parts
+    for path in resolved:
+        parts = path.relative_to(root).parts  # folders above the run are not the project's
         names.update(parts[:-1])
         names.add(Path(parts[-1]).stem)
     return frozenset(names & APEX_EXTENSIONS)

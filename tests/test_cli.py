@@ -272,6 +272,15 @@ def test_a_file_that_imports_an_apex_extension_without_naming_apex_is_read(tmp_p
     assert "A2N190" in result.stderr and "compiled extension" in result.stderr
 
 
+def test_a_folder_above_the_run_named_like_an_apex_extension_is_not_the_project(tmp_path):
+    project = tmp_path / "amp_C" / "proj"
+    project.mkdir(parents=True)
+    (project / "a.py").write_text("import amp_C\n")
+    result = run("rewrite", "--check", str(project), cwd=tmp_path)
+    assert result.exit_code == 1
+    assert "compiled extension" in result.stderr
+
+
 def test_progress_is_reported_once_per_file(tree):
     from apex2native import engine
     from apex2native.discover import discover

@@ -11,7 +11,7 @@ from libcst.helpers import get_full_name_for_node
 from apex2native.apex_imports import (
     APEX_EXTENSIONS,
     FLAG,
-    catches_import_errors,
+    IMPORT_ERRORS,
     extension_imported,
     is_apex_import,
     star_supplies,
@@ -101,12 +101,12 @@ class Leftovers(Rule):
         They are not dropped: a flag they set, or a module importing from this one, may be
         read where the run cannot see. Imports something here reads, or that other modules
         import from this one (or that `__all__` passes on), belong to apex code that is
-        marked, or held back, where it is used.
+        marked, or held back, where it is used; imports under `TYPE_CHECKING` never run.
         """
         used = ctx.index.used_imports()
         elsewhere = ctx.facts.exports | ctx.facts.imported | _dunder_all(ctx)
         for node in ctx.index.within(ctx.module, cst.Import, cst.ImportFrom):
-            if not is_apex_import(node) or _not_run_plainly(ctx, node):
+            if not is_apex_import(node) or _type_checking_only(ctx, node):
                 continue
             names = _bound_names(node)
             if "*" in elsewhere or (names == ["*"] and elsewhere):
@@ -115,7 +115,12 @@ class Leftovers(Rule):
                 continue
             spelled = _spelled(node)
             flags = _guard_flags(ctx, node)
-            if flags:
+            if _in_class_body(ctx, node):
+                why = (
+                    "the class holds it as an attribute, which its methods may read as "
+                    "`self.<name>` (no rule follows that); migrate those uses by hand"
+                )
+            elif flags:
                 why = (
                     f"only {_listed(flags)} depends on it, and that flag is False wherever "
                     "apex is not installed; decide what it should switch, then remove the "
@@ -321,10 +326,8 @@ def _type_checking_only(ctx: FileContext, node: cst.CSTNode) -> bool:
     return False
 
 
-def _not_run_plainly(ctx: FileContext, node: cst.CSTNode) -> bool:
-    """An import that only type checkers run, or a class attribute read through `self.`."""
-    if _type_checking_only(ctx, node):
-        return True
+def _in_class_body(ctx: FileContext, node: cst.CSTNode) -> bool:
+    """An import that binds a class attribute (read through `self.`)."""
     scope = next(
         (a for a in ctx.index.ancestors(node) if isinstance(a, (cst.FunctionDef, cst.ClassDef))),
         None,
@@ -347,9 +350,20 @@ def _guard_of(ctx: FileContext, node: cst.CSTNode) -> cst.Try | None:
         if isinstance(a, (cst.FunctionDef, cst.Lambda)):
             return None
         if isinstance(a, cst.Try) and ctx.index.contains(a.body, node):
-            if catches_import_errors(a):
+            if any(_catches_import_error(h) for h in a.handlers):
                 return a
     return None
+
+
+def _catches_import_error(handler: cst.ExceptHandler) -> bool:
+    """`except:`, `except ImportError:` or `except (ImportError, OSError):`."""
+    if handler.type is None:
+        return True
+    kinds = handler.type.elements if isinstance(handler.type, cst.Tuple) else [handler.type]
+    return any(
+        (get_full_name_for_node(getattr(k, "value", k)) or "").split(".")[-1] in IMPORT_ERRORS
+        for k in kinds
+    )
 
 
 def _guard_flags(ctx: FileContext, node: cst.CSTNode) -> list[str]:
