@@ -97,16 +97,27 @@ def has_apex_import(index: TreeIndex, body: cst.CSTNode) -> bool:
     return any(is_apex_import(n) for n in index.within(body, cst.Import, cst.ImportFrom))
 
 
+def _caught(handler: cst.ExceptHandler) -> list[str]:
+    """The exception names an `except` lists ([] for a bare `except:`)."""
+    if handler.type is None:
+        return []
+    types = handler.type.elements if isinstance(handler.type, cst.Tuple) else [handler.type]
+    return [(get_full_name_for_node(getattr(t, "value", t)) or "").split(".")[-1] for t in types]
+
+
 def catches_import_errors(node: cst.Try) -> bool:
-    for handler in node.handlers:
-        if handler.type is None:
-            continue
-        types = handler.type.elements if isinstance(handler.type, cst.Tuple) else [handler.type]
-        for t in types:
-            name = get_full_name_for_node(getattr(t, "value", t)) or ""
-            if name.split(".")[-1] not in IMPORT_ERRORS:
-                return False
-    return bool(node.handlers) and node.finalbody is None
+    """Every handler catches only import errors (a probe the clean-up may take apart)."""
+    if not node.handlers or node.finalbody is not None:
+        return False
+    return all(name in IMPORT_ERRORS for h in node.handlers for name in _caught(h))
+
+
+def falls_back(node: cst.Try) -> bool:
+    """Some handler catches an import error (`except (ImportError, OSError):` too): an
+    import in the body that fails lets the program go on."""
+    return any(
+        h.type is None or any(name in IMPORT_ERRORS for name in _caught(h)) for h in node.handlers
+    )
 
 
 def apex_guards(index: TreeIndex) -> list[cst.Try]:
@@ -121,12 +132,23 @@ def apex_guards(index: TreeIndex) -> list[cst.Try]:
 FLAG = m.Assign(targets=[m.AssignTarget(m.Name())], value=m.Name("True") | m.Name("False"))
 
 
+def try_flags(index: TreeIndex, node: cst.Try) -> set[str]:
+    """`HAS_APEX = True` / `= False` set in a try's body or handlers."""
+    return {
+        n.targets[0].target.value  # type: ignore[attr-defined]
+        for part in (node.body, *node.handlers)
+        for n in index.within(part, cst.Assign)
+        if m.matches(n, FLAG)
+    }
+
+
 def guard_flags(index: TreeIndex) -> set[str]:
     """Names that record whether apex imported: `HAS_APEX = True` in the guarded try."""
-    flags: set[str] = set()
-    for node in apex_guards(index):
-        for part in (node.body, *node.handlers):
-            for n in index.within(part, cst.Assign):
-                if m.matches(n, FLAG):
-                    flags.add(n.targets[0].target.value)  # type: ignore[attr-defined]
-    return flags
+    return {flag for node in apex_guards(index) for flag in try_flags(index, node)}
+
+
+def bound_name(alias: cst.ImportAlias) -> str:
+    """The name an import alias binds (`import apex.amp` binds `apex`)."""
+    if alias.asname is not None:
+        return get_full_name_for_node(alias.asname.name) or ""
+    return (get_full_name_for_node(alias.name) or "").split(".")[0]

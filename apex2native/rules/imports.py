@@ -10,6 +10,7 @@ from libcst.helpers import get_full_name_for_node
 
 from apex2native.apex_imports import (
     apex_guards,
+    bound_name,
     catches_import_errors,
     guard_flags,
     has_apex_import,
@@ -220,10 +221,10 @@ class _Cleanup(cst.CSTTransformer):
         self.unused = unused
         self.migrated = {id(i): self._removable(i) for i in imports}
         bound = {
-            _bound(a)
+            bound_name(a)
             for imp in imports
             for a in _aliases(imp)
-            if self.migrated[id(imp)] is not None and _bound(a) in self.migrated[id(imp)]
+            if self.migrated[id(imp)] is not None and bound_name(a) in self.migrated[id(imp)]
         }
         self.ambiguous = unused is None and bool(bound & self.used)
         self.flags = guard_flags(index)
@@ -293,7 +294,7 @@ class _Cleanup(cst.CSTTransformer):
         """The names an import binds that may go once unused (apex's, or re-exports of it)."""
         aliases = _aliases(node)
         if is_migrated_import(node):
-            return {_bound(a) for a in aliases}
+            return {bound_name(a) for a in aliases}
         if not self.aliases or not isinstance(node, cst.ImportFrom):
             return None
         module = get_full_name_for_node(node.module) if node.module else None
@@ -303,11 +304,11 @@ class _Cleanup(cst.CSTTransformer):
             qualified = import_qualified(module, name, len(node.relative))
             absolute = absolute_name(qualified, self.index.module_name, self.index.is_package)
             if absolute in self.aliases:
-                out.add(_bound(alias))
+                out.add(bound_name(alias))
         return out or None
 
     def _keep(self, node: cst.CSTNode, alias: cst.ImportAlias) -> bool:
-        bound = _bound(alias)
+        bound = bound_name(alias)
         removable = self.migrated.get(id(node))
         if bound in self.keep or removable is None or bound not in removable:
             return True
@@ -474,12 +475,6 @@ def _lines(block: cst.BaseSuite) -> list[cst.BaseStatement]:
 def _aliases(node: cst.CSTNode) -> list[cst.ImportAlias]:
     names = getattr(node, "names", ())
     return list(names) if not isinstance(names, cst.ImportStar) else []
-
-
-def _bound(alias: cst.ImportAlias) -> str:
-    if alias.asname is not None:
-        return get_full_name_for_node(alias.asname.name) or ""
-    return (get_full_name_for_node(alias.name) or "").split(".")[0]
 
 
 def precise_unused(index: TreeIndex, cleanup: _Cleanup) -> set[tuple[int, str]]:

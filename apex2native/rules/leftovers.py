@@ -10,11 +10,12 @@ from libcst.helpers import get_full_name_for_node
 
 from apex2native.apex_imports import (
     APEX_EXTENSIONS,
-    FLAG,
-    IMPORT_ERRORS,
+    bound_name,
     extension_imported,
+    falls_back,
     is_apex_import,
     star_supplies,
+    try_flags,
 )
 from apex2native.context import FileContext
 from apex2native.findings import MANUAL
@@ -276,16 +277,7 @@ class Leftovers(Rule):
 
 
 def _bound_names(node: cst.Import | cst.ImportFrom) -> list[str]:
-    if isinstance(node.names, cst.ImportStar):
-        return ["*"]
-    names = []
-    for alias in node.names:
-        if alias.asname is not None and isinstance(alias.asname.name, cst.Name):
-            names.append(alias.asname.name.value)
-        else:
-            full = get_full_name_for_node(alias.name) or ""
-            names.append(full if isinstance(node, cst.ImportFrom) else full.split(".")[0])
-    return names
+    return ["*"] if isinstance(node.names, cst.ImportStar) else [bound_name(a) for a in node.names]
 
 
 def _says_what_it_is(annotation: cst.Annotation | None) -> bool:
@@ -349,35 +341,15 @@ def _guard_of(ctx: FileContext, node: cst.CSTNode) -> cst.Try | None:
     for a in ctx.index.ancestors(node):
         if isinstance(a, (cst.FunctionDef, cst.Lambda)):
             return None
-        if isinstance(a, cst.Try) and ctx.index.contains(a.body, node):
-            if any(_catches_import_error(h) for h in a.handlers):
-                return a
+        if isinstance(a, cst.Try) and ctx.index.contains(a.body, node) and falls_back(a):
+            return a
     return None
-
-
-def _catches_import_error(handler: cst.ExceptHandler) -> bool:
-    """`except:`, `except ImportError:` or `except (ImportError, OSError):`."""
-    if handler.type is None:
-        return True
-    kinds = handler.type.elements if isinstance(handler.type, cst.Tuple) else [handler.type]
-    return any(
-        (get_full_name_for_node(getattr(k, "value", k)) or "").split(".")[-1] in IMPORT_ERRORS
-        for k in kinds
-    )
 
 
 def _guard_flags(ctx: FileContext, node: cst.CSTNode) -> list[str]:
     """`HAS_APEX = True` / `= False` in the try/except that guards this import."""
     guard = _guard_of(ctx, node)
-    if guard is None:
-        return []
-    flags = {
-        n.targets[0].target.value  # type: ignore[attr-defined]
-        for part in (guard.body, *guard.handlers)
-        for n in ctx.index.within(part, cst.Assign)
-        if m.matches(n, FLAG)
-    }
-    return sorted(flags)
+    return sorted(try_flags(ctx.index, guard)) if guard is not None else []
 
 
 def _listed(names: list[str]) -> str:
