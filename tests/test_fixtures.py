@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
-
 import pytest
 from fixture_cases import case_id, cases, expected_path, rewrite_bytes
+from fork_server import Job
 
 from apex2native.engine import decode
 from apex2native.guards import unbound_names
@@ -45,10 +43,9 @@ RUNNABLE = [c for c in CASES if b'__name__ == "__main__"' in expected_path(c).re
 
 
 @pytest.mark.parametrize("case", RUNNABLE, ids=case_id)
-def test_rewritten_program_runs_on_cpu(case, tmp_path):
-    script = tmp_path / "program.py"
-    script.write_bytes(expected_path(case).read_bytes())
-    result = subprocess.run(
-        [sys.executable, "-W", "ignore", str(script)], capture_output=True, text=True, timeout=120
-    )
-    assert result.returncode == 0, result.stderr[-2000:]
+def test_rewritten_program_runs_on_cpu(case, tmp_path, fork_server):
+    (tmp_path / "program.py").write_bytes(expected_path(case).read_bytes())
+    stderr = tmp_path / "stderr.txt"
+    job = Job(str(tmp_path), ["program.py"], stderr=str(stderr), timeout=120)
+    (result,) = fork_server.run([job])
+    assert result.returncode == 0, stderr.read_text()[-2000:]

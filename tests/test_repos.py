@@ -2,17 +2,13 @@
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+from fork_server import Job
 from repo_cases import repo_cases, rewrite_tree, tree_bytes
 
 CASES = repo_cases()
-RUNNER = Path(__file__).with_name("cpu_runner.py")
 
 
 def test_there_is_a_fixture_repo_per_flow_shape():
@@ -73,28 +69,23 @@ RUNNABLE = [
 
 
 @pytest.fixture(scope="module")
-def cpu_runs(tmp_path_factory):
-    """Every runnable repo's `main.py`, run on first use by `cpu_runner.py`, which imports
-    torch once and forks a process per program (the import is most of each run)."""
-    results: dict[str, dict] = {}
+def cpu_runs(tmp_path_factory, fork_server):
+    """Every runnable repo's `main.py`, run on first use in forks of one process that has
+    imported torch (the import is most of each run)."""
+    results: dict[str, tuple] = {}
 
-    def get(case) -> dict:
+    def get(case) -> tuple:
         if not results:
-            works = []
+            jobs = []
             for runnable in RUNNABLE:
                 work = tmp_path_factory.mktemp(runnable.name) / runnable.name
                 rewrite_tree(runnable / "after", work)
-                works.append(str(work))
-            done = subprocess.run(
-                [sys.executable, str(RUNNER), *works],
-                capture_output=True,
-                text=True,
-                timeout=900,
-                env=dict(os.environ, OMP_NUM_THREADS="1"),
-            )
-            assert done.returncode == 0, done.stderr[-3000:]
-            lines = [json.loads(line) for line in done.stdout.splitlines()]
-            results.update(zip((c.name for c in RUNNABLE), lines))
+                err = work.parent / "stderr.txt"
+                jobs.append(Job(str(work), ["main.py"], stderr=str(err), timeout=600))
+            done = fork_server.run(jobs)
+            for runnable, job, result in zip(RUNNABLE, jobs, done):
+                stderr = Path(job.stderr).read_text(errors="replace")[-3000:]
+                results[runnable.name] = (result.returncode, stderr)
         return results[case.name]
 
     return get
@@ -102,5 +93,5 @@ def cpu_runs(tmp_path_factory):
 
 @pytest.mark.parametrize("case", RUNNABLE, ids=lambda c: c.name)
 def test_rewritten_repo_runs_on_cpu(case, cpu_runs):
-    result = cpu_runs(case)
-    assert result["returncode"] == 0, result["stderr"]
+    returncode, stderr = cpu_runs(case)
+    assert returncode == 0, stderr

@@ -14,7 +14,7 @@ from verify_helpers import (
     events,
     fixture_specs,
     mutants,
-    run,
+    run_forked,
 )
 
 from apex2native.verify.announced import find_report, load_report
@@ -31,14 +31,16 @@ def announced(case: str) -> Announced:
 
 
 @pytest.fixture(scope="module")
-def fixture_runs(tmp_path_factory):
-    """Run each fixture's original, rewrite and mutants once (concurrently), on demand."""
+def fixture_runs(tmp_path_factory, fork_server):
+    """Run each fixture's original, rewrite and mutants once, on demand, each in a fork of a
+    process that has imported torch (the launch through `run_sides` is tested by the hook and
+    CLI tests)."""
     cache: dict = {}
 
     def get(case: str) -> dict:
         if case not in cache:
             tmp = tmp_path_factory.mktemp(case)
-            runs = run(fixture_specs(case, tmp), tmp / "records")
+            runs = run_forked(fixture_specs(case, tmp), tmp / "records", fork_server)
             cache[case] = {r.spec.label: r for r in runs}
         return cache[case]
 

@@ -35,6 +35,8 @@ def install(seed: int) -> None:
     torch.backends.cudnn.benchmark = False
     torch.backends.cudnn.deterministic = True
     _pin_cudnn_flags()
+    # Also imports TorchDynamo (through inductor's config) before any hook patches torch:
+    # its trace rules, loaded later (making an optimizer loads them), reject patched names.
     torch.use_deterministic_algorithms(True, warn_only=True)
     torch.backends.cuda.matmul.allow_tf32 = False
     torch.backends.cudnn.allow_tf32 = False
