@@ -43,7 +43,10 @@ class DualBackend(Rule):
         scaler.scale(loss).backward()
 
     The native branch already works; translating the apex branch would only make a second
-    copy of it. Only branches chosen by comparing against the string "apex" are touched.
+    copy of it. Only branches chosen by comparing against the string "apex" are touched,
+    and only where the `if` has the other arm: `if args.sync_bn == "apex":` alone has no
+    native branch to keep (removing it would drop sync batch norm), so its apex code is
+    migrated like any other.
     """
 
     code = "A2N112"
@@ -61,6 +64,8 @@ class DualBackend(Rule):
             apex_arm = node.body if equal else node.orelse
             if apex_arm is None or not self._mentions_apex(ctx, apex_arm):
                 continue
+            if node.orelse is None:
+                continue  # no native arm here: removing the apex one would lose what it did
             if isinstance(node.orelse, cst.If) and equal:
                 continue  # an elif chain after the apex arm: leave it to a person
             switches.add(switch)
