@@ -27,6 +27,7 @@ from apex2native.rules.registrations import Registrations
 from apex2native.rules.scale_loss import ScaleLoss
 from apex2native.rules.state_dict import StateDict
 from apex2native.rules.step import Step
+from apex2native.rules.syncbn_process_group import SyncBNProcessGroup
 from apex2native.rules.thread_scaler import ThreadScaler
 from apex2native.rules.unscale import Unscale
 
@@ -49,6 +50,7 @@ ALL_RULES: tuple[type[Rule], ...] = (
     Registrations,
     OptionalApex,
     ApexModules,
+    SyncBNProcessGroup,
     DeprecatedAmp,
     Leftovers,
 )
