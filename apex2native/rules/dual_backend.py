@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import libcst as cst
 import libcst.matchers as m
+from libcst.helpers import get_full_name_for_node
 
 from apex2native.context import FileContext
 from apex2native.findings import SAFE
 from apex2native.rules.base import Rule
 from apex2native.syntax import taken_arm
 
+NATIVE_AMP = ("torch.cuda.amp", "torch.amp", "torch.autocast")
+NATIVE_WORDS = {"gradscaler", "autocast"}
 APEX = m.SimpleString(value=m.MatchIfTrue(lambda v: v[1:-1].lower() == "apex"))
 
 
@@ -44,9 +47,13 @@ class DualBackend(Rule):
 
     The native branch already works; translating the apex branch would only make a second
     copy of it. Only branches chosen by comparing against the string "apex" are touched,
-    and only where the `if` has the other arm: `if args.sync_bn == "apex":` alone has no
-    native branch to keep (removing it would drop sync batch norm), so its apex code is
-    migrated like any other.
+    and only where the other arm of the `if` uses native AMP (`torch.cuda.amp`, `torch.amp`,
+    a GradScaler, autocast, a scaler). `if args.sync_bn == "apex":` alone, or with an arm
+    that does something else, has no native branch to keep (removing it would drop sync
+    batch norm), so its apex code is migrated like any other. Once one `if` on a switch
+    qualifies, every `if` on that switch takes its native arm (also one whose apex arm is
+    a plain `optimizer.step()`), so no run mixes the two backends; an `elif` chain on the
+    switch leaves all of them to a person.
     """
 
     code = "A2N112"
@@ -55,36 +62,59 @@ class DualBackend(Rule):
     summary = "drop the apex branch where a native AMP branch already exists"
 
     def apply(self, ctx: FileContext) -> None:
-        switches: set[str] = set()
+        by_switch: dict[str, list[tuple[cst.If, bool]]] = {}
         for node in ctx.index.within(ctx.module, cst.If):
             choice = _apex_choice(node.test)
-            if choice is None:
+            if choice is not None:
+                by_switch.setdefault(choice[0], []).append((node, choice[1]))
+        for switch, ifs in by_switch.items():
+            if not any(self._beside_native_amp(ctx, node, equal) for node, equal in ifs):
                 continue
-            switch, equal = choice
-            apex_arm = node.body if equal else node.orelse
-            if apex_arm is None or not self._mentions_apex(ctx, apex_arm):
-                continue
-            if node.orelse is None:
-                continue  # no native arm here: removing the apex one would lose what it did
-            if isinstance(node.orelse, cst.If) and equal:
-                continue  # an elif chain after the apex arm: leave it to a person
-            switches.add(switch)
-            group = object()
-            keep_body = not equal
-            parent = ctx.index.parent(node)
-            if isinstance(parent, cst.If) and parent.orelse is node:
-                continue
-            ctx.tx.edits.replace_statement(group, node, lambda u, k=keep_body: taken_arm(u, k))
-            ctx.names.remove(apex_arm)
-            ctx.tx.note(
-                group,
-                node,
-                self.code,
-                f"apex branch of `{switch}` removed; native branch kept",
-                SAFE,
-            )
-        if switches:
-            self._choices(ctx, switches)
+            if any(self._chained(ctx, node) for node, _ in ifs):
+                continue  # an elif chain on the switch: leave it to a person
+            # every `if` on the switch takes its native arm, so the choice stays one choice
+            for node, equal in ifs:
+                group = object()
+                ctx.tx.edits.replace_statement(group, node, lambda u, k=not equal: taken_arm(u, k))
+                apex_arm = node.body if equal else node.orelse
+                if apex_arm is not None:
+                    ctx.names.remove(apex_arm)
+                ctx.tx.note(
+                    group,
+                    node,
+                    self.code,
+                    f"apex branch of `{switch}` removed; native branch kept",
+                    SAFE,
+                )
+            self._choices(ctx, {switch})
+
+    def _beside_native_amp(self, ctx: FileContext, node: cst.If, equal: bool) -> bool:
+        """The `if` has an apex arm that uses apex and a native arm that uses native AMP."""
+        apex_arm, native_arm = (node.body, node.orelse) if equal else (node.orelse, node.body)
+        return (
+            apex_arm is not None
+            and native_arm is not None
+            and self._mentions_apex(ctx, apex_arm)
+            and self._native_amp(native_arm)
+        )
+
+    @staticmethod
+    def _chained(ctx: FileContext, node: cst.If) -> bool:
+        parent = ctx.index.parent(node)
+        return isinstance(node.orelse, cst.If) or (
+            isinstance(parent, cst.If) and parent.orelse is node
+        )
+
+    @staticmethod
+    def _native_amp(arm: cst.CSTNode) -> bool:
+        """The arm uses native AMP (`torch.cuda.amp`, `torch.amp`, a scaler, autocast)."""
+        for node in m.findall(arm, m.Name() | m.Attribute()):
+            name = get_full_name_for_node(node) or ""
+            if name.startswith(NATIVE_AMP) or NATIVE_WORDS & set(name.lower().split(".")):
+                return True
+            if isinstance(node, cst.Name) and "scaler" in node.value.lower():
+                return True
+        return False
 
     def _mentions_apex(self, ctx: FileContext, node: cst.CSTNode) -> bool:
         return any(ctx.names.apex_name(n) for n in ctx.index.within(node, cst.Name, cst.Attribute))
