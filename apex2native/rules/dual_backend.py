@@ -107,12 +107,15 @@ class DualBackend(Rule):
 
     @staticmethod
     def _native_amp(arm: cst.CSTNode) -> bool:
-        """The arm uses native AMP (`torch.cuda.amp`, `torch.amp`, a scaler, autocast)."""
+        """The arm uses native AMP: `torch.cuda.amp`, `torch.amp`, GradScaler, autocast, or a
+        method of a scaler (`scaler.scale(loss)`); `scaler = None` alone is not AMP."""
         for node in m.findall(arm, m.Name() | m.Attribute()):
             name = get_full_name_for_node(node) or ""
             if name.startswith(NATIVE_AMP) or NATIVE_WORDS & set(name.lower().split(".")):
                 return True
-            if isinstance(node, cst.Name) and "scaler" in node.value.lower():
+        for call in m.findall(arm, m.Call(func=m.Attribute())):
+            owner = get_full_name_for_node(call.func.value) or ""
+            if "scaler" in owner.rsplit(".", 1)[-1].lower():
                 return True
         return False
 
