@@ -97,7 +97,7 @@ def has_apex_import(index: TreeIndex, body: cst.CSTNode) -> bool:
     return any(is_apex_import(n) for n in index.within(body, cst.Import, cst.ImportFrom))
 
 
-def _caught(handler: cst.ExceptHandler) -> list[str]:
+def caught_names(handler: cst.ExceptHandler) -> list[str]:
     """The exception names an `except` lists ([] for a bare `except:`)."""
     if handler.type is None:
         return []
@@ -109,14 +109,15 @@ def catches_import_errors(node: cst.Try) -> bool:
     """Every handler catches only import errors (a probe the clean-up may take apart)."""
     if not node.handlers or node.finalbody is not None:
         return False
-    return all(name in IMPORT_ERRORS for h in node.handlers for name in _caught(h))
+    return all(name in IMPORT_ERRORS for h in node.handlers for name in caught_names(h))
 
 
 def falls_back(node: cst.Try) -> bool:
     """Some handler catches an import error (`except (ImportError, OSError):` too): an
     import in the body that fails lets the program go on."""
     return any(
-        h.type is None or any(name in IMPORT_ERRORS for name in _caught(h)) for h in node.handlers
+        h.type is None or any(name in IMPORT_ERRORS for name in caught_names(h))
+        for h in node.handlers
     )
 
 

@@ -107,8 +107,8 @@ class CodeGen:
 
     def relayout(self, stmt: cst.BaseStatement, indent_width: int) -> cst.BaseStatement:
         """A user statement that an edit made too long, laid out by black; else unchanged."""
-        if not isinstance(stmt, cst.SimpleStatementLine):
-            return stmt
+        if not isinstance(stmt, cst.SimpleStatementLine) or len(stmt.body) > 1:
+            return stmt  # black would split `a; b` into two lines, which is not one statement
         code = cst.Module([]).code_for_node(stmt.with_changes(leading_lines=[])).rstrip("\n")
         if "\n" in code or len(code) + indent_width <= self.line_length:
             return stmt

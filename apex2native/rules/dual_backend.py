@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import libcst as cst
 import libcst.matchers as m
 from libcst.helpers import get_full_name_for_node
@@ -11,23 +13,89 @@ from apex2native.findings import SAFE
 from apex2native.rules.base import Rule
 from apex2native.syntax import taken_arm
 
-NATIVE_AMP = ("torch.cuda.amp", "torch.amp", "torch.autocast")
-NATIVE_WORDS = {"gradscaler", "autocast"}
+NATIVE_AMP = ("torch.cuda.amp.", "torch.amp.", "torch.autocast")
+NATIVE_CALLS = {"GradScaler", "autocast"}
 APEX = m.SimpleString(value=m.MatchIfTrue(lambda v: v[1:-1].lower() == "apex"))
+STRING = m.SimpleString()
+# `args.amp_impl`, `self.args.amp_impl`: a read with no side effect
+RECEIVER = m.Name() | m.Attribute(value=m.Name()) | m.Attribute(value=m.Attribute(value=m.Name()))
+DISABLED = m.Arg(keyword=m.Name("enabled"), value=m.Name("False"))
 
 
-def _apex_choice(test: cst.BaseExpression) -> tuple[str, bool] | None:
-    """(`args.amp_impl` code, True for ==) when the test picks the apex backend by name."""
+@dataclass(frozen=True)
+class Switch:
+    """The one `add_argument` of this file whose choices hold "apex", by its destination."""
+
+    dest: str
+    call: cst.Call
+    choices: cst.List | cst.Tuple
+
+
+def _keyword(call: cst.Call, name: str) -> cst.BaseExpression | None:
+    return next((a.value for a in call.args if a.keyword and a.keyword.value == name), None)
+
+
+def _dest(call: cst.Call) -> str | None:
+    """argparse's destination of an `add_argument` call (`--amp-impl` -> `amp_impl`)."""
+    dest = _keyword(call, "dest")
+    if dest is not None:
+        return dest.evaluated_value if isinstance(dest, cst.SimpleString) else None
+    flags = [a.value for a in call.args if a.keyword is None]
+    if not flags or not all(isinstance(f, cst.SimpleString) for f in flags):
+        return None
+    names = [f.evaluated_value for f in flags]
+    long = [n for n in names if n.startswith("--")]
+    return (long[0] if long else names[0]).lstrip("-").replace("-", "_")
+
+
+def _switches(ctx: FileContext) -> dict[str, Switch]:
+    """Options that can never be "apex" once "apex" leaves their choices: declared once in
+    this file, with literal choices, and a default that is not "apex" (a default run that
+    used apex would change backend, and its apex-era checkpoints would meet the native
+    loader)."""
+    found: dict[str, list[cst.Call]] = {}
+    for call in ctx.index.calls_named("add_argument"):
+        dest = _dest(call) if isinstance(call.func, cst.Attribute) else None
+        if dest is not None:
+            found.setdefault(dest, []).append(call)
+    switches = {}
+    for dest, calls in found.items():
+        choices = _keyword(calls[0], "choices")
+        default = _keyword(calls[0], "default")
+        if (
+            len(calls) != 1
+            or not isinstance(choices, (cst.List, cst.Tuple))
+            or not all(m.matches(e, m.Element(value=STRING)) for e in choices.elements)
+            or not any(m.matches(e.value, APEX) for e in choices.elements)
+            or len(choices.elements) < 2
+            or not (
+                default is None
+                or m.matches(default, m.Name("None"))
+                or m.matches(default, STRING)
+                and not m.matches(default, APEX)
+            )
+        ):
+            continue
+        switches[dest] = Switch(dest, calls[0], choices)
+    return switches
+
+
+def _apex_choice(test: cst.BaseExpression, switches: dict[str, Switch]) -> tuple[str, bool] | None:
+    """(destination, True for ==) when the test is `<receiver>.<dest> ==/!= "apex"`."""
     if not isinstance(test, cst.Comparison) or len(test.comparisons) != 1:
         return None
     target = test.comparisons[0]
     if not isinstance(target.operator, (cst.Equal, cst.NotEqual)):
         return None
     equal = isinstance(target.operator, cst.Equal)
-    if m.matches(target.comparator, APEX):
-        return cst.Module([]).code_for_node(test.left), equal
-    if m.matches(test.left, APEX):
-        return cst.Module([]).code_for_node(target.comparator), equal
+    for read, other in ((test.left, target.comparator), (target.comparator, test.left)):
+        if (
+            m.matches(other, APEX)
+            and isinstance(read, cst.Attribute)
+            and m.matches(read.value, RECEIVER)
+            and read.attr.value in switches
+        ):
+            return read.attr.value, equal
     return None
 
 
@@ -46,14 +114,18 @@ class DualBackend(Rule):
         scaler.scale(loss).backward()
 
     The native branch already works; translating the apex branch would only make a second
-    copy of it. Only branches chosen by comparing against the string "apex" are touched,
-    and only where the other arm of the `if` uses native AMP (`torch.cuda.amp`, `torch.amp`,
-    a GradScaler, autocast, a scaler). `if args.sync_bn == "apex":` alone, or with an arm
-    that does something else, has no native branch to keep (removing it would drop sync
-    batch norm), so its apex code is migrated like any other. Once one `if` on a switch
-    qualifies, every `if` on that switch takes its native arm (also one whose apex arm is
-    a plain `optimizer.step()`), so no run mixes the two backends; an `elif` chain on the
-    switch leaves all of them to a person.
+    copy of it. The switch must be an argparse option of this file, declared once, whose
+    literal choices hold "apex" and whose default is not "apex"; once "apex" leaves the
+    choices no run can take an apex arm, so every `if`, `elif` and conditional expression
+    testing `<x>.<option> ==/!= "apex"` takes its native arm, and every other reading of the
+    option sees the values it saw before. It applies only where some `if` on the option has
+    an apex arm that uses apex beside an arm that calls native AMP (`torch.cuda.amp`,
+    `torch.amp`, GradScaler, autocast that is not `enabled=False`, a scaler's method):
+    `if args.sync_bn == "apex":` alone, or beside an arm that does something else, has no
+    native branch to keep (removing it would drop sync batch norm), so its apex code is
+    migrated like any other. A default of "apex" (the default run would change backend,
+    and its apex-era checkpoints meet the native loader) and switches read from configs
+    are left to the other rules.
     """
 
     code = "A2N112"
@@ -62,31 +134,56 @@ class DualBackend(Rule):
     summary = "drop the apex branch where a native AMP branch already exists"
 
     def apply(self, ctx: FileContext) -> None:
-        by_switch: dict[str, list[tuple[cst.If, bool]]] = {}
-        for node in ctx.index.within(ctx.module, cst.If):
-            choice = _apex_choice(node.test)
+        switches = _switches(ctx)
+        if not switches:
+            return
+        tests: dict[str, list[tuple[cst.If | cst.IfExp, bool]]] = {}
+        for node in ctx.index.within(ctx.module, cst.If, cst.IfExp):
+            choice = _apex_choice(node.test, switches)
             if choice is not None:
-                by_switch.setdefault(choice[0], []).append((node, choice[1]))
-        for switch, ifs in by_switch.items():
-            if not any(self._beside_native_amp(ctx, node, equal) for node, equal in ifs):
+                tests.setdefault(choice[0], []).append((node, choice[1]))
+        for dest, nodes in tests.items():
+            if not any(
+                isinstance(node, cst.If) and self._beside_native_amp(ctx, node, equal)
+                for node, equal in nodes
+            ):
                 continue
-            if any(self._chained(ctx, node) for node, _ in ifs):
-                continue  # an elif chain on the switch: leave it to a person
-            # every `if` on the switch takes its native arm, so the choice stays one choice
-            for node, equal in ifs:
-                group = object()
-                ctx.tx.edits.replace_statement(group, node, lambda u, k=not equal: taken_arm(u, k))
+            removed: list[cst.CSTNode] = []
+            for node, equal in nodes:
+                if any(self._inside(ctx, node, arm) for arm in removed):
+                    continue  # its whole arm goes with an outer test
                 apex_arm = node.body if equal else node.orelse
                 if apex_arm is not None:
+                    removed.append(apex_arm)
                     ctx.names.remove(apex_arm)
+                group = object()
+                self._take_native(ctx, group, node, equal)
                 ctx.tx.note(
-                    group,
-                    node,
-                    self.code,
-                    f"apex branch of `{switch}` removed; native branch kept",
-                    SAFE,
+                    group, node, self.code, f"apex branch of `{dest}` removed; native kept", SAFE
                 )
-            self._choices(ctx, {switch})
+            self._choices(ctx, switches[dest])
+
+    def _take_native(
+        self, ctx: FileContext, group: object, node: cst.If | cst.IfExp, equal: bool
+    ) -> None:
+        """Replace the test's `if`/`elif`/conditional expression by its native arm."""
+        if isinstance(node, cst.IfExp):
+            ctx.tx.edits.replace_node(group, node, lambda u, e=equal: _arm_of(u, e))
+            return
+        parent = ctx.index.parent(node)
+        if isinstance(parent, cst.If) and parent.orelse is node:  # an elif
+            ctx.tx.edits.replace_node(group, node, lambda u, e=equal: _elif_arm(u, e))
+            return
+        ctx.tx.edits.replace_statement(group, node, lambda u, k=not equal: taken_arm(u, k))
+
+    @staticmethod
+    def _inside(ctx: FileContext, node: cst.CSTNode, arm: cst.CSTNode) -> bool:
+        current = ctx.index.parent(node)
+        while current is not None:
+            if current is arm:
+                return True
+            current = ctx.index.parent(current)
+        return False
 
     def _beside_native_amp(self, ctx: FileContext, node: cst.If, equal: bool) -> bool:
         """The `if` has an apex arm that uses apex and a native arm that uses native AMP."""
@@ -99,53 +196,46 @@ class DualBackend(Rule):
         )
 
     @staticmethod
-    def _chained(ctx: FileContext, node: cst.If) -> bool:
-        parent = ctx.index.parent(node)
-        return isinstance(node.orelse, cst.If) or (
-            isinstance(parent, cst.If) and parent.orelse is node
-        )
-
-    @staticmethod
     def _native_amp(arm: cst.CSTNode) -> bool:
-        """The arm uses native AMP: `torch.cuda.amp`, `torch.amp`, GradScaler, autocast, or a
-        method of a scaler (`scaler.scale(loss)`); `scaler = None` alone is not AMP."""
-        for node in m.findall(arm, m.Name() | m.Attribute()):
-            name = get_full_name_for_node(node) or ""
-            if name.startswith(NATIVE_AMP) or NATIVE_WORDS & set(name.lower().split(".")):
+        """The arm calls native AMP (`torch.cuda.amp.GradScaler()`, `autocast(...)` that is
+        not `enabled=False`, `torch.amp....`) or a scaler's method (`scaler.scale(loss)`);
+        names alone (`scaler = None`, `args.autocast = False`) are not AMP."""
+        for call in m.findall(arm, m.Call()):
+            name = get_full_name_for_node(call.func) or ""
+            if any(m.matches(arg, DISABLED) for arg in call.args):
+                continue
+            if name.startswith(NATIVE_AMP) or name.rsplit(".", 1)[-1] in NATIVE_CALLS:
                 return True
-        for call in m.findall(arm, m.Call(func=m.Attribute())):
-            owner = get_full_name_for_node(call.func.value) or ""
-            if "scaler" in owner.rsplit(".", 1)[-1].lower():
+            owner = name.rsplit(".", 2)[-2] if name.count(".") else ""
+            if "scaler" in owner.lower():
                 return True
         return False
 
     def _mentions_apex(self, ctx: FileContext, node: cst.CSTNode) -> bool:
         return any(ctx.names.apex_name(n) for n in ctx.index.within(node, cst.Name, cst.Attribute))
 
-    def _choices(self, ctx: FileContext, switches: set[str]) -> None:
-        """`choices=[..., "apex"]` of the option behind a removed switch loses "apex"."""
-        dests = {s.rsplit(".", 1)[-1] for s in switches}
-        for node in ctx.index.calls_named("add_argument"):
-            if not isinstance(node.func, cst.Attribute):
-                continue
-            flags = [
-                a.value.evaluated_value for a in node.args if isinstance(a.value, cst.SimpleString)
-            ]
-            if not any(
-                f.lstrip("-").replace("-", "_") in dests for f in flags if isinstance(f, str)
-            ):
-                continue
-            for arg in node.args:
-                if (
-                    arg.keyword is not None
-                    and arg.keyword.value == "choices"
-                    and isinstance(arg.value, (cst.List, cst.Tuple))
-                ):
-                    kept = [e for e in arg.value.elements if not m.matches(e.value, APEX)]
-                    if kept and len(kept) < len(arg.value.elements):
-                        kept[-1] = kept[-1].with_changes(comma=cst.MaybeSentinel.DEFAULT)
-                        group = object()
-                        ctx.tx.edits.replace_node(
-                            group, arg.value, lambda u, k=kept: u.with_changes(elements=k)
-                        )
-                        ctx.tx.note(group, node, self.code, '"apex" removed from the choices', SAFE)
+    def _choices(self, ctx: FileContext, switch: Switch) -> None:
+        """The option loses "apex" from its choices: `--amp-impl apex` is now refused by
+        argparse, so no run reaches the removed arms (or mixes backends)."""
+        kept = [e for e in switch.choices.elements if not m.matches(e.value, APEX)]
+        kept[-1] = kept[-1].with_changes(comma=cst.MaybeSentinel.DEFAULT)
+        group = object()
+        ctx.tx.edits.replace_node(
+            group, switch.choices, lambda u, k=kept: u.with_changes(elements=k)
+        )
+        ctx.tx.note(group, switch.call, self.code, '"apex" removed from the choices', SAFE)
+
+
+def _arm_of(node: cst.IfExp, equal: bool) -> cst.BaseExpression:
+    """The native arm of `a if <switch> == "apex" else b`, in the expression's parentheses."""
+    arm = node.orelse if equal else node.body
+    if node.lpar and not arm.lpar:
+        arm = arm.with_changes(lpar=node.lpar, rpar=node.rpar)
+    return arm
+
+
+def _elif_arm(node: cst.If, equal: bool) -> cst.If | cst.Else | cst.RemovalSentinel:
+    """What replaces `elif <switch> ==/!= "apex":` in its chain."""
+    if not equal:
+        return cst.Else(body=node.body)
+    return node.orelse if node.orelse is not None else cst.RemoveFromParent()

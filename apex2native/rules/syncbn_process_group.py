@@ -5,6 +5,7 @@ from __future__ import annotations
 import libcst as cst
 import libcst.matchers as m
 
+from apex2native.apex_imports import caught_names
 from apex2native.context import FileContext
 from apex2native.findings import SAFE
 from apex2native.rules.base import Rule
@@ -31,9 +32,9 @@ class SyncBNProcessGroup(Rule):
     every rank, and return the group this rank is in; a size of 0 is the whole world
     (`None`), as apex had it. A literal size is written out (`new_subgroups(8)[0]`, `None`).
     torch raises ValueError where apex failed an assertion (a size that does not divide the
-    world). The size is read twice, so only a literal, a name or an attribute of one is
-    rewritten; anything else, a torch target older than 1.10, or other arguments leave the
-    call with a TODO.
+    world), so a call an `except AssertionError` handles stays. The size is read twice, so
+    only a literal, a name or an attribute of one is rewritten; anything else, a torch
+    target older than 1.10, or other arguments leave the call with a TODO.
     """
 
     code = "A2N204"
@@ -46,6 +47,11 @@ class SyncBNProcessGroup(Rule):
     def apply(self, ctx: FileContext) -> None:
         for call in ctx.names.calls_to(SPELLING):
             size, why = self._size(call)
+            if why is None and self._handles_assertion(ctx, call):
+                why = (
+                    "an `except AssertionError` around it handles apex's failure; torch raises "
+                    "ValueError"
+                )
             if why is None and not allows(ctx.options.target_torch, NEW_SUBGROUPS):
                 why = f"{NATIVE} needs torch 1.10 (target {ctx.options.target_torch})"
             if why is not None:
@@ -67,6 +73,17 @@ class SyncBNProcessGroup(Rule):
                 f"create_syncbn_process_group -> {NATIVE}: groups of the same consecutive ranks",
                 SAFE,
             )
+
+    @staticmethod
+    def _handles_assertion(ctx: FileContext, call: cst.Call) -> bool:
+        """The call is in the body of a `try` one of whose handlers names AssertionError."""
+        child, current = call, ctx.index.parent(call)
+        while current is not None:
+            if isinstance(current, cst.Try) and child is current.body:
+                if any("AssertionError" in caught_names(h) for h in current.handlers):
+                    return True
+            child, current = current, ctx.index.parent(current)
+        return False
 
     @staticmethod
     def _size(call: cst.Call) -> tuple[cst.BaseExpression | None, str | None]:
