@@ -256,7 +256,8 @@ class EditApplier(cst.CSTTransformer):
         if edit.removed:
             main: list[cst.BaseStatement] = []
         elif edit.replace is not None:
-            main = list(edit.replace(updated))  # type: ignore[arg-type]
+            replaced = edit.replace(updated)  # type: ignore[arg-type]
+            main = [line for stmt in replaced for line in _as_lines(stmt)]
         else:
             main = _as_lines(updated)
         lead = list(_leading(updated))
