@@ -166,6 +166,17 @@ TABLE: dict[str, Mapping] = {
         shared=len(NORM_PARAMS),
         accepts=_kw(*NORM_PARAMS, "device", "dtype"),
     ),
+    "apex.contrib.clip_grad.clip_grad_norm_": Mapping(
+        "A2N501",
+        "torch.nn.utils.clip_grad_norm_",
+        NUMERICS,
+        note="apex's is torch's with a fused kernel for the 2-norm; torch takes each fp16 "
+        "gradient's norm in fp16 (apex in fp32), so fp16 gradients whose norm passes 65504 "
+        "give an inf total and are zeroed (fp32 gradients, as under autocast, are clipped alike)",
+        params=("parameters", "max_norm", "norm_type", "error_if_nonfinite"),
+        shared=4,
+        accepts=_kw("parameters", "max_norm", "norm_type", "error_if_nonfinite", "foreach"),
+    ),
 }
 # The same classes under the submodules that define them.
 CANONICAL: dict[str, str] = {"apex.optimizers.fused_adam.FusedAdam": "apex.optimizers.FusedAdam"}
@@ -174,6 +185,7 @@ for _module, _names in {
     "apex.parallel.distributed": ("DistributedDataParallel",),
     "apex.parallel.optimized_sync_batchnorm": ("SyncBatchNorm",),
     "apex.optimizers.fused_sgd": ("FusedSGD",),
+    "apex.contrib.clip_grad.clip_grad": ("clip_grad_norm_",),
 }.items():
     for _name in _names:
         _package = _module.rsplit(".", 1)[0]
@@ -267,14 +279,15 @@ class ApexModules(Rule):
     keywords, and a position apex releases disagree on, or a keyword torch does not take,
     leaves the call with a TODO. A class one file keeps apex (a refused call, or apex DDP's
     own `disable_allreduce()`) stays apex in every file its imports link to, so that
-    `isinstance` checks and constructions name one class. FusedLAMB and friends have no
-    torch counterpart and are reported by A2N190.
+    `isinstance` checks and constructions name one class. apex's contrib
+    `clip_grad_norm_` (torch's with a fused kernel) becomes torch's (A2N501). FusedLAMB and
+    friends have no torch counterpart and are reported by A2N190.
     """
 
     code = "A2N201"
     name = "apex-modules"
     tier = SAFE
-    summary = "apex.parallel / optimizers / normalization -> torch (DDP, SyncBN, AdamW, LayerNorm)"
+    summary = "apex.parallel / optimizers / normalization / contrib clip_grad -> torch"
 
     def apply(self, ctx: FileContext) -> None:
         # classes this file keeps apex whatever its own calls say: another file of the
