@@ -13,6 +13,7 @@ from apex2native.context import FileContext
 from apex2native.findings import NUMERICS, SAFE
 from apex2native.rules.base import Rule
 from apex2native.syntax import with_appended
+from apex2native.target import TorchVersion, allows
 
 
 @dataclass(frozen=True)
@@ -24,7 +25,8 @@ class Mapping:
     `add`: keywords the native call needs to behave like apex (added when absent);
     `params`: apex's positional parameters, in order, as far as every apex release agrees;
     `shared`: how many of them the native signature takes at the same positions (the rest
-    become keywords); `accepts`: the native keywords (any other keyword is refused).
+    become keywords); `accepts`: the native keywords (any other keyword is refused);
+    `since`: the torch release that brought the native class (an older target refuses).
     """
 
     code: str
@@ -37,6 +39,7 @@ class Mapping:
     params: tuple[str, ...] = ()
     shared: int = 1
     accepts: frozenset[str] = frozenset()
+    since: TorchVersion | None = None
 
 
 def _kw(*names: str) -> frozenset[str]:
@@ -165,6 +168,7 @@ TABLE: dict[str, Mapping] = {
         params=(*NORM_PARAMS, "memory_efficient"),
         shared=len(NORM_PARAMS),
         accepts=_kw(*NORM_PARAMS, "device", "dtype"),
+        since=TorchVersion(2, 4),
     ),
     "apex.contrib.clip_grad.clip_grad_norm_": Mapping(
         "A2N501",
@@ -235,6 +239,33 @@ def _is_base_class(ctx: FileContext, ref: cst.CSTNode) -> bool:
     return isinstance(arg, cst.Arg) and isinstance(ctx.index.parent(arg), cst.ClassDef)
 
 
+def _is_type_check(ctx: FileContext, ref: cst.CSTNode) -> bool:
+    """`isinstance(m, FusedLayerNorm)`, also inside a tuple of classes: a test, not a use."""
+    node = ctx.index.parent(ref)
+    if isinstance(node, cst.Element) and isinstance(ctx.index.parent(node), cst.Tuple):
+        node = ctx.index.parent(ctx.index.parent(node))
+    call = ctx.index.parent(node) if isinstance(node, cst.Arg) else None
+    return (
+        isinstance(call, cst.Call)
+        and m.matches(call.func, m.Name("isinstance") | m.Name("issubclass"))
+        and len(call.args) == 2
+        and call.args[1] is node
+    )
+
+
+def _names_compared(ctx: FileContext) -> set[str]:
+    """Strings a comparison tests against (`type(m).__name__ == "FusedLayerNorm"`)."""
+    found = set()
+    for comparison in ctx.index.within(ctx.module, cst.Comparison):
+        operands = [comparison.left, *(c.comparator for c in comparison.comparisons)]
+        for operand in operands:
+            strings = operand.elements if isinstance(operand, (cst.Tuple, cst.List)) else []
+            for node in [operand, *(e.value for e in strings)]:
+                if isinstance(node, cst.SimpleString):
+                    found.add(node.evaluated_value)
+    return found
+
+
 def _is_init_call(call: cst.Call) -> bool:
     """`<anything>.__init__(...)`."""
     return isinstance(call.func, cst.Attribute) and call.func.attr.value == "__init__"
@@ -279,7 +310,11 @@ class ApexModules(Rule):
     keywords, and a position apex releases disagree on, or a keyword torch does not take,
     leaves the call with a TODO. A class one file keeps apex (a refused call, or apex DDP's
     own `disable_allreduce()`) stays apex in every file its imports link to, so that
-    `isinstance` checks and constructions name one class. apex's contrib
+    `isinstance` checks and constructions name one class. A class used other than by a call
+    or a type test (in a dict, `partial`, a default argument, an alias) keeps apex with a
+    TODO where the table has keywords to drop, refuse or add, since its calls cannot be
+    checked; so does one the file recognises by its name as a string, a subclass that reads
+    an apex-only attribute (`self.channel_last`), and `RMSNorm` below a torch 2.4 target. apex's contrib
     `clip_grad_norm_` (torch's with a fused kernel) becomes torch's (A2N501). FusedLAMB and
     friends have no torch counterpart and are reported by A2N190.
     """
@@ -293,17 +328,24 @@ class ApexModules(Rule):
         # classes this file keeps apex whatever its own calls say: another file of the
         # program keeps them, or the program calls apex DDP's own methods (the plan's facts)
         refused = set()
+        compared = _names_compared(ctx)
         for ref, name in ctx.names.refs():
             if name not in TABLE and name not in ADAM_SPELLINGS:
                 continue
             if _canonical(name) in ctx.facts.kept_classes:
                 refused.add(name)
                 continue
-            why = self._refusal(ctx, ctx.index.parent(ref), ref, name)
+            parent = ctx.index.parent(ref)
+            why = self._refusal(ctx, parent, ref, name)
+            code = TABLE[name].code if name in TABLE else "A2N301"
             if why is None and _is_base_class(ctx, ref):
                 why = self._subclass_refusal(ctx, ref, name)
                 if why:
-                    ctx.tx.todo(ref, TABLE[name].code if name in TABLE else "A2N301", why)
+                    ctx.tx.todo(ref, code, why)
+            elif why is None and name in TABLE:
+                why = self._value_refusal(ctx, parent, ref, name, compared)
+                if why:
+                    ctx.tx.todo(ref, code, why)
             if why:
                 refused.add(name)
                 ctx.classes.kept.setdefault(_canonical(name), why)
@@ -340,6 +382,46 @@ class ApexModules(Rule):
                 ctx.classes.moved.add(_canonical(name))
                 ctx.needs_torch = True
 
+    def _value_refusal(
+        self,
+        ctx: FileContext,
+        parent: cst.CSTNode | None,
+        ref: cst.CSTNode,
+        name: str,
+        compared: set[str],
+    ) -> str | None:
+        """Why a use of the class other than a call keeps it apex, or None.
+
+        The keywords a call must drop, refuse or add (DDP's `find_unused_parameters`,
+        RMSNorm's `eps`) can only be applied where the class is called: stored in a dict,
+        handed to `partial`, a default argument or an alias, it is called where the table
+        cannot see. A class recognised by its name as a string stops matching once moved.
+        """
+        mapping = TABLE[name]
+        short = name.rsplit(".", 1)[-1]
+        if short in compared:
+            return (
+                f"{name} is recognised by its name as a string ({short!r}) in this file, "
+                f"which {mapping.native} does not carry; update that test, then swap it"
+            )
+        if mapping.since and not allows(ctx.options.target_torch, mapping.since):
+            return (
+                f"{mapping.native} needs torch {mapping.since} (target {ctx.options.target_torch})"
+            )
+        in_tuple = isinstance(parent, cst.Element) and isinstance(
+            ctx.index.parent(parent), cst.Tuple
+        )
+        if isinstance(parent, cst.Call) and parent.func is ref or in_tuple:
+            return None  # a call (checked as such), or a tuple of classes for isinstance
+        if _is_type_check(ctx, ref):
+            return None
+        if mapping.add or mapping.drop or mapping.refuse or apex_only_keywords(name):
+            return (
+                f"{name} used as a value, not called here: the keywords {mapping.native} "
+                "needs or rejects cannot be checked where it is called; swap it by hand"
+            )
+        return None
+
     def _subclass_refusal(self, ctx: FileContext, ref: cst.CSTNode, name: str) -> str | None:
         """Why `class X(<apex class>)` cannot take torch's class as its base, or None.
 
@@ -356,6 +438,13 @@ class ApexModules(Rule):
         if mapping is None or mapping.add:
             return why
         cls = ctx.index.parent(ctx.index.parent(ref))
+        apex_only = apex_only_keywords(name)
+        for node in ctx.index.within(cls, cst.Attribute):
+            if m.matches(node.value, m.Name("self")) and node.attr.value in apex_only:
+                return (
+                    f"a subclass of {name} reads `self.{node.attr.value}`, which only apex's "
+                    "class sets; port the subclass by hand"
+                )
         inits = [c for c in ctx.index.within(cls, cst.Call) if _is_init_call(c)]
         if not inits:  # apex's constructor is inherited: the subclass's callers fill it
             if {cls.name.value, "*"} & ctx.facts.imported:
@@ -549,6 +638,10 @@ class ApexModules(Rule):
     def _own_refusal(self, ctx: FileContext, call: cst.Call, name: str) -> str | None:
         """Why this call itself cannot move to torch, or None."""
         mapping = self._mapping(ctx, call, name)
+        if mapping.since and not allows(ctx.options.target_torch, mapping.since):
+            return (
+                f"{mapping.native} needs torch {mapping.since} (target {ctx.options.target_torch})"
+            )
         if any(a.star == "**" for a in call.args):
             return (
                 f"{name}(**kwargs) keeps the class apex in this file: check the keywords "
