@@ -22,7 +22,14 @@ SPELLINGS = (
 )
 PARAMS = ("init_optimizer", "static_loss_scale", "dynamic_loss_scale", "dynamic_loss_args")
 USES = {"backward", "clip_master_grads", "step", "zero_grad", "state_dict", "load_state_dict"}
-HALF_HELPERS = {"apex.fp16_utils.network_to_half", "apex.fp16_utils.BN_convert_float"}
+HALF_HELPERS = {
+    f"apex.fp16_utils{module}.{name}"
+    for module in ("", ".fp16util")
+    for name in ("network_to_half", "BN_convert_float", "tofp16")
+}
+# other spellings of fp16 data: `.type("torch.cuda.HalfTensor")`, `np.float16`, `getattr(torch,
+# "float16")`, `from torch import float16`
+HALF_WORDS = {"float16", "half", "HalfTensor", "torch.float16", "torch.half"}
 HARMLESS = {"print", "len", "isinstance", "getattr", "hasattr", "id", "type", "repr", "str"}
 # module methods that return the module itself (`model.eval()` hands on the model)
 RETURNS_SELF = {
@@ -87,10 +94,13 @@ class FP16Optimizer(Rule):
     The fp16 model must be made in that function and stay there (a local name, not the
     caller's, not returned or yielded, stored or aliased, also inside a container or as
     `model.eval()`, nor handed to another module's function), and nothing else in the module
-    may make fp16 data (another `.half()`, `torch.float16`): code that fed the fp16 model
-    fp16 data would fail on a fp32 one. Options read through the `if` that guards the
-    wrapper (`cfg.fp16.loss_scale`), and `clip_master_grads` results compared with apex's
-    -1, keep the site apex too.
+    may make fp16 data (another `.half()` or one with arguments, `torch.float16`, `np.float16`,
+    `"torch.cuda.HalfTensor"`, apex's `tofp16`): code that fed the fp16 model fp16 data would
+    fail on a fp32 one. An input made half must only feed the model (a custom op or a saved
+    tensor that wanted fp16 keeps the site apex). Options read through the `if` that guards the
+    wrapper (`cfg.fp16.loss_scale`), `clip_master_grads` results compared with apex's -1
+    (also through the name they are stored in), and `loss_scale` changed in place keep the
+    site apex too.
     """
 
     code = "A2N117"
@@ -254,6 +264,7 @@ class FP16Optimizer(Rule):
                 and attr.attr.value == "loss_scale"
                 and not (isinstance(call, cst.Call) and call.func is attr)
                 and not isinstance(call, cst.AssignTarget)
+                and not (isinstance(call, (cst.AugAssign, cst.Del)) and call.target is attr)
             ):
                 out["loss_scale"].append(attr)  # the current scale, a property
                 continue
@@ -281,9 +292,7 @@ class FP16Optimizer(Rule):
                 ctx, call
             ):
                 raise _Refused(f"`{index.code(call)}` is used as a value")
-            if method == "clip_master_grads" and isinstance(
-                index.parent(call), (cst.Comparison, cst.ComparisonTarget)
-            ):
+            if method == "clip_master_grads" and _compared(ctx, scope, call):
                 raise _Refused(f"`{index.code(call)}` is compared: -1 on overflow is apex's")
             out[method].append(call)
         for assign in index.within(scope, cst.AssignTarget):
@@ -311,7 +320,10 @@ class FP16Optimizer(Rule):
     def _clip(self, ctx: FileContext, group: object, call: cst.Call, wrapper: str) -> None:
         """`opt.clip_master_grads(n)` clips the optimizer's (now fp32) parameters."""
         params = f'(p for group in {wrapper}.param_groups for p in group["params"])'
-        args = ", ".join(ctx.index.code(a) for a in call.args)
+        args = ", ".join(
+            (f"{a.keyword.value}=" if a.keyword else "") + a.star + ctx.index.code(a.value)
+            for a in call.args
+        )
         new = cst.parse_expression(f"torch.nn.utils.clip_grad_norm_({params}, {args})")
         ctx.tx.edits.replace_node(group, call, lambda _u: new)
         stmt = ctx.index.statement_of(call)
@@ -373,6 +385,42 @@ def _guard(ctx: FileContext, stmt: cst.CSTNode) -> tuple[cst.CSTNode, str | None
     if ctx.index.within(branch.test, cst.Call):
         raise _Refused(f"made under `{test}`, which calls a function")
     return branch, test
+
+
+def _compared(ctx: FileContext, scope: cst.CSTNode, call: cst.Call) -> bool:
+    """The call's result is compared, directly or through the name it is assigned to."""
+    index = ctx.index
+    parent = index.parent(call)
+    if isinstance(parent, (cst.Comparison, cst.ComparisonTarget)):
+        return True
+    if not (isinstance(parent, cst.Assign) and len(parent.targets) == 1):
+        return False
+    target = parent.targets[0].target
+    if not isinstance(target, cst.Name):
+        return True  # stored somewhere the reads cannot be followed
+    for read in index.reads.get(target.value, []):
+        if index.contains(scope, read) and index.order(read) > index.order(call):
+            if isinstance(index.parent(read), (cst.Comparison, cst.ComparisonTarget)):
+                return True
+    return False
+
+
+def _only_model_input(
+    ctx: FileContext, scope: cst.CSTNode, stmt: cst.CSTNode, name: str, model_calls: list
+) -> bool:
+    """Every later read of `name` in the function is an argument of a model call."""
+    index = ctx.index
+    for read in index.reads.get(name, []):
+        if (
+            not index.contains(scope, read)
+            or index.order(read) <= index.order(stmt)
+            or index.contains(stmt, read)
+        ):
+            continue
+        arg = index.parent(read)
+        if not (isinstance(arg, cst.Arg) and index.parent(arg) in model_calls):
+            return False
+    return True
 
 
 def _whole_statement(ctx: FileContext, call: cst.Call) -> bool:
@@ -500,10 +548,16 @@ def _halves(
         if ctx.names.call_name(call) in HALF_HELPERS:
             raise _Refused(f"`{index.code(call.func)}` changes the model's structure")
     for attr in index.within(ctx.module, cst.Attribute):
-        if attr.attr.value in ("float16", "half", "HalfTensor") and index.code(attr) in (
-            HALF_SPELLINGS
+        code = index.code(attr)
+        if code in HALF_SPELLINGS or attr.attr.value in ("float16", "HalfTensor"):
+            raise _Refused(f"`{code}` makes fp16 data the fp32 model would reject")
+    for node in index.within(ctx.module, cst.Name, cst.SimpleString):
+        word = node.value if isinstance(node, cst.Name) else node.evaluated_value
+        if isinstance(word, str) and (
+            word.split(".")[-1] in HALF_WORDS - {"half"}
+            or (isinstance(node, cst.SimpleString) and word in HALF_WORDS)
         ):
-            raise _Refused(f"`{index.code(attr)}` makes fp16 data the fp32 model would reject")
+            raise _Refused(f"`{index.code(node)}` makes fp16 data the fp32 model would reject")
     model_calls = [
         c
         for c in index.within(scope, cst.Call)
@@ -514,8 +568,10 @@ def _halves(
     }
     halves, data = [], []
     for call in index.calls_named("half"):
-        if call.args or not isinstance(call.func, cst.Attribute):
+        if not isinstance(call.func, cst.Attribute):
             continue
+        if call.args:
+            raise _Refused(f"`{index.code(call)}` with arguments: fp16 data here")
         if index.scope_of(call) is not scope:
             raise _Refused(f"`{index.code(call)}` outside this function may feed the fp32 model")
         stmt = index.statement_of(call)
@@ -533,8 +589,12 @@ def _halves(
         elif on_model:
             raise _Refused(f"`{index.code(call)}` makes the model fp16 where it cannot be undone")
         elif target in fed and small.value is call:
+            if not _only_model_input(ctx, scope, small, target, model_calls):
+                raise _Refused(f"`{target}` is made fp16 for more than the model")
             data.append(call)
-        elif any(index.contains(c, call) and c.func is not call.func for c in model_calls):
+        elif any(
+            _in_chain(a.value, call) for c in model_calls for a in c.args if c.func is not call
+        ):
             data.append(call)
         else:
             raise _Refused(f"`{index.code(call)}`: not the model or its input; fp16 data here")
