@@ -253,11 +253,17 @@ def _is_type_check(ctx: FileContext, ref: cst.CSTNode) -> bool:
     )
 
 
+INTROSPECTION = m.Attribute(attr=m.Name("__name__") | m.Name("__qualname__"))
+
+
 def _names_compared(ctx: FileContext) -> set[str]:
-    """Strings a comparison tests against (`type(m).__name__ == "FusedLayerNorm"`)."""
+    """Strings a class name is tested against (`type(m).__name__ == "FusedLayerNorm"`); a
+    config value (`cfg["type"] == "FusedSGD"`) picks a class, it does not test one."""
     found = set()
     for comparison in ctx.index.within(ctx.module, cst.Comparison):
         operands = [comparison.left, *(c.comparator for c in comparison.comparisons)]
+        if not any(m.findall(operand, INTROSPECTION) for operand in operands):
+            continue
         for operand in operands:
             strings = operand.elements if isinstance(operand, (cst.Tuple, cst.List)) else []
             for node in [operand, *(e.value for e in strings)]:
@@ -313,7 +319,9 @@ class ApexModules(Rule):
     `isinstance` checks and constructions name one class. A class used other than by a call
     or a type test (in a dict, `partial`, a default argument, an alias) keeps apex with a
     TODO where the table has keywords to drop, refuse or add, since its calls cannot be
-    checked; so does one the file recognises by its name as a string, a subclass that reads
+    checked (an alias every call of which torch's class takes as it is moves:
+    `optim_name = FusedSGD` then `optim_name(params, lr=lr)`); so does one the file
+    recognises by its name (`type(m).__name__ == "FusedLayerNorm"`), a subclass that reads
     an apex-only attribute (`self.channel_last`), and `RMSNorm` below a torch 2.4 target. apex's contrib
     `clip_grad_norm_` (torch's with a fused kernel) becomes torch's (A2N501). FusedLAMB and
     friends have no torch counterpart and are reported by A2N190.
@@ -329,8 +337,9 @@ class ApexModules(Rule):
         # program keeps them, or the program calls apex DDP's own methods (the plan's facts)
         refused = set()
         compared = _names_compared(ctx)
+        taken = ctx.tx.handled()  # e.g. names an optional import's fallback now binds
         for ref, name in ctx.names.refs():
-            if name not in TABLE and name not in ADAM_SPELLINGS:
+            if name not in TABLE and name not in ADAM_SPELLINGS or ref in taken:
                 continue
             if _canonical(name) in ctx.facts.kept_classes:
                 refused.add(name)
@@ -415,12 +424,43 @@ class ApexModules(Rule):
             return None  # a call (checked as such), or a tuple of classes for isinstance
         if _is_type_check(ctx, ref):
             return None
+        if self._alias_called_as_torch(ctx, parent, ref, mapping):
+            return None
         if mapping.add or mapping.drop or mapping.refuse or apex_only_keywords(name):
             return (
                 f"{name} used as a value, not called here: the keywords {mapping.native} "
                 "needs or rejects cannot be checked where it is called; swap it by hand"
             )
         return None
+
+    @staticmethod
+    def _alias_called_as_torch(
+        ctx: FileContext, parent: cst.CSTNode | None, ref: cst.CSTNode, mapping: Mapping
+    ) -> bool:
+        """`optim_name = FusedSGD`, and every read of `optim_name` in the file is a call that
+        torch's class takes as it is: positions both share, keywords torch accepts, nothing
+        the table would add."""
+        if mapping.add or not (
+            isinstance(parent, cst.Assign)
+            and parent.value is ref
+            and len(parent.targets) == 1
+            and isinstance(parent.targets[0].target, cst.Name)
+        ):
+            return False
+        alias = parent.targets[0].target.value
+        reads = ctx.index.reads.get(alias, [])
+        for read in reads:
+            call = ctx.index.parent(read)
+            if not (isinstance(call, cst.Call) and call.func is read):
+                return False
+            positional = [a for a in call.args if a.keyword is None]
+            if (
+                any(a.star for a in call.args)
+                or len(positional) > mapping.shared
+                or any(a.keyword and a.keyword.value not in mapping.accepts for a in call.args)
+            ):
+                return False
+        return bool(reads)
 
     def _subclass_refusal(self, ctx: FileContext, ref: cst.CSTNode, name: str) -> str | None:
         """Why `class X(<apex class>)` cannot take torch's class as its base, or None.
