@@ -6,6 +6,7 @@ from __future__ import annotations
 import re
 
 import libcst as cst
+import libcst.matchers as m
 
 from apex2native.context import FileContext, Scaler
 from apex2native.findings import NUMERICS, SAFE
@@ -29,6 +30,7 @@ HALF_HELPERS = {
 }
 # other spellings of fp16 data: `.type("torch.cuda.HalfTensor")`, `np.float16`, `getattr(torch,
 # "float16")`, `from torch import float16`
+SHAPE_READS = {"size", "shape", "dim", "ndim", "numel", "device"}
 HALF_WORDS = {"float16", "half", "HalfTensor", "torch.float16", "torch.half"}
 HARMLESS = {"print", "len", "isinstance", "getattr", "hasattr", "id", "type", "repr", "str"}
 # module methods that return the module itself (`model.eval()` hands on the model)
@@ -96,8 +98,8 @@ class FP16Optimizer(Rule):
     `model.eval()`, nor handed to another module's function), and nothing else in the module
     may make fp16 data (another `.half()` or one with arguments, `torch.float16`, `np.float16`,
     `"torch.cuda.HalfTensor"`, apex's `tofp16`): code that fed the fp16 model fp16 data would
-    fail on a fp32 one. An input made half must only feed the model (a custom op or a saved
-    tensor that wanted fp16 keeps the site apex). Options read through the `if` that guards the
+    fail on a fp32 one. An input made half must only feed the model, or have its size read
+    (a custom op or a saved tensor that wanted fp16 keeps the site apex). Options read through the `if` that guards the
     wrapper (`cfg.fp16.loss_scale`), `clip_master_grads` results compared with apex's -1
     (also through the name they are stored in), and `loss_scale` changed in place keep the
     site apex too.
@@ -418,6 +420,10 @@ def _only_model_input(
         ):
             continue
         arg = index.parent(read)
+        if isinstance(arg, cst.Attribute) and arg.attr.value in SHAPE_READS:
+            continue  # `x.size(0)`, `x.shape`: the same under either dtype
+        if isinstance(arg, cst.Arg) and m.matches(index.parent(arg), m.Call(func=m.Name("len"))):
+            continue
         if not (isinstance(arg, cst.Arg) and index.parent(arg) in model_calls):
             return False
     return True
