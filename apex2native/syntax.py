@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import libcst as cst
+import libcst.matchers as m
+
+# `args.size`, `self.args.size`, `size`: reads with no side effect, the same value twice
+PLAIN_READ = m.Name() | m.Attribute(value=m.Name()) | m.Attribute(value=m.Attribute(value=m.Name()))
 
 
 def module_values(value: cst.BaseExpression) -> list[cst.BaseExpression]:

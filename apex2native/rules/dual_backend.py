@@ -11,14 +11,12 @@ from libcst.helpers import get_full_name_for_node
 from apex2native.context import FileContext
 from apex2native.findings import SAFE
 from apex2native.rules.base import Rule
-from apex2native.syntax import taken_arm
+from apex2native.syntax import PLAIN_READ, taken_arm
 
 NATIVE_AMP = ("torch.cuda.amp.", "torch.amp.", "torch.autocast")
 NATIVE_CALLS = {"GradScaler", "autocast"}
 APEX = m.SimpleString(value=m.MatchIfTrue(lambda v: v[1:-1].lower() == "apex"))
 STRING = m.SimpleString()
-# `args.amp_impl`, `self.args.amp_impl`: a read with no side effect
-RECEIVER = m.Name() | m.Attribute(value=m.Name()) | m.Attribute(value=m.Attribute(value=m.Name()))
 DISABLED = m.Arg(keyword=m.Name("enabled"), value=m.Name("False"))
 
 
@@ -92,7 +90,7 @@ def _apex_choice(test: cst.BaseExpression, switches: dict[str, Switch]) -> tuple
         if (
             m.matches(other, APEX)
             and isinstance(read, cst.Attribute)
-            and m.matches(read.value, RECEIVER)
+            and m.matches(read.value, PLAIN_READ)
             and read.attr.value in switches
         ):
             return read.attr.value, equal
@@ -150,7 +148,7 @@ class DualBackend(Rule):
                 continue
             removed: list[cst.CSTNode] = []
             for node, equal in nodes:
-                if any(self._inside(ctx, node, arm) for arm in removed):
+                if any(ctx.index.contains(arm, node) for arm in removed):
                     continue  # its whole arm goes with an outer test
                 apex_arm = node.body if equal else node.orelse
                 if apex_arm is not None:
@@ -175,15 +173,6 @@ class DualBackend(Rule):
             ctx.tx.edits.replace_node(group, node, lambda u, e=equal: _elif_arm(u, e))
             return
         ctx.tx.edits.replace_statement(group, node, lambda u, k=not equal: taken_arm(u, k))
-
-    @staticmethod
-    def _inside(ctx: FileContext, node: cst.CSTNode, arm: cst.CSTNode) -> bool:
-        current = ctx.index.parent(node)
-        while current is not None:
-            if current is arm:
-                return True
-            current = ctx.index.parent(current)
-        return False
 
     def _beside_native_amp(self, ctx: FileContext, node: cst.If, equal: bool) -> bool:
         """The `if` has an apex arm that uses apex and a native arm that uses native AMP."""

@@ -10,6 +10,7 @@ import libcst.matchers as m
 
 from apex2native.context import FileContext, Scaler
 from apex2native.findings import NUMERICS, SAFE
+from apex2native.index import TreeIndex
 from apex2native.rules.base import Rule
 from apex2native.rules.initialize import place_creation
 from apex2native.rules.scale_loss import BackwardSite, ScaleLoss
@@ -28,10 +29,8 @@ HALF_HELPERS = {
     for module in ("", ".fp16util")
     for name in ("network_to_half", "BN_convert_float", "tofp16")
 }
-# other spellings of fp16 data: `.type("torch.cuda.HalfTensor")`, `np.float16`, `getattr(torch,
-# "float16")`, `from torch import float16`
+# reads of an input that do not care about its dtype
 SHAPE_READS = {"size", "shape", "dim", "ndim", "numel", "device"}
-HALF_WORDS = {"float16", "half", "HalfTensor", "torch.float16", "torch.half"}
 HARMLESS = {"print", "len", "isinstance", "getattr", "hasattr", "id", "type", "repr", "str"}
 # module methods that return the module itself (`model.eval()` hands on the model)
 RETURNS_SELF = {
@@ -54,6 +53,10 @@ RETURNS_SELF = {
 MODEL_NAME = re.compile(r"^[A-Za-z_]\w*$")
 # other ways to make fp16 tensors: the fp32 model would get them outside autocast
 HALF_SPELLINGS = {"torch.float16", "torch.half", "torch.HalfTensor", "torch.cuda.HalfTensor"}
+# other spellings of fp16 data: `np.float16`, `from torch import float16`, and as strings
+# `.type("torch.cuda.HalfTensor")`, `getattr(torch, "float16")`
+HALF_NAMES = {"float16", "HalfTensor"}
+HALF_STRINGS = {"float16", "half", *HALF_SPELLINGS}
 
 
 class _Refused(Exception):
@@ -248,13 +251,7 @@ class FP16Optimizer(Rule):
         """The wrapper's method calls after it is made; any other use refuses the site."""
         index = ctx.index
         out: dict[str, list] = {name: [] for name in (*USES, "loss_scale")}
-        for name in index.reads.get(wrapper, []):
-            if (
-                not index.contains(scope, name)
-                or index.order(name) < index.order(stmt)
-                or index.contains(stmt, name)
-            ):
-                continue
+        for name in _later_reads(index, scope, stmt, wrapper):
             if index.scope_of(name) is not scope:
                 raise _Refused(f"`{wrapper}` is used inside a nested function or class")
             attr = index.parent(name)
@@ -389,6 +386,19 @@ def _guard(ctx: FileContext, stmt: cst.CSTNode) -> tuple[cst.CSTNode, str | None
     return branch, test
 
 
+def _later_reads(
+    index: TreeIndex, scope: cst.CSTNode, stmt: cst.CSTNode, name: str
+) -> list[cst.Name]:
+    """Reads of `name` in `scope` after the statement `stmt` (not inside it)."""
+    return [
+        read
+        for read in index.reads.get(name, [])
+        if index.contains(scope, read)
+        and index.order(read) > index.order(stmt)
+        and not index.contains(stmt, read)
+    ]
+
+
 def _compared(ctx: FileContext, scope: cst.CSTNode, call: cst.Call) -> bool:
     """The call's result is compared, directly or through the name it is assigned to."""
     index = ctx.index
@@ -400,11 +410,11 @@ def _compared(ctx: FileContext, scope: cst.CSTNode, call: cst.Call) -> bool:
     target = parent.targets[0].target
     if not isinstance(target, cst.Name):
         return True  # stored somewhere the reads cannot be followed
-    for read in index.reads.get(target.value, []):
-        if index.contains(scope, read) and index.order(read) > index.order(call):
-            if isinstance(index.parent(read), (cst.Comparison, cst.ComparisonTarget)):
-                return True
-    return False
+    return any(  # anywhere in the function: a loop compares the previous step's norm too
+        index.contains(scope, read)
+        and isinstance(index.parent(read), (cst.Comparison, cst.ComparisonTarget))
+        for read in index.reads.get(target.value, [])
+    )
 
 
 def _only_model_input(
@@ -412,13 +422,7 @@ def _only_model_input(
 ) -> bool:
     """Every later read of `name` in the function is an argument of a model call."""
     index = ctx.index
-    for read in index.reads.get(name, []):
-        if (
-            not index.contains(scope, read)
-            or index.order(read) <= index.order(stmt)
-            or index.contains(stmt, read)
-        ):
-            continue
+    for read in _later_reads(index, scope, stmt, name):
         arg = index.parent(read)
         if isinstance(arg, cst.Attribute) and arg.attr.value in SHAPE_READS:
             continue  # `x.size(0)`, `x.shape`: the same under either dtype
@@ -558,10 +562,8 @@ def _halves(
         if code in HALF_SPELLINGS or attr.attr.value in ("float16", "HalfTensor"):
             raise _Refused(f"`{code}` makes fp16 data the fp32 model would reject")
     for node in index.within(ctx.module, cst.Name, cst.SimpleString):
-        word = node.value if isinstance(node, cst.Name) else node.evaluated_value
-        if isinstance(word, str) and (
-            word.split(".")[-1] in HALF_WORDS - {"half"}
-            or (isinstance(node, cst.SimpleString) and word in HALF_WORDS)
+        if (node.value if isinstance(node, cst.Name) else None) in HALF_NAMES or (
+            isinstance(node, cst.SimpleString) and node.evaluated_value in HALF_STRINGS
         ):
             raise _Refused(f"`{index.code(node)}` makes fp16 data the fp32 model would reject")
     model_calls = [

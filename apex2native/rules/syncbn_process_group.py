@@ -9,13 +9,12 @@ from apex2native.apex_imports import caught_names
 from apex2native.context import FileContext
 from apex2native.findings import SAFE
 from apex2native.rules.base import Rule
+from apex2native.syntax import PLAIN_READ
 from apex2native.target import TorchVersion, allows
 
 SPELLING = "apex.parallel.create_syncbn_process_group"
 NATIVE = "torch.distributed.new_subgroups"
 NEW_SUBGROUPS = TorchVersion(1, 10)  # torch.distributed.new_subgroups
-# an expression read twice by the rewrite must read the same value both times
-PURE = m.Name() | m.Attribute(value=m.Name()) | m.Attribute(value=m.Attribute(value=m.Name()))
 # where a conditional expression can stand without parentheses
 BARE_PARENTS = (cst.Assign, cst.AnnAssign, cst.Arg, cst.Return, cst.Element)
 
@@ -77,13 +76,12 @@ class SyncBNProcessGroup(Rule):
     @staticmethod
     def _handles_assertion(ctx: FileContext, call: cst.Call) -> bool:
         """The call is in the body of a `try` one of whose handlers names AssertionError."""
-        child, current = call, ctx.index.parent(call)
-        while current is not None:
-            if isinstance(current, cst.Try) and child is current.body:
-                if any("AssertionError" in caught_names(h) for h in current.handlers):
-                    return True
-            child, current = current, ctx.index.parent(current)
-        return False
+        return any(
+            isinstance(node, cst.Try)
+            and ctx.index.contains(node.body, call)
+            and any("AssertionError" in caught_names(h) for h in node.handlers)
+            for node in ctx.index.ancestors(call)
+        )
 
     @staticmethod
     def _size(call: cst.Call) -> tuple[cst.BaseExpression | None, str | None]:
@@ -93,7 +91,7 @@ class SyncBNProcessGroup(Rule):
         arg = call.args[0]
         if arg.keyword is not None and arg.keyword.value != "group_size":
             return None, f"unknown keyword `{arg.keyword.value}`"
-        if isinstance(arg.value, cst.Integer) or m.matches(arg.value, PURE):
+        if isinstance(arg.value, cst.Integer) or m.matches(arg.value, PLAIN_READ):
             return arg.value, None
         return None, "the group size is read twice by the rewrite; bind it to a name first"
 
