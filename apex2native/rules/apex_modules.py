@@ -239,18 +239,27 @@ def _is_base_class(ctx: FileContext, ref: cst.CSTNode) -> bool:
     return isinstance(arg, cst.Arg) and isinstance(ctx.index.parent(arg), cst.ClassDef)
 
 
-def _is_type_check(ctx: FileContext, ref: cst.CSTNode) -> bool:
-    """`isinstance(m, FusedLayerNorm)`, also inside a tuple of classes: a test, not a use."""
-    node = ctx.index.parent(ref)
-    if isinstance(node, cst.Element) and isinstance(ctx.index.parent(node), cst.Tuple):
-        node = ctx.index.parent(ctx.index.parent(node))
-    call = ctx.index.parent(node) if isinstance(node, cst.Arg) else None
+def _is_type_test(ctx: FileContext, ref: cst.CSTNode) -> bool:
+    """`isinstance(m, FusedLayerNorm)`, or an element of a tuple of classes (built for such a
+    test): the class is tested, not constructed."""
+    parent = ctx.index.parent(ref)
+    holder = ctx.index.parent(parent) if parent is not None else None
+    if isinstance(parent, cst.Element) and isinstance(holder, cst.Tuple):
+        return True
     return (
-        isinstance(call, cst.Call)
-        and m.matches(call.func, m.Name("isinstance") | m.Name("issubclass"))
-        and len(call.args) == 2
-        and call.args[1] is node
+        isinstance(parent, cst.Arg)
+        and isinstance(holder, cst.Call)
+        and m.matches(holder.func, m.Name("isinstance") | m.Name("issubclass"))
+        and len(holder.args) == 2
+        and holder.args[1] is parent
     )
+
+
+def _too_new(ctx: FileContext, mapping: Mapping) -> str | None:
+    """Why the target torch lacks the native class, or None."""
+    if mapping.since is None or allows(ctx.options.target_torch, mapping.since):
+        return None
+    return f"{mapping.native} needs torch {mapping.since} (target {ctx.options.target_torch})"
 
 
 INTROSPECTION = m.Attribute(attr=m.Name("__name__") | m.Name("__qualname__"))
@@ -413,16 +422,10 @@ class ApexModules(Rule):
                 f"{name} is recognised by its name as a string ({short!r}) in this file, "
                 f"which {mapping.native} does not carry; update that test, then swap it"
             )
-        if mapping.since and not allows(ctx.options.target_torch, mapping.since):
-            return (
-                f"{mapping.native} needs torch {mapping.since} (target {ctx.options.target_torch})"
-            )
-        in_tuple = isinstance(parent, cst.Element) and isinstance(
-            ctx.index.parent(parent), cst.Tuple
-        )
-        if isinstance(parent, cst.Call) and parent.func is ref or in_tuple:
-            return None  # a call (checked as such), or a tuple of classes for isinstance
-        if _is_type_check(ctx, ref):
+        too_new = _too_new(ctx, mapping)
+        if too_new or isinstance(parent, cst.Call) and parent.func is ref:
+            return too_new  # a call is checked as such
+        if _is_type_test(ctx, ref):
             return None
         if self._alias_called_as_torch(ctx, parent, ref, mapping):
             return None
@@ -448,6 +451,8 @@ class ApexModules(Rule):
         ):
             return False
         alias = parent.targets[0].target.value
+        if {alias, "*"} & ctx.facts.imported:
+            return False  # another module calls it where this file cannot look
         reads = ctx.index.reads.get(alias, [])
         for read in reads:
             call = ctx.index.parent(read)
@@ -551,18 +556,8 @@ class ApexModules(Rule):
             for n in ctx.index.within(ctx.module, cst.Name)
             if n.value == bound.value and n is not bound
         ]
-        for use in uses:
-            parent = ctx.index.parent(use)
-            holder = ctx.index.parent(parent) if parent is not None else None
-            in_tuple = isinstance(parent, cst.Element) and isinstance(holder, cst.Tuple)
-            checked = (
-                isinstance(parent, cst.Arg)
-                and isinstance(holder, cst.Call)
-                and m.matches(holder.func, m.Name("isinstance") | m.Name("issubclass"))
-                and holder.args.index(parent) == 1
-            )
-            if not (in_tuple or checked):
-                return False
+        if not all(_is_type_test(ctx, use) for use in uses):
+            return False
         return bool(uses)
 
     def _move_imports(self, ctx: FileContext, refused: set[str], probes: set[str]) -> set[str]:
@@ -678,10 +673,9 @@ class ApexModules(Rule):
     def _own_refusal(self, ctx: FileContext, call: cst.Call, name: str) -> str | None:
         """Why this call itself cannot move to torch, or None."""
         mapping = self._mapping(ctx, call, name)
-        if mapping.since and not allows(ctx.options.target_torch, mapping.since):
-            return (
-                f"{mapping.native} needs torch {mapping.since} (target {ctx.options.target_torch})"
-            )
+        too_new = _too_new(ctx, mapping)
+        if too_new:
+            return too_new
         if any(a.star == "**" for a in call.args):
             return (
                 f"{name}(**kwargs) keeps the class apex in this file: check the keywords "
