@@ -14,7 +14,8 @@ environment, `sys.argv`, `sys.path` (script folder, then the job's PYTHONPATH), 
         results = server.run([Job(folder, ["main.py"]), ...])
 
 Protocol (stdin/stdout of the server, one JSON line per batch): a list of jobs in, a list
-of results out, in order: {"returncode": N, "timed_out": bool, "wall_s": seconds}.
+of results out, in order: {"returncode": N, "timed_out": bool, "wall_s": seconds}; the
+client adds the tails of the job's stdout and stderr files.
 """
 
 from __future__ import annotations
@@ -50,6 +51,18 @@ class Result:
     returncode: int | None
     timed_out: bool
     wall_s: float
+    stdout_tail: str = ""
+    stderr_tail: str = ""
+
+
+TAIL_CHARS = 4000
+
+
+def _tail(path: str) -> str:
+    if path == os.devnull:
+        return ""
+    with open(path, encoding="utf-8", errors="replace") as handle:
+        return handle.read()[-TAIL_CHARS:]
 
 
 class ForkServer:
@@ -86,7 +99,10 @@ class ForkServer:
         line = self.proc.stdout.readline()
         if not line:
             raise RuntimeError(f"fork server exited with status {self.proc.wait()}")
-        return [Result(**result) for result in json.loads(line)]
+        return [
+            Result(**result, stdout_tail=_tail(job.stdout), stderr_tail=_tail(job.stderr))
+            for job, result in zip(jobs, json.loads(line))
+        ]
 
 
 def _become(job: dict) -> None:

@@ -45,7 +45,6 @@ RUNNABLE = [c for c in CASES if b'__name__ == "__main__"' in expected_path(c).re
 @pytest.mark.parametrize("case", RUNNABLE, ids=case_id)
 def test_rewritten_program_runs_on_cpu(case, tmp_path, fork_server):
     (tmp_path / "program.py").write_bytes(expected_path(case).read_bytes())
-    stderr = tmp_path / "stderr.txt"
-    job = Job(str(tmp_path), ["program.py"], stderr=str(stderr), timeout=120)
+    job = Job(str(tmp_path), ["program.py"], stderr=str(tmp_path / "stderr.txt"), timeout=120)
     (result,) = fork_server.run([job])
-    assert result.returncode == 0, stderr.read_text()[-2000:]
+    assert result.returncode == 0, result.stderr_tail

@@ -47,5 +47,5 @@ def test_status_exceptions_atexit_environment_path_sitecustomize_and_timeouts(
     results = fork_server.run(jobs)
     assert [r.returncode for r in results] == [0, 1, 3, 4, None]
     assert [r.timed_out for r in results] == [False] * 4 + [True]
-    raised = (tmp_path / "raises" / "err").read_text()
+    raised = results[1].stderr_tail
     assert "ValueError: --flag" in raised and raised.endswith("atexit ran\n")

@@ -83,9 +83,8 @@ def cpu_runs(tmp_path_factory, fork_server):
                 err = work.parent / "stderr.txt"
                 jobs.append(Job(str(work), ["main.py"], stderr=str(err), timeout=600))
             done = fork_server.run(jobs)
-            for runnable, job, result in zip(RUNNABLE, jobs, done):
-                stderr = Path(job.stderr).read_text(errors="replace")[-3000:]
-                results[runnable.name] = (result.returncode, stderr)
+            for runnable, result in zip(RUNNABLE, done):
+                results[runnable.name] = (result.returncode, result.stderr_tail)
         return results[case.name]
 
     return get

@@ -140,8 +140,8 @@ def run_forked(
             result.returncode,
             result.timed_out,
             result.wall_s,
-            Path(job.stdout).read_text(errors="replace")[-4000:],
-            Path(job.stderr).read_text(errors="replace")[-4000:],
+            result.stdout_tail,
+            result.stderr_tail,
         )
-        for spec, job, result in zip(specs, jobs, done)
+        for spec, result in zip(specs, done)
     ]
