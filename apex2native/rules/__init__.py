@@ -11,6 +11,7 @@ from apex2native.options import Options
 from apex2native.rules.amp_switch import AmpSwitch
 from apex2native.rules.amp_value import AmpValue
 from apex2native.rules.apex_modules import ApexModules
+from apex2native.rules.apex_requirement import ApexRequirement
 from apex2native.rules.autocast import Autocast
 from apex2native.rules.base import Rule
 from apex2native.rules.deprecated_amp import DeprecatedAmp
@@ -49,6 +50,7 @@ ALL_RULES: tuple[type[Rule], ...] = (
     DisableCasts,
     Registrations,
     OptionalApex,
+    ApexRequirement,
     ApexModules,
     SyncBNProcessGroup,
     DeprecatedAmp,

@@ -105,7 +105,7 @@ class Leftovers(Rule):
         marked, or held back, where it is used; imports under `TYPE_CHECKING` never run.
         """
         used = ctx.index.used_imports()
-        elsewhere = ctx.facts.exports | ctx.facts.imported | _dunder_all(ctx)
+        elsewhere = ctx.facts.exports | ctx.facts.imported | dunder_all(ctx)
         for node in ctx.index.within(ctx.module, cst.Import, cst.ImportFrom):
             if not is_apex_import(node) or _type_checking_only(ctx, node):
                 continue
@@ -147,8 +147,11 @@ class Leftovers(Rule):
 
     def _dynamic_imports(self, ctx: FileContext) -> None:
         """`importlib.import_module("apex.amp")`: nothing follows what it returns."""
+        handled = ctx.tx.handled()
         for name in ("import_module", "__import__"):
             for call in ctx.index.calls_named(name):
+                if call in handled:
+                    continue
                 target = ctx.names.resolve_name(call.func) or ctx.index.code(call.func)
                 if target not in DYNAMIC_IMPORTS or not call.args:
                     continue
@@ -295,7 +298,7 @@ def _spelled(node: cst.Import | cst.ImportFrom) -> str:
     return spelled if len(spelled) <= 60 else spelled[:56] + " ..."
 
 
-def _dunder_all(ctx: FileContext) -> set[str]:
+def dunder_all(ctx: FileContext) -> set[str]:
     """Names a module lists in `__all__` (it passes them on)."""
     names: set[str] = set()
     for node in ctx.index.within(ctx.module, cst.Assign, cst.AugAssign):

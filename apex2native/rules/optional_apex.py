@@ -5,7 +5,12 @@ from __future__ import annotations
 import libcst as cst
 import libcst.matchers as m
 
-from apex2native.apex_imports import catches_import_errors, is_apex_import, star_used
+from apex2native.apex_imports import (
+    catches_import_errors,
+    falls_back,
+    is_apex_import,
+    star_used,
+)
 from apex2native.context import FileContext
 from apex2native.findings import NUMERICS, SAFE
 from apex2native.guards import unbound_names
@@ -57,7 +62,7 @@ class OptionalApex(Rule):
 
     def apply(self, ctx: FileContext) -> None:
         for node in ctx.index.within(ctx.module, cst.Try):
-            if self._unused_star(ctx, node):
+            if self._unused_star(ctx, node) or self._dynamic_lookup(ctx, node):
                 continue
             fallback = self._fallback(ctx, node)
             if fallback is None:
@@ -122,6 +127,39 @@ class OptionalApex(Rule):
                 "taken (without apex this call may never have run): translate it by hand, "
                 "then remove the guard",
             )
+
+    def _dynamic_lookup(self, ctx: FileContext, node: cst.Try) -> bool:
+        """`try: opt = getattr(import_module("apex.optimizers"), name)` / `except (ImportError,
+        AttributeError): <next place to look>`: a lookup by name that goes on without apex.
+        The next place is what every machine without apex runs; names only apex defined
+        (`FusedLAMB`) now fail there, loudly, instead of finding apex's class."""
+        if node.orelse is not None or node.finalbody is not None or len(node.handlers) != 1:
+            return False
+        handler = node.handlers[0]
+        if not falls_back(node) or handler.name is not None:
+            return False
+        if not isinstance(node.body, cst.IndentedBlock) or len(node.body.body) != 1:
+            return False
+        module = _apex_lookup(ctx, node.body.body[0])
+        if module is None or not isinstance(handler.body, cst.IndentedBlock):
+            return False
+        group = object()
+        lines = list(node.leading_lines)
+        body = list(handler.body.body)
+        body[0] = body[0].with_changes(leading_lines=[*lines, *body[0].leading_lines])
+        ctx.tx.edits.replace_statement(group, node, lambda _u: body)
+        for call in ctx.index.calls_named("import_module", node.body):
+            ctx.tx.handle(group, call)
+        ctx.tx.note(
+            group,
+            node,
+            self.code,
+            f"lookup in `{module}` removed: the search goes on where it went without apex; "
+            f"a name only `{module}` defined (FusedAdam, FusedLAMB, ...) is no longer found "
+            "and fails there (torch.optim.AdamW(fused=True) replaces FusedAdam)",
+            NUMERICS,
+        )
+        return True
 
     def _unused_star(self, ctx: FileContext, node: cst.Try) -> bool:
         """`try: from apex.fp16_utils import *` / `except ImportError: print(hint)` in a
@@ -207,10 +245,10 @@ class OptionalApex(Rule):
         """The handler's statements, when the try only imports apex classes it replaces."""
         if node.orelse is not None or node.finalbody is not None or len(node.handlers) != 1:
             return None
-        if not catches_import_errors(node):
-            return None
+        if not falls_back(node):
+            return None  # without apex the import raises ImportError: this handler runs
         handler = node.handlers[0]
-        if handler.name is not None or not isinstance(node.body, cst.IndentedBlock):
+        if not isinstance(node.body, cst.IndentedBlock):
             return None
         imported: set[str] = set()
         flags: set[str] = set()
@@ -239,6 +277,8 @@ class OptionalApex(Rule):
         statements = list(handler.body.body)
         if not imported <= _binds(statements) or (imported - flags) & _binds_none(statements):
             return None  # `FusedAdam = None` is no replacement: its callers need the class
+        if handler.name is not None and _reads_exception(ctx, handler, statements):
+            return None  # `except ImportError as e:` whose kept lines read `e`
         return statements
 
 
@@ -432,6 +472,42 @@ def _is_pass(stmt: cst.BaseStatement) -> bool:
 def _is_import(stmt: cst.BaseStatement) -> bool:
     return isinstance(stmt, cst.SimpleStatementLine) and all(
         isinstance(small, (cst.Import, cst.ImportFrom)) for small in stmt.body
+    )
+
+
+LOOKUP = m.Assign(
+    targets=[m.AssignTarget(m.Name())],
+    value=m.Call(
+        func=m.Name("getattr"),
+        args=[m.Arg(m.Call(args=[m.Arg(m.SimpleString(), keyword=None)])), m.Arg(keyword=None)],
+    ),
+)
+
+
+def _apex_lookup(ctx: FileContext, stmt: cst.BaseStatement) -> str | None:
+    """The apex module of `x = getattr(import_module("apex.<m>"), name)`, the whole statement."""
+    if not isinstance(stmt, cst.SimpleStatementLine) or len(stmt.body) != 1:
+        return None
+    if not m.matches(stmt.body[0], LOOKUP):
+        return None
+    inner = stmt.body[0].value.args[0].value  # type: ignore[attr-defined]
+    if ctx.names.resolve_name(inner.func) != "importlib.import_module":
+        return None
+    module = str(inner.args[0].value.evaluated_value)
+    return module if module.split(".")[0] == "apex" else None
+
+
+def _reads_exception(
+    ctx: FileContext, handler: cst.ExceptHandler, statements: list[cst.BaseStatement]
+) -> bool:
+    """A kept fallback statement reads the caught exception's name (an install hint that
+    does goes with the import)."""
+    name = ctx.index.code(handler.name.name)  # type: ignore[union-attr]
+    return any(
+        ctx.index.code(n) == name
+        for s in statements
+        if not _install_hint(ctx, s)
+        for n in ctx.index.within(s, cst.Name)
     )
 
 

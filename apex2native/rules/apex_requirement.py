@@ -1,0 +1,136 @@
+"""A2N118: a check that turns mixed precision off (or stops) when apex is missing goes."""
+
+from __future__ import annotations
+
+import libcst as cst
+import libcst.matchers as m
+
+from apex2native.apex_imports import apex_guards, is_apex_import, try_flags
+from apex2native.context import FileContext
+from apex2native.findings import SAFE
+from apex2native.rules.base import Rule
+from apex2native.rules.leftovers import dunder_all
+from apex2native.syntax import conjuncts
+
+# The flag is False: `not F`, `F is False`, `F == False`, `F is not True`, `F != True`.
+MISSING = m.UnaryOperation(operator=m.Not(), expression=m.Name()) | m.Comparison(
+    left=m.Name(),
+    comparisons=[
+        m.ComparisonTarget(m.Is() | m.Equal(), m.Name("False"))
+        | m.ComparisonTarget(m.IsNot() | m.NotEqual(), m.Name("True"))
+    ],
+)
+# What such a check does: switch something off, say so, or stop.
+TURN_OFF = m.Assign(value=m.Name("False") | m.Name("None")) | m.Expr(value=m.Call()) | m.Raise()
+
+
+class ApexRequirement(Rule):
+    """`if fp16 and not HAS_AMP: fp16 = False` is deleted, and the probe with it.
+
+    Before:
+        try:
+            from apex import amp
+            IS_AMP_AVAILABLE = True
+        except ImportError:
+            IS_AMP_AVAILABLE = False
+        ...
+        if is_fp16 and (IS_AMP_AVAILABLE is False):
+            logger.debug("Apex not installed. switching off FP16 training")
+            is_fp16 = False
+    After:
+        (both gone: native mixed precision is part of torch)
+
+    The probe's flag says whether apex's amp could be imported, and the check only switches
+    fp16 off (or raises, or logs) when it could not. Native AMP needs nothing installed, so
+    the check can never fire again: under apex the program ran with the flag True, and it
+    keeps doing what it did then. Only probes of `apex` or `apex.amp` qualify (a probe of a
+    fused kernel stands for that kernel), only when every read of the flag is such a check,
+    and only when no other module can read the flag.
+    """
+
+    code = "A2N118"
+    name = "apex-requirement"
+    tier = SAFE
+    summary = "if fp16 and not HAS_APEX: fp16 = False -> deleted (native AMP is always there)"
+
+    def apply(self, ctx: FileContext) -> None:
+        elsewhere = ctx.facts.exports | ctx.facts.imported | dunder_all(ctx)
+        for guard in apex_guards(ctx.index):
+            if not _probes_amp(ctx, guard):
+                continue
+            for flag in sorted(try_flags(ctx.index, guard) - elsewhere):
+                checks = _checks(ctx, guard, flag)
+                if checks:
+                    self._delete(ctx, flag, checks)
+
+    def _delete(self, ctx: FileContext, flag: str, checks: list[cst.If]) -> None:
+        group = object()
+        ctx.availability.append(group)  # holds only once apex is gone from the file
+        for check in checks:
+            ctx.tx.edits.replace_statement(group, check, lambda _u: [])
+            ctx.tx.note(
+                group,
+                check,
+                self.code,
+                f"check for a missing apex removed: `{flag}` is always True once native "
+                "AMP replaces apex (torch has it built in)",
+                SAFE,
+            )
+
+
+def _probes_amp(ctx: FileContext, guard: cst.Try) -> bool:
+    """The guard imports `apex` or `apex.amp` and nothing else of apex."""
+    imports = [n for n in ctx.index.within(guard.body, cst.Import, cst.ImportFrom)]
+    if not imports or not all(is_apex_import(n) for n in imports):
+        return False
+    for node in imports:
+        if isinstance(node, cst.Import):
+            if any(ctx.index.code(a.name) not in ("apex", "apex.amp") for a in node.names):
+                return False
+        elif isinstance(node.names, cst.ImportStar):
+            return False
+        else:
+            module = ctx.index.code(node.module) if node.module else ""
+            names = {ctx.index.code(a.name) for a in node.names}
+            if not (module == "apex" and names == {"amp"}) and module != "apex.amp":
+                return False
+    return True
+
+
+def _checks(ctx: FileContext, guard: cst.Try, flag: str) -> list[cst.If] | None:
+    """The `if` statements reading the flag, when every read is a check for missing apex."""
+    checks: list[cst.If] = []
+    for name in ctx.index.within(ctx.module, cst.Name):
+        if name.value != flag or ctx.index.contains(guard, name):
+            continue
+        check = _check_of(ctx, name)
+        if check is None:
+            return None
+        if all(c is not check for c in checks):
+            checks.append(check)
+    return checks or None
+
+
+def _check_of(ctx: FileContext, name: cst.Name) -> cst.If | None:
+    term = ctx.index.parent(name)
+    if not m.matches(term, MISSING):
+        return None
+    node: cst.CSTNode | None = term
+    while node is not None and not isinstance(node, cst.If):
+        node = ctx.index.parent(node)
+    if not isinstance(node, cst.If) or node.orelse is not None:
+        return None
+    if not any(t is term for t in conjuncts(node.test)):
+        return None  # `F is False` must decide the whole test
+    parent = ctx.index.parent(node)
+    if isinstance(parent, cst.If) and parent.orelse is node:
+        return None  # an elif
+    if not all(_turns_off(s) for s in node.body.body):  # type: ignore[union-attr]
+        return None
+    return node
+
+
+def _turns_off(stmt: cst.BaseStatement) -> bool:
+    if not isinstance(stmt, cst.SimpleStatementLine):
+        return False
+    return all(m.matches(s, TURN_OFF) for s in stmt.body)
