@@ -245,7 +245,7 @@ class EditApplier(cst.CSTTransformer):
         edit = self.edits.statements.get(original)
         if edit is None:
             if self._vacated(updated):
-                comments = [line for line in _leading(updated) if line.comment is not None]
+                comments = _comment_lines(_leading(updated))
                 return [_Carry(comments)] if comments else []
             return _as_lines(updated)
         pre: list[cst.BaseStatement] = [] if edit.removed else list(edit.before)
@@ -275,7 +275,7 @@ class EditApplier(cst.CSTTransformer):
         seq = pre + main + ([] if edit.removed else list(edit.after))
         footer = _footer_comments(updated) if not main else []
         if not seq:
-            comments = [line for line in lead if line.comment is not None] + footer
+            comments = _comment_lines(lead) + footer
             return [_Carry(comments)] if comments else []
         seq[0] = _with_leading(seq[0], lead)
         return seq + ([_Carry(footer)] if footer else [])
@@ -349,6 +349,13 @@ def _footer_comments(node: cst.CSTNode) -> list[cst.EmptyLine]:
         ):
             out += list(child.footer)
     return out
+
+
+def _comment_lines(lines: Sequence[cst.EmptyLine]) -> list[cst.EmptyLine]:
+    """A removed statement's comment lines, with the blank lines between and before them
+    (so a comment block keeps its distance from the code above), none after the last."""
+    last = max((i for i, line in enumerate(lines) if line.comment is not None), default=-1)
+    return list(lines[: last + 1])
 
 
 def _pass(lines: Sequence[cst.EmptyLine]) -> cst.SimpleStatementLine:

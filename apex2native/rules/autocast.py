@@ -110,6 +110,22 @@ def _region_top(ctx: FileContext, site: BackwardSite) -> cst.CSTNode:
         top = outer
 
 
+def _handed_loss(ctx: FileContext, site: BackwardSite, chain: list[cst.CSTNode]) -> str:
+    """The parameter the loss is, when the statements before the backward only rework it
+    (`loss = loss.mean()`): the forward ran in the caller, and a region here would cover
+    arithmetic on a finished loss while the forward stays in full precision."""
+    func = ctx.index.scope_of(site.with_node)
+    if not isinstance(func, cst.FunctionDef):
+        return ""
+    params = func.params
+    names = {p.name.value for p in (*params.posonly_params, *params.params, *params.kwonly_params)}
+    for name in sorted(reads(ctx.index, site.loss) & names):
+        rebinds = [s for s in chain if name in assigned(ctx.index, s)]
+        if rebinds and all(name in reads(ctx.index, s) for s in rebinds):
+            return name
+    return ""
+
+
 def _chain_head(ctx: FileContext, stmt: cst.CSTNode) -> cst.CSTNode:
     """The `if` that starts the chain an `elif` belongs to (an `elif` sits in no block)."""
     parent = ctx.index.parent(stmt)
@@ -201,6 +217,15 @@ class Autocast(Rule):
         for site in sites:
             needed = reads(ctx.index, site.loss)
             chain = self._chain(ctx, block, self._tops[id(site)], needed, tops)
+            handed = _handed_loss(ctx, site, [block[i] for i in chain])
+            if handed:
+                ctx.tx.todo(
+                    site.call,
+                    self.code,
+                    f"the loss comes in as the parameter `{handed}`: its forward pass runs in "
+                    f"the caller; run it there under {ctx.autocast_hint()}",
+                )
+                continue
             found = bool(chain)
             for i in chain:
                 marks.setdefault(id(block), (block, {}))[1].setdefault(i, site)

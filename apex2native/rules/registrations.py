@@ -36,6 +36,18 @@ REGISTRATIONS = {
 TORCH_MODULES = {"torch", "torch.nn.functional"}
 
 
+def registers_lowered_op(ctx: FileContext, call: cst.Call, ops: frozenset) -> bool:
+    """`register_*_function(torch, "<op>")` of an op autocast already casts that way."""
+    if len(call.args) != 2 or any(a.keyword or a.star for a in call.args):
+        return False
+    name = call.args[1].value
+    return (
+        ctx.names.resolve_name(call.args[0].value) in TORCH_MODULES
+        and isinstance(name, cst.SimpleString)
+        and name.evaluated_value in ops
+    )
+
+
 class Registrations(Rule):
     """Registrations that only repeat what autocast does are deleted.
 
@@ -62,15 +74,10 @@ class Registrations(Rule):
                 self._site(ctx, call, ops, precision)
 
     def _site(self, ctx: FileContext, call: cst.Call, ops: frozenset, precision: str) -> None:
-        if len(call.args) != 2 or any(a.keyword or a.star for a in call.args):
+        if not registers_lowered_op(ctx, call, ops):
             return
         module = ctx.names.resolve_name(call.args[0].value)
-        name = call.args[1].value
-        if module not in TORCH_MODULES or not isinstance(name, cst.SimpleString):
-            return
-        op = name.evaluated_value
-        if op not in ops:
-            return
+        op = call.args[1].value.evaluated_value  # type: ignore[attr-defined]
         stmt = ctx.index.statement_of(call)
         if not (
             isinstance(stmt, cst.SimpleStatementLine)

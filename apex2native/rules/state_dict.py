@@ -103,34 +103,10 @@ class StateDict(Rule):
         if len(call.args) != 1 or call.args[0].keyword is not None or call.args[0].star:
             ctx.tx.fail(group, call, self.code, "amp.load_state_dict with unexpected arguments")
             return
-        value = call.args[0].value
-        state = ctx.index.code(value)
-        stmt = ctx.index.statement_of(call)
-        width = ctx.index.indent_width(stmt)
-        if not _repeatable(value):
-            if not _runs_with_statement(ctx.index, call, value, stmt):
-                ctx.tx.fail(
-                    group,
-                    call,
-                    self.code,
-                    "amp.load_state_dict: its argument runs only under a condition here, or "
-                    "after other code of its statement; load the state into a variable first",
-                )
-                return
-            state = _free_name(ctx)
-            ctx.tx.edits.insert_before(
-                group, stmt, ctx.gen.stmt(f"{state} = {ctx.index.code(value)}", width)
-            )
-        q = ctx.gen.lit
-        first = f"{state}[{q('loss_scaler0')}]"
-        converted = (
-            f"{{**{access}.state_dict(), {q('scale')}: {first}[{q('loss_scale')}], "
-            f"{q('_growth_tracker')}: {first}[{q('unskipped')}]}} "
-            f"if {q('loss_scaler0')} in {state} else {state} or {access}.state_dict()"
-        )
-        new = cst.parse_expression(f"{access}.load_state_dict({converted})")
-        ctx.tx.edits.replace_node(group, call, lambda _u: new)
-        ctx.tx.edits.replace_statement(group, stmt, lambda u: [ctx.gen.relayout(u, width)])
+        why = load_converting(ctx, group, call, access)
+        if why:
+            ctx.tx.fail(group, call, self.code, f"amp.load_state_dict: {why}")
+            return
         ctx.tx.note(
             group,
             call,
@@ -139,6 +115,36 @@ class StateDict(Rule):
             "resumes with its loss scale (the first loss scaler's when there were several)",
             SAFE,
         )
+
+
+def load_converting(ctx: FileContext, group: object, call: cst.Call, access: str) -> str:
+    """Make `call` (one positional argument: a state) `<access>.load_state_dict(<state>)`,
+    converting apex's `{"loss_scaler0": ...}` inline. Returns why it could not ("" if done)."""
+    value = call.args[0].value
+    state = ctx.index.code(value)
+    stmt = ctx.index.statement_of(call)
+    width = ctx.index.indent_width(stmt)
+    if not _repeatable(value):
+        if not _runs_with_statement(ctx.index, call, value, stmt):
+            return (
+                "its argument runs only under a condition here, or after other code of its "
+                "statement; load the state into a variable first"
+            )
+        state = _free_name(ctx)
+        ctx.tx.edits.insert_before(
+            group, stmt, ctx.gen.stmt(f"{state} = {ctx.index.code(value)}", width)
+        )
+    q = ctx.gen.lit
+    first = f"{state}[{q('loss_scaler0')}]"
+    converted = (
+        f"{{**{access}.state_dict(), {q('scale')}: {first}[{q('loss_scale')}], "
+        f"{q('_growth_tracker')}: {first}[{q('unskipped')}]}} "
+        f"if {q('loss_scaler0')} in {state} else {state} or {access}.state_dict()"
+    )
+    new = cst.parse_expression(f"{access}.load_state_dict({converted})")
+    ctx.tx.edits.replace_node(group, call, lambda _u: new)
+    ctx.tx.edits.replace_statement(group, stmt, lambda u: [ctx.gen.relayout(u, width)])
+    return ""
 
 
 def _repeatable(node: cst.BaseExpression) -> bool:
