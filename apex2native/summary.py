@@ -1856,13 +1856,15 @@ class _InitAnalysis:
         o = self.o
         guards: list[str] = []
         outer = node = self.stmt
-        reads = {n.id for a in (*self.call.args, *self.call.keywords) for n in _names(a)}
         options = {
             n.id
             for a in (*self.call.args[2:], *self.call.keywords)
             if not (isinstance(a, ast.keyword) and a.arg in ("models", "optimizers"))
             for n in _names(a)
         }
+        # what the GradScaler's own arguments read: the options and the switches so far
+        # (the model and optimizer it does not take may be made just before the call)
+        needed = set(options)
         while True:
             parent = o.scopes.parent.get(id(node))
             if _hoistable_loop(parent, node, options):
@@ -1873,14 +1875,14 @@ class _InitAnalysis:
             if not _pure(parent.test) or _is_elif(o, parent):
                 break
             earlier = parent.body[: parent.body.index(node)]
-            if any(name in reads for s in earlier for name in _bound_names(s)):
+            if any(name in needed for s in earlier for name in _bound_names(s)):
                 break  # the scaler would move above the assignment of a name it reads
             kept = [c for c in _conjuncts(parent.test) if not _ignorable(o, c)]
             stored = {o.code(t) for s in parent.body for t in _store_targets(s)}
             once = [c for c in kept if _reads_any(o, c, stored)]
             switch = [c for c in kept if c not in once]
             guards[:0] = [self.arg(c).condition() for c in switch]
-            reads |= {n.id for n in _names(parent.test)}
+            needed |= {n.id for n in _names(parent.test)}
             outer = node = parent
             if once:
                 return guards, outer, " and ".join(self.arg(c).condition() for c in once)
