@@ -124,6 +124,12 @@ class FileFacts:
     # callees as the file names them that step an optimizer handed to them: raw callee ->
     # (its parameters as a call fills them, the ones it steps, the file it is in)
     steppers: dict[str, tuple[tuple[str, ...], frozenset[str], str]] = field(default_factory=dict)
+    # calls of defs whose scaled loss is a parameter: raw callee -> (parameter, its position
+    # as a call fills it or -1, unit): the caller runs the forward that makes that argument
+    forwards: dict[str, tuple[str, int, str]] = field(default_factory=dict)
+    # defs whose loss is a parameter, every caller of which the run saw: their callers run
+    # the forward under autocast
+    forwarded: set[str] = field(default_factory=set)
     # names other project modules import from this one ("*": a star import or `import mod`,
     # which may read any of them): a flag or a star import they read must keep its meaning
     imported: set[str] = field(default_factory=set)
@@ -141,6 +147,7 @@ class FileFacts:
         units = {s.unit for s in specs}
         units |= {unit for _, unit, _ in self.callees.values()}
         units |= {unit for _, unit, _ in self.flags.values()}
+        units |= {unit for _, _, unit in self.forwards.values()}
         units |= {spec.unit for _, _, spec in self.amp_params.values()}
         units |= {h.unit for entries in self.handed.values() for h in entries}
         units |= {unit for unit, _ in self.helpers.values()} | set(self.unreached.values())
@@ -153,6 +160,7 @@ class FileFacts:
                 self.params,
                 self.flags,
                 self.callees,
+                self.forwards,
                 self.returns,
                 self.helpers,
                 self.unpacks,

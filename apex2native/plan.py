@@ -860,6 +860,7 @@ class _PlanBuilder:
                 needs.append((summary.path, qualname))
         self._evaluation(needs)
         self._thread(needs)
+        self._forwards()
         self._clippers()
         self._steppers()
         plan = RepoPlan(
@@ -868,6 +869,23 @@ class _PlanBuilder:
         plan.links = self.links
         plan.reexports = self.reexports
         return plan
+
+    def _forwards(self) -> None:
+        """Defs that scale a loss they are handed (`backward_step(loss, optimizer)`): the
+        forward pass that made it runs in their callers, which wrap it in autocast."""
+        for qualname, func in self.functions.items():
+            calls = self.callers.get(qualname, [])
+            if not func.loss_param or not calls:
+                continue
+            holder = self.holders.get(qualname) or self.class_holder(func.cls)
+            unit = holder.spec.unit if holder is not None else ""
+            params = list(func.positional)
+            if func.cls is not None and params[:1] in (["self"], ["cls"]):
+                params = params[1:]  # a bound method: the call does not pass it
+            position = params.index(func.loss_param) if func.loss_param in params else -1
+            for call in calls:
+                self.file(call.path).forwards[call.raw] = (func.loss_param, position, unit)
+            self.file(func.path).forwarded.add(qualname)
 
     def _clippers(self) -> None:
         """Calls to project functions that read or change gradients (clip them, log their
@@ -1557,7 +1575,7 @@ class _PlanBuilder:
     def _star_reason(self, func: Function) -> str | None:
         """Why some calls of `func` are unseen: a star import or a re-export reaches it."""
         owner = func.cls or func.qualname
-        module, name = owner.rsplit(".", 1)
+        module, _, name = owner.rpartition(".")
         if owner in self.reexported:
             return (
                 f"{self.rel(self.reexported[owner])} passes `{name}` on to other modules, "

@@ -105,6 +105,9 @@ class Function:
     rebound: frozenset[str] = frozenset()  # parameters the def assigns (or declares global)
     defaults: tuple[tuple[str, str], ...] = ()  # (parameter, code of its default)
     positional: tuple[str, ...] = ()  # the parameters a positional argument can fill
+    # the parameter its scaled loss is, when the def only reworks it (`loss = loss.mean()`):
+    # the forward pass that made the loss runs in the callers
+    loss_param: str = ""
 
 
 @dataclass
@@ -796,7 +799,43 @@ class _Summarizer:
             frozenset(self._rebound(node, set(params))) if scales else frozenset(),
             self._defaults(node) if scales else (),
             self._positional(node) if scales else (),
+            self._loss_param(node, set(params)) if scales else "",
         )
+
+    def _loss_param(self, func, params: set[str]) -> str:
+        """The parameter every `amp.scale_loss` of the def scales, when each statement that
+        binds it again reads it (`loss = loss / accum`): the loss comes from the callers."""
+        found = set()
+        for call in self._calls_in.get(id(func), ()):
+            if self.apex_name(call.func) != "apex.amp.scale_loss":
+                continue
+            loss = call.args[0] if call.args else None
+            loss = next((k.value for k in call.keywords if k.arg == "loss"), loss)
+            if not isinstance(loss, ast.Name) or loss.id not in params:
+                return ""
+            found.add(loss.id)
+        if len(found) != 1:
+            return ""
+        name = found.pop()
+        for node in ast.walk(func):
+            if isinstance(node, (*FUNCTIONS, ast.Lambda, ast.ClassDef)) and node is not func:
+                if any(isinstance(n, ast.Name) and n.id == name for n in ast.walk(node)):
+                    return ""  # a nested scope reads or binds it: not followed
+            if isinstance(node, ast.AugAssign) and _is_name(node.target, name):
+                continue  # `loss /= accum` reads it
+            if isinstance(node, ast.AnnAssign) and node.value is None:
+                continue  # an annotation binds nothing
+            if isinstance(node, (ast.Assign, ast.AnnAssign)):
+                targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+                binds = any(_is_name(n, name) for t in targets for n in ast.walk(t))
+                if binds and not any(_is_name(n, name) for n in _names(node.value or func)):
+                    return ""  # bound to a fresh value: the loss is made here
+            elif isinstance(node, (ast.For, ast.AsyncFor, ast.With, ast.AsyncWith, ast.NamedExpr)):
+                targets = [node.target] if hasattr(node, "target") else []
+                targets += [i.optional_vars for i in getattr(node, "items", []) if i.optional_vars]
+                if any(_is_name(n, name) for t in targets for n in ast.walk(t)):
+                    return ""
+        return name
 
     def _positional(self, func) -> tuple[str, ...]:
         return tuple(a.arg for a in (*func.args.posonlyargs, *func.args.args))
@@ -2100,6 +2139,10 @@ def _pair_targets(target: ast.AST, value, out: list) -> None:
                 _pair_targets(t, v, out)
             return
     out.append((target, value))
+
+
+def _is_name(node: ast.AST, name: str) -> bool:
+    return isinstance(node, ast.Name) and node.id == name
 
 
 def _names(node: ast.AST):

@@ -110,6 +110,76 @@ def _region_top(ctx: FileContext, site: BackwardSite) -> cst.CSTNode:
         top = outer
 
 
+def _forward_sites(ctx: FileContext) -> list[BackwardSite]:
+    """Calls of defs that scale the loss they are handed: the argument is the loss whose
+    forward pass runs here, before the call, under the scaler that reaches the call."""
+    forwards = ctx.facts.forwards
+    out: list[BackwardSite] = []
+    for name in sorted({raw.rsplit(".", 1)[-1] for raw in forwards}):
+        for call in ctx.index.calls_named(name):
+            target = ctx.names.resolve_call(call)
+            if target not in forwards:
+                continue
+            param, position, _unit = forwards[target]
+            loss = _argument(call, param, position)
+            stmt = ctx.index.statement_of(call)
+            if loss is not None and _wrapped_before(ctx, stmt, reads(ctx.index, loss)):
+                continue  # a region already makes the argument (the rewrite ran before)
+            reachable = ctx.reach.reachable(call)
+            if loss is None or len(reachable) != 1 or not _runs_the_call(stmt, call):
+                ctx.tx.todo(
+                    call,
+                    "A2N106",
+                    f"{ctx.index.code(call.func)} scales the loss it is handed: run the forward "
+                    f"pass that makes it under {ctx.autocast_hint()}",
+                )
+                continue
+            site = BackwardSite(stmt, call, loss, [], reachable[0], stmt)  # type: ignore[arg-type]
+            ctx.depend(site.scaler, site.group)
+            out.append(site)
+    return out
+
+
+def _wrapped_before(ctx: FileContext, stmt: cst.CSTNode, needed: set[str]) -> bool:
+    """An autocast block holds the statement, or an earlier one of its block assigns
+    what it needs."""
+    if any(isinstance(a, cst.With) and _is_autocast(ctx, a) for a in ctx.index.ancestors(stmt)):
+        return True
+    block = ctx.index.siblings(stmt)
+    for earlier in block[: block.index(stmt)]:
+        if (
+            isinstance(earlier, cst.With)
+            and _is_autocast(ctx, earlier)
+            and assigned(ctx.index, earlier) & needed
+        ):
+            return True
+    return False
+
+
+def _argument(call: cst.Call, param: str, position: int) -> cst.BaseExpression | None:
+    """What a call passes for `param` (by keyword, or at `position`), None if unsure."""
+    for i, arg in enumerate(call.args):
+        if arg.star:
+            return None
+        if arg.keyword is not None:
+            if arg.keyword.value == param:
+                return arg.value
+        elif i == position:
+            return arg.value
+    return None
+
+
+def _runs_the_call(stmt: cst.CSTNode, call: cst.Call) -> bool:
+    """The call is the statement, or the value it assigns: nothing else in the statement
+    runs before it that a region would have to split."""
+    if not isinstance(stmt, cst.SimpleStatementLine) or len(stmt.body) != 1:
+        return False
+    small = stmt.body[0]
+    return (isinstance(small, cst.Expr) and small.value is call) or (
+        isinstance(small, (cst.Assign, cst.AnnAssign, cst.AugAssign)) and small.value is call
+    )
+
+
 def _handed_loss(ctx: FileContext, site: BackwardSite, chain: list[cst.CSTNode]) -> str:
     """The parameter the loss is, when the statements before the backward only rework it
     (`loss = loss.mean()`): the forward ran in the caller, and a region here would cover
@@ -187,7 +257,7 @@ class Autocast(Rule):
     def apply(self, ctx: FileContext) -> None:
         blocks: dict[int, list[BackwardSite]] = {}
         self._tops: dict[int, cst.CSTNode] = {}
-        for site in ctx.sites:
+        for site in [*ctx.sites, *_forward_sites(ctx)]:
             if site.scaler.autocast and not ctx.tx.dropped(site.group):
                 top = self._tops[id(site)] = _region_top(ctx, site)
                 blocks.setdefault(id(ctx.index.block_of(top)), []).append(site)
@@ -219,6 +289,17 @@ class Autocast(Rule):
             chain = self._chain(ctx, block, self._tops[id(site)], needed, tops)
             handed = _handed_loss(ctx, site, [block[i] for i in chain])
             if handed:
+                func = ctx.index.scope_of(site.with_node)
+                if ctx.index.qualname(func) in ctx.facts.forwarded:
+                    ctx.tx.note(
+                        site.group,
+                        site.call,
+                        self.code,
+                        f"the loss comes in as `{handed}`: its callers run the forward pass "
+                        "under autocast",
+                        NUMERICS,
+                    )
+                    continue
                 ctx.tx.todo(
                     site.call,
                     self.code,
