@@ -169,6 +169,22 @@ def _binds_torch(node: cst.Import | cst.ImportFrom) -> bool:
     return False
 
 
+CONSTANT_FLAG = m.SimpleStatementLine(
+    body=[
+        m.Assign(
+            targets=[m.AssignTarget(m.Name())],
+            value=m.Name("True") | m.Name("False") | m.Name("None"),
+        )
+    ]
+) | m.SimpleStatementLine(body=[m.Pass()])
+
+
+def _cannot_raise(body: cst.BaseSuite) -> bool:
+    """What is left of a guard's body once its apex imports went: flags set to constants,
+    which raise nothing its handlers could catch."""
+    return all(m.matches(s, CONSTANT_FLAG) for s in _lines(body))
+
+
 def _imports_torch(module: cst.Module) -> bool:
     """A top-level `import torch` is already there (the common case: no visitor pass)."""
     return any(
@@ -386,10 +402,11 @@ class _Cleanup(cst.CSTTransformer):
         return updated_node
 
     def leave_Try(self, original_node, updated_node):
-        if not (
-            has_apex_import(self.index, original_node.body) and catches_import_errors(original_node)
+        if not has_apex_import(self.index, original_node.body) or not (
+            catches_import_errors(original_node)
+            or (updated_node.finalbody is None and _cannot_raise(updated_node.body))
         ):
-            return updated_node
+            return updated_node  # `except AttributeError:` around what is left may matter
         if any(isinstance(n, (cst.Import, cst.ImportFrom)) for n in descendants(updated_node.body)):
             return updated_node
         kept = [s for s in _lines(updated_node.body) if not self._dead(s)]

@@ -11,7 +11,7 @@ from apex2native.context import FileContext, Scaler
 from apex2native.findings import NUMERICS, SAFE
 from apex2native.rules.base import Rule
 from apex2native.scaler_options import normalize
-from apex2native.syntax import conjuncts
+from apex2native.syntax import PLAIN_READ, conjuncts
 
 SCALE_LOSS_PARAMS = (
     "loss",
@@ -39,6 +39,10 @@ class BackwardSite:
     top: cst.CSTNode  # the statement of its block that holds the site (the with, or its if)
     group: object = field(default_factory=object)
     steps: list[cst.Call] = field(default_factory=list)
+    # `if <test>: <scaled> else: <plain backward>` kept as it is, the test not being the
+    # scaler's switch: (the test, True when the scaled backward is its body). The step and
+    # the unscale then run under the same test.
+    arm: tuple[cst.BaseExpression, bool] | None = None
 
 
 def bind(call: cst.Call, wrapper: bool = False) -> dict[str, cst.BaseExpression] | None:
@@ -238,7 +242,7 @@ class ScaleLoss(Rule):
         if negated == scaled_in_body and not self._always(ctx, test):
             return self._refuse(ctx, site, if_node)
         if not self._matches(ctx, test, site.scaler) and not self._always(ctx, test):
-            return self._refuse(ctx, site, if_node)
+            return self._keep_arms(ctx, site, if_node, block, others[0], scaled_in_body)
         other_block = others[0]
         plain = None
         if len(block.body) == 1 and len(other_block.body) == 1:  # type: ignore[attr-defined]
@@ -261,6 +265,51 @@ class ScaleLoss(Rule):
             if_node,
             self.code,
             "branch collapsed: a disabled scaler is a plain backward",
+            SAFE,
+        )
+        return True
+
+    def _keep_arms(
+        self,
+        ctx: FileContext,
+        site: BackwardSite,
+        if_node: cst.If,
+        block: cst.BaseSuite,
+        other: cst.BaseSuite,
+        scaled_in_body: bool,
+    ) -> bool:
+        """`if self.use_amp: <scaled> else: loss.backward()` where `self.use_amp` is not the
+        scaler's switch: apex ran the plain arm unscaled even when amp was initialized, so
+        the arms stay, and the step (and any unscale) follows the same test. Only for a
+        test that reads names the function does not assign, so that it is the same test
+        at the step."""
+        plain = backward_call(other.body[0]) if len(other.body) == 1 else None  # type: ignore[attr-defined]
+        scaled = _only_backward(site.with_node)
+        if (
+            len(block.body) != 1  # type: ignore[attr-defined]
+            or plain is None
+            or scaled is None
+            or ctx.index.code(plain.func.value) != ctx.index.code(site.loss)  # type: ignore[attr-defined]
+            or _args_code(plain) != _args_code(scaled)
+            or len(site.optimizers) != 1
+        ):
+            return self._refuse(ctx, site, if_node)
+        if not _stable(ctx, if_node.test, ctx.index.scope_of(if_node)):
+            return self._refuse(
+                ctx,
+                site,
+                if_node,
+                f"`{ctx.index.code(if_node.test)}` is not the scaler's enabled flag, and it is "
+                "not one name or attribute this function leaves alone, so the step cannot "
+                "follow the same test; make them agree",
+            )
+        site.arm = (if_node.test, scaled_in_body)
+        ctx.tx.note(
+            site.group,
+            if_node,
+            self.code,
+            f"`{ctx.index.code(if_node.test)}` is not the scaler's switch: its plain arm stays "
+            "unscaled, and the step follows the same test",
             SAFE,
         )
         return True
@@ -307,6 +356,19 @@ class ScaleLoss(Rule):
             f"plain-backward arm would be unscaled by {site.scaler.access}.step; make them agree",
         )
         return False
+
+
+def _stable(ctx: FileContext, test: cst.BaseExpression, scope: cst.CSTNode) -> bool:
+    """`flag`, `self.use_amp`, or `not` either, that nothing in `scope` assigns."""
+    test, _ = _strip_not(test)
+    if not m.matches(test, PLAIN_READ):
+        return False
+    spelled = ctx.index.code(test)
+    for node in ctx.index.within(scope, cst.AssignTarget, cst.AugAssign, cst.AnnAssign):
+        for leaf in ctx.index.within(node.target, cst.Name, cst.Attribute):
+            if ctx.index.code(leaf) == spelled or ctx.index.code(leaf) == spelled.split(".")[0]:
+                return False
+    return True
 
 
 def _cuda_available(ctx: FileContext, node: cst.BaseExpression) -> bool:

@@ -394,12 +394,54 @@ class Step(Rule):
                 stepped[call] = site.scaler.access
                 access = site.scaler.access
                 receiver = ctx.index.code(call.func.value)  # type: ignore[attr-defined]
+                if site.arm is not None:
+                    if len(found) != 1 or not self._step_under_arm(ctx, site, call, receiver):
+                        return False
+                    site.steps.append(call)
+                    continue
                 ctx.tx.edits.replace_node(
                     site.group,
                     call,
                     lambda _u, a=access, o=receiver: cst.parse_expression(f"{a}.step({o})"),
                 )
                 site.steps.append(call)
+        return True
+
+    def _step_under_arm(
+        self, ctx: FileContext, site: BackwardSite, call: cst.Call, opt: str
+    ) -> bool:
+        """The step of a backward whose if/else stayed (A2N103): scaled under the same test,
+        with its update; the plain arm's optimizer steps as it did."""
+        stmt = ctx.index.statement_of(call)
+        if not (
+            isinstance(stmt, cst.SimpleStatementLine)
+            and len(stmt.body) == 1
+            and isinstance(stmt.body[0], cst.Expr)
+            and stmt.body[0].value is call
+        ):
+            ctx.tx.fail(
+                site.group,
+                call,
+                self.code,
+                f"{opt}.step() is part of a larger statement, and the backward's if/else "
+                "decides how it steps; split it out by hand",
+            )
+            return False
+        test, scaled_in_body = site.arm  # type: ignore[misc]
+        access = site.scaler.access
+        scaled = f"{access}.step({opt})\n    {access}.update()"
+        plain = f"{opt}.step()"
+        first, second = (scaled, plain) if scaled_in_body else (plain, scaled)
+        code = f"if {ctx.index.code(test)}:\n    {first}\nelse:\n    {second}"
+        branch = ctx.gen.stmt(code, ctx.index.indent_width(stmt))
+        ctx.tx.edits.replace_statement(site.group, stmt, lambda _u, b=branch: [b])
+        ctx.tx.note(
+            site.group,
+            stmt,
+            self.code,
+            f"step -> {access}.step + update() where the scaled backward ran",
+            SAFE,
+        )
         return True
 
     def _no_hidden_step(
@@ -436,8 +478,8 @@ class Step(Rule):
         """
         last: dict[tuple[str, int], tuple[cst.CSTNode, BackwardSite]] = {}
         for site in ctx.sites:
-            if ctx.tx.dropped(site.group):
-                continue
+            if ctx.tx.dropped(site.group) or site.arm is not None:
+                continue  # a kept if/else updates with its step
             try:
                 anchors = _step_anchors(ctx, site)
             except _NoSharedUpdate as refused:

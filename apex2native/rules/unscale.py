@@ -258,12 +258,26 @@ class Unscale(Rule):
                 for r in reads
                 if index.order(r) < index.order(step) and not index.exclusive(r, step)
             ]
+            if site.arm is not None:
+                kept = self._scaled_side(ctx, site, before)
+                if kept is None:
+                    return False
+                before = kept
             if not before:
                 continue
             opt = index.code(step.func.value)  # type: ignore[attr-defined]
             step_stmt = index.statement_of(step)
             first = before[0]
             read_top, step_top = _tops(ctx, first, step_stmt)
+            if step_top is not step_stmt and site.arm is not None:
+                ctx.tx.fail(
+                    site.group,
+                    first,
+                    self.code,
+                    "gradients are read in another block than the step, under the test that "
+                    "chooses the scaled backward; unscale them there by hand",
+                )
+                return False
             if step_top is not step_stmt:
                 arms = self._arm_tails(ctx, read_top, site, before, step_stmt)
                 if arms is not None:
@@ -306,6 +320,36 @@ class Unscale(Rule):
                     SAFE,
                 )
         return True
+
+    def _scaled_side(
+        self, ctx: FileContext, site: BackwardSite, reads: list[cst.CSTNode]
+    ) -> list[cst.CSTNode] | None:
+        """Of the reads of a backward whose if/else stayed, those under the same test on the
+        scaled side (they need `unscale_`); reads on the plain side see unscaled gradients.
+        A read under neither is refused: whether it needs `unscale_` depends on the test."""
+        test, scaled_in_body = site.arm  # type: ignore[misc]
+        spelled = ctx.index.code(test)
+        kept = []
+        for read in reads:
+            side = None
+            child: cst.CSTNode = read
+            for anc in ctx.index.ancestors(read):
+                if isinstance(anc, cst.If) and ctx.index.code(anc.test) == spelled:
+                    side = ctx.index.contains(anc.body, child) == scaled_in_body
+                    break
+                child = anc
+            if side is None:
+                ctx.tx.fail(
+                    site.group,
+                    read,
+                    self.code,
+                    f"gradients are read outside `if {spelled}:`, which chooses the scaled "
+                    "backward; unscale them under that test by hand",
+                )
+                return None
+            if side:
+                kept.append(read)
+        return kept
 
     @staticmethod
     def _accumulates(ctx: FileContext, site: BackwardSite) -> bool:
