@@ -189,11 +189,30 @@ def _handed_loss(ctx: FileContext, site: BackwardSite, chain: list[cst.CSTNode])
         return ""
     params = func.params
     names = {p.name.value for p in (*params.posonly_params, *params.params, *params.kwonly_params)}
-    for name in sorted(reads(ctx.index, site.loss) & names):
-        rebinds = [s for s in chain if name in assigned(ctx.index, s)]
+    bare = {  # `loss`, not the `self` of `self.loss`
+        n.value
+        for n in ctx.index.within(site.loss, cst.Name)
+        if not isinstance(ctx.index.parent(n), cst.Attribute)
+    }
+    for name in sorted(bare & names):
+        rebinds = [s for s in chain if name in _rebinds(ctx, s)]
         if rebinds and all(name in reads(ctx.index, s) for s in rebinds):
             return name
     return ""
+
+
+def _rebinds(ctx: FileContext, stmt: cst.CSTNode) -> set[str]:
+    """Names a statement binds as a whole (`loss = ...`, `a, loss = ...`, `loss /= n`),
+    not through an attribute or item (`self.loss = ...`)."""
+    out: set[str] = set()
+    for node in ctx.index.within(stmt, cst.AssignTarget, cst.AugAssign, cst.AnnAssign):
+        target = node.target
+        elements = target.elements if isinstance(target, (cst.Tuple, cst.List)) else [target]
+        for element in elements:
+            value = getattr(element, "value", element)
+            if isinstance(value, cst.Name):
+                out.add(value.value)
+    return out
 
 
 def _chain_head(ctx: FileContext, stmt: cst.CSTNode) -> cst.CSTNode:
