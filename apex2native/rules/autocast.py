@@ -191,8 +191,8 @@ def _handed_loss(ctx: FileContext, site: BackwardSite, chain: list[cst.CSTNode])
     names = {p.name.value for p in (*params.posonly_params, *params.params, *params.kwonly_params)}
     bare = {  # `loss`, not the `self` of `self.loss`
         n.value
-        for n in ctx.index.within(site.loss, cst.Name)
-        if not isinstance(ctx.index.parent(n), cst.Attribute)
+        for n in [site.loss, *ctx.index.within(site.loss, cst.Name)]
+        if isinstance(n, cst.Name) and not isinstance(ctx.index.parent(n), cst.Attribute)
     }
     for name in sorted(bare & names):
         rebinds = [s for s in chain if name in _rebinds(ctx, s)]
@@ -209,7 +209,7 @@ def _rebinds(ctx: FileContext, stmt: cst.CSTNode) -> set[str]:
         target = node.target
         elements = target.elements if isinstance(target, (cst.Tuple, cst.List)) else [target]
         for element in elements:
-            value = getattr(element, "value", element)
+            value = element.value if isinstance(element, cst.BaseElement) else element
             if isinstance(value, cst.Name):
                 out.add(value.value)
     return out
