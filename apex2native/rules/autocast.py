@@ -180,10 +180,10 @@ def _runs_the_call(stmt: cst.CSTNode, call: cst.Call) -> bool:
     )
 
 
-def _handed_loss(ctx: FileContext, site: BackwardSite, chain: list[cst.CSTNode]) -> str:
-    """The parameter the loss is, when the statements before the backward only rework it
-    (`loss = loss.mean()`): the forward ran in the caller, and a region here would cover
-    arithmetic on a finished loss while the forward stays in full precision."""
+def _handed_loss(ctx: FileContext, site: BackwardSite) -> str:
+    """The parameter the loss is, when the def only reworks it (`loss = loss.mean()`): the
+    forward ran in the caller, and a region here would cover arithmetic on a finished loss
+    while the forward stays in full precision."""
     func = ctx.index.scope_of(site.with_node)
     if not isinstance(func, cst.FunctionDef):
         return ""
@@ -194,9 +194,10 @@ def _handed_loss(ctx: FileContext, site: BackwardSite, chain: list[cst.CSTNode])
         for n in [site.loss, *ctx.index.within(site.loss, cst.Name)]
         if isinstance(n, cst.Name) and not isinstance(ctx.index.parent(n), cst.Attribute)
     }
+    statements = ctx.index.within(func, cst.SimpleStatementLine)
     for name in sorted(bare & names):
-        rebinds = [s for s in chain if name in _rebinds(ctx, s)]
-        if rebinds and all(name in reads(ctx.index, s) for s in rebinds):
+        rebinds = [s for s in statements if name in _rebinds(ctx, s)]
+        if all(name in reads(ctx.index, s) for s in rebinds):
             return name
     return ""
 
@@ -306,7 +307,7 @@ class Autocast(Rule):
         for site in sites:
             needed = reads(ctx.index, site.loss)
             chain = self._chain(ctx, block, self._tops[id(site)], needed, tops)
-            handed = _handed_loss(ctx, site, [block[i] for i in chain])
+            handed = _handed_loss(ctx, site)
             if handed:
                 func = ctx.index.scope_of(site.with_node)
                 if ctx.index.qualname(func) in ctx.facts.forwarded:
