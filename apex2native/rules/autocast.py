@@ -189,17 +189,12 @@ def _handed_loss(ctx: FileContext, site: BackwardSite) -> str:
         return ""
     params = func.params
     names = {p.name.value for p in (*params.posonly_params, *params.params, *params.kwonly_params)}
-    bare = {  # `loss`, not the `self` of `self.loss`
-        n.value
-        for n in [site.loss, *ctx.index.within(site.loss, cst.Name)]
-        if isinstance(n, cst.Name) and not isinstance(ctx.index.parent(n), cst.Attribute)
-    }
+    if not isinstance(site.loss, cst.Name) or site.loss.value not in names:
+        return ""  # `loss / accum`, `self.loss`: made here
+    name = site.loss.value
     statements = ctx.index.within(func, cst.SimpleStatementLine)
-    for name in sorted(bare & names):
-        rebinds = [s for s in statements if name in _rebinds(ctx, s)]
-        if all(name in reads(ctx.index, s) for s in rebinds):
-            return name
-    return ""
+    rebinds = [s for s in statements if name in _rebinds(ctx, s)]
+    return name if all(name in reads(ctx.index, s) for s in rebinds) else ""
 
 
 def _rebinds(ctx: FileContext, stmt: cst.CSTNode) -> set[str]:
