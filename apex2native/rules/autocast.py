@@ -260,8 +260,11 @@ class Autocast(Rule):
 
     apex O1 patched torch for the whole process; autocast only covers its region, so the
     region is the chain of statements that compute the loss, back to the first one that does
-    more than move data, never across an earlier backward or step. When the loss comes from
-    elsewhere (a parameter, another function) the site gets a TODO instead.
+    more than move data, never across an earlier backward or step. A def that only reworks
+    the loss it is handed (`backward_step(loss, optimizer)`) has no forward pass: its callers
+    wrap the statements that make the argument, under the scaler that reaches each call, and
+    a call that cannot be wrapped (inside an expression, no single scaler in reach) gets a
+    TODO, as does a loss from elsewhere whose callers the run did not all see.
     """
 
     code = "A2N106"

@@ -116,7 +116,9 @@ class ScaleLoss(Rule):
     as under apex); any other use of the scaled loss keeps a name bound to `scaler.scale(loss)`.
     `delay_unscale` disappears (native never unscales before `step`/`unscale_`). An
     `if fp16: <scaled> else: loss.backward()` whose condition is the scaler's `enabled` flag
-    collapses to the scaled form, since a disabled scaler returns the loss unchanged.
+    collapses to the scaled form, since a disabled scaler returns the loss unchanged. One
+    whose condition is another switch (`self.use_amp` of a trainer, beside a scaler made
+    elsewhere) keeps both arms, as apex ran them; its step then scales under the same test.
     The site is one transaction with its `step` (A2N104) and `unscale_` (A2N105).
     """
 

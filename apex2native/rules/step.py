@@ -318,7 +318,9 @@ class Step(Rule):
     So does a step that can run when the backward did not (the backward under an `if`
     whose other arm neither runs a backward nor leaves the iteration, or under a `try`
     whose handler goes on to the step; or the step first in the loop): apex stepped nothing
-    there, but `scaler.step` raises when it finds no scaled gradients.
+    there, but `scaler.step` raises when it finds no scaled gradients. The step of a
+    backward whose `if <switch>: <scaled> else: <plain>` stayed (A2N103) becomes
+    `if <switch>: scaler.step(opt); scaler.update() else: opt.step()`.
     """
 
     code = "A2N104"
