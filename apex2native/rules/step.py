@@ -397,7 +397,16 @@ class Step(Rule):
                 access = site.scaler.access
                 receiver = ctx.index.code(call.func.value)  # type: ignore[attr-defined]
                 if site.arm is not None:
-                    if len(found) != 1 or not self._step_under_arm(ctx, site, call, receiver):
+                    if len(found) != 1:
+                        ctx.tx.fail(
+                            site.group,
+                            call,
+                            self.code,
+                            f"{opt} steps in several places after a backward whose if/else "
+                            "stays; scale each step under that test by hand",
+                        )
+                        return False
+                    if not self._step_under_arm(ctx, site, call, receiver):
                         return False
                     site.steps.append(call)
                     continue

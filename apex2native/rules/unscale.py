@@ -303,6 +303,15 @@ class Unscale(Rule):
                     )
                     return False
                 anchors.append(_anchor(ctx, read, site))
+            if site.arm is not None and not all(_side(ctx, site, a) for a in anchors):
+                ctx.tx.fail(
+                    site.group,
+                    anchors[0],
+                    self.code,
+                    "the one scaler.unscale_ these gradient reads need would stand outside "
+                    f"`if {index.code(site.arm[0])}:`; unscale them under that test by hand",
+                )
+                return False
             for anchor in anchors:
                 key = (site.scaler.access, opt, id(anchor))
                 if key in done:
@@ -327,24 +336,16 @@ class Unscale(Rule):
         """Of the reads of a backward whose if/else stayed, those under the same test on the
         scaled side (they need `unscale_`); reads on the plain side see unscaled gradients.
         A read under neither is refused: whether it needs `unscale_` depends on the test."""
-        test, scaled_in_body = site.arm  # type: ignore[misc]
-        spelled = ctx.index.code(test)
         kept = []
         for read in reads:
-            side = None
-            child: cst.CSTNode = read
-            for anc in ctx.index.ancestors(read):
-                if isinstance(anc, cst.If) and ctx.index.code(anc.test) == spelled:
-                    side = ctx.index.contains(anc.body, child) == scaled_in_body
-                    break
-                child = anc
+            side = _side(ctx, site, read)
             if side is None:
                 ctx.tx.fail(
                     site.group,
                     read,
                     self.code,
-                    f"gradients are read outside `if {spelled}:`, which chooses the scaled "
-                    "backward; unscale them under that test by hand",
+                    f"gradients are read outside `if {ctx.index.code(site.arm[0])}:`, which "  # type: ignore[index]
+                    "chooses the scaled backward; unscale them under that test by hand",
                 )
                 return None
             if side:
@@ -497,6 +498,19 @@ class Unscale(Rule):
                 if index.order(read_top) < index.order(node) < index.order(step_stmt):
                     return False
         return True
+
+
+def _side(ctx: FileContext, site: BackwardSite, node: cst.CSTNode) -> bool | None:
+    """True on the scaled side of the nearest `if` on the test a kept if/else chose the
+    scaled backward by, False on its plain side, None outside every such `if`."""
+    test, scaled_in_body = site.arm  # type: ignore[misc]
+    spelled = ctx.index.code(test)
+    child = node
+    for anc in ctx.index.ancestors(node):
+        if isinstance(anc, cst.If) and ctx.index.code(anc.test) == spelled:
+            return ctx.index.contains(anc.body, child) == scaled_in_body
+        child = anc
+    return None
 
 
 def _read_only(ctx: FileContext, stmt: cst.CSTNode) -> bool:
