@@ -1913,6 +1913,12 @@ class _InitAnalysis:
                 break
             if not _pure(parent.test) or _is_elif(o, parent):
                 break
+            if any(
+                isinstance(n, ast.Call) and o.apex_name(n.func) == "apex.amp.initialize"
+                for s in parent.orelse
+                for n in ast.walk(s)
+            ):
+                break  # `if c: initialize(...) else: initialize(...)`: one scaler, two makers
             earlier = parent.body[: parent.body.index(node)]
             if any(name in needed for s in earlier for name in _bound_names(s)):
                 break  # the scaler would move above the assignment of a name it reads

@@ -84,10 +84,17 @@ def _args_code(call: cst.Call) -> str:
     return "".join(cst.Module([]).code_for_node(a) for a in call.args).replace(" ", "")
 
 
+def _kept_init_here(ctx: FileContext, call: cst.Call) -> bool:
+    """An amp.initialize of this function stays apex: its optimizer may be this site's, and
+    apex's amp must not run beside a GradScaler."""
+    home = ctx.index.qualname(ctx.index.scope_of(call))
+    return any(d.kind == "problem" and d.anchor[0] == home for d in ctx.facts.inits.values())
+
+
 def _unreached(ctx: FileContext, call: cst.Call) -> str:
     """Why no scaler reaches a site: its own function's initialize is kept, or none is here."""
     home = ctx.index.qualname(ctx.index.scope_of(call))
-    if any(d.kind == "problem" and d.anchor[0] == home for d in ctx.facts.inits.values()):
+    if _kept_init_here(ctx, call):
         return (
             "no GradScaler: this function's amp initialization is kept (see its A2N102 "
             "TODO); migrate it by hand, then use scaler.scale(loss)"
@@ -145,7 +152,7 @@ class ScaleLoss(Rule):
             return ctx.refuse(call, self.code, "amp.scale_loss without `as <name>`")
         optimizers = optimizer_codes(ctx, bound["optimizers"])
         scaler = ctx.reach.pick(call, set(optimizers))
-        if scaler is None:
+        if scaler is None or _kept_init_here(ctx, call):
             return ctx.refuse(call, self.code, _unreached(ctx, call))
         site = BackwardSite(with_node, call, bound["loss"], optimizers, scaler, with_node)
         ctx.depend(scaler, site.group)
