@@ -6,6 +6,7 @@ holds the site writes it; every other file of the migration unit learns it from 
 
 from __future__ import annotations
 
+import ast
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -162,13 +163,18 @@ def scaler_options(
         loss_scale = float(loss_scale)
     if loss_scale is NOT_LITERAL:
         code = args["loss_scale"].code
-        if not DOTTED.match(code):
+        chosen = _dynamic_when(code)  # `"dynamic" if args.loss_scale == 0 else args.loss_scale`
+        if chosen is None and not (DOTTED.match(code) or _reads_only(code)):
             out.problem = (
                 f"loss_scale={code} is decided at run time (dynamic or static); "
                 "create the GradScaler by hand"
             )
             return out
-        dynamic = f"{code} in (None, {lit('dynamic')})"
+        tested = code if DOTTED.match(code) else f"({code})"
+        dynamic = f"{tested} in (None, {lit('dynamic')})"
+        if chosen is not None:
+            test, code = chosen
+            dynamic = f"{test} or {code} in (None, {lit('dynamic')})"
         out.kwargs.append(("init_scale", f"2.0**16 if {dynamic} else float({code})"))
         out.update_args = f"new_scale=None if {dynamic} else float({code})"
         out.update_local = True
@@ -211,6 +217,49 @@ def scaler_options(
     elif autocast_on is None or (parts and scaling):
         out.autocast_enabled = f"{access}.is_enabled()" if scaling else " and ".join(parts)
     return out
+
+
+PURE_NODES = (
+    ast.Expression,
+    ast.Name,
+    ast.Attribute,
+    ast.Constant,
+    ast.Compare,
+    ast.IfExp,
+    ast.BoolOp,
+    ast.UnaryOp,
+    ast.Load,
+    ast.cmpop,
+    ast.boolop,
+    ast.unaryop,
+)
+
+
+def _dynamic_when(code: str) -> tuple[str, str] | None:
+    """`"dynamic" if <test> else <x>` (or the other way round), <x> a name or attribute:
+    (the test that picks "dynamic", <x>)."""
+    try:
+        node = ast.parse(code, mode="eval").body
+    except SyntaxError:
+        return None
+    if not isinstance(node, ast.IfExp) or not _reads_only(code):
+        return None
+    test = ast.get_source_segment(code, node.test) or ast.unparse(node.test)
+    for arm, other, negate in ((node.body, node.orelse, False), (node.orelse, node.body, True)):
+        spelled = ast.get_source_segment(code, other) or ""
+        if isinstance(arm, ast.Constant) and arm.value == "dynamic" and DOTTED.match(spelled):
+            return (f"not ({test})" if negate else test), spelled
+    return None
+
+
+def _reads_only(code: str) -> bool:
+    """An expression of names, attributes, constants, comparisons and conditionals: it
+    may be evaluated again where the scaler updates, with the same value."""
+    try:
+        tree = ast.parse(code, mode="eval")
+    except SyntaxError:
+        return False
+    return all(isinstance(n, PURE_NODES) for n in ast.walk(tree))
 
 
 def _cast_free(level: object, args: dict[str, Arg]) -> bool | None:
