@@ -504,13 +504,24 @@ def _side(ctx: FileContext, site: BackwardSite, node: cst.CSTNode) -> bool | Non
     """True on the scaled side of the nearest `if` on the test a kept if/else chose the
     scaled backward by, False on its plain side, None outside every such `if`."""
     test, scaled_in_body = site.arm  # type: ignore[misc]
-    spelled = ctx.index.code(test)
+    spelled = ctx.index.code(_without_not(test)[0])
+    negated = _without_not(test)[1]
     child = node
     for anc in ctx.index.ancestors(node):
-        if isinstance(anc, cst.If) and ctx.index.code(anc.test) == spelled:
-            return ctx.index.contains(anc.body, child) == scaled_in_body
+        if isinstance(anc, cst.If):
+            inner, flipped = _without_not(anc.test)
+            if ctx.index.code(inner) == spelled:
+                in_body = ctx.index.contains(anc.body, child)
+                return (in_body != (flipped != negated)) == scaled_in_body
         child = anc
     return None
+
+
+def _without_not(test: cst.BaseExpression) -> tuple[cst.BaseExpression, bool]:
+    """`not x` as (x, True); anything else as (itself, False)."""
+    if isinstance(test, cst.UnaryOperation) and isinstance(test.operator, cst.Not):
+        return test.expression, True
+    return test, False
 
 
 def _read_only(ctx: FileContext, stmt: cst.CSTNode) -> bool:

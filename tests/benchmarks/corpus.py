@@ -11,8 +11,8 @@ checks idempotence. One line per file that mentions apex (or was changed):
 
     verdict  status  TODOs  compiles  idempotent  violations  path
 
-verdict: migrated (changed, no TODO, no apex left), partial (changed, something left and
-marked), refused (apex left and nothing but markers changed), nothing (apex only in comments,
+verdict: migrated (changed, no TODO, no apex left in the code: comments and docstrings that
+name apex do not count), partial (changed, something left and marked), refused (apex left and nothing but markers changed), nothing (apex only in comments,
 strings or option names: nothing to migrate), failed (the tool reported an error), caller (a
 file without apex that the migration touched or looked at).
 For each maintainer migration (`OUT/human/`), the tool's result on their `before` side is
@@ -109,8 +109,7 @@ def verdict(old: str, new: str, entry: dict) -> str:
     if old == new or only_markers_added(old, new):
         return "refused"
     todos = sum(1 for f in entry.get("findings", []) if f.get("todo"))
-    apex_left = any(marker in new for marker in APEX_IMPORT)
-    return "partial" if todos or apex_left else "migrated"
+    return "partial" if todos or uses_apex(new) else "migrated"
 
 
 def migrate(src: Path, scratch: Path, jobs: int) -> tuple[Path, dict, dict, float]:
