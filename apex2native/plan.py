@@ -884,7 +884,10 @@ class _PlanBuilder:
                 params = params[1:]  # a bound method: the call does not pass it
             position = params.index(func.loss_param) if func.loss_param in params else -1
             for call in calls:
-                self.file(call.path).forwards[call.raw] = (func.loss_param, position, unit)
+                facts = self.file(call.path)
+                if (call.raw, call.caller) in facts.bare_calls:
+                    continue  # it never reaches the scaled backward: nothing to wrap
+                facts.forwards[call.raw] = (func.loss_param, position, unit)
             self.file(func.path).forwarded.add(qualname)
 
     def _clippers(self) -> None:
