@@ -620,6 +620,18 @@ def _related(cls: str, classes: dict[str, list[str]]) -> set[str]:
     return out | (below - {cls})
 
 
+def _ancestors(cls: str, classes: dict[str, list[str]]) -> set[str]:
+    """The base classes of `cls`, their bases, and so on."""
+    out: set[str] = set()
+    pending = list(classes.get(cls, []))
+    while pending:
+        base = pending.pop()
+        if base not in out:
+            out.add(base)
+            pending.extend(classes.get(base, []))
+    return out
+
+
 def _read_names(summary: Summary, spelled: str) -> set[str]:
     """The names a file reads of the module it spells `spelled` (`utils.X`: X), or every
     name ("*") where it passes the module itself on (`getattr(utils, name)`)."""
@@ -888,7 +900,13 @@ class _PlanBuilder:
                 if (call.raw, call.caller) in facts.bare_calls:
                     continue  # it never reaches the scaled backward: nothing to wrap
                 facts.forwards[call.raw] = (func.loss_param, position, unit)
-            self.file(func.path).forwarded.add(qualname)
+            if func.cls is None or not self._subclassed(func.cls):
+                # a subclass may call it as `self.<name>` or `super().<name>`, unseen here
+                self.file(func.path).forwarded.add(qualname)
+
+    def _subclassed(self, cls: str) -> bool:
+        """Some class of the run derives from `cls`, directly or not."""
+        return any(cls in _ancestors(c, self.classes) for c in self.classes if c != cls)
 
     def _clippers(self) -> None:
         """Calls to project functions that read or change gradients (clip them, log their
@@ -1438,6 +1456,7 @@ class _PlanBuilder:
             training = [c for c in calls if not self._skips_training(func, c)]
             spec = translate_down(spec, training or calls, func)
             self.file(path).params[qualname] = (name, spec)
+            self._flag_to_scaler(path, qualname, name)
             self.holders.setdefault(qualname, Holder(name, spec))
             if bare:
                 self.file(path).optional_scalers.add(qualname)
@@ -1461,6 +1480,18 @@ class _PlanBuilder:
                     f"scaler ({self.origin(spec)}) passed from {call.caller} to {qualname} "
                     f"({self.rel(call.path)}:{call.line})",
                 )
+
+    def _flag_to_scaler(self, path: str, qualname: str, name: str) -> None:
+        """A def handed the model (an `amp_enabled` flag for its autocast) that now takes the
+        scaler as well: the scaler says whether autocast is on, and the flag goes (two new
+        parameters from two decisions would be one too many)."""
+        facts = self.file(path)
+        flag = facts.flags.get(qualname)
+        known = facts.evaluation.get(qualname)
+        if flag is None or known is None or known[2] != flag[0]:
+            return
+        del facts.flags[qualname]
+        facts.evaluation[qualname] = (known[0], known[1], f"{name}.is_enabled()")
 
     def _bare_calls(self, func: Function, calls: list[Call]) -> list[Call]:
         """Calls that need no scaler: their caller holds none and no call chain brings it

@@ -1920,8 +1920,8 @@ class _InitAnalysis:
             ):
                 break  # `if c: initialize(...) else: initialize(...)`: one scaler, two makers
             earlier = parent.body[: parent.body.index(node)]
-            if any(name in needed for s in earlier for name in _bound_names(s)):
-                break  # the scaler would move above the assignment of a name it reads
+            if any(name in needed for s in earlier for name in _changed_roots(s)):
+                break  # the scaler would move above a change of a name it reads
             kept = [c for c in _conjuncts(parent.test) if not _ignorable(o, c)]
             stored = {o.code(t) for s in parent.body for t in _store_targets(s)}
             once = [c for c in kept if _reads_any(o, c, stored)]
@@ -2186,6 +2186,27 @@ def _bound_names(stmt: ast.AST):
             yield node.name
         elif isinstance(node, ast.alias):
             yield node.asname or node.name.split(".")[0]
+
+
+def _changed_roots(stmt: ast.AST):
+    """Names a statement binds, or changes through an attribute or item (`args.x = 1`,
+    `cfg["x"] = 1`, `setattr(args, ...)`, `args.update(...)`): by their root name."""
+    yield from _bound_names(stmt)
+    for node in ast.walk(stmt):
+        target = None
+        if isinstance(node, (ast.Attribute, ast.Subscript)) and isinstance(
+            node.ctx, (ast.Store, ast.Del)
+        ):
+            target = node
+        elif isinstance(node, ast.Call):
+            if isinstance(node.func, ast.Name) and node.func.id in ("setattr", "delattr"):
+                target = node.args[0] if node.args else None
+            elif isinstance(node.func, ast.Attribute):
+                target = node.func.value  # a method may change its object
+        while isinstance(target, (ast.Attribute, ast.Subscript)):
+            target = target.value
+        if isinstance(target, ast.Name):
+            yield target.id
 
 
 def _ignorable(owner: _Summarizer, node: ast.AST) -> bool:

@@ -59,6 +59,8 @@ class ApexRequirement(Rule):
             if not _probes_amp(ctx, guard):
                 continue
             for flag in sorted(try_flags(ctx.index, guard) - elsewhere):
+                if not _says_present(ctx, guard, flag):
+                    continue  # `APEX_MISSING = False` in the try: the other way round
                 checks = _checks(ctx, guard, flag)
                 if checks:
                     self._delete(ctx, flag, checks)
@@ -95,6 +97,17 @@ def _probes_amp(ctx: FileContext, guard: cst.Try) -> bool:
             if not (module == "apex" and names == {"amp"}) and module != "apex.amp":
                 return False
     return True
+
+
+def _says_present(ctx: FileContext, guard: cst.Try, flag: str) -> bool:
+    """The flag is set True where the import worked and False where it failed, only."""
+    values = {
+        (part is guard.body, ctx.index.code(a.value))
+        for part in (guard.body, *guard.handlers)
+        for a in ctx.index.within(part, cst.Assign)
+        if any(ctx.index.code(t.target) == flag for t in a.targets)
+    }
+    return values == {(True, "True"), (False, "False")}
 
 
 def _checks(ctx: FileContext, guard: cst.Try, flag: str) -> list[cst.If] | None:

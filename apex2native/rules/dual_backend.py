@@ -166,6 +166,8 @@ class DualBackend(Rule):
                 for node, equal in nodes
             ):
                 continue
+            if switches[dest].native is not None and not self._same_state(ctx, nodes):
+                continue  # default runs saved apex state where the native arm does not look
             removed: list[cst.CSTNode] = []
             for node, equal in nodes:
                 if any(ctx.index.contains(arm, node) for arm in removed):
@@ -242,6 +244,31 @@ class DualBackend(Rule):
             others.append(parent.body)
             head, parent = parent, ctx.index.parent(parent)
         return others
+
+    def _same_state(self, ctx: FileContext, nodes: list) -> bool:
+        """Each `amp.load_state_dict(x)` / `amp.state_dict()` arm sits beside a native arm
+        that loads the same `x` / stores under the same target: a run that used apex by
+        default finds its checkpoint where the native path now looks."""
+        for node, equal in nodes:
+            apex_arm = node.body if equal else node.orelse
+            if apex_arm is None or isinstance(node, cst.IfExp):
+                continue
+            native = " ".join(ctx.index.code(a) for a in self._other_arms(ctx, node, equal))
+            for call in ctx.index.within(apex_arm, cst.Call):
+                name = ctx.names.call_name(call)
+                if name == "apex.amp.load_state_dict":
+                    wanted = [ctx.index.code(a.value) for a in call.args]
+                    if len(wanted) != 1 or f"load_state_dict({wanted[0]})" not in native:
+                        return False
+                elif name == "apex.amp.state_dict":
+                    stmt = ctx.index.statement_of(call)
+                    small = stmt.body[0] if isinstance(stmt, cst.SimpleStatementLine) else None
+                    if not isinstance(small, cst.Assign) or len(small.targets) != 1:
+                        return False
+                    target = ctx.index.code(small.targets[0].target)
+                    if f"{target} =" not in native:
+                        return False
+        return True
 
     def _convert_loads(
         self, ctx: FileContext, group: object, apex_arm: cst.CSTNode, native_arm: cst.CSTNode

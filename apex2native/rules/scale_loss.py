@@ -303,7 +303,22 @@ class ScaleLoss(Rule):
             or len(site.optimizers) != 1
         ):
             return self._refuse(ctx, site, if_node)
-        if not _stable(ctx, if_node.test, ctx.index.scope_of(if_node)):
+        scope = ctx.index.scope_of(if_node)
+        others = [
+            c
+            for c in ctx.names.calls_to("apex.amp.scale_loss")
+            if c is not site.call and ctx.index.scope_of(c) is scope
+        ]
+        if others:
+            return self._refuse(
+                ctx,
+                site,
+                if_node,
+                f"`{ctx.index.code(if_node.test)}` is not the scaler's enabled flag, and another "
+                "scaled backward in this function shares the scaler, whose one update must "
+                "follow every step; make them agree",
+            )
+        if not _stable(ctx, if_node.test, scope):
             return self._refuse(
                 ctx,
                 site,
@@ -368,15 +383,29 @@ class ScaleLoss(Rule):
 
 
 def _stable(ctx: FileContext, test: cst.BaseExpression, scope: cst.CSTNode) -> bool:
-    """`flag`, `self.use_amp`, or `not` either, that nothing in `scope` assigns."""
+    """`flag`, `self.use_amp`, or `not` either, that nothing in `scope` binds or assigns
+    (an assignment, a `for`/`with`/`:=`/comprehension target, `del`, `global`)."""
     test, _ = _strip_not(test)
     if not m.matches(test, PLAIN_READ):
         return False
     spelled = ctx.index.code(test)
-    for node in ctx.index.within(scope, cst.AssignTarget, cst.AugAssign, cst.AnnAssign):
-        for leaf in ctx.index.within(node.target, cst.Name, cst.Attribute):
-            if ctx.index.code(leaf) == spelled or ctx.index.code(leaf) == spelled.split(".")[0]:
-                return False
+    targets: list[cst.CSTNode] = []
+    for node in ctx.index.within(
+        scope, cst.AssignTarget, cst.AugAssign, cst.AnnAssign, cst.For, cst.CompFor
+    ):
+        targets.append(node.target)
+    targets += [n.name for n in ctx.index.within(scope, cst.AsName)]
+    targets += [n.target for n in ctx.index.within(scope, cst.NamedExpr)]
+    targets += [n.target for n in ctx.index.within(scope, cst.Del)]
+    for node in ctx.index.within(scope, cst.Global, cst.Nonlocal):
+        targets += [n.name for n in node.names]
+    for target in targets:
+        for leaf in ctx.index.within(target, cst.Name, cst.Attribute):
+            if isinstance(ctx.index.parent(leaf), cst.Attribute):
+                continue  # the root or the name of a longer chain: its chain decides
+            code = ctx.index.code(leaf)
+            if spelled == code or spelled.startswith(code + "."):
+                return False  # `use_amp = ...`, `self.use_amp = ...`, `self = ...`
     return True
 
 

@@ -424,12 +424,19 @@ class Step(Rule):
         """The step of a backward whose if/else stayed (A2N103): scaled under the same test,
         with its update; the plain arm's optimizer steps as it did."""
         stmt = ctx.index.statement_of(call)
-        if not (
+        whole = (
             isinstance(stmt, cst.SimpleStatementLine)
             and len(stmt.body) == 1
             and isinstance(stmt.body[0], cst.Expr)
             and stmt.body[0].value is call
-        ):
+        )
+        in_suite = (  # `if done: opt.step()`: the suite becomes a block
+            isinstance(stmt, cst.Expr)
+            and stmt.value is call
+            and isinstance(ctx.index.parent(stmt), cst.SimpleStatementSuite)
+            and len(ctx.index.parent(stmt).body) == 1  # type: ignore[union-attr]
+        )
+        if not (whole or in_suite):
             ctx.tx.fail(
                 site.group,
                 call,
