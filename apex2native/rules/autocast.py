@@ -120,7 +120,9 @@ def _forward_sites(ctx: FileContext) -> list[BackwardSite]:
             target = ctx.names.resolve_call(call)
             if target not in forwards:
                 continue
-            param, position, _unit = forwards[target]
+            param, position, unit = forwards[target]
+            if not unit or unit in ctx.facts.blocked:
+                continue  # no scaler reaches the def, or its unit stays apex: nothing to run
             loss = _argument(call, param, position)
             stmt = ctx.index.statement_of(call)
             if loss is not None and _wrapped_before(ctx, stmt, reads(ctx.index, loss)):
