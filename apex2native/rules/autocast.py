@@ -266,7 +266,7 @@ class Autocast(Rule):
     the loss it is handed (`backward_step(loss, optimizer)`) has no forward pass: its callers
     wrap the statements that make the argument, under the scaler that reaches each call, and
     a call that cannot be wrapped (inside an expression, no single scaler in reach) gets a
-    TODO, as does a loss from elsewhere whose callers the run did not all see.
+    TODO, as does a loss whose def has no caller in the run or a class with subclasses.
     """
 
     code = "A2N106"
