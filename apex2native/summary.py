@@ -1633,6 +1633,16 @@ class _InitAnalysis:
         options = scaler_options(args, guards, access, o.lit)
         if options.problem:
             return self.site(self.decision(problem=options.problem), home)
+        changed = self._loss_scale_changed(args)
+        if options.update_local and changed:
+            return self.site(
+                self.decision(
+                    problem=f"loss_scale reads `{changed}`, which this function changes after "
+                    "amp.initialize; the scaler's update would read the new value: create "
+                    "the GradScaler by hand"
+                ),
+                home,
+            )
         if note is not None:
             options.messages.append(note)
         presets = self._presets(args, options, hoisted=outer is not stmt)
@@ -1933,6 +1943,25 @@ class _InitAnalysis:
                 return guards, outer, " and ".join(self.arg(c).condition() for c in once)
         return guards, outer, None
 
+    def _loss_scale_changed(self, args: dict[str, Arg]) -> str:
+        """A name the runtime `loss_scale` reads that a statement after the call changes
+        (rebinds, or changes through an attribute, an item or a call), "" if none."""
+        if "loss_scale" not in args:
+            return ""
+        try:
+            names = {n.id for n in _names(ast.parse(args["loss_scale"].code, mode="eval"))}
+        except SyntaxError:
+            return ""
+        func = self.o.enclosing_function(self.call)
+        body = func if func is not None else self.o.tree
+        for node in ast.walk(body):
+            if isinstance(node, ast.stmt) and getattr(node, "lineno", 0) > self.stmt.lineno:
+                if not isinstance(node, (ast.If, ast.For, ast.While, ast.With, ast.Try)):
+                    hit = names & set(_changed_roots(node, calls=False))
+                    if hit:
+                        return sorted(hit)[0]
+        return ""
+
     def _scaler(self, opt_codes: set[str]) -> tuple[str, str, str]:
         """The scaler's home (qualname), how code there reaches it, and its unit.
 
@@ -2188,9 +2217,10 @@ def _bound_names(stmt: ast.AST):
             yield node.asname or node.name.split(".")[0]
 
 
-def _changed_roots(stmt: ast.AST):
+def _changed_roots(stmt: ast.AST, calls: bool = True):
     """Names a statement binds, or changes through an attribute or item (`args.x = 1`,
-    `cfg["x"] = 1`, `setattr(args, ...)`, `args.update(...)`): by their root name."""
+    `cfg["x"] = 1`, `setattr(args, ...)`), by their root name; with `calls`, also what a
+    call may change (`args.update(...)`, `fp16_defaults(args)`)."""
     yield from _bound_names(stmt)
     for node in ast.walk(stmt):
         target = None
@@ -2201,8 +2231,11 @@ def _changed_roots(stmt: ast.AST):
         elif isinstance(node, ast.Call):
             if isinstance(node.func, ast.Name) and node.func.id in ("setattr", "delattr"):
                 target = node.args[0] if node.args else None
-            elif isinstance(node.func, ast.Attribute):
+            elif isinstance(node.func, ast.Attribute) and calls:
                 target = node.func.value  # a method may change its object
+            for given in (*node.args, *(k.value for k in node.keywords)):
+                if isinstance(given, ast.Name) and calls:
+                    yield given.id  # `fp16_defaults(args)` may change `args`
         while isinstance(target, (ast.Attribute, ast.Subscript)):
             target = target.value
         if isinstance(target, ast.Name):
@@ -2244,7 +2277,7 @@ def _hoistable_loop(loop: ast.AST | None, node: ast.AST, options: set[str]) -> b
         return False
     bound = {n.id for n in _names(loop.target)}
     for stmt in loop.body:
-        bound |= set(_bound_names(stmt))
+        bound |= set(_changed_roots(stmt, calls=False))
     return not (bound & options)
 
 

@@ -124,6 +124,8 @@ def _forward_sites(ctx: FileContext) -> list[BackwardSite]:
             if not unit or unit in ctx.facts.blocked:
                 continue  # no scaler reaches the def, or its unit stays apex: nothing to run
             loss = _argument(call, param, position)
+            if loss is not None and not isinstance(loss, (cst.Name, cst.Attribute)):
+                loss = None  # `step(model(x).sum(), opt)`: the forward is inside the call
             stmt = ctx.index.statement_of(call)
             if loss is not None and _wrapped_before(ctx, stmt, reads(ctx.index, loss)):
                 continue  # a region already makes the argument (the rewrite ran before)

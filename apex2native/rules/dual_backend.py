@@ -251,7 +251,12 @@ class DualBackend(Rule):
         default finds its checkpoint where the native path now looks."""
         for node, equal in nodes:
             apex_arm = node.body if equal else node.orelse
-            if apex_arm is None or isinstance(node, cst.IfExp):
+            if apex_arm is None:
+                continue
+            if isinstance(node, cst.IfExp):
+                names = {ctx.names.call_name(c) for c in ctx.index.within(apex_arm, cst.Call)}
+                if names & {"apex.amp.load_state_dict", "apex.amp.state_dict"}:
+                    return False  # `amp.load_state_dict(...) if apex else ...`: not followed
                 continue
             native = " ".join(ctx.index.code(a) for a in self._other_arms(ctx, node, equal))
             for call in ctx.index.within(apex_arm, cst.Call):

@@ -43,6 +43,8 @@ class BackwardSite:
     # scaler's switch: (the test, True when the scaled backward is its body). The step and
     # the unscale then run under the same test.
     arm: tuple[cst.BaseExpression, bool] | None = None
+    # the other arms of the if/else that holds it, where a plain backward belongs
+    plain_arms: list[cst.CSTNode] = field(default_factory=list)
 
 
 def bind(call: cst.Call, wrapper: bool = False) -> dict[str, cst.BaseExpression] | None:
@@ -126,6 +128,9 @@ class ScaleLoss(Rule):
     collapses to the scaled form, since a disabled scaler returns the loss unchanged. One
     whose condition is another switch (`self.use_amp` of a trainer, beside a scaler made
     elsewhere) keeps both arms, as apex ran them; its step then scales under the same test.
+    A plain backward of the same function anywhere else (under an outer `if`, in an
+    `except`, a regularizer's own backward) would reach the scaled step unscaled: the
+    function's sites stay apex with a TODO.
     The site is one transaction with its `step` (A2N104) and `unscale_` (A2N105).
     """
 
@@ -137,6 +142,44 @@ class ScaleLoss(Rule):
     def apply(self, ctx: FileContext) -> None:
         for call in ctx.names.calls_to("apex.amp.scale_loss"):
             self._site(ctx, call)
+        self._stray_backwards(ctx)
+
+    def _stray_backwards(self, ctx: FileContext) -> None:
+        """A plain backward of the same function outside the arm beside a scaled one
+        (under an outer `if`, in an `except`, a regularizer's own backward): its gradients
+        reach the step that now goes through the scaler, which would unscale what was never
+        scaled (apex set earlier gradients aside in `scale_loss`). The sites stay apex."""
+        by_scope: dict[int, list[BackwardSite]] = {}
+        for site in ctx.sites:
+            if not ctx.tx.dropped(site.group):
+                by_scope.setdefault(id(ctx.index.scope_of(site.with_node)), []).append(site)
+        for sites in by_scope.values():
+            scope = ctx.index.scope_of(sites[0].with_node)
+            covered = [n for s in sites for n in (s.with_node, *s.plain_arms)]
+            for call in ctx.index.calls_named("backward", scope):
+                if ctx.index.scope_of(call) is not scope:
+                    continue
+                if any(ctx.index.contains(node, call) for node in covered):
+                    continue
+                if any(
+                    isinstance(a, cst.With)
+                    and any(ctx.names.call_name(i.item) == "apex.amp.scale_loss" for i in a.items)
+                    for a in ctx.index.ancestors(call)
+                ):
+                    continue  # another scaled backward (refused on its own, or held)
+                for site in sites:
+                    ctx.tx.fail(
+                        site.group,
+                        call,
+                        self.code,
+                        "a plain backward of this function runs outside the arm beside the "
+                        f"scaled one, and its gradients reach the step {site.scaler.access} "
+                        "would unscale; apex set them aside; scale it too or step it apart "
+                        "by hand",
+                    )
+                    if site in ctx.sites:
+                        ctx.sites.remove(site)
+                break
 
     def _site(self, ctx: FileContext, call: cst.Call) -> None:
         item = ctx.index.parent(call)
@@ -220,6 +263,7 @@ class ScaleLoss(Rule):
         others = [arm for arm in arms if arm is not block]
         if not any(self._plain_backwards(ctx, arm) for arm in others):
             return True  # the `if` stays: the forward may sit in the arm, before the backward
+        site.plain_arms = others
         site.top = ctx.index.statement_of(if_node)
         if len(arms) != 2:
             return self._refuse(
