@@ -128,9 +128,9 @@ class ScaleLoss(Rule):
     collapses to the scaled form, since a disabled scaler returns the loss unchanged. One
     whose condition is another switch (`self.use_amp` of a trainer, beside a scaler made
     elsewhere) keeps both arms, as apex ran them; its step then scales under the same test.
-    A plain backward of the same function anywhere else (under an outer `if`, in an
-    `except`, a regularizer's own backward) would reach the scaled step unscaled: the
-    function's sites stay apex with a TODO.
+    A plain backward of the same function anywhere else before the scaled optimizer's step
+    (under an outer `if`, in an `except`, a regularizer's own backward) would reach that
+    step unscaled: the function's sites stay apex with a TODO.
     The site is one transaction with its `step` (A2N104) and `unscale_` (A2N105).
     """
 
@@ -156,9 +156,17 @@ class ScaleLoss(Rule):
         for sites in by_scope.values():
             scope = ctx.index.scope_of(sites[0].with_node)
             covered = [n for s in sites for n in (s.with_node, *s.plain_arms)]
+            optimizers = {o for s in sites for o in s.optimizers}
+            steps = [
+                c
+                for c in ctx.index.calls_named("step", scope)
+                if isinstance(c.func, cst.Attribute) and ctx.index.code(c.func.value) in optimizers
+            ]
             for call in ctx.index.calls_named("backward", scope):
                 if ctx.index.scope_of(call) is not scope:
                     continue
+                if not any(ctx.index.order(call) < ctx.index.order(st) for st in steps):
+                    continue  # after the last step of the scaled optimizers (another one's)
                 if any(ctx.index.contains(node, call) for node in covered):
                     continue
                 if any(
