@@ -895,12 +895,14 @@ class _PlanBuilder:
             if func.cls is not None and params[:1] in (["self"], ["cls"]):
                 params = params[1:]  # a bound method: the call does not pass it
             position = params.index(func.loss_param) if func.loss_param in params else -1
+            wrapped = False
             for call in calls:
                 facts = self.file(call.path)
                 if (call.raw, call.caller) in facts.bare_calls:
                     continue  # it never reaches the scaled backward: nothing to wrap
                 facts.forwards[call.raw] = (func.loss_param, position, unit)
-            if func.cls is None or not self._subclassed(func.cls):
+                wrapped = True
+            if wrapped and (func.cls is None or not self._subclassed(func.cls)):
                 # a subclass may call it as `self.<name>` or `super().<name>`, unseen here
                 self.file(func.path).forwarded.add(qualname)
 

@@ -55,3 +55,20 @@ def with_appended(items: list, new: cst.CSTNode) -> list:
             comma=cst.Comma(whitespace_after=cst.SimpleWhitespace(" "))
         )
     return [*items, new]
+
+
+def strip_not(test: cst.BaseExpression) -> tuple[cst.BaseExpression, bool]:
+    """`not x` as (x, True); anything else as (itself, False)."""
+    if isinstance(test, cst.UnaryOperation) and isinstance(test.operator, cst.Not):
+        return test.expression, True
+    return test, False
+
+
+def is_call_statement(stmt: cst.CSTNode, call: cst.Call) -> bool:
+    """`stmt` is a line holding only `call` as an expression statement."""
+    return (
+        isinstance(stmt, cst.SimpleStatementLine)
+        and len(stmt.body) == 1
+        and isinstance(stmt.body[0], cst.Expr)
+        and stmt.body[0].value is call
+    )

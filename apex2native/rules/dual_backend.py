@@ -13,7 +13,7 @@ from apex2native.findings import NUMERICS, SAFE
 from apex2native.rules.base import Rule
 from apex2native.rules.registrations import REGISTRATIONS, registers_lowered_op
 from apex2native.rules.state_dict import load_converting
-from apex2native.syntax import PLAIN_READ, conjuncts, taken_arm
+from apex2native.syntax import PLAIN_READ, conjuncts, is_call_statement, taken_arm
 
 NATIVE_AMP = ("torch.cuda.amp.", "torch.amp.", "torch.autocast")
 NATIVE_CALLS = {"GradScaler", "autocast"}
@@ -316,7 +316,7 @@ class DualBackend(Rule):
         for qualified, (ops, precision) in REGISTRATIONS.items():
             for call in ctx.names.calls_to(qualified):
                 stmt = ctx.index.statement_of(call)
-                if not registers_lowered_op(ctx, call, ops) or not _whole_statement(stmt, call):
+                if not registers_lowered_op(ctx, call, ops) or not is_call_statement(stmt, call):
                     continue
                 if ctx.unit_for(call):
                     continue  # A2N114 removes it with its unit
@@ -384,15 +384,6 @@ def _apex_conjunct(
         if choice is not None and choice[1]:
             return choice
     return None
-
-
-def _whole_statement(stmt: cst.CSTNode, call: cst.Call) -> bool:
-    return (
-        isinstance(stmt, cst.SimpleStatementLine)
-        and len(stmt.body) == 1
-        and isinstance(stmt.body[0], cst.Expr)
-        and stmt.body[0].value is call
-    )
 
 
 def _arm_of(node: cst.IfExp, equal: bool) -> cst.BaseExpression:

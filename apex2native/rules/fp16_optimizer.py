@@ -15,6 +15,7 @@ from apex2native.rules.base import Rule
 from apex2native.rules.initialize import place_creation
 from apex2native.rules.scale_loss import BackwardSite, ScaleLoss
 from apex2native.scaler_options import DOTTED, NUMERIC, normalize
+from apex2native.syntax import is_call_statement
 
 SPELLINGS = (
     "apex.fp16_utils.FP16_Optimizer",
@@ -287,8 +288,8 @@ class FP16Optimizer(Rule):
                 len(call.args) != shape or any(a.keyword or a.star for a in call.args)
             ):
                 raise _Refused(f"`{index.code(call)}` arguments not understood")
-            if method not in ("clip_master_grads", "state_dict") and not _whole_statement(
-                ctx, call
+            if method not in ("clip_master_grads", "state_dict") and not is_call_statement(
+                ctx.index.statement_of(call), call
             ):
                 raise _Refused(f"`{index.code(call)}` is used as a value")
             if method == "clip_master_grads" and _compared(ctx, scope, call):
@@ -431,16 +432,6 @@ def _only_model_input(
         if not (isinstance(arg, cst.Arg) and index.parent(arg) in model_calls):
             return False
     return True
-
-
-def _whole_statement(ctx: FileContext, call: cst.Call) -> bool:
-    stmt = ctx.index.statement_of(call)
-    return (
-        isinstance(stmt, cst.SimpleStatementLine)
-        and len(stmt.body) == 1
-        and isinstance(stmt.body[0], cst.Expr)
-        and stmt.body[0].value is call
-    )
 
 
 def _model(

@@ -7,6 +7,7 @@ import libcst as cst
 from apex2native.context import FileContext
 from apex2native.findings import NUMERICS
 from apex2native.rules.base import Rule
+from apex2native.syntax import is_call_statement
 
 # What CUDA autocast does per op (PyTorch's autocast op reference). `einsum` is not listed
 # but decomposes into `bmm`, which runs in float16.
@@ -79,12 +80,7 @@ class Registrations(Rule):
         module = ctx.names.resolve_name(call.args[0].value)
         op = call.args[1].value.evaluated_value  # type: ignore[attr-defined]
         stmt = ctx.index.statement_of(call)
-        if not (
-            isinstance(stmt, cst.SimpleStatementLine)
-            and len(stmt.body) == 1
-            and isinstance(stmt.body[0], cst.Expr)
-            and stmt.body[0].value is call
-        ):
+        if not is_call_statement(stmt, call):
             return
         unit = ctx.unit_for(call)
         if not unit:

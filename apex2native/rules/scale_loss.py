@@ -11,7 +11,7 @@ from apex2native.context import FileContext, Scaler
 from apex2native.findings import NUMERICS, SAFE
 from apex2native.rules.base import Rule
 from apex2native.scaler_options import normalize
-from apex2native.syntax import PLAIN_READ, conjuncts
+from apex2native.syntax import PLAIN_READ, conjuncts, strip_not
 
 SCALE_LOSS_PARAMS = (
     "loss",
@@ -282,7 +282,7 @@ class ScaleLoss(Rule):
                 f"backward; the step after the chain cannot be {site.scaler.access}.step for "
                 "all of them; split the step per arm by hand",
             )
-        test, negated = _strip_not(if_node.test)
+        test, negated = strip_not(if_node.test)
         positive = _de_morgan(test)
         if positive is not None:
             test, negated = positive, not negated  # `if not fp16 or amp is None: plain`
@@ -437,7 +437,7 @@ class ScaleLoss(Rule):
 def _stable(ctx: FileContext, test: cst.BaseExpression, scope: cst.CSTNode) -> bool:
     """`flag`, `self.use_amp`, or `not` either, that nothing in `scope` binds or assigns
     (an assignment, a `for`/`with`/`:=`/comprehension target, `del`, `global`)."""
-    test, _ = _strip_not(test)
+    test, _ = strip_not(test)
     if not m.matches(test, PLAIN_READ):
         return False
     spelled = ctx.index.code(test)
@@ -551,7 +551,7 @@ def _de_morgan(test: cst.BaseExpression) -> cst.BaseExpression | None:
     for side in (test.left, test.right):
         negated = _de_morgan(side)
         if negated is None:
-            inner, was_not = _strip_not(side)
+            inner, was_not = strip_not(side)
             negated = inner if was_not else _opposite(side)
         if negated is None:
             return None
@@ -575,9 +575,3 @@ def _tests_given(test: cst.BaseExpression, name: str) -> bool | None:
     ):
         return isinstance(test.comparisons[0].operator, cst.IsNot)  # type: ignore[attr-defined]
     return None
-
-
-def _strip_not(test: cst.BaseExpression) -> tuple[cst.BaseExpression, bool]:
-    if isinstance(test, cst.UnaryOperation) and isinstance(test.operator, cst.Not):
-        return test.expression, True
-    return test, False

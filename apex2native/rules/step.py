@@ -11,6 +11,7 @@ from apex2native.findings import NUMERICS, SAFE
 from apex2native.index import BLOCKS, callee_name
 from apex2native.rules.base import Rule
 from apex2native.rules.scale_loss import BackwardSite
+from apex2native.syntax import is_call_statement
 
 LOOPS = (cst.For, cst.While)
 EXITS = (cst.Return, cst.Raise)
@@ -424,12 +425,7 @@ class Step(Rule):
         """The step of a backward whose if/else stayed (A2N103): scaled under the same test,
         with its update; the plain arm's optimizer steps as it did."""
         stmt = ctx.index.statement_of(call)
-        whole = (
-            isinstance(stmt, cst.SimpleStatementLine)
-            and len(stmt.body) == 1
-            and isinstance(stmt.body[0], cst.Expr)
-            and stmt.body[0].value is call
-        )
+        whole = is_call_statement(stmt, call)
         in_suite = (  # `if done: opt.step()`: the suite becomes a block
             isinstance(stmt, cst.Expr)
             and stmt.value is call

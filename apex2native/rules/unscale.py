@@ -14,6 +14,7 @@ from apex2native.rules.base import Rule
 from apex2native.rules.scale_loss import BackwardSite
 from apex2native.scopes import COMPREHENSION
 from apex2native.summary import GRAD_CLIPS, is_clip_name
+from apex2native.syntax import strip_not
 
 # A helper whose body the plan cannot see (another package, an object's attribute) but whose
 # name says it clips: apex had unscaled before it, so `unscale_` goes before it too (early
@@ -504,24 +505,17 @@ def _side(ctx: FileContext, site: BackwardSite, node: cst.CSTNode) -> bool | Non
     """True on the scaled side of the nearest `if` on the test a kept if/else chose the
     scaled backward by, False on its plain side, None outside every such `if`."""
     test, scaled_in_body = site.arm  # type: ignore[misc]
-    spelled = ctx.index.code(_without_not(test)[0])
-    negated = _without_not(test)[1]
+    inner, negated = strip_not(test)
+    spelled = ctx.index.code(inner)
     child = node
     for anc in ctx.index.ancestors(node):
         if isinstance(anc, cst.If):
-            inner, flipped = _without_not(anc.test)
-            if ctx.index.code(inner) == spelled:
+            tested, flipped = strip_not(anc.test)
+            if ctx.index.code(tested) == spelled:
                 in_body = ctx.index.contains(anc.body, child)
                 return (in_body != (flipped != negated)) == scaled_in_body
         child = anc
     return None
-
-
-def _without_not(test: cst.BaseExpression) -> tuple[cst.BaseExpression, bool]:
-    """`not x` as (x, True); anything else as (itself, False)."""
-    if isinstance(test, cst.UnaryOperation) and isinstance(test.operator, cst.Not):
-        return test.expression, True
-    return test, False
 
 
 def _read_only(ctx: FileContext, stmt: cst.CSTNode) -> bool:
