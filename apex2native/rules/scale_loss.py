@@ -379,6 +379,16 @@ class ScaleLoss(Rule):
                 "not one name or attribute this function leaves alone, so the step cannot "
                 "follow the same test; make them agree",
             )
+        changer = _changed_elsewhere(ctx, strip_not(if_node.test)[0], scope)
+        if changer is not None:
+            return self._refuse(
+                ctx,
+                site,
+                if_node,
+                f"`{ctx.index.code(if_node.test)}` is not the scaler's enabled flag, and "
+                f"`{changer}` can change it while this function runs, so the step might not "
+                "follow the same test; make them agree",
+            )
         site.arm = (if_node.test, scaled_in_body)
         ctx.tx.note(
             site.group,
@@ -441,6 +451,17 @@ def _stable(ctx: FileContext, test: cst.BaseExpression, scope: cst.CSTNode) -> b
     if not m.matches(test, PLAIN_READ):
         return False
     spelled = ctx.index.code(test)
+    for target in _bound_targets(ctx, scope):
+        for leaf in ctx.index.within(target, cst.Name, cst.Attribute):
+            if isinstance(ctx.index.parent(leaf), cst.Attribute):
+                continue  # the root or the name of a longer chain: its chain decides
+            code = ctx.index.code(leaf)
+            if spelled == code or spelled.startswith(code + "."):
+                return False  # `use_amp = ...`, `self.use_amp = ...`, `self = ...`
+    return True
+
+
+def _bound_targets(ctx: FileContext, scope: cst.CSTNode) -> list[cst.CSTNode]:
     targets: list[cst.CSTNode] = []
     for node in ctx.index.within(
         scope, cst.AssignTarget, cst.AugAssign, cst.AnnAssign, cst.For, cst.CompFor
@@ -451,14 +472,42 @@ def _stable(ctx: FileContext, test: cst.BaseExpression, scope: cst.CSTNode) -> b
     targets += [n.target for n in ctx.index.within(scope, cst.Del)]
     for node in ctx.index.within(scope, cst.Global, cst.Nonlocal):
         targets += [n.name for n in node.names]
-    for target in targets:
-        for leaf in ctx.index.within(target, cst.Name, cst.Attribute):
-            if isinstance(ctx.index.parent(leaf), cst.Attribute):
-                continue  # the root or the name of a longer chain: its chain decides
-            code = ctx.index.code(leaf)
-            if spelled == code or spelled.startswith(code + "."):
-                return False  # `use_amp = ...`, `self.use_amp = ...`, `self = ...`
-    return True
+    return targets
+
+
+def _changed_elsewhere(
+    ctx: FileContext, test: cst.BaseExpression, scope: cst.CSTNode
+) -> str | None:
+    """Another function of the file that a call in `scope` may reach and that changes the
+    switch: one that sets `.use_amp` on anything (or `setattr`s it) outside `__init__`, or
+    declares `global flag`."""
+    module = ctx.index.module
+    for func in ctx.index.within(module, cst.FunctionDef):
+        if func is scope or ctx.index.contains(func, scope):
+            continue
+        if _changes(ctx, test, func):
+            return func.name.value  # type: ignore[attr-defined]
+    return None
+
+
+def _changes(ctx: FileContext, test: cst.BaseExpression, func: cst.CSTNode) -> bool:
+    if isinstance(test, cst.Name):
+        return any(
+            n.name.value == test.value
+            for g in ctx.index.within(func, cst.Global)
+            for n in g.names  # type: ignore[attr-defined]
+        )
+    if func.name.value == "__init__":  # type: ignore[attr-defined]
+        return False  # it runs before the object can train
+    attr = test.attr.value  # type: ignore[attr-defined]
+    for target in _bound_targets(ctx, func):
+        if any(a.attr.value == attr for a in ctx.index.within(target, cst.Attribute)):
+            return True
+    for call in ctx.index.calls_named("setattr", func):
+        name = call.args[1].value if len(call.args) > 1 else None
+        if not isinstance(name, cst.SimpleString) or name.evaluated_value == attr:
+            return True
+    return False
 
 
 def _cuda_available(ctx: FileContext, node: cst.BaseExpression) -> bool:
