@@ -72,6 +72,11 @@ def star_used(module: str, unbound: set[str], imported: set[str], text: str) -> 
     return bool(star_supplies(module, unbound | imported))
 
 
+# helpers that answer "is apex installed?" (transformers' `file_utils`, copies of it): a
+# check of one is apex's own requirement, and its import goes with the last such check
+APEX_PROBE_HELPERS = frozenset({"is_apex_available"})
+
+
 def is_migrated_import(node: cst.CSTNode) -> bool:
     """Imports the migration may leave unused: apex, and `from torch.cuda.amp import ...`."""
     if isinstance(node, cst.ImportFrom) and not node.relative and node.module is not None:

@@ -5,15 +5,16 @@ from __future__ import annotations
 import libcst as cst
 import libcst.matchers as m
 
-from apex2native.apex_imports import apex_guards, is_apex_import, try_flags
+from apex2native.apex_imports import APEX_PROBE_HELPERS, apex_guards, is_apex_import, try_flags
 from apex2native.context import FileContext
 from apex2native.findings import SAFE
 from apex2native.rules.base import Rule
 from apex2native.rules.leftovers import dunder_all
 from apex2native.syntax import conjuncts
 
-# The flag is False: `not F`, `F is False`, `F == False`, `F is not True`, `F != True`.
-MISSING = m.UnaryOperation(operator=m.Not(), expression=m.Name()) | m.Comparison(
+# The flag is False: `not F`, `F is False`, `F == False`, `F is not True`, `F != True`;
+# or a helper says apex is missing: `not is_apex_available()`.
+MISSING = m.UnaryOperation(operator=m.Not(), expression=m.Name() | m.Call(args=[])) | m.Comparison(
     left=m.Name(),
     comparisons=[
         m.ComparisonTarget(m.Is() | m.Equal(), m.Name("False"))
@@ -46,6 +47,10 @@ class ApexRequirement(Rule):
     keeps doing what it did then. Only probes of `apex` or `apex.amp` qualify (a probe of a
     fused kernel stands for that kernel), only when every read of the flag is such a check,
     and only when no other module can read the flag.
+
+    `if not is_apex_available(): raise ...` (transformers' helper, or a copy of it) goes
+    the same way, and the helper's import once nothing else calls it. Both hold only when
+    no apex is left in the file: a kept apex unit still needs its requirement.
     """
 
     code = "A2N118"
@@ -64,6 +69,13 @@ class ApexRequirement(Rule):
                 checks = _checks(ctx, guard, flag)
                 if checks:
                     self._delete(ctx, flag, checks)
+        if not ctx.names.refs():
+            return  # the apex it asks for is used elsewhere (another module, a library)
+        for helper in sorted(APEX_PROBE_HELPERS):
+            for call in ctx.index.calls_named(helper):
+                check = _check_of(ctx, call)
+                if check is not None:
+                    self._delete(ctx, f"{ctx.index.code(call)}", [check])
 
     def _delete(self, ctx: FileContext, flag: str, checks: list[cst.If]) -> None:
         group = object()
@@ -124,8 +136,9 @@ def _checks(ctx: FileContext, guard: cst.Try, flag: str) -> list[cst.If] | None:
     return checks or None
 
 
-def _check_of(ctx: FileContext, name: cst.Name) -> cst.If | None:
-    term = ctx.index.parent(name)
+def _check_of(ctx: FileContext, read: cst.Name | cst.Call) -> cst.If | None:
+    """The `if` that does nothing but turn fp16 off (or stop) when `read` says no apex."""
+    term = ctx.index.parent(read)
     if not m.matches(term, MISSING):
         return None
     node: cst.CSTNode | None = term

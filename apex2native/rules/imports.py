@@ -9,6 +9,7 @@ from libcst.codemod.visitors import AddImportsVisitor
 from libcst.helpers import get_full_name_for_node
 
 from apex2native.apex_imports import (
+    APEX_PROBE_HELPERS,
     apex_guards,
     bound_name,
     catches_import_errors,
@@ -126,6 +127,10 @@ class Imports(Rule):
                     index, precise_unused(index, cleanup), keep, facts.aliases, facts.imported
                 )
             module = module.visit(cleanup)
+            if _imports_helper(module):
+                # its last reads may have been the tests of the guards that just went
+                index = TreeIndex(module, facts.module, facts.is_package)
+                module = module.visit(_Cleanup(index, None, keep, facts.aliases, facts.imported))
         if needs_torch and not _imports_torch(module):
             context = CodemodContext()
             AddImportsVisitor.add_needed_import(context, "torch")
@@ -183,6 +188,17 @@ def _cannot_raise(body: cst.BaseSuite) -> bool:
     """What is left of a guard's body once its apex imports went: flags set to constants,
     which raise nothing its handlers could catch."""
     return all(m.matches(s, CONSTANT_FLAG) for s in _lines(body))
+
+
+def _imports_helper(module: cst.Module) -> bool:
+    """A top-level import of an apex probe helper (`is_apex_available`) is left."""
+    return any(
+        isinstance(s, cst.SimpleStatementLine)
+        and isinstance(s.body[0], cst.ImportFrom)
+        and not isinstance(s.body[0].names, cst.ImportStar)
+        and any(get_full_name_for_node(a.name) in APEX_PROBE_HELPERS for a in s.body[0].names)
+        for s in module.body
+    )
 
 
 def _imports_torch(module: cst.Module) -> bool:
@@ -311,6 +327,14 @@ class _Cleanup(cst.CSTTransformer):
         aliases = _aliases(node)
         if is_migrated_import(node):
             return {bound_name(a) for a in aliases}
+        helpers = {
+            bound_name(a)
+            for a in aliases
+            if isinstance(node, cst.ImportFrom)
+            and get_full_name_for_node(a.name) in APEX_PROBE_HELPERS
+        }
+        if helpers:
+            return helpers
         if not self.aliases or not isinstance(node, cst.ImportFrom):
             return None
         module = get_full_name_for_node(node.module) if node.module else None
