@@ -145,6 +145,12 @@ class ImportGraph:
                 continue
             self.modules.setdefault(name, path)
             self.module_of[path] = (name, package)
+        # a `src/` layout: `src/pkg/x.py` is imported as `pkg.x` (and by some as `src.pkg.x`)
+        if not names and (self.base / "src").is_dir():
+            if not (self.base / "src" / "__init__.py").is_file():
+                for path, (name, _) in list(self.module_of.items()):
+                    if name.startswith("src."):
+                        self.modules.setdefault(name[len("src.") :], path)
 
     def relative(self, path: str) -> str:
         if path not in self._relative:
@@ -169,7 +175,8 @@ class ImportGraph:
             for i in range(len(parts), 0, -1):
                 module = ".".join(p for p in (prefix, *parts[:i]) if p)
                 if module in self.modules:
-                    return ".".join([module, *parts[i:]])
+                    name = self.module_of[self.modules[module]][0]  # not a `src/` alias
+                    return ".".join([name, *parts[i:]])
         return raw
 
     def _prefixes(self, path: str) -> list[str]:
