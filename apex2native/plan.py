@@ -444,6 +444,7 @@ class Planner:
             }
             if not frontier or not self._importers_of(frontier, pool, bases):
                 break
+        self._summarize_bases(expanded, pool)
         classes: dict[str, list[str]] = {}
         attrs: dict[str, set[str]] = {}
         outside: set[str] = set()
@@ -470,6 +471,35 @@ class Planner:
             self.summaries.pop(path, None)
         self.summarize_all(sorted(reserved), pool, self.aliases(), reserved)
         return True
+
+    def _summarize_bases(self, paths: set[str], pool=None) -> None:
+        """Read the project files that define the base classes of `paths`' classes (a mixin
+        beside the scaler's class, in a file of its own), and theirs, a few levels up."""
+        done = set(paths)
+        for _ in range(IMPORT_DEPTH):
+            wanted = {
+                base.rsplit(".", 1)[-1]
+                for path in done
+                if path in self.summaries
+                for bases in self.summaries[path].classes.values()
+                for base in bases
+            }
+            if not wanted:
+                return
+            pattern = re.compile(
+                r"\bclass\s+(?:" + "|".join(map(re.escape, sorted(wanted))) + r")\b"
+            )
+            found = {
+                f
+                for path in done
+                if path in self.summaries
+                for f in self.graph.imported_files(self.summaries[path])
+                if f not in done and pattern.search(self.text(f))
+            }
+            if not found:
+                return
+            self.summarize_all(sorted(f for f in found if f not in self.summaries), pool)
+            done |= found
 
     def attach_imported(self, plan: RepoPlan, paths: list[str]) -> None:
         """Record, for each of `paths`, the names the other summarised files import from it
@@ -608,14 +638,9 @@ class Planner:
 
 
 def _related(cls: str, classes: dict[str, list[str]]) -> set[str]:
-    """The classes above `cls` and below it, at any depth (not `cls` itself)."""
-    out: set[str] = set()
-    pending = list(classes.get(cls, []))
-    while pending:  # bases
-        current = pending.pop()
-        if current not in out and current != cls:
-            out.add(current)
-            pending.extend(classes.get(current, []))
+    """The classes above `cls` and below it, at any depth, and the other bases of those
+    below (a mixin beside it shares the object's attributes); not `cls` itself."""
+    out = _ancestors(cls, classes) - {cls}
     below = {cls}
     changed = True
     while changed:  # subclasses
@@ -624,6 +649,8 @@ def _related(cls: str, classes: dict[str, list[str]]) -> set[str]:
             if other not in below and below & set(bases):
                 below.add(other)
                 changed = True
+    for sub in below - {cls}:
+        out |= _ancestors(sub, classes)
     return out | (below - {cls})
 
 
