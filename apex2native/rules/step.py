@@ -295,6 +295,28 @@ def _step_anchors(ctx: FileContext, site: BackwardSite) -> list[cst.CSTNode]:
     return anchors
 
 
+def _repeated_step(ctx: FileContext, site: BackwardSite) -> cst.Call | None:
+    """A step inside a loop that does not hold the backward (`for _ in range(k):
+    opt.step()`): it steps the same gradients several times."""
+    for call in site.steps:
+        for anc in ctx.index.ancestors(call):
+            if isinstance(anc, LOOPS) and not ctx.index.contains(anc, site.with_node):
+                return call
+            if isinstance(anc, (cst.FunctionDef, cst.Module)):
+                break
+    return None
+
+
+def _leaves_between(ctx: FileContext, first: cst.CSTNode, last: cst.CSTNode) -> bool:
+    """Something between two statements of one block can leave it (`continue`, ...)."""
+    if first is last:
+        return False
+    block = ctx.index.parent(last)
+    siblings = list(block.body)  # type: ignore[attr-defined]
+    between = siblings[siblings.index(first) : siblings.index(last) + 1]
+    return any(next(iter(ctx.index.within(s, *LEAVES)), None) is not None for s in between)
+
+
 class _NoSharedUpdate(Exception):
     """The steps of one backward cannot share one update (the statement, and why)."""
 
@@ -491,9 +513,22 @@ class Step(Rule):
         gradients by a scale they were not multiplied by.
         """
         last: dict[tuple[str, int], tuple[cst.CSTNode, BackwardSite]] = {}
+        first: dict[tuple[str, int], cst.CSTNode] = {}
+        sharing: dict[tuple[str, int], list[BackwardSite]] = {}
         for site in ctx.sites:
             if ctx.tx.dropped(site.group) or site.arm is not None:
                 continue  # a kept if/else updates with its step
+            repeated = _repeated_step(ctx, site)
+            if repeated is not None:
+                ctx.tx.fail(
+                    site.group,
+                    repeated,
+                    self.code,
+                    "this step runs several times for one scaled backward: each "
+                    "scaler.step would unscale the same gradients again after update(); "
+                    "migrate it by hand",
+                )
+                continue
             try:
                 anchors = _step_anchors(ctx, site)
             except _NoSharedUpdate as refused:
@@ -501,8 +536,23 @@ class Step(Rule):
                 continue
             for stmt in anchors:
                 key = (site.scaler.access, id(ctx.index.block_of(stmt)))
+                sharing.setdefault(key, []).append(site)
                 if key not in last or ctx.index.order(stmt) > ctx.index.order(last[key][0]):
                     last[key] = (stmt, site)
+                if key not in first or ctx.index.order(stmt) < ctx.index.order(first[key]):
+                    first[key] = stmt
+        for key, (stmt, _site) in list(last.items()):
+            if _leaves_between(ctx, first[key], stmt):
+                for other in sharing[key]:
+                    ctx.tx.fail(
+                        other.group,
+                        stmt,
+                        self.code,
+                        "a continue, break, return or raise between the steps that share "
+                        "this update() would skip it, and the next scaler.step would raise; "
+                        "update where the iteration leaves by hand",
+                    )
+                del last[key]
         for stmt, site in last.values():
             scaler = site.scaler
             if any(
