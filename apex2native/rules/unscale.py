@@ -482,7 +482,9 @@ class Unscale(Rule):
     def _movable(
         self, ctx: FileContext, read_top: cst.CSTNode, step_stmt: cst.CSTNode, reads
     ) -> bool:
-        """A simple statement whose results nobody reads before the step can move there."""
+        """A simple statement whose results are read nowhere but after the step, in the
+        step's own block, can move there: a read anywhere else (after the boundary `if`,
+        in the next micro-step) would find the name unbound or stale."""
         if not isinstance(read_top, (cst.SimpleStatementLine, cst.BaseSmallStatement)):
             return False
         index = ctx.index
@@ -494,9 +496,11 @@ class Unscale(Rule):
         if not assigned:
             return True
         scope = index.scope_of(read_top)
+        block = index.parent(step_stmt)
         for node in index.within(scope, cst.Name):
             if node.value in assigned and not index.contains(read_top, node):
-                if index.order(read_top) < index.order(node) < index.order(step_stmt):
+                after_step = index.order(node) > index.order(step_stmt)
+                if not (after_step and index.contains(block, node)):
                     return False
         return True
 
