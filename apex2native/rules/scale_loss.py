@@ -386,7 +386,7 @@ class ScaleLoss(Rule):
                 site,
                 if_node,
                 f"`{ctx.index.code(if_node.test)}` is not the scaler's enabled flag, and "
-                f"`{changer}` can change it while this function runs, so the step might not "
+                f"{changer} can change it while this function runs, so the step might not "
                 "follow the same test; make them agree",
             )
         site.arm = (if_node.test, scaled_in_body)
@@ -458,6 +458,8 @@ def _stable(ctx: FileContext, test: cst.BaseExpression, scope: cst.CSTNode) -> b
             code = ctx.index.code(leaf)
             if spelled == code or spelled.startswith(code + "."):
                 return False  # `use_amp = ...`, `self.use_amp = ...`, `self = ...`
+    if isinstance(test, cst.Attribute) and _sets_attribute(ctx, test.attr.value, scope):
+        return False  # `setattr(args, "use_amp", False)`, `vars(args).update(...)`
     return True
 
 
@@ -486,7 +488,10 @@ def _changed_elsewhere(
         if func is scope or ctx.index.contains(func, scope):
             continue
         if _changes(ctx, test, func):
-            return func.name.value  # type: ignore[attr-defined]
+            name = func.name.value  # type: ignore[attr-defined]
+            if isinstance(test, cst.Attribute) and name == test.attr.value:
+                return f"the property or method `{name}`"
+            return f"`{name}`"
     return None
 
 
@@ -494,12 +499,20 @@ def _changes(ctx: FileContext, test: cst.BaseExpression, func: cst.CSTNode) -> b
     if isinstance(test, cst.Name):
         return any(
             n.name.value == test.value
-            for g in ctx.index.within(func, cst.Global)
+            for g in ctx.index.within(func, cst.Global, cst.Nonlocal)
             for n in g.names  # type: ignore[attr-defined]
         )
+    attr = test.attr.value  # type: ignore[attr-defined]
+    if func.name.value == attr:  # type: ignore[attr-defined]
+        return True  # a property (or method) of that name computes it
     if func.name.value == "__init__":  # type: ignore[attr-defined]
         return False  # it runs before the object can train
-    attr = test.attr.value  # type: ignore[attr-defined]
+    return _sets_attribute(ctx, attr, func)
+
+
+def _sets_attribute(ctx: FileContext, attr: str, func: cst.CSTNode) -> bool:
+    """`func` assigns `.attr` on something, `setattr`s it, or writes an object's `vars()`
+    or `__dict__`."""
     for target in _bound_targets(ctx, func):
         if any(a.attr.value == attr for a in ctx.index.within(target, cst.Attribute)):
             return True
@@ -507,7 +520,9 @@ def _changes(ctx: FileContext, test: cst.BaseExpression, func: cst.CSTNode) -> b
         name = call.args[1].value if len(call.args) > 1 else None
         if not isinstance(name, cst.SimpleString) or name.evaluated_value == attr:
             return True
-    return False
+    if ctx.index.calls_named("vars", func):
+        return True
+    return any(a.attr.value == "__dict__" for a in ctx.index.within(func, cst.Attribute))
 
 
 def _cuda_available(ctx: FileContext, node: cst.BaseExpression) -> bool:

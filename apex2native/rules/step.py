@@ -5,13 +5,14 @@ from __future__ import annotations
 import re
 
 import libcst as cst
+import libcst.matchers as m
 
 from apex2native.context import FileContext
 from apex2native.findings import NUMERICS, SAFE
 from apex2native.index import BLOCKS, callee_name
 from apex2native.rules.base import Rule
 from apex2native.rules.scale_loss import BackwardSite
-from apex2native.syntax import is_call_statement
+from apex2native.syntax import is_call_statement, strip_not
 
 LOOPS = (cst.For, cst.While)
 EXITS = (cst.Return, cst.Raise)
@@ -295,6 +296,38 @@ def _step_anchors(ctx: FileContext, site: BackwardSite) -> list[cst.CSTNode]:
     return anchors
 
 
+def _switch_handed_on(
+    ctx: FileContext, site: BackwardSite, step_stmt: cst.CSTNode
+) -> cst.Call | None:
+    """A call between the backward and the step that is handed the object the kept
+    switch is read from (`hook(self, loss)`), or is one of its methods this file does not
+    define (`self.after_backward()`): code this file cannot see may flip the switch."""
+    test, _ = strip_not(site.arm[0])  # type: ignore[index]
+    if not isinstance(test, cst.Attribute):
+        return None
+    root = test
+    while isinstance(root, cst.Attribute):
+        root = root.value
+    if not isinstance(root, cst.Name):
+        return None
+    index = ctx.index
+    defined = {f.name.value for f in index.within(index.module, cst.FunctionDef)}
+    start, end = index.order(site.with_node), index.order(step_stmt)
+    for call in index.within(index.scope_of(step_stmt), cst.Call):
+        if not start < index.order(call) < end or index.contains(site.with_node, call):
+            continue
+        func = call.func
+        if (
+            isinstance(func, cst.Attribute)
+            and m.matches(func.value, m.Name(root.value))
+            and func.attr.value not in defined
+        ):
+            return call
+        if any(m.matches(a.value, m.Name(root.value)) for a in call.args):
+            return call
+    return None
+
+
 def _repeated_step(ctx: FileContext, site: BackwardSite) -> cst.Call | None:
     """A step inside a loop that does not hold the backward (`for _ in range(k):
     opt.step()`): it steps the same gradients several times."""
@@ -464,6 +497,17 @@ class Step(Rule):
             )
             return False
         test, scaled_in_body = site.arm  # type: ignore[misc]
+        handed = _switch_handed_on(ctx, site, stmt)
+        if handed is not None:
+            ctx.tx.fail(
+                site.group,
+                handed,
+                self.code,
+                f"`{ctx.index.code(test)}` decides how {opt} steps, and this call between the "
+                "backward and the step is handed its object, so it may change it; make the "
+                "backward and the step agree by hand",
+            )
+            return False
         access = site.scaler.access
         scaled = f"{access}.step({opt})\n    {access}.update()"
         plain = f"{opt}.step()"
