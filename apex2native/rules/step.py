@@ -508,8 +508,20 @@ class Step(Rule):
                 "backward and the step agree by hand",
             )
             return False
-        access = site.scaler.access
-        scaled = f"{access}.step({opt})\n    {access}.update()"
+        scaler = site.scaler
+        access = scaler.access
+        if scaler.unreachable_update or (
+            scaler.update_scope is not None and not ctx.index.contains(scaler.update_scope, stmt)
+        ):
+            ctx.tx.fail(
+                site.group,
+                stmt,
+                self.code,
+                f"{access}.update({scaler.update_args}) reads names of the scope that makes "
+                "the scaler, not visible here; pass the loss scale choice in by hand",
+            )
+            return False
+        scaled = f"{access}.step({opt})\n    {access}.update({scaler.update_args})"
         plain = f"{opt}.step()"
         first, second = (scaled, plain) if scaled_in_body else (plain, scaled)
         code = f"if {ctx.index.code(test)}:\n    {first}\nelse:\n    {second}"
