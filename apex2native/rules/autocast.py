@@ -201,6 +201,22 @@ def _handed_loss(ctx: FileContext, site: BackwardSite) -> str:
     return name if all(name in reads(ctx.index, s) for s in rebinds) else ""
 
 
+# what a finished loss may go through inside `scale_loss(...)` without leaving autocast's
+# reach mattering: the loss of an autocast region is float32 already
+REDUCTIONS = frozenset({"mean", "sum", "float", "double"})
+
+
+def _computed_inline(ctx: FileContext, loss: cst.BaseExpression) -> str | None:
+    """A call that computes the loss inside the scaling call (`F.cross_entropy(out, y)`),
+    other than a reduction of a finished loss (`loss.mean()`)."""
+    for call in ctx.index.within(loss, cst.Call):
+        func = call.func
+        if isinstance(func, cst.Attribute) and func.attr.value in REDUCTIONS and not call.args:
+            continue
+        return ctx.index.code(call.func)
+    return None
+
+
 def _rebinds(ctx: FileContext, stmt: cst.CSTNode) -> set[str]:
     """Names a statement binds as a whole (`loss = ...`, `a, loss = ...`, `loss /= n`),
     not through an attribute or item (`self.loss = ...`)."""
@@ -327,6 +343,16 @@ class Autocast(Rule):
                     self.code,
                     f"the loss comes in as the parameter `{handed}`: its forward pass runs in "
                     f"the caller; run it there under {ctx.autocast_hint()}",
+                )
+                continue
+            made_inline = _computed_inline(ctx, site.loss)
+            if made_inline is not None:
+                ctx.tx.todo(
+                    site.call,
+                    self.code,
+                    f"the loss is computed inside the scaling call (`{made_inline}`), outside "
+                    f"any autocast region; compute it into a variable under "
+                    f"{ctx.autocast_hint()} first",
                 )
                 continue
             found = bool(chain)
