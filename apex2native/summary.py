@@ -970,17 +970,29 @@ class _Summarizer:
         return ""
 
     def _touches_grads(self, func) -> bool:
-        """The def reads or changes gradients: `.grad` of anything, or a clipping call by
-        any name. A caller must unscale before it, as apex had on leaving `scale_loss`."""
+        """The def reads or changes gradients: `.grad` of anything, a clipping call by any
+        name, or a plain backward. A caller must unscale before it, as apex had on leaving
+        `scale_loss`."""
         if self._grad_defs is None:
             self._grad_defs = {
                 id(self.enclosing_function(a))
                 for a in self.scopes.of_type(ast.Attribute)
                 if a.attr == "grad" and not _names_autograd(a.value)
             }
-        return id(func) in self._grad_defs or any(
-            self._clip_call(c) for c in self._calls_in.get(id(func), ())
+        calls = self._calls_in.get(id(func), ())
+        return (
+            id(func) in self._grad_defs
+            or any(self._clip_call(c) for c in calls)
+            or self._plain_backward(calls)
         )
+
+    def _plain_backward(self, calls) -> bool:
+        """`reg.backward()` in a def that scales nothing: apex had unscaled the scaled
+        gradients on leaving `scale_loss`, so these add to them at full size."""
+        backward = any(
+            isinstance(c.func, ast.Attribute) and c.func.attr == "backward" for c in calls
+        )
+        return backward and not any(self.apex_name(c.func) == "apex.amp.scale_loss" for c in calls)
 
     def _stepped_params(self, func, params: set[str]) -> set[str]:
         """Parameters the def steps (`opt.step()`): handed a scaled optimizer, it would apply
