@@ -481,11 +481,10 @@ class Step(Rule):
         with its update; the plain arm's optimizer steps as it did."""
         stmt = ctx.index.statement_of(call)
         whole = is_call_statement(stmt, call)
-        in_suite = (  # `if done: opt.step()`: the suite becomes a block
+        in_suite = (  # `if done: opt.step(); opt.zero_grad()`: the suite becomes a block
             isinstance(stmt, cst.Expr)
             and stmt.value is call
             and isinstance(ctx.index.parent(stmt), cst.SimpleStatementSuite)
-            and len(ctx.index.parent(stmt).body) == 1  # type: ignore[union-attr]
         )
         if not (whole or in_suite):
             ctx.tx.fail(
