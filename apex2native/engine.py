@@ -13,6 +13,7 @@ Nothing is written here: `write_atomic` is for the caller, once it has the outco
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import os
 import re
 from collections.abc import Callable, Iterable
@@ -27,11 +28,11 @@ from apex2native.apex_imports import APEX_EXTENSIONS
 from apex2native.cache import Cache, map_cached
 from apex2native.codegen import DEFAULT_LINE_LENGTH, CodeGen
 from apex2native.consistency import check_repository
-from apex2native.edits import EditApplier
+from apex2native.edits import TODO_PREFIX, EditApplier
 from apex2native.facts import FileFacts
 from apex2native.findings import ApexClasses, FileOutcome, Finding, UnitFacts
 from apex2native.options import Options
-from apex2native.plan import RepoPlan, build_plan
+from apex2native.plan import RepoPlan, build_plan, imported_names
 from apex2native.textio import DecodeError, decode, encode, line_length_for, read_text
 from apex2native.textio import write_atomic as _write
 
@@ -189,13 +190,29 @@ def process_file(
         return outcome
 
     again_facts = dataclasses.replace(facts, marks={})  # its markers are in the text now
+    reruns: dict[str, FileRewrite] = {}
+
+    def rewrite_again(again: str) -> FileRewrite:
+        if again not in reruns:
+            reruns[again] = rewrite_file_text(again, options, length, again_facts)
+        return reruns[again]
 
     def rerun(again: str) -> tuple[str, set[str]]:
         unbound = guards.unbound_names(again)
         if not mentions(again) and not facts:
             return again, unbound
-        return rewrite_file_text(again, options, length, again_facts).text, unbound
+        return rewrite_again(again).text, unbound
 
+    if mentions(new) or facts:
+        try:
+            second = rewrite_again(new)
+        except cst.ParserSyntaxError:
+            second = None
+        if second is not None and _only_markers_added(new, second.text):
+            # a marker the edits made due (an import kept for a flag others read): the
+            # second run would add it, so this one does
+            outcome.findings += _moved_findings(text, new, second.findings, outcome.findings)
+            new = second.text
     problem = guards.check(new, guards.unbound_names(text), rerun)
     if problem:
         outcome.status, outcome.error = "failed", f"guard refused the rewrite: {problem}"
@@ -203,6 +220,39 @@ def process_file(
         return outcome
     outcome.status, outcome.new_text = "changed", new
     return outcome
+
+
+def _only_markers_added(new: str, again: str) -> bool:
+    """`again` is `new` with TODO comment lines added, and nothing else."""
+    if again == new:
+        return False
+    a, b = new.splitlines(), again.splitlines()
+    for tag, _i1, _i2, j1, j2 in difflib.SequenceMatcher(None, a, b, autojunk=False).get_opcodes():
+        if tag == "equal":
+            continue
+        if tag != "insert" or not all(line.lstrip().startswith(TODO_PREFIX) for line in b[j1:j2]):
+            return False
+    return True
+
+
+def _moved_findings(
+    text: str, new: str, findings: list[Finding], known: list[Finding]
+) -> list[Finding]:
+    """The TODO findings of a run over `new` that `known` lacks, at the lines of `text`
+    they stand on (`new`'s lines mapped back through the unchanged ones)."""
+    back: dict[int, int] = {}
+    matcher = difflib.SequenceMatcher(None, text.splitlines(), new.splitlines(), autojunk=False)
+    for block in matcher.get_matching_blocks():
+        for k in range(block.size):
+            back[block.b + k + 1] = block.a + k + 1
+    seen = {(f.code, f.message) for f in known if f.todo}
+    out = []
+    for finding in findings:
+        if not finding.todo or (finding.code, finding.message) in seen:
+            continue
+        line = max((back[n] for n in back if n <= finding.line), default=1)
+        out.append(dataclasses.replace(finding, line=back.get(finding.line, line)))
+    return out
 
 
 def _parse_error(text: str, exc: cst.ParserSyntaxError) -> str:
@@ -348,18 +398,25 @@ class _Run:
                 outcome.new_text = None
 
     def _settle_exports(self, outcomes: dict[str, FileOutcome], displays: dict[str, str]) -> bool:
-        """A module stops re-exporting apex names once no other module imports them.
+        """A module stops re-exporting apex names once no other module imports them, and
+        stops keeping what others imported from it (a flag, a probe) once none does.
 
         True when a file was rewritten for it (the repository check must run again)."""
         rewrote = False
         for _ in range(MAX_ROUNDS):
             again = []
+            read_now = self._read_now(outcomes)
             for path, facts in self.plan.facts.items():
-                if not facts.exports or path not in displays:
+                settles_imports = bool(facts.imported) and "*" not in facts.imported
+                if not (facts.exports or settles_imports) or path not in displays:
                     continue
                 still = facts.exports & self._imported_from(path, outcomes)
-                if still != facts.exports:
+                imported = facts.imported
+                if settles_imports and self.plan.graph is not None:
+                    imported = facts.imported & read_now.get(path, set())
+                if still != facts.exports or imported != facts.imported:
                     facts.exports = still
+                    facts.imported = imported
                     again.append((path, displays[path]))
             if not again:
                 return rewrote
@@ -367,6 +424,18 @@ class _Run:
             for (path, _), outcome in zip(again, self.rewrite(again)):
                 outcomes[path] = outcome
         return rewrote
+
+    def _read_now(self, outcomes: dict[str, FileOutcome]) -> dict[str, set[str]]:
+        """What each file's names other files import or read, as their texts stand now."""
+        if self.plan.graph is None:
+            return {}
+        summaries = []
+        for path, old in self.plan.summaries.items():
+            outcome = outcomes.get(path)
+            if outcome is not None and outcome.status == "changed" and outcome.new_text:
+                old = self.plan.summary_of(path, outcome.new_text) or old
+            summaries.append(old)
+        return imported_names(self.plan.graph, summaries, self.plan.facts)
 
     def _imported_from(self, target: str, outcomes: dict[str, FileOutcome]) -> set[str]:
         """Names other files import from `target`, as their texts stand now."""

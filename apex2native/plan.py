@@ -23,6 +23,7 @@ import hashlib
 import os
 import re
 from collections import defaultdict
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
@@ -504,48 +505,11 @@ class Planner:
     def attach_imported(self, plan: RepoPlan, paths: list[str]) -> None:
         """Record, for each of `paths`, the names the other summarised files import from it
         or read of it as a module (`import utils` then `utils.HAS_APEX`)."""
-        wanted = set(paths)
-        for summary in self.summaries.values():
-            for ref in summary.imports:
-                found, rest = self.graph.source_of(ref, summary)
-                if found == summary.path:
-                    continue
-                base = absolute_name(ref.module, summary.module, summary.is_package)
-                if found is not None and (ref.star or rest):
-                    if found in wanted:
-                        self._imported(plan, found, {"*"})
-                    continue
-                if not ref.names:  # `import a.b [as c]`: what the file reads of a.b
-                    if found is not None:
-                        self._read_module(plan, wanted, summary, base, found, ref.spelled())
-                    continue
-                if found in wanted:
-                    self._imported(plan, found, {name for name, _ in ref.names})
-                for name, bound in ref.names:  # `from pkg import mod`: what it reads of mod
-                    module, tail = self.graph.module_file(f"{base}.{name}", summary.path)
-                    if module not in (None, found, summary.path) and not tail:
-                        self._read_module(plan, wanted, summary, f"{base}.{name}", module, bound)
-
-    def _read_module(
-        self, plan: RepoPlan, wanted: set[str], summary: Summary, name: str, path: str, spelled: str
-    ) -> None:
-        """`summary`'s file reads module `name` (file `path`) as `spelled`: what it reads of
-        it counts as imported, and so does what it reads of its submodules through it."""
-        names = _read_names(summary, spelled)
-        if path in wanted and names:
-            self._imported(plan, path, names)
-        for attr in names - {"*"}:
-            module, tail = self.graph.module_file(f"{name}.{attr}", summary.path)
-            if module not in (None, path, summary.path) and not tail:
-                self._read_module(
-                    plan, wanted, summary, f"{name}.{attr}", module, f"{spelled}.{attr}"
-                )
-
-    def _imported(self, plan: RepoPlan, path: str, names: set[str]) -> None:
-        facts = plan.facts.get(path)
-        if facts is None:
-            facts = plan.facts[path] = FileFacts(*self.graph.name_of(path))
-        facts.imported |= names
+        for path, names in imported_names(self.graph, self.summaries.values(), paths).items():
+            facts = plan.facts.get(path)
+            if facts is None:
+                facts = plan.facts[path] = FileFacts(*self.graph.name_of(path))
+            facts.imported |= names
 
     def aliases(self) -> dict[str, dict[str, str]]:
         """Per file: names it imports from a project module that re-exports apex."""
@@ -635,6 +599,49 @@ class Planner:
         out |= dynamic_importers
         self.summarize_all(sorted(out), pool)
         return out
+
+
+def imported_names(
+    graph: ImportGraph, summaries: Iterable[Summary], paths: Iterable[str]
+) -> dict[str, set[str]]:
+    """For each of `paths`, the names the files of `summaries` import from it or read of
+    it as a module (`import utils` then `utils.HAS_APEX`; "*": a star import, or the
+    module passed on whole)."""
+    wanted = set(paths)
+    out: dict[str, set[str]] = {}
+
+    def read_module(summary: Summary, name: str, path: str, spelled: str) -> None:
+        """`summary`'s file reads module `name` (file `path`) as `spelled`: what it reads
+        of it counts as imported, and so does what it reads of its submodules through it."""
+        names = _read_names(summary, spelled)
+        if path in wanted and names:
+            out.setdefault(path, set()).update(names)
+        for attr in names - {"*"}:
+            module, tail = graph.module_file(f"{name}.{attr}", summary.path)
+            if module not in (None, path, summary.path) and not tail:
+                read_module(summary, f"{name}.{attr}", module, f"{spelled}.{attr}")
+
+    for summary in summaries:
+        for ref in summary.imports:
+            found, rest = graph.source_of(ref, summary)
+            if found == summary.path:
+                continue
+            base = absolute_name(ref.module, summary.module, summary.is_package)
+            if found is not None and (ref.star or rest):
+                if found in wanted:
+                    out.setdefault(found, set()).add("*")
+                continue
+            if not ref.names:  # `import a.b [as c]`: what the file reads of a.b
+                if found is not None:
+                    read_module(summary, base, found, ref.spelled())
+                continue
+            if found in wanted:
+                out.setdefault(found, set()).update(name for name, _ in ref.names)
+            for name, bound in ref.names:  # `from pkg import mod`: what it reads of mod
+                module, tail = graph.module_file(f"{base}.{name}", summary.path)
+                if module not in (None, found, summary.path) and not tail:
+                    read_module(summary, f"{base}.{name}", module, bound)
+    return out
 
 
 def _related(cls: str, classes: dict[str, list[str]]) -> set[str]:
