@@ -123,6 +123,10 @@ def rewrite_file_text(
         for group in ctx.availability:
             ctx.tx.edits.drop(group)
     edits = ctx.tx.edits.compile()
+    if facts.star_reads:
+        leftovers = next((r for r in rules if isinstance(r, Leftovers)), None)
+        if leftovers is not None and leftovers.mark_star_read_imports(ctx, edits.touched()):
+            edits = ctx.tx.edits.compile()
     only_markers = edits.only_todos()  # no rule changes the code: its imports stay as they are
     if not edits:  # nor marks anything: apex imports it keeps would pass `--check` unseen
         leftovers = next((r for r in rules if isinstance(r, Leftovers)), None)
@@ -145,7 +149,11 @@ def rewrite_file_text(
         cleanup = any(isinstance(r, Imports) for r in rules)
         needs_torch = ctx.needs_torch and not star_supplies_torch(ctx.module)
         new = Imports().cleanup(
-            new, needs_torch, remove_unused=cleanup, keep=facts.exports, facts=facts
+            new,
+            needs_torch,
+            remove_unused=cleanup,
+            keep=facts.exports | facts.star_reads,
+            facts=facts,
         )
     result.text = module_code(ctx.index, text, new)
     return result

@@ -133,6 +133,9 @@ class FileFacts:
     # names other project modules import from this one ("*": a star import or `import mod`,
     # which may read any of them): a flag or a star import they read must keep its meaning
     imported: set[str] = field(default_factory=set)
+    # names modules that star-import this one read without binding them (`from layers
+    # import *` then `FusedLayerNorm(8)`): the imports that bind them here must stay
+    star_reads: set[str] = field(default_factory=set)
     # methods of a class that return an instance of it, as the file names them: a variable
     # filled by one holds the class (`state = TrainingState.load_state(path)`)
     factories: set[str] = field(default_factory=set)

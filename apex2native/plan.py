@@ -30,6 +30,7 @@ from pathlib import Path
 
 from apex2native.cache import Cache, map_cached
 from apex2native.facts import FileFacts, Handed, InitDecision, ScalerSpec
+from apex2native.guards import unbound_names
 from apex2native.literal_guards import arm_skipped, literal_bindings
 from apex2native.scopes import absolute_name, free_name
 from apex2native.summary import Call, Function, Summary, import_refs, summarize
@@ -510,6 +511,22 @@ class Planner:
             if facts is None:
                 facts = plan.facts[path] = FileFacts(*self.graph.name_of(path))
             facts.imported |= names
+            if "*" in names:
+                facts.star_reads |= self._star_reads(path)
+
+    def _star_reads(self, path: str) -> set[str]:
+        """Names the files that star-import `path` read without binding them."""
+        out: set[str] = set()
+        for summary in self.summaries.values():
+            if any(
+                ref.star and self.graph.source_of(ref, summary)[0] == path
+                for ref in summary.imports
+            ):
+                try:
+                    out |= unbound_names(self.text(summary.path))
+                except SyntaxError:
+                    continue
+        return out
 
     def aliases(self) -> dict[str, dict[str, str]]:
         """Per file: names it imports from a project module that re-exports apex."""

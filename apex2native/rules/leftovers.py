@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 
 import libcst as cst
 import libcst.matchers as m
@@ -133,6 +134,36 @@ class Leftovers(Rule):
                     "read imports it from here"
                 )
             ctx.tx.todo(node, self.code, f"`{spelled}` kept: {why}")
+
+    def mark_star_read_imports(self, ctx: FileContext, touched: list[cst.CSTNode]) -> bool:
+        """Apex imports that stay only because a module star-imports this one and reads
+        their names: its uses are not migrated there, so they are marked here. True when
+        one was."""
+        edited = {id(n) for n in touched}
+        marked = False
+        used = ctx.index.used_imports()
+        for node in ctx.index.within(ctx.module, cst.Import, cst.ImportFrom):
+            if not is_apex_import(node) or _type_checking_only(ctx, node):
+                continue
+            stmt = ctx.index.statement_of(node)
+            if id(node) in edited or id(stmt) in edited:
+                continue  # a rule moved it (to torch's class of the same name)
+            names = [
+                n
+                for n in _bound_names(node)
+                if n in ctx.facts.star_reads and not _binds_amp_module(node, n)
+            ]
+            if not names or any((id(node), n) in used for n in names):
+                continue
+            ctx.tx.todo(
+                node,
+                self.code,
+                f"`{_spelled(node)}` kept: a module that star-imports this one reads "
+                f"{_listed(names)}, which the tool does not follow there; migrate that use "
+                "by hand",
+            )
+            marked = True
+        return marked
 
     def _extensions(self, ctx: FileContext) -> None:
         """`import amp_C`: not apex.amp, but built only with apex, so the file fails to import
@@ -353,6 +384,22 @@ def _guard_flags(ctx: FileContext, node: cst.CSTNode) -> list[str]:
     """`HAS_APEX = True` / `= False` in the try/except that guards this import."""
     guard = _guard_of(ctx, node)
     return sorted(try_flags(ctx.index, guard)) if guard is not None else []
+
+
+def _binds_amp_module(node: cst.Import | cst.ImportFrom, name: str) -> bool:
+    """`name` is apex's amp module (`from apex import amp`): the star importer's own
+    `amp.*` uses are marked where they are."""
+    if isinstance(node, cst.ImportFrom):
+        module = get_full_name_for_node(node.module) if node.module else ""
+        return module == "apex" and any(
+            isinstance(node.names, Sequence)
+            and (a.asname.name.value if a.asname else get_full_name_for_node(a.name)) == name
+            and get_full_name_for_node(a.name) == "amp"
+            for a in node.names
+        )
+    return any(
+        get_full_name_for_node(a.name) == "apex.amp" and a.asname is not None for a in node.names
+    )
 
 
 def _listed(names: list[str]) -> str:
