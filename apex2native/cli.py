@@ -143,6 +143,7 @@ def rewrite(
             jobs=jobs or os.cpu_count() or 1,
             progress=progress_bar.update if progress_bar is not None else None,
             cache=_cache(found.files, no_cache),
+            left_out=found.left_out,
         )
     finally:
         if progress_bar is not None:

@@ -287,11 +287,17 @@ def _work(args: tuple[str, str, Options, FileFacts]) -> FileOutcome:
     return process_file(path, options, display, facts)
 
 
+LEFT_OUT = "left out of the run (--include/--exclude), but the migration would change it"
+
+
 class _Run:
     """One migration over a set of files: rewrite, hold back failed units, repeat."""
 
-    def __init__(self, files, options: Options, pool, plan: RepoPlan, progress) -> None:
+    def __init__(
+        self, files, options: Options, pool, plan: RepoPlan, progress, frozen: set[str]
+    ) -> None:
         self.files = files
+        self.frozen = frozen  # read, never written: a change they need holds units back
         self.cache = plan.cache
         self.options = options
         self.pool = pool
@@ -313,7 +319,15 @@ class _Run:
     def rewrite(self, jobs: list[tuple[str, str]]) -> list[FileOutcome]:
         args = [(p, d, self.options, self.facts(p)) for p, d in jobs]
         keys = [self._key(*a) for a in args]
-        return map_cached(self.cache, _work, args, keys, self.pool, chunksize=2, pool_from=4)
+        outcomes = map_cached(self.cache, _work, args, keys, self.pool, chunksize=2, pool_from=4)
+        return [
+            (
+                dataclasses.replace(outcome, status="failed", new_text=None, error=LEFT_OUT)
+                if path in self.frozen and outcome.status == "changed"
+                else outcome
+            )
+            for (path, _), outcome in zip(jobs, outcomes)
+        ]
 
     def _key(self, path: str, display: str, options: Options, facts: FileFacts) -> str | None:
         """What a file's outcome depends on: its bytes, the facts, options and line length."""
@@ -340,13 +354,13 @@ class _Run:
                 continue
             if not mentions(head.decode("latin-1")) and not self.plan.for_path(path):
                 outcomes[path] = FileOutcome(display, "skipped")
-                if self.progress:
+                if self.progress and path not in self.frozen:
                     self.progress(1)
                 continue
             candidates.append((path, display))
         for (path, _), outcome in zip(candidates, self.rewrite(candidates)):
             outcomes[path] = outcome
-            if self.progress:
+            if self.progress and path not in self.frozen:
                 self.progress(1)
         settled = False
         for _ in range(MAX_ROUNDS):
@@ -370,7 +384,7 @@ class _Run:
             outcome.held_back = {
                 self.plan.unit_label(u): why for u, why in outcome.held_back.items()
             }
-        return list(outcomes.values())
+        return [o for p, o in outcomes.items() if p not in self.frozen]
 
     def _newly_kept(self, outcomes: dict[str, FileOutcome]) -> set[str]:
         """Files that moved an apex class to torch while another file of the same program
@@ -526,10 +540,12 @@ class _Run:
                 facts = self.plan.for_path(path)
                 for unit in sorted(facts.units() if facts is not None else ()):
                     if unit not in self.blocked and unit not in fresh:
-                        fresh[unit] = (
-                            f"its unit is held back by {self.plan.relative(path)}, "
-                            "which could not be rewritten"
+                        why = (
+                            "which the run leaves out"
+                            if path in self.frozen
+                            else ("which could not be rewritten")
                         )
+                        fresh[unit] = f"its unit is held back by {self.plan.relative(path)}, {why}"
             for unit, (_, code, message, scope) in outcome.failed_units.items():
                 if unit not in self.blocked and unit not in fresh:
                     where = self.plan.relative(path) + (f", {scope}" if scope else "")
@@ -579,12 +595,16 @@ def run(
     progress: Callable[[int], None] | None = None,
     plan: RepoPlan | None = None,
     cache: Cache | None = None,
+    left_out: Iterable[tuple[str, str]] = (),
 ) -> list[FileOutcome]:
     """Process (path, display name) pairs; outcomes come back sorted by display name.
 
-    `cache`: results of earlier runs to take where the inputs are the same.
+    `cache`: results of earlier runs to take where the inputs are the same. `left_out`:
+    files of the project the run must not write (`--exclude`); they are read, and a unit
+    that would have to change one of them is held back.
     """
-    files = list(files)
+    frozen = [pair for pair in left_out if pair not in set(files)]
+    files = list(files) + frozen
     pool = ProcessPoolExecutor(max_workers=jobs) if jobs > 1 else None
     try:
         if plan is None:
@@ -596,7 +616,7 @@ def run(
         if local:
             options = dataclasses.replace(options, local_extensions=local)
 
-        outcomes = _Run(files, options, pool, plan, progress).run()
+        outcomes = _Run(files, options, pool, plan, progress, {p for p, _ in frozen}).run()
     finally:
         if pool is not None:
             pool.shutdown()

@@ -305,3 +305,19 @@ def test_a_file_held_back_by_another_says_which_and_why(tmp_path):
     assert files["repo/train.py"]["held_back"] == {
         "main.py:12": "its unit is held back by main.py, which could not be rewritten"
     }
+
+
+def test_an_excluded_caller_holds_back_the_unit_whose_signature_it_would_need(tmp_path):
+    """`--exclude` keeps a file from being written, not from being read: a helper whose
+    caller there would need the new scaler argument keeps its signature, and its unit
+    stays apex with a TODO that names the file (as it does when the file is in the run
+    and has no scaler to pass)."""
+    case = REWRITE.parent / "cli" / "excluded_caller"
+    shutil.copytree(case, tmp_path / "repo")
+    repo = tmp_path / "repo"
+    left_out = run("rewrite", "--diff", "--no-cache", "--exclude", "export.py", str(repo))
+    assert "held back by export.py, which the run leaves out" in left_out.stderr
+    assert "+def save_checkpoint" not in left_out.stdout
+    assert left_out.exit_code == 1
+    whole = run("rewrite", "--diff", "--no-cache", str(repo))
+    assert "held back by export.py, export.export (A2N110" in whole.stderr
