@@ -340,14 +340,51 @@ def _repeated_step(ctx: FileContext, site: BackwardSite) -> cst.Call | None:
     return None
 
 
-def _leaves_between(ctx: FileContext, first: cst.CSTNode, last: cst.CSTNode) -> bool:
-    """Something between two statements of one block can leave it (`continue`, ...)."""
-    if first is last:
-        return False
-    block = ctx.index.parent(last)
+def _iteration_exits(
+    ctx: FileContext, first: cst.CSTNode, last: cst.CSTNode
+) -> list[cst.CSTNode] | None:
+    """The `continue`/`break`/`return` statements between the first step (`first`, a
+    statement of the block that always runs) and the update after `last` that end the
+    iteration after that step: an update before each keeps one update per iteration that
+    stepped. None when the first step may not have run there, or on a `raise`."""
+    index = ctx.index
+    block = index.parent(last)
+    if not isinstance(first, cst.SimpleStatementLine) or index.parent(first) is not block:
+        return None  # the first step must run whenever the block gets that far
+    exits = _exits(ctx, first, last)
+    if any(isinstance(leave, cst.Raise) for leave in exits):
+        return None
+    return [index.statement_of(leave) for leave in exits]
+
+
+def _exits(ctx: FileContext, first: cst.CSTNode, last: cst.CSTNode) -> list[cst.CSTNode]:
+    """What, among the statements of one block from `first` to `last`, leaves the block's
+    iteration or function: not a `continue`/`break` of a loop nested in them, nor anything
+    in a nested def."""
+    index = ctx.index
+    block = index.parent(last)
     siblings = list(block.body)  # type: ignore[attr-defined]
-    between = siblings[siblings.index(first) : siblings.index(last) + 1]
-    return any(next(iter(ctx.index.within(s, *LEAVES)), None) is not None for s in between)
+    out = []
+    for stmt in siblings[siblings.index(first) : siblings.index(last) + 1]:
+        for leave in index.within(stmt, *LEAVES):
+            inner = False
+            for anc in index.ancestors(leave):
+                if anc is block:
+                    break
+                if isinstance(anc, (cst.FunctionDef, cst.Lambda, cst.ClassDef)):
+                    inner = True
+                    break
+                if isinstance(anc, LOOPS) and isinstance(leave, (cst.Continue, cst.Break)):
+                    inner = True
+                    break
+            if not inner:
+                out.append(leave)
+    return out
+
+
+def _leaves_between(ctx: FileContext, first: cst.CSTNode, last: cst.CSTNode) -> bool:
+    """Something between two statements of one block can leave its iteration."""
+    return first is not last and bool(_exits(ctx, first, last))
 
 
 class _NoSharedUpdate(Exception):
@@ -596,8 +633,20 @@ class Step(Rule):
                     last[key] = (stmt, site)
                 if key not in first or ctx.index.order(stmt) < ctx.index.order(first[key]):
                     first[key] = stmt
-        for key, (stmt, _site) in list(last.items()):
+        for key, (stmt, site) in list(last.items()):
             if _leaves_between(ctx, first[key], stmt):
+                exits = _iteration_exits(ctx, first[key], stmt)
+                if exits is not None:
+                    for leave in exits:  # a step ran: its update runs before the iteration ends
+                        ctx.tx.edits.insert_before(
+                            site.group,
+                            leave,
+                            ctx.gen.stmt(
+                                f"{site.scaler.access}.update({site.scaler.update_args})",
+                                ctx.index.indent_width(leave),
+                            ),
+                        )
+                    continue
                 for other in sharing[key]:
                     ctx.tx.fail(
                         other.group,
