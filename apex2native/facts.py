@@ -136,6 +136,9 @@ class FileFacts:
     # names modules that star-import this one read without binding them (`from layers
     # import *` then `FusedLayerNorm(8)`): the imports that bind them here must stay
     star_reads: set[str] = field(default_factory=set)
+    # other modules' amp probe flags as this file spells them (`HAS_APEX` imported from
+    # utils, `utils.HAS_APEX`): always True once native AMP replaces apex
+    probe_flags: set[str] = field(default_factory=set)
     # methods of a class that return an instance of it, as the file names them: a variable
     # filled by one holds the class (`state = TrainingState.load_state(path)`)
     factories: set[str] = field(default_factory=set)

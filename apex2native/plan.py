@@ -933,12 +933,41 @@ class _PlanBuilder:
         self._forwards()
         self._clippers()
         self._steppers()
+        self._probe_flags()
         plan = RepoPlan(
             self.facts, self.moves, self.planner.summaries, self.graph, self.planner.errors
         )
         plan.links = self.links
         plan.reexports = self.reexports
         return plan
+
+    def _probe_flags(self) -> None:
+        """How each file spells another module's amp probe flags (`HAS_APEX` imported from
+        it, `utils.HAS_APEX` read of the module): A2N118 drops checks of them."""
+        summaries = self.planner.summaries
+        probes = {path for path, s in summaries.items() if s.amp_probe_flags}
+        if not probes:
+            return
+        for path, summary in summaries.items():
+            spelled: set[str] = set()
+            for ref in summary.imports:
+                found, rest = self.graph.source_of(ref, summary)
+                if rest or found == path:
+                    continue
+                if found in probes and not ref.names and not ref.star:
+                    flags = summaries[found].amp_probe_flags
+                    spelled |= {f"{ref.spelled()}.{f}" for f in flags}
+                    continue
+                if found in probes:
+                    flags = summaries[found].amp_probe_flags
+                    spelled |= {bound for name, bound in ref.names if name in flags}
+                base = absolute_name(ref.module, summary.module, summary.is_package)
+                for name, bound in ref.names:  # `from pkg import utils`, then `utils.HAS_APEX`
+                    module, tail = self.graph.module_file(f"{base}.{name}", summary.path)
+                    if module in probes and module != found and not tail:
+                        spelled |= {f"{bound}.{f}" for f in summaries[module].amp_probe_flags}
+            if spelled:
+                self.file(path).probe_flags |= spelled
 
     def _forwards(self) -> None:
         """Defs that scale a loss they are handed (`backward_step(loss, optimizer)`): the

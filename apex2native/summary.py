@@ -168,6 +168,9 @@ class Summary:
     apex_exports: dict[str, str] = field(default_factory=dict)  # module name -> apex name
     # module-level flags an apex import guard sets (`HAS_APEX = True` / `False`)
     guard_flags: set[str] = field(default_factory=set)
+    # of those, the ones that say whether apex's amp imports (True in the `try`, False in
+    # the handler, the `try` importing `apex` or `apex.amp` only): A2N118's probes
+    amp_probe_flags: set[str] = field(default_factory=set)
     uses_apex: bool = False
     amp_uses: list[tuple[int, str]] = field(default_factory=list)  # (line, apex.amp.* name)
     # project names read as values, not called (`run_all(train_step)`): (name, line, reader)
@@ -631,6 +634,36 @@ class _Summarizer:
                                 self._flags.add(n.targets[0].id)
         return self._flags
 
+    def _amp_probe_flags(self) -> set[str]:
+        """Module-level flags a `try` sets True after importing only `apex` or `apex.amp`,
+        and False in its handlers."""
+        out: set[str] = set()
+        for node in self.tree.body:
+            if not isinstance(node, ast.Try) or not _guards_apex_import(node):
+                continue
+            imports = [n for s in node.body for n in ast.walk(s) if isinstance(n, ast.Import)]
+            froms = [n for s in node.body for n in ast.walk(s) if isinstance(n, ast.ImportFrom)]
+            if not all(a.name in ("apex", "apex.amp") for n in imports for a in n.names):
+                continue
+            if not all(
+                n.module == "apex.amp"
+                or (n.module == "apex" and [a.name for a in n.names] == ["amp"])
+                for n in froms
+            ):
+                continue
+            values: dict[str, set[tuple[bool, object]]] = {}
+            for part, in_body in [(node.body, True), *((h.body, False) for h in node.handlers)]:
+                for n in (x for s in part for x in ast.walk(s)):
+                    if (
+                        isinstance(n, ast.Assign)
+                        and len(n.targets) == 1
+                        and isinstance(n.targets[0], ast.Name)
+                    ):
+                        value = n.value.value if isinstance(n.value, ast.Constant) else n
+                        values.setdefault(n.targets[0].id, set()).add((in_body, value))
+            out |= {flag for flag, seen in values.items() if seen == {(True, True), (False, False)}}
+        return out
+
     def is_availability_test(self, node: ast.AST) -> bool:
         """`amp`, `amp is not None`, `HAS_APEX`: true once apex is gone."""
         if isinstance(node, ast.Name) and self.apex_name(node) in ("apex", "apex.amp"):
@@ -677,6 +710,7 @@ class _Summarizer:
                     if q == "apex" or q.startswith("apex."):
                         s.apex_exports[name] = q
         s.guard_flags = self.flags() & s.module_names
+        s.amp_probe_flags = self._amp_probe_flags() & s.guard_flags
         s.identifiers = self.identifiers()
         s.outside_writes = self._outside_writes() if "scaler" in self.text else set()
         self._returns = self._collect_returns()

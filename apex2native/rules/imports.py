@@ -80,6 +80,18 @@ class Imports(Rule):
                 group, ref, self.code, f"apex availability test is now always {value}", SAFE
             )
 
+        for read in _probe_flag_tests(ctx):
+            group = object()
+            ctx.availability.append(group)
+            self._fold(ctx, group, read, True)
+            ctx.tx.note(
+                group,
+                read,
+                self.code,
+                f"`{ctx.index.code(read)}` (another module's apex probe) is now always True",
+                SAFE,
+            )
+
     def _fold(self, ctx: FileContext, group: object, node: cst.CSTNode, value: bool) -> None:
         """Replace a test known to be `value`, folding the expression or statement around it."""
         parent = ctx.index.parent(node)
@@ -121,21 +133,53 @@ class Imports(Rule):
             needs_torch = needs_torch and any(
                 n.value == "torch" for n in index.within(module, cst.Name)
             )
-            cleanup = _Cleanup(index, keep=keep, aliases=facts.aliases, imported=facts.imported)
+            flags = facts.probe_flags
+            cleanup = _Cleanup(index, None, keep, facts.aliases, facts.imported, flags)
             if cleanup.ambiguous:
-                cleanup = _Cleanup(
-                    index, precise_unused(index, cleanup), keep, facts.aliases, facts.imported
-                )
+                unused = precise_unused(index, cleanup)
+                cleanup = _Cleanup(index, unused, keep, facts.aliases, facts.imported, flags)
             module = module.visit(cleanup)
             if _imports_helper(module):
                 # its last reads may have been the tests of the guards that just went
                 index = TreeIndex(module, facts.module, facts.is_package)
-                module = module.visit(_Cleanup(index, None, keep, facts.aliases, facts.imported))
+                module = module.visit(
+                    _Cleanup(index, None, keep, facts.aliases, facts.imported, facts.probe_flags)
+                )
         if needs_torch and not _imports_torch(module):
             context = CodemodContext()
             AddImportsVisitor.add_needed_import(context, "torch")
             module = AddImportsVisitor(context).transform_module(module)
         return module
+
+
+def _probe_flag_tests(ctx: FileContext) -> list[cst.CSTNode]:
+    """Tests of another module's amp probe flag (`if fp16 and not HAS_APEX:`, `use_amp =
+    fp16 and utils.HAS_APEX`), as the plan found this file spells it: True once native AMP
+    replaces apex, as the module's own flags are. Only in a file that uses apex itself
+    (whose migration the fold then follows), and only where nothing here binds the name."""
+    flags = ctx.facts.probe_flags
+    if not flags or not ctx.names.refs():
+        return []
+    index = ctx.index
+    bound = {
+        t.target.value
+        for t in index.within(ctx.module, cst.AssignTarget)
+        if isinstance(t.target, cst.Name)
+    }
+    out: list[cst.CSTNode] = []
+    for node in index.within(ctx.module, cst.Name, cst.Attribute):
+        parent = index.parent(node)
+        if isinstance(parent, cst.Attribute) or index.code(node) not in flags:
+            continue
+        if isinstance(node, cst.Name) and node.value in bound:
+            continue
+        if any(isinstance(a, (cst.Import, cst.ImportFrom)) for a in index.ancestors(node)):
+            continue
+        if isinstance(parent, (cst.BooleanOperation, cst.UnaryOperation)) or (
+            isinstance(parent, (cst.If, cst.IfExp, cst.While)) and parent.test is node
+        ):
+            out.append(node)
+    return out
 
 
 def star_supplies_torch(module: cst.Module) -> bool:
@@ -228,12 +272,14 @@ class _Cleanup(cst.CSTTransformer):
         keep: set[str] | frozenset[str] = frozenset(),
         aliases: dict[str, str] | None = None,
         imported: set[str] | frozenset[str] = frozenset(),
+        probe_flags: set[str] | frozenset[str] = frozenset(),
     ) -> None:
         super().__init__()
         self.index = index
         self.keep = keep
         self.aliases = aliases or {}
         self.imported = set(imported)  # names other modules import from this one
+        self.probe_flags = probe_flags  # other modules' amp probe flags imported here
         module = index.module
         guards = apex_guards(index)
         inside_guards = {id(n) for g in guards for n in index.subtree(g)}
@@ -331,14 +377,15 @@ class _Cleanup(cst.CSTTransformer):
             bound_name(a)
             for a in aliases
             if isinstance(node, cst.ImportFrom)
-            and get_full_name_for_node(a.name) in APEX_PROBE_HELPERS
+            and (
+                get_full_name_for_node(a.name) in APEX_PROBE_HELPERS
+                or bound_name(a) in self.probe_flags
+            )
         }
-        if helpers:
-            return helpers
         if not self.aliases or not isinstance(node, cst.ImportFrom):
-            return None
+            return helpers or None
         module = get_full_name_for_node(node.module) if node.module else None
-        out = set()
+        out = helpers
         for alias in aliases:
             name = get_full_name_for_node(alias.name) or ""
             qualified = import_qualified(module, name, len(node.relative))
