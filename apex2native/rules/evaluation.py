@@ -27,6 +27,9 @@ class Evaluation(Rule):
             output = model(images)
             loss = criterion(output, target)
 
+    The region runs on over the statements after the forward that compute from its
+    outputs (an assignment, `total += ...`, a call such as `meter.update(output, target)`).
+
     apex patched torch for the whole process, so evaluation ran in mixed precision as well:
     functions handed the initialized model, and methods of the class that holds
     `self.scaler` that run `self.model` outside training (`evaluate`, `predict`).
@@ -130,7 +133,7 @@ class Evaluation(Rule):
             produced = assigned(ctx.index, stmt)
             end = start
             for later in block[start + 1 :]:
-                if not m.matches(later, m.SimpleStatementLine(body=[m.Assign()])):
+                if not m.matches(later, CONSUMER):
                     break
                 if not (reads(ctx.index, later) & produced) or not ctx.index.within(
                     later, cst.Call
@@ -150,6 +153,14 @@ class Evaluation(Rule):
             ctx.needs_torch = True
             ctx.tx.note(group, stmt, self.code, "evaluation forward pass under autocast", NUMERICS)
         return bool(wrapped) or covered
+
+
+# what may follow a forward into its region: a statement that computes from its outputs
+# (`loss = criterion(out, y)`, `total += criterion(out, y).item()`, `meter.update(out, y)`);
+# apex O1 ran those in mixed precision as well
+CONSUMER = m.SimpleStatementLine(
+    body=[m.Assign() | m.AugAssign() | m.AnnAssign(value=m.DoNotCare()) | m.Expr(value=m.Call())]
+)
 
 
 def _runs_model(call: cst.Call, models: set[str]) -> bool:
