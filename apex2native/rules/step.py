@@ -374,8 +374,12 @@ def _exits(ctx: FileContext, first: cst.CSTNode, last: cst.CSTNode) -> list[cst.
                 if isinstance(anc, (cst.FunctionDef, cst.Lambda, cst.ClassDef)):
                     inner = True
                     break
-                if isinstance(anc, LOOPS) and isinstance(leave, (cst.Continue, cst.Break)):
-                    inner = True
+                if (
+                    isinstance(anc, LOOPS)
+                    and isinstance(leave, (cst.Continue, cst.Break))
+                    and not (anc.orelse is not None and index.contains(anc.orelse, leave))
+                ):
+                    inner = True  # it leaves that loop (from its `else:`, the outer one)
                     break
             if not inner:
                 out.append(leave)
