@@ -488,6 +488,8 @@ class Unscale(Rule):
         if not isinstance(read_top, (cst.SimpleStatementLine, cst.BaseSmallStatement)):
             return False
         index = ctx.index
+        if not _keeps_its_result_in_names(read_top):
+            return False  # `stats["norm"] = clip(...)`, `norms.append(clip(...))`
         assigned = {
             n.value
             for n in index.within(read_top, cst.Name)
@@ -503,6 +505,58 @@ class Unscale(Rule):
                 if not (after_step and index.contains(block, node)):
                     return False
         return True
+
+
+def _keeps_its_result_in_names(stmt: cst.CSTNode) -> bool:
+    """The statement is a bare call (`clip(...)`) or assigns plain names only (`norm =
+    clip(...)`): where else its result goes (an item, an attribute, a list it appends to)
+    cannot be followed to its readers."""
+    smalls = stmt.body if isinstance(stmt, cst.SimpleStatementLine) else [stmt]
+    for small in smalls:
+        if isinstance(small, cst.Expr):
+            value = small.value
+            if not isinstance(value, cst.Call):
+                return False
+            if _clip_name(value) is None and any(
+                _clip_name(n) for a in value.args for n in _calls_in(a.value)
+            ):
+                return False  # `norms.append(clip(...))`: the norm goes into the list
+        elif isinstance(small, cst.Assign):
+            if not all(_plain_names(t.target) for t in small.targets):
+                return False
+        elif isinstance(small, (cst.AugAssign, cst.AnnAssign)):
+            if not _plain_names(small.target):
+                return False
+        else:
+            return False
+    return True
+
+
+def _clip_name(node: cst.CSTNode) -> str | None:
+    if not isinstance(node, cst.Call):
+        return None
+    func = node.func
+    name = func.attr.value if isinstance(func, cst.Attribute) else getattr(func, "value", None)
+    return name if name in GRAD_CLIPS else None
+
+
+def _calls_in(node: cst.CSTNode) -> list[cst.CSTNode]:
+    out: list[cst.CSTNode] = []
+
+    class _Calls(cst.CSTVisitor):
+        def visit_Call(self, call: cst.Call) -> None:
+            out.append(call)
+
+    node.visit(_Calls())
+    return out
+
+
+def _plain_names(target: cst.BaseExpression) -> bool:
+    if isinstance(target, cst.Name):
+        return True
+    if isinstance(target, (cst.Tuple, cst.List)):
+        return all(_plain_names(e.value) for e in target.elements)
+    return False
 
 
 def _side(ctx: FileContext, site: BackwardSite, node: cst.CSTNode) -> bool | None:
