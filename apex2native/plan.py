@@ -278,6 +278,7 @@ class Planner:
         ) | self._kept_amp_names(pool)
         plan.programs = self._programs()
         plan.held = self._broken_programs(plan)
+        self._star_read_amp(plan)
         self._keep_apex_ddp(plan)
         return plan
 
@@ -515,18 +516,67 @@ class Planner:
                 facts.star_reads |= self._star_reads(path)
 
     def _star_reads(self, path: str) -> set[str]:
-        """Names the files that star-import `path` read without binding them."""
+        """Names the files that star-import `path` read without binding them, through
+        chains of star imports too (`from mid import *` where mid star-imports path)."""
         out: set[str] = set()
-        for summary in self.summaries.values():
-            if any(
-                ref.star and self.graph.source_of(ref, summary)[0] == path
-                for ref in summary.imports
-            ):
+        stars = self._star_importers()
+        frontier, seen = [path], {path}
+        while frontier:
+            target = frontier.pop()
+            for summary in stars:
+                if summary.path in seen or not any(
+                    ref.star and self.graph.source_of(ref, summary)[0] == target
+                    for ref in summary.imports
+                ):
+                    continue
+                seen.add(summary.path)
+                frontier.append(summary.path)
                 try:
                     out |= unbound_names(self.text(summary.path))
                 except SyntaxError:
                     continue
         return out
+
+    def _star_importers(self) -> list[Summary]:
+        """The imports of every file of the run that has a star import (read once)."""
+        if getattr(self, "_stars", None) is None:
+            self._stars: list[Summary] | None = []
+            for other in self.paths:
+                text = self.text(other)
+                if "import *" not in text and "import*" not in text:
+                    continue
+                summary = self.summaries.get(other)
+                if summary is None:
+                    module, package = self.graph.name_of(other)
+                    summary = Summary(other, module, package, imports=import_refs(text) or [])
+                self._stars.append(summary)
+        return self._stars  # type: ignore[return-value]
+
+    def _star_read_amp(self, plan: RepoPlan) -> None:
+        """A module whose `amp` (apex's) a star importer reads: that reader's `amp.*` is not
+        followed, so the units of the program stay apex (a GradScaler beside it would not
+        be the state the reader saves or scales with)."""
+        for path, facts in sorted(plan.facts.items()):
+            summary = self.summaries.get(path)
+            if summary is None or not facts.star_reads:
+                continue
+            names = [n for n, apex in summary.apex_exports.items() if apex == "apex.amp"]
+            read = sorted(n for n in names if n in facts.star_reads)
+            if not read:
+                continue
+            why = (
+                f"{self.graph.relative(path)} passes apex's `{read[0]}` on to a module that "
+                "star-imports it and reads it, which the tool does not follow"
+            )
+            program = plan.program_of(path)
+            for other, other_summary in sorted(self.summaries.items()):
+                if plan.program_of(other) != program:
+                    continue
+                other_facts = plan.facts.get(other)
+                units = set(other_facts.units()) if other_facts is not None else set()
+                units |= {s.decision.spec.unit for s in other_summary.inits if s.decision.spec}
+                for unit in sorted(units):
+                    plan.held.setdefault(unit, why)
 
     def aliases(self) -> dict[str, dict[str, str]]:
         """Per file: names it imports from a project module that re-exports apex."""

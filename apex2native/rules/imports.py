@@ -381,6 +381,7 @@ class _Cleanup(cst.CSTTransformer):
                 get_full_name_for_node(a.name) in APEX_PROBE_HELPERS
                 or bound_name(a) in self.probe_flags
             )
+            and not {bound_name(a), "*"} & self.imported  # another module reads it here
         }
         if not self.aliases or not isinstance(node, cst.ImportFrom):
             return helpers or None
