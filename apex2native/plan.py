@@ -147,12 +147,13 @@ class ImportGraph:
                 continue
             self.modules.setdefault(name, path)
             self.module_of[path] = (name, package)
-        # a `src/` layout: `src/pkg/x.py` is imported as `pkg.x` (and by some as `src.pkg.x`)
+        # a `src/` layout: `src/pkg/x.py` is imported as `pkg.x` (and by some as `src.pkg.x`;
+        # with `src` on the path, tests import `src/engine.py` as `engine` even where
+        # `src/__init__.py` makes `src` a package as well)
         if not names and (self.base / "src").is_dir():
-            if not (self.base / "src" / "__init__.py").is_file():
-                for path, (name, _) in list(self.module_of.items()):
-                    if name.startswith("src."):
-                        self.modules.setdefault(name[len("src.") :], path)
+            for path, (name, _) in list(self.module_of.items()):
+                if name.startswith("src."):
+                    self.modules.setdefault(name[len("src.") :], path)
 
     def relative(self, path: str) -> str:
         if path not in self._relative:
