@@ -484,15 +484,41 @@ def _changed_elsewhere(
     switch: one that sets `.use_amp` on anything (or `setattr`s it) outside `__init__`, or
     declares `global flag`."""
     module = ctx.index.module
-    for func in ctx.index.within(module, cst.FunctionDef):
+    functions = [f for f in ctx.index.within(module, cst.FunctionDef)]
+    reached = _called_names(ctx, scope)
+    pending = list(reached)
+    while pending:  # what the functions of the file those calls name call in turn
+        name = pending.pop()
+        for func in functions:
+            if func.name.value == name:  # type: ignore[attr-defined]
+                for callee in _called_names(ctx, func) - reached:
+                    reached.add(callee)
+                    pending.append(callee)
+    attr = test.attr.value if isinstance(test, cst.Attribute) else None
+    for func in functions:
         if func is scope or ctx.index.contains(func, scope):
             continue
+        name = func.name.value  # type: ignore[attr-defined]
+        if name not in reached and name != attr:
+            continue  # nothing this function runs calls it (`parse_args` set it before)
         if _changes(ctx, test, func):
             name = func.name.value  # type: ignore[attr-defined]
             if isinstance(test, cst.Attribute) and name == test.attr.value:
                 return f"the property or method `{name}`"
             return f"`{name}`"
     return None
+
+
+def _called_names(ctx: FileContext, node: cst.CSTNode) -> set[str]:
+    """The last names of what `node` calls (`watch` for `self.watch(...)`)."""
+    out = set()
+    for call in ctx.index.within(node, cst.Call):
+        func = call.func
+        if isinstance(func, cst.Attribute):
+            out.add(func.attr.value)
+        elif isinstance(func, cst.Name):
+            out.add(func.value)
+    return out
 
 
 def _changes(ctx: FileContext, test: cst.BaseExpression, func: cst.CSTNode) -> bool:
@@ -511,8 +537,8 @@ def _changes(ctx: FileContext, test: cst.BaseExpression, func: cst.CSTNode) -> b
 
 
 def _sets_attribute(ctx: FileContext, attr: str, func: cst.CSTNode) -> bool:
-    """`func` assigns `.attr` on something, `setattr`s it, or writes an object's `vars()`
-    or `__dict__`."""
+    """`func` assigns `.attr` on something, `setattr`s it (`object.__setattr__` too), or
+    writes an object's `vars()` or `__dict__`."""
     for target in _bound_targets(ctx, func):
         if any(a.attr.value == attr for a in ctx.index.within(target, cst.Attribute)):
             return True
@@ -520,7 +546,7 @@ def _sets_attribute(ctx: FileContext, attr: str, func: cst.CSTNode) -> bool:
         name = call.args[1].value if len(call.args) > 1 else None
         if not isinstance(name, cst.SimpleString) or name.evaluated_value == attr:
             return True
-    if ctx.index.calls_named("vars", func):
+    if ctx.index.calls_named("vars", func) or ctx.index.calls_named("__setattr__", func):
         return True
     return any(a.attr.value == "__dict__" for a in ctx.index.within(func, cst.Attribute))
 

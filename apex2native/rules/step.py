@@ -312,20 +312,50 @@ def _switch_handed_on(
         return None
     index = ctx.index
     defined = {f.name.value for f in index.within(index.module, cst.FunctionDef)}
+    holders = _back_references(ctx, root.value, step_stmt)
     start, end = index.order(site.with_node), index.order(step_stmt)
     for call in index.within(index.scope_of(step_stmt), cst.Call):
         if not start < index.order(call) < end or index.contains(site.with_node, call):
             continue
         func = call.func
+        if isinstance(func, cst.Name) and func.value in READ_ONLY_BUILTINS:
+            continue  # `print(args, loss)`
         if (
             isinstance(func, cst.Attribute)
             and m.matches(func.value, m.Name(root.value))
             and func.attr.value not in defined
         ):
             return call
+        if isinstance(func, cst.Attribute) and index.code(func.value) in holders:
+            return call  # `self.hooks.after_backward(loss)`: the hooks hold `self`
         if any(m.matches(a.value, m.Name(root.value)) for a in call.args):
             return call
     return None
+
+
+# builtins that read their arguments and change nothing on them
+READ_ONLY_BUILTINS = frozenset(
+    {"print", "len", "str", "repr", "format", "isinstance", "hasattr", "getattr", "id", "type"}
+)
+
+
+def _back_references(ctx: FileContext, root: str, stmt: cst.CSTNode) -> set[str]:
+    """`self.hooks` where the class sets `self.hooks = Hooks(self)`: objects handed the
+    switch's owner, which their methods may change."""
+    if root != "self":
+        return set()
+    func = ctx.index.enclosing_function(stmt)
+    cls = ctx.index.enclosing_class(func) if func is not None else None
+    if cls is None:
+        return set()
+    out = set()
+    for assign in ctx.index.within(cls, cst.Assign):
+        value = assign.value
+        if isinstance(value, cst.Call) and any(
+            m.matches(a.value, m.Name("self")) for a in value.args
+        ):
+            out |= {ctx.index.code(t.target) for t in assign.targets}
+    return out
 
 
 def _repeated_step(ctx: FileContext, site: BackwardSite) -> cst.Call | None:
