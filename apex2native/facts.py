@@ -121,6 +121,9 @@ class FileFacts:
     # callees as the file names them (`utils.clip`, `main.Trainer.clip`) that read or change
     # gradients, in their own body or through a function they call
     clippers: set[str] = field(default_factory=set)
+    # callees as the file names them that run a backward of their own no scaler scales
+    # (`add_reg(model)`: `reg.backward()`) -> whether they also scale a loss of their own
+    backward_helpers: dict[str, bool] = field(default_factory=dict)
     # callees as the file names them that step an optimizer handed to them: raw callee ->
     # (its parameters as a call fills them, the ones it steps, the file it is in)
     steppers: dict[str, tuple[tuple[str, ...], frozenset[str], str]] = field(default_factory=dict)

@@ -1059,6 +1059,9 @@ class _PlanBuilder:
             for call in s.calls:
                 if call.callee in clipping:
                     self.file(s.path).clippers.add(call.raw)
+                function = self.functions.get(call.callee)
+                if function is not None and function.plain_backward:
+                    self.file(s.path).backward_helpers[call.raw] = function.scales
 
     def _steppers(self) -> None:
         """Calls to project functions that step an optimizer they are handed, in files with

@@ -108,6 +108,8 @@ class Function:
     # the parameter its scaled loss is, when the def only reworks it (`loss = loss.mean()`):
     # the forward pass that made the loss runs in the callers
     loss_param: str = ""
+    # it runs a backward of its own that no `amp.scale_loss` scales (`reg.backward()`)
+    plain_backward: bool = False
 
 
 @dataclass
@@ -834,6 +836,7 @@ class _Summarizer:
             self._defaults(node) if scales else (),
             self._positional(node) if scales else (),
             self._loss_param(node, set(params)) if scales else "",
+            self._runs_plain_backward(node),
         )
 
     def _loss_param(self, func, params: set[str]) -> str:
@@ -1018,6 +1021,25 @@ class _Summarizer:
             id(func) in self._grad_defs
             or any(self._clip_call(c) for c in calls)
             or self._plain_backward(calls)
+        )
+
+    def _runs_plain_backward(self, func) -> bool:
+        """A `.backward()` in the def whose tensor is not what an `amp.scale_loss` of the
+        def yields (`with amp.scale_loss(l, opt) as s: s.backward()` is scaled)."""
+        scaled = {
+            item.optional_vars.id
+            for node in ast.walk(func)
+            if isinstance(node, (ast.With, ast.AsyncWith))
+            for item in node.items
+            if isinstance(item.optional_vars, ast.Name)
+            and isinstance(item.context_expr, ast.Call)
+            and self.apex_name(item.context_expr.func) == "apex.amp.scale_loss"
+        }
+        return any(
+            isinstance(c.func, ast.Attribute)
+            and c.func.attr == "backward"
+            and not (isinstance(c.func.value, ast.Name) and c.func.value.id in scaled)
+            for c in self._calls_in.get(id(func), ())
         )
 
     def _plain_backward(self, calls) -> bool:

@@ -188,6 +188,63 @@ class ScaleLoss(Rule):
                     if site in ctx.sites:
                         ctx.sites.remove(site)
                 break
+            self._backward_helpers(ctx, scope, [s for s in sites if s in ctx.sites], steps)
+
+    def _backward_helpers(
+        self, ctx: FileContext, scope: cst.CSTNode, sites: list[BackwardSite], steps: list
+    ) -> None:
+        """A call of a def that runs a plain backward of its own (`add_reg(model)`) adds
+        gradients at full size where apex had unscaled: only a call after the scaled
+        backward and before a step of the same block can be unscaled first (A2N105). One
+        before the backward (apex set those gradients aside), one whose def also scales a
+        loss (its plain backward lands among scaled gradients), or one a step boundary
+        would move (it ran once per micro-step) keeps the sites apex."""
+        helpers = ctx.facts.backward_helpers
+        if not helpers or not sites:
+            return
+        index = ctx.index
+        for call in index.within(scope, cst.Call):
+            if index.scope_of(call) is not scope:
+                continue
+            scales = helpers.get(ctx.names.resolve_call(call) or "")
+            if scales is None:
+                continue
+            if not any(index.order(call) < index.order(st) for st in steps):
+                continue  # after the last step of the scaled optimizers
+            stmt = index.statement_of(call)
+            after = any(
+                index.order(s.with_node) < index.order(call)
+                and not index.contains(s.with_node, call)
+                for s in sites
+            )
+            same_block = any(
+                index.order(call) < index.order(st)
+                and index.block_of(index.statement_of(st)) is index.block_of(stmt)
+                for st in steps
+            )
+            if after and same_block and not scales:
+                continue  # unscaled first, as apex had (A2N105)
+            why = (
+                "its def scales a loss of its own and also runs a plain backward"
+                if scales
+                else (
+                    "it runs before the scaled backward, whose gradients apex set aside"
+                    if not after
+                    else "a step boundary would move it, and it ran on every micro-step"
+                )
+            )
+            for site in sites:
+                ctx.tx.fail(
+                    site.group,
+                    call,
+                    self.code,
+                    f"{index.code(call.func)}() runs a plain backward of its own: {why}, so "
+                    f"its gradients would reach {site.scaler.access}.step at the wrong scale; "
+                    "scale it too or step it apart by hand",
+                )
+                if site in ctx.sites:
+                    ctx.sites.remove(site)
+            return
 
     def _site(self, ctx: FileContext, call: cst.Call) -> None:
         item = ctx.index.parent(call)
