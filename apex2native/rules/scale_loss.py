@@ -224,6 +224,14 @@ class ScaleLoss(Rule):
             )
             if after and same_block and not scales:
                 continue  # unscaled first, as apex had (A2N105)
+            if not after and all(
+                any(
+                    index.order(call) < index.order(z) < index.order(s.with_node)
+                    for z in index.calls_named("zero_grad", scope)
+                )
+                for s in sites
+            ):
+                continue  # its gradients are cleared before the scaled backward
             why = (
                 "its def scales a loss of its own and also runs a plain backward"
                 if scales
