@@ -1551,7 +1551,10 @@ class _InitAnalysis:
                 )
             )
         models, optimizers = nodes["models"], nodes.get("optimizers")
-        returned = models if _no_optimizers(optimizers) else (models, optimizers)
+        # apex hands back the models alone only when no optimizers were given (None);
+        # `amp.initialize(model, [])` returns `(model, [])`
+        given = not (optimizers is None or isinstance(optimizers, ast.Constant))
+        returned = (models, optimizers) if given else models
         pairs: list[tuple[ast.AST, object]] = []
         if target is not None:
             _pair_targets(target, returned, pairs)
