@@ -105,9 +105,27 @@ class DeprecatedAmp(Rule):
     def _call(self, ctx: FileContext, call: cst.Call, new: str, how: str) -> None:
         device = self._device_arg(ctx, how)
         group = object()
+        moved = OLD_POSITIONS.get(new, ())
+        positional = [a for a in call.args if a.keyword is None]
+        if moved and (len(positional) > len(moved) or any(a.star for a in call.args)):
+            return  # `autocast(*args)`: which parameter each fills is not known
 
         def rename(updated: cst.Call) -> cst.Call:
             args = list(updated.args)
+            if moved:  # `autocast(use_amp)`: the old first parameter is `enabled`, the new `dtype`
+                args = [
+                    (
+                        a.with_changes(
+                            keyword=cst.Name(moved[i]),
+                            equal=cst.AssignEqual(
+                                cst.SimpleWhitespace(""), cst.SimpleWhitespace("")
+                            ),
+                        )
+                        if a.keyword is None
+                        else a
+                    )
+                    for i, a in enumerate(args)
+                ]
             if how.startswith("positional"):
                 first = device.with_changes(
                     comma=cst.Comma(whitespace_after=cst.SimpleWhitespace(" "))
@@ -130,6 +148,12 @@ class DeprecatedAmp(Rule):
         ctx.tx.note(
             group, deco, self.code, f"@{ctx.index.code(deco.decorator)} -> @{new}(...)", SAFE
         )
+
+
+# the old positional parameters of a renamed call whose new signature puts others first:
+# `torch.cuda.amp.autocast(enabled, dtype, cache_enabled)` against
+# `torch.amp.autocast(device_type, dtype, enabled, cache_enabled)`
+OLD_POSITIONS = {"torch.amp.autocast": ("enabled", "dtype", "cache_enabled")}
 
 
 def _may_name_old_api(ctx: FileContext) -> Callable[[cst.CSTNode], bool]:
