@@ -82,15 +82,17 @@ def foreign_group_keys(value: Mapping) -> list[str]:
 
 
 def convert_group_steps(value: Mapping) -> dict:
-    """Each parameter's state gets its group's step (a float tensor, as torch keeps it);
-    the groups drop theirs. Parameters without state (never stepped) stay without."""
+    """Each parameter's state gets its group's step (a float tensor, as torch keeps it).
+    The groups keep theirs: torch's Adam ignores it, and an apex FusedAdam the migration
+    left in place (a TODO) resumes from it. Parameters without state (never stepped) stay
+    without."""
     import torch
 
     states = {k: dict(v) for k, v in value["state"].items()}
     groups = []
     for group in value["param_groups"]:
         group = dict(group)
-        step = group.pop("step", None)
+        step = group.get("step")
         for pid in group.get("params", []):
             state = states.get(pid)
             if step is not None and state is not None and "step" not in state:

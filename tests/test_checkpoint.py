@@ -217,3 +217,17 @@ def test_a_checkpoint_written_by_real_apex_loads(tmp_path):
     assert result.exit_code == 0, result.stderr
     assert "the loss scale was 1024.0" in result.stderr
     assert set(torch.load(target)["optimizer"]) == {"state", "param_groups"}
+
+
+def test_converted_fused_adam_state_keeps_its_group_step_for_an_apex_optimizer_left_in_place():
+    """A FusedAdam the migration kept (with a TODO) resumes from the group's step, which
+    the conversion leaves beside the per-parameter steps torch's Adam reads."""
+    group_step = {
+        "state": {0: {"exp_avg": torch.zeros(2), "exp_avg_sq": torch.zeros(2)}},
+        "param_groups": [{"params": [0], "step": 5, "lr": 1e-3}],
+    }
+    converted, _ = convert_checkpoint({"optimizer": group_step})
+    assert converted["optimizer"]["param_groups"][0]["step"] == 5
+    assert float(converted["optimizer"]["state"][0]["step"]) == 5.0
+    again, changes = convert_checkpoint(converted)
+    assert changes == [] and again["optimizer"]["param_groups"][0]["step"] == 5
