@@ -170,6 +170,19 @@ class FP16Optimizer(Rule):
             kwargs.append(("growth_interval", "1000"))  # the contrib class's scale_window
         if condition is not None and scaling:
             kwargs.insert(0, ("enabled", f"bool({condition})"))
+            # the options were read only where the wrapper was made: a run without it
+            # (`--loss-scale` left None) must not evaluate them
+            kwargs = [
+                (
+                    (k, f"({v}) if {condition} else 2.0**16")
+                    if k == "init_scale" and not NUMERIC.match(v)
+                    else (k, v)
+                )
+                for k, v in kwargs
+            ]
+            if update and not NUMERIC.match(update.split("=", 1)[1]):
+                key, value = update.split("=", 1)
+                update = f"{key}=({value}) if {condition} else None"
         unit = f"{ctx.facts.module or '<module>'}:FP16_Optimizer:{index.line(stmt)}"
         scaler = Scaler(
             access,
