@@ -68,6 +68,17 @@ class OptionalApex(Rule):
             if fallback is None:
                 self._unwrap(ctx, node)
                 continue
+            differs = _differing_fallback(ctx, node, fallback)
+            if differs:  # the table rules move apex's class where it is used, or mark it
+                ctx.tx.note(
+                    object(),
+                    node,
+                    self.code,
+                    f"optional apex import: {differs}; with apex installed this program ran "
+                    "apex's, so the fallback is not taken",
+                    SAFE,
+                )
+                continue
             read = _read_flags(ctx, node)
             calls = _apex_only_calls(ctx, node)
             if read or calls:
@@ -342,6 +353,51 @@ def _guarded_classes(ctx: FileContext, node: cst.Try) -> list[tuple[str, str]]:
             if name in TABLE or name in ADAM_SPELLINGS:
                 out.append((name, bound))
     return out
+
+
+# guarded apex names whose usual fallbacks compute something else: FusedAdam decays like
+# AdamW with `weight_decay=0` (torch's AdamW defaults to 0.01, Adam couples the decay), and
+# a fallback for convert_syncbn_model is most often "no SyncBN at all"
+NOT_A_FALLBACK = {
+    **{
+        name: "torch.optim.AdamW(..., weight_decay=0.0), as A2N301 writes it"
+        for name in ADAM_SPELLINGS
+    },
+    "apex.parallel.convert_syncbn_model": "torch.nn.SyncBatchNorm.convert_sync_batchnorm",
+}
+
+
+def _differing_fallback(ctx: FileContext, node: cst.Try, fallback: list[cst.BaseStatement]) -> str:
+    """Why the fallback is not what the guarded apex name computed, or "": only where its
+    usual fallbacks differ (NOT_A_FALLBACK), and the guard sets no flag (a flag keeps
+    choosing between arms, which taking the fallback keeps consistent)."""
+    if _flags(node):
+        return ""
+    for name, bound in _guarded_classes(ctx, node):
+        native = NOT_A_FALLBACK.get(name)
+        if native is not None and (
+            name in ADAM_SPELLINGS or _names(ctx, fallback, bound) != native
+        ):
+            return f"the fallback for `{bound}` is not apex's {name} (that is {native})"
+    return ""
+
+
+def _names(ctx: FileContext, statements: list[cst.BaseStatement], bound: str) -> str:
+    """What an import or an alias of the fallback binds `bound` to, dotted ("": other)."""
+    for stmt in statements:
+        if not isinstance(stmt, cst.SimpleStatementLine):
+            continue
+        for small in stmt.body:
+            if isinstance(small, cst.ImportFrom) and not isinstance(small.names, cst.ImportStar):
+                module = ctx.index.code(small.module) if small.module is not None else ""
+                for alias in small.names:
+                    if ctx.index.code(alias.asname.name if alias.asname else alias.name) == bound:
+                        return f"{module}.{ctx.index.code(alias.name)}"
+            elif isinstance(small, cst.Assign) and len(small.targets) == 1:
+                target = small.targets[0].target
+                if isinstance(target, cst.Name) and target.value == bound:
+                    return ctx.names.resolve_name(small.value) or ""
+    return ""
 
 
 def _apex_only_argument(ctx: FileContext, call: cst.Call, name: str) -> str:
