@@ -609,6 +609,10 @@ def run(
     try:
         if plan is None:
             plan = build_plan(files, pool, cache=cache)
+        if plan.name_tested:
+            options = dataclasses.replace(
+                options, name_tested=options.name_tested | plan.name_tested
+            )
         pins = plan.pinned_amp_names
         if pins:
             options = dataclasses.replace(options, pinned_amp_names=options.pinned_amp_names | pins)

@@ -41,6 +41,7 @@ PARAM_NAMES = ("scaler", "grad_scaler", "amp_scaler")
 NAME_CHAIN = re.compile(r"^[A-Za-z_][A-Za-z_0-9]*(\.[A-Za-z_][A-Za-z_0-9]*)*$")
 # a deprecated AMP name in a string (`mock.patch("torch.cuda.amp.autocast")`, a sys.modules key)
 PINS = re.compile(r"""["'](torch\.(?:cuda|cpu)\.amp(?:\.\w+)*)["']""")
+QUOTED_NAME = re.compile(r"""["']([A-Z][A-Za-z0-9_]*)["']""")  # "FusedLayerNorm"
 IMPORT_LIST = re.compile(r"\bimport\s*\([^)]*\)")  # from pkg import (a,\n b)
 # an optional import (`except ImportError`): its flags and star imports may be read elsewhere
 _GUARD = re.compile(r"except\b[^:\n]*ImportError")
@@ -67,6 +68,7 @@ class RepoPlan:
     errors: dict[str, str] = field(default_factory=dict)
     # deprecated AMP names a file names in a string (a mock target): they keep their spelling
     pinned_amp_names: frozenset[str] = frozenset()
+    name_tested: frozenset[str] = frozenset()  # see Options.name_tested
     programs: dict[str, str] = field(default_factory=dict)  # file -> its program's first file
     # summaries and trees of rewritten texts, by (path, text): the hold-back rounds check
     # the same rewrites again
@@ -277,6 +279,12 @@ class Planner:
             if ".amp" in self.text(p)
             for name in PINS.findall(self.text(p))
         ) | self._kept_amp_names(pool)
+        plan.name_tested = frozenset(
+            name
+            for p in self.paths
+            if "__name__" in self.text(p) or "__class__" in self.text(p)
+            for name in QUOTED_NAME.findall(self.text(p))
+        )
         plan.programs = self._programs()
         plan.held = self._broken_programs(plan)
         self._star_read_amp(plan)

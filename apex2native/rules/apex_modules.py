@@ -267,7 +267,9 @@ INTROSPECTION = m.Attribute(attr=m.Name("__name__") | m.Name("__qualname__"))
 
 def _names_compared(ctx: FileContext) -> set[str]:
     """Strings a class name is tested against (`type(m).__name__ == "FusedLayerNorm"`); a
-    config value (`cfg["type"] == "FusedSGD"`) picks a class, it does not test one."""
+    config value (`cfg["type"] == "FusedSGD"`) picks a class, it does not test one. Names
+    quoted in any file of the run that reads `__name__` or `__class__` count too (a tuple
+    of names tested elsewhere, a test in another module)."""
     found = set()
     for comparison in ctx.index.within(ctx.module, cst.Comparison):
         operands = [comparison.left, *(c.comparator for c in comparison.comparisons)]
@@ -278,7 +280,7 @@ def _names_compared(ctx: FileContext) -> set[str]:
             for node in [operand, *(e.value for e in strings)]:
                 if isinstance(node, cst.SimpleString):
                     found.add(node.evaluated_value)
-    return found
+    return found | ctx.options.name_tested
 
 
 def _is_init_call(call: cst.Call) -> bool:
@@ -419,7 +421,7 @@ class ApexModules(Rule):
         short = name.rsplit(".", 1)[-1]
         if short in compared:
             return (
-                f"{name} is recognised by its name as a string ({short!r}) in this file, "
+                f"{name} is recognised by its name as a string ({short!r}) in this program, "
                 f"which {mapping.native} does not carry; update that test, then swap it"
             )
         too_new = _too_new(ctx, mapping)
