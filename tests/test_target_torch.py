@@ -193,3 +193,20 @@ def test_an_impossible_target_is_a_usage_error(tmp_path, value):
     assert result.exit_code == 2
     assert "--target-torch" in result.stderr
     assert (tmp_path / "train.py").read_bytes() == APEX_LOOP
+
+
+def test_fused_optimizer_swap_below_torch_2_says_zero_grad_no_longer_sets_none():
+    """apex's fused optimizers set gradients to None in `zero_grad`; torch's do so only
+    from 2.0: below it the report says a parameter without a gradient is still updated."""
+    from apex2native.engine import rewrite_text
+
+    text = (
+        "import torch\nfrom apex.optimizers import FusedAdam\n\n\n"
+        "def make(model):\n    return FusedAdam(model.parameters(), lr=1e-3)\n"
+    )
+    messages = {
+        target: [f.message for f in rewrite_text(text, Options(target_torch=target))[1]]
+        for target in (TorchVersion(1, 13), TorchVersion(2, 0))
+    }
+    assert any("set_to_none=True" in m for m in messages[TorchVersion(1, 13)])
+    assert not any("set_to_none=True" in m for m in messages[TorchVersion(2, 0)])

@@ -262,6 +262,7 @@ def _too_new(ctx: FileContext, mapping: Mapping) -> str | None:
     return f"{mapping.native} needs torch {mapping.since} (target {ctx.options.target_torch})"
 
 
+SET_TO_NONE_DEFAULT = TorchVersion(2, 0)  # Optimizer.zero_grad(set_to_none=True) by default
 INTROSPECTION = m.Attribute(attr=m.Name("__name__") | m.Name("__qualname__"))
 
 
@@ -653,6 +654,19 @@ class ApexModules(Rule):
         ctx.tx.note(group, call, mapping.code, f"{name} -> {native}{detail}", mapping.tier)
         if mapping.note:
             ctx.tx.note(group, call, mapping.code, mapping.note, mapping.tier)
+        if native.startswith("torch.optim.") and not allows(
+            ctx.options.target_torch, SET_TO_NONE_DEFAULT
+        ):
+            ctx.tx.note(
+                group,
+                call,
+                mapping.code,
+                "below torch 2.0 `zero_grad()` zeroes gradients in place where apex's fused "
+                "optimizers set them to None, so a parameter that got no gradient in a step "
+                "is still updated (momentum, decay); call zero_grad(set_to_none=True) to keep "
+                "apex's behaviour",
+                NUMERICS,
+            )
 
     def _mapping(self, ctx: FileContext, call: cst.Call, name: str) -> Mapping:
         if name in ADAM_SPELLINGS:
