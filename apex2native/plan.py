@@ -540,11 +540,18 @@ class Planner:
                     continue
                 seen.add(summary.path)
                 frontier.append(summary.path)
-                try:
-                    out |= unbound_names(self.text(summary.path))
-                except SyntaxError:
-                    continue
+                out |= self._unbound(summary.path)
         return out
+
+    def _unbound(self, path: str) -> frozenset[str]:
+        """The names a file reads but never binds (once per file)."""
+        cache = self.__dict__.setdefault("_unbound_names", {})
+        if path not in cache:
+            try:
+                cache[path] = frozenset(unbound_names(self.text(path)))
+            except (SyntaxError, ValueError):
+                cache[path] = frozenset()
+        return cache[path]
 
     def _star_importers(self) -> list[Summary]:
         """The imports of every file of the run that has a star import (read once)."""
