@@ -454,6 +454,16 @@ class ScaleLoss(Rule):
                 f"{changer} can change it while this function runs, so the step might not "
                 "follow the same test; make them agree",
             )
+        level = _constant_opt_level(ctx, site.scaler.init_call)
+        if level in ("O2", "O3"):
+            return self._refuse(
+                ctx,
+                site,
+                if_node,
+                f"`{ctx.index.code(if_node.test)}` is not the scaler's enabled flag, and under "
+                f"{level} apex's plain arm did not reach the fp32 master weights the optimizer "
+                "steps (natively it would train them); make them agree",
+            )
         site.arm = (if_node.test, scaled_in_body)
         ctx.tx.note(
             site.group,
@@ -614,6 +624,17 @@ def _sets_attribute(ctx: FileContext, attr: str, func: cst.CSTNode) -> bool:
     if ctx.index.calls_named("vars", func) or ctx.index.calls_named("__setattr__", func):
         return True
     return any(a.attr.value == "__dict__" for a in ctx.index.within(func, cst.Attribute))
+
+
+def _constant_opt_level(ctx: FileContext, init_call: cst.CSTNode | None) -> str | None:
+    """The literal `opt_level` of the `amp.initialize` call that made the scaler, if any."""
+    if not isinstance(init_call, cst.Call):
+        return None
+    for arg in init_call.args:
+        if arg.keyword is not None and arg.keyword.value == "opt_level":
+            if isinstance(arg.value, cst.SimpleString):
+                return str(arg.value.evaluated_value)
+    return None
 
 
 def _cuda_available(ctx: FileContext, node: cst.BaseExpression) -> bool:
