@@ -1020,7 +1020,10 @@ class _Summarizer:
         return (
             id(func) in self._grad_defs
             or any(self._clip_call(c) for c in calls)
-            or self._plain_backward(calls)
+            or (  # a def that scales a loss of its own: A2N103 judges its plain backward
+                self._runs_plain_backward(func)
+                and not any(self.apex_name(c.func) == "apex.amp.scale_loss" for c in calls)
+            )
         )
 
     def _runs_plain_backward(self, func) -> bool:
@@ -1041,14 +1044,6 @@ class _Summarizer:
             and not (isinstance(c.func.value, ast.Name) and c.func.value.id in scaled)
             for c in self._calls_in.get(id(func), ())
         )
-
-    def _plain_backward(self, calls) -> bool:
-        """`reg.backward()` in a def that scales nothing: apex had unscaled the scaled
-        gradients on leaving `scale_loss`, so these add to them at full size."""
-        backward = any(
-            isinstance(c.func, ast.Attribute) and c.func.attr == "backward" for c in calls
-        )
-        return backward and not any(self.apex_name(c.func) == "apex.amp.scale_loss" for c in calls)
 
     def _stepped_params(self, func, params: set[str]) -> set[str]:
         """Parameters the def steps (`opt.step()`): handed a scaled optimizer, it would apply

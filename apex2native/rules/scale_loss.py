@@ -9,6 +9,7 @@ import libcst.matchers as m
 
 from apex2native.context import FileContext, Scaler
 from apex2native.findings import NUMERICS, SAFE
+from apex2native.index import callee_name
 from apex2native.rules.base import Rule
 from apex2native.scaler_options import normalize
 from apex2native.syntax import PLAIN_READ, conjuncts, strip_not
@@ -586,14 +587,7 @@ def _changed_elsewhere(
 
 def _called_names(ctx: FileContext, node: cst.CSTNode) -> set[str]:
     """The last names of what `node` calls (`watch` for `self.watch(...)`)."""
-    out = set()
-    for call in ctx.index.within(node, cst.Call):
-        func = call.func
-        if isinstance(func, cst.Attribute):
-            out.add(func.attr.value)
-        elif isinstance(func, cst.Name):
-            out.add(func.value)
-    return out
+    return {callee_name(c) for c in ctx.index.within(node, cst.Call)} - {None}  # type: ignore[return-value]
 
 
 def _changes(ctx: FileContext, test: cst.BaseExpression, func: cst.CSTNode) -> bool:

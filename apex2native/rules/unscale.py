@@ -488,7 +488,7 @@ class Unscale(Rule):
         if not isinstance(read_top, (cst.SimpleStatementLine, cst.BaseSmallStatement)):
             return False
         index = ctx.index
-        if not _keeps_its_result_in_names(read_top):
+        if not _keeps_its_result_in_names(ctx, read_top):
             return False  # `stats["norm"] = clip(...)`, `norms.append(clip(...))`
         assigned = {
             n.value
@@ -507,7 +507,7 @@ class Unscale(Rule):
         return True
 
 
-def _keeps_its_result_in_names(stmt: cst.CSTNode) -> bool:
+def _keeps_its_result_in_names(ctx: FileContext, stmt: cst.CSTNode) -> bool:
     """The statement is a bare call (`clip(...)`) or assigns plain names only (`norm =
     clip(...)`): where else its result goes (an item, an attribute, a list it appends to)
     cannot be followed to its readers."""
@@ -517,8 +517,10 @@ def _keeps_its_result_in_names(stmt: cst.CSTNode) -> bool:
             value = small.value
             if not isinstance(value, cst.Call):
                 return False
-            if _clip_name(value) is None and any(
-                _clip_name(n) for a in value.args for n in _calls_in(a.value)
+            if not _names_clip(ctx, value.func) and any(
+                _names_clip(ctx, inner.func)
+                for a in value.args
+                for inner in ctx.index.within(a.value, cst.Call)
             ):
                 return False  # `norms.append(clip(...))`: the norm goes into the list
         elif isinstance(small, cst.Assign):
@@ -530,25 +532,6 @@ def _keeps_its_result_in_names(stmt: cst.CSTNode) -> bool:
         else:
             return False
     return True
-
-
-def _clip_name(node: cst.CSTNode) -> str | None:
-    if not isinstance(node, cst.Call):
-        return None
-    func = node.func
-    name = func.attr.value if isinstance(func, cst.Attribute) else getattr(func, "value", None)
-    return name if name in GRAD_CLIPS else None
-
-
-def _calls_in(node: cst.CSTNode) -> list[cst.CSTNode]:
-    out: list[cst.CSTNode] = []
-
-    class _Calls(cst.CSTVisitor):
-        def visit_Call(self, call: cst.Call) -> None:
-            out.append(call)
-
-    node.visit(_Calls())
-    return out
 
 
 def _plain_names(target: cst.BaseExpression) -> bool:
