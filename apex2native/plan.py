@@ -1581,6 +1581,12 @@ class _PlanBuilder:
                 )
                 continue
             calls = self.callers.get(qualname, [])
+            enclosing = qualname.rpartition(".")[0]
+            if not calls and func.cls is None and enclosing in self.functions:
+                # a closure handed on as a value (`Engine(update)`): it reads the scaler
+                # of the def it is made in, so that def is the one the scaler must reach
+                queue.append((path, enclosing))
+                continue
             if not calls:
                 star = self._star_reason(func)
                 if star:
@@ -1749,6 +1755,13 @@ class _PlanBuilder:
                 "import), and only one of its definitions would take the scaler"
             )
         if func.cls is None:
+            module, _, _ = func.qualname.rpartition(".")
+            summary = self.planner.summaries.get(func.path)
+            if summary is not None and module == summary.module and name in summary.public:
+                return (
+                    f"`{name}` is listed in `__all__` of {self.rel(func.path)}: it is public "
+                    "API, and callers outside this repository would not pass the scaler"
+                )
             return None
         below = sorted(self.subclasses(func.cls))
         if below:

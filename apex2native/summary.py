@@ -194,6 +194,8 @@ class Summary:
     # attributes set on anything but `self` (`trainer.scaler = x`, `setattr(t, "scaler", x)`):
     # an object of any class may get them, so a new `self.<attribute>` must not be one
     outside_writes: set[str] = field(default_factory=set)
+    # names a module-level `__all__` lists: its public API, called from outside the repository
+    public: set[str] = field(default_factory=set)
 
 
 class SourceLines:
@@ -714,6 +716,7 @@ class _Summarizer:
         s.guard_flags = self.flags() & s.module_names
         s.amp_probe_flags = self._amp_probe_flags() & s.guard_flags
         s.identifiers = self.identifiers()
+        s.public = _listed_in_all(self.tree)
         s.outside_writes = self._outside_writes() if "scaler" in self.text else set()
         self._returns = self._collect_returns()
         self._calls_in = self._calls_by_function()
@@ -2368,6 +2371,23 @@ def _conditional_ancestor(owner: _Summarizer, stmt: ast.AST) -> str | None:
 
 
 MAIN_GUARD = "<__main__>"
+
+
+def _listed_in_all(tree: ast.Module) -> set[str]:
+    """The string literals of module-level `__all__ = [...]` and `__all__ += [...]`."""
+    out: set[str] = set()
+    for stmt in tree.body:
+        if isinstance(stmt, ast.Assign):
+            targets, value = stmt.targets, stmt.value
+        elif isinstance(stmt, (ast.AugAssign, ast.AnnAssign)):
+            targets, value = [stmt.target], stmt.value
+        else:
+            continue
+        if any(isinstance(t, ast.Name) and t.id == "__all__" for t in targets) and isinstance(
+            value, (ast.List, ast.Tuple)
+        ):
+            out |= {e.value for e in value.elts if isinstance(e, ast.Constant)}
+    return {n for n in out if isinstance(n, str)}
 
 
 def _in_main_guard(owner: _Summarizer, node: ast.AST) -> bool:

@@ -15,6 +15,8 @@ DATA_ONLY = frozenset(
     "cuda to float half long int contiguous detach clone len next iter randn rand randint "
     "randperm zeros ones empty full arange tensor as_tensor from_numpy size view reshape "
     "unsqueeze squeeze permute".split()
+    # and the batch movers of training frameworks (ignite's `convert_tensor`, `prepare_batch`)
+    + "convert_tensor prepare_batch _prepare_batch to_device move_to_device".split()
 )
 BARRIER_CALLS = {"backward", "step", "unscale_"}
 # Python's own functions: a statement that calls only these computes no tensors.

@@ -102,11 +102,13 @@ def _unreached(ctx: FileContext, call: cst.Call) -> str:
             "no GradScaler: this function's amp initialization is kept (see its A2N102 "
             "TODO); migrate it by hand, then use scaler.scale(loss)"
         )
-    if home in ctx.facts.refusals:
-        return (
-            f"no GradScaler is passed to this function: {ctx.facts.refusals[home]}; "
-            "pass the scaler in by hand and use scaler.scale(loss)"
-        )
+    for func in ctx.index.ancestors(call):  # a closure reads the scaler of its maker
+        home = ctx.index.qualname(func) if isinstance(func, cst.FunctionDef) else ""
+        if home in ctx.facts.refusals:
+            return (
+                f"no GradScaler is passed to this function: {ctx.facts.refusals[home]}; "
+                "pass the scaler in by hand and use scaler.scale(loss)"
+            )
     return (
         "no GradScaler reaches this function (amp.initialize runs elsewhere); pass the "
         "scaler in and use scaler.scale(loss)"

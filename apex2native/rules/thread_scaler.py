@@ -33,7 +33,11 @@ class ThreadScaler(Rule):
     arm. A loop shared by training and evaluation (`run_epoch(mode, ...)`, training only under
     `if mode == "train":`) takes `*, scaler=None` when the calls that no scaler reaches pass
     a literal `mode` that skips that arm: they pass nothing and run the forward in fp32.
-    A use no scaler reaches is a blocker: its unit stays apex, with a TODO.
+    A closure handed on as a value (`Engine(train_update_function)`) reads the scaler of
+    the def that makes it, so that def takes the parameter. A function its module lists in
+    `__all__` is public API that callers outside the repository run too: it gains no
+    required parameter. A use no scaler reaches is a blocker: its unit stays apex, with a
+    TODO.
     """
 
     code = "A2N110"
