@@ -15,6 +15,7 @@ from apex2native.codegen import detect_quote
 from apex2native.facts import InitDecision, ScalerSpec
 from apex2native.findings import NUMERICS, SAFE
 from apex2native.index import ast_statements
+from apex2native.native_twins import native_twins
 from apex2native.scaler_options import (
     DOTTED,
     INIT_PARAMS,
@@ -1446,14 +1447,25 @@ class _Summarizer:
         for node in self.scopes.of_type(ast.Name, ast.Attribute):
             self._amp_use(node)
         self.summary.amp_uses.sort()
+        routed = self._routed_to_twins()
         for node in self.scopes.of_type(ast.Call):
             if self.apex_name(node.func) not in NEEDS:
                 continue
             func = self.enclosing_function(node)
+            outer = [a for a in self.scopes.ancestors(node) if isinstance(a, FUNCTIONS)]
+            if outer and id(outer[-1]) in routed:
+                continue  # the def hands its work to its native twin: no scaler needed
             if not self._reaches_scaler(node, func, homes):
                 self.summary.needs.add(
                     self.qualname(func) if func is not None else self.summary.module
                 )
+
+    def _routed_to_twins(self) -> set[int]:
+        """Module-level apex defs that become calls of their native twin (A2N119)."""
+        if not any("apex" in s.name.lower() for s in self.tree.body if isinstance(s, FUNCTIONS)):
+            return set()
+        twins = native_twins(self.tree)
+        return {id(s) for s in self.tree.body if isinstance(s, FUNCTIONS) and s.name in twins}
 
     def _amp_use(self, node: ast.AST) -> None:
         """Record `node` if it is an outermost use of something inside apex.amp."""

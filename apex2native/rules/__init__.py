@@ -23,6 +23,7 @@ from apex2native.rules.imports import Imports
 from apex2native.rules.initialize import Initialize
 from apex2native.rules.leftovers import Leftovers
 from apex2native.rules.master_params import MasterParams
+from apex2native.rules.native_twin import NativeTwin
 from apex2native.rules.optional_apex import OptionalApex
 from apex2native.rules.registrations import Registrations
 from apex2native.rules.scale_loss import ScaleLoss
@@ -34,6 +35,7 @@ from apex2native.rules.unscale import Unscale
 
 ALL_RULES: tuple[type[Rule], ...] = (
     DualBackend,
+    NativeTwin,
     Imports,
     AmpValue,
     Initialize,

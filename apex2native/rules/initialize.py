@@ -9,6 +9,8 @@ from apex2native.facts import InitDecision
 from apex2native.findings import SAFE
 from apex2native.rules.base import Rule
 
+DEFS = (cst.FunctionDef, cst.ClassDef)
+
 
 class Initialize(Rule):
     """`amp.initialize` becomes one `torch.amp.GradScaler("cuda", ...)`.
@@ -41,6 +43,11 @@ class Initialize(Rule):
     name = "initialize"
     tier = "numerics"
     summary = "amp.initialize -> torch.amp.GradScaler"
+
+    def __init__(self) -> None:
+        # (dotted path of the def, name) of each local scaler made here: one that nothing
+        # reads once every rule has written goes again (unused_scalers)
+        self.created: list[tuple[str, str]] = []
 
     def apply(self, ctx: FileContext) -> None:
         ordinals: dict[str, int] = {}
@@ -133,6 +140,10 @@ class Initialize(Rule):
             ctx.tx.edits.replace_statement(group, wrap, lambda _u, kept=kept: kept)
             ctx.tx.handle(group, wrap)
         place_creation(ctx, group, stmt, outer, creation, rebind)
+        home = scaler.home
+        if isinstance(home, cst.FunctionDef) and "." not in scaler.access:
+            defs = (a for a in (home, *ctx.index.ancestors(home)) if isinstance(a, DEFS))
+            self.created.append((".".join(reversed([d.name.value for d in defs])), scaler.access))
         where = "self attribute" if scaler.access.startswith("self.") else "local"
         ctx.tx.note(group, call, self.code, f"amp.initialize -> {scaler.access} ({where})", SAFE)
         if decision.once:

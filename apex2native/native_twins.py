@@ -1,0 +1,209 @@
+"""Apex functions whose module already has a native twin (`step_apex` beside `step_amp`).
+
+A library that offers apex as one backend among others often keeps one factory per backend:
+`supervised_training_step_apex(model, optimizer, ...)` next to
+`supervised_training_step_amp(model, optimizer, ..., scaler, ...)`. The apex one is public
+API, so its callers cannot be given a scaler; the right migration routes it to the native
+code that already exists (issue 9) instead of writing a second native implementation.
+
+Routing is only sound when the two do the same training apart from the AMP mechanics, so the
+twin is proven, not guessed from the name: with apex's `scale_loss` block read as a plain
+`loss.backward()`, and the native twin's autocast blocks dissolved and its `if <scaler>:`
+test taking the unscaled arm, the two bodies must be the same code. Read with `ast`, so the
+repository summary and the rule decide alike.
+"""
+
+from __future__ import annotations
+
+import ast
+import copy
+from dataclasses import dataclass
+
+APEX_NAMES = ("amp", "apex_amp", "apex")  # names apex is read through, left after the block
+NATIVE_WORDS = ("amp", "native", "native_amp", "torch", "torch_amp", "cuda_amp")
+
+
+@dataclass(frozen=True)
+class Twin:
+    """`apex` delegates to `native`, passing its own parameters and a new GradScaler as
+    `scaler` (the one parameter the native twin has in addition)."""
+
+    apex: str
+    native: str
+    scaler: str
+    keywords: tuple[str, ...]  # the apex def's parameters, passed on by name
+    positional: tuple[str, ...]  # its positional-only ones, passed on by position
+
+
+def native_twins(tree: ast.Module) -> dict[str, Twin]:
+    """Module-level apex defs of `tree` that a native twin proves, by name."""
+    defs = {s.name: s for s in tree.body if isinstance(s, (ast.FunctionDef, ast.AsyncFunctionDef))}
+    found = {}
+    for name, func in defs.items():
+        if "apex" not in name.lower() or not isinstance(func, ast.FunctionDef):
+            continue
+        for word in NATIVE_WORDS:
+            other = defs.get(_replace_apex(name, word))
+            twin = _twin(func, other) if isinstance(other, ast.FunctionDef) else None
+            if twin is not None:
+                found[name] = twin
+                break
+    return found
+
+
+def _replace_apex(name: str, word: str) -> str:
+    at = name.lower().index("apex")
+    return name[:at] + word + name[at + 4 :]
+
+
+def _params(func: ast.FunctionDef) -> list[str] | None:
+    args = func.args
+    if args.vararg or args.kwarg:
+        return None
+    return [a.arg for a in (*args.posonlyargs, *args.args, *args.kwonlyargs)]
+
+
+def _twin(apex: ast.FunctionDef, native: ast.FunctionDef) -> Twin | None:
+    mine, theirs = _params(apex), _params(native)
+    if mine is None or theirs is None or "apex" in native.name.lower():
+        return None
+    extra = [p for p in theirs if p not in mine]
+    if len(extra) != 1 or "scaler" not in extra[0] or [p for p in theirs if p in mine] != mine:
+        return None
+    scaler = extra[0]
+    if not _scales_with(native, scaler) or _body(apex, None) != _body(native, scaler):
+        return None
+    posonly = tuple(a.arg for a in apex.args.posonlyargs)
+    if posonly != tuple(a.arg for a in native.args.posonlyargs):
+        return None
+    keywords = tuple(p for p in mine if p not in posonly)
+    return Twin(apex.name, native.name, scaler, keywords, posonly)
+
+
+def _scales_with(func: ast.FunctionDef, scaler: str) -> bool:
+    """`<scaler>.scale(...)` runs somewhere in `func`: the parameter is a GradScaler."""
+    return any(
+        isinstance(n, ast.Call)
+        and isinstance(n.func, ast.Attribute)
+        and n.func.attr == "scale"
+        and isinstance(n.func.value, ast.Name)
+        and n.func.value.id == scaler
+        for n in ast.walk(func)
+    )
+
+
+def _body(func: ast.FunctionDef, scaler: str | None) -> str | None:
+    """The def's body with the AMP mechanics taken out, as comparable text; None when apex
+    is used in a way other than a `scale_loss` block."""
+    body = [s for s in func.body if not _docstring(s, func) and not _imports_only(s)]
+    normal = _Normalize(scaler)
+    out = [normal.visit(copy.deepcopy(s)) for s in body]
+    module = ast.Module(body=_flatten(out), type_ignores=[])
+    if normal.failed or any(
+        isinstance(n, ast.Name) and n.id.lower() in APEX_NAMES for n in ast.walk(module)
+    ):
+        return None  # apex is used some other way (`amp.master_params(opt)`)
+    return ast.dump(module)
+
+
+def _docstring(stmt: ast.stmt, func: ast.FunctionDef) -> bool:
+    return (
+        stmt is func.body[0]
+        and isinstance(stmt, ast.Expr)
+        and isinstance(stmt.value, ast.Constant)
+        and isinstance(stmt.value.value, str)
+    )
+
+
+def _imports_only(stmt: ast.stmt) -> bool:
+    """`try: from apex import amp` / `from torch.cuda.amp import autocast` and its handler:
+    each backend's own availability check, which the other does not need."""
+    if isinstance(stmt, (ast.Import, ast.ImportFrom)):
+        return True
+    return (
+        isinstance(stmt, ast.Try)
+        and all(isinstance(s, (ast.Import, ast.ImportFrom)) for s in stmt.body)
+        and not stmt.orelse
+        and not stmt.finalbody
+        and all(all(isinstance(s, (ast.Raise, ast.Pass)) for s in h.body) for h in stmt.handlers)
+    )
+
+
+def _flatten(stmts: list) -> list:
+    out = []
+    for s in stmts:
+        out.extend(s if isinstance(s, list) else [s])
+    return out
+
+
+class _Normalize(ast.NodeTransformer):
+    """apex's `with amp.scale_loss(loss, opt) as s: s.backward()` -> `loss.backward()`;
+    the native twin's `with autocast(...):` -> its body, `if <scaler>: A else: B` -> B."""
+
+    def __init__(self, scaler: str | None) -> None:
+        self.scaler = scaler
+        self.failed = False
+
+    def generic_visit(self, node):
+        super().generic_visit(node)
+        for field in ("body", "orelse", "finalbody"):
+            value = getattr(node, field, None)
+            if isinstance(value, list):
+                setattr(node, field, _flatten(value))
+        return node
+
+    def visit_With(self, node: ast.With):
+        self.generic_visit(node)
+        if len(node.items) != 1 or not isinstance(node.items[0].context_expr, ast.Call):
+            return node
+        call = node.items[0].context_expr
+        name = call.func.attr if isinstance(call.func, ast.Attribute) else None
+        name = name or (call.func.id if isinstance(call.func, ast.Name) else None)
+        if self.scaler is not None and name == "autocast":
+            return node.body
+        if self.scaler is None and name == "scale_loss" and call.args:
+            alias = node.items[0].optional_vars
+            if (
+                isinstance(alias, ast.Name)
+                and len(node.body) == 1
+                and _is_backward_of(node.body[0], alias.id)
+            ):
+                backward = copy.deepcopy(node.body[0])
+                backward.value.func.value = copy.deepcopy(call.args[0])
+                return backward
+            self.failed = True
+        return node
+
+    def visit_If(self, node: ast.If):
+        self.generic_visit(node)
+        if self.scaler is not None and _tests_name(node.test, self.scaler):
+            return node.orelse
+        return node
+
+
+def _is_backward_of(stmt: ast.stmt, name: str) -> bool:
+    return (
+        isinstance(stmt, ast.Expr)
+        and isinstance(stmt.value, ast.Call)
+        and not stmt.value.args
+        and not stmt.value.keywords
+        and isinstance(stmt.value.func, ast.Attribute)
+        and stmt.value.func.attr == "backward"
+        and isinstance(stmt.value.func.value, ast.Name)
+        and stmt.value.func.value.id == name
+    )
+
+
+def _tests_name(test: ast.expr, name: str) -> bool:
+    """`if scaler:` / `if scaler is not None:`."""
+    if isinstance(test, ast.Name):
+        return test.id == name
+    return (
+        isinstance(test, ast.Compare)
+        and isinstance(test.left, ast.Name)
+        and test.left.id == name
+        and len(test.ops) == 1
+        and isinstance(test.ops[0], ast.IsNot)
+        and isinstance(test.comparators[0], ast.Constant)
+        and test.comparators[0].value is None
+    )
