@@ -40,6 +40,11 @@ class StateDict(Rule):
     converts checkpoint files once and for all). An empty state (saved by a disabled
     scaler, e.g. an fp32 run) leaves the scaler as it is, as apex did, instead of raising.
 
+    The amp module itself among the objects a checkpointer saves (`{"model": model, "amp":
+    amp}`, `dict(amp=amp)`: the checkpointer calls `.state_dict()` on each) becomes the
+    scaler, so the entry keeps its key and holds GradScaler state; unless this file also
+    hands that collection to a loader, where an apex-era entry would not load.
+
     A TODO is left, and the unit stays apex, where the rewrite would change what the code
     does: a load whose argument runs only under a condition (`... if c else None`,
     `c and ...`, an `elif` test, a lambda, a comprehension) cannot be named on a line of
@@ -59,6 +64,43 @@ class StateDict(Rule):
         ):
             for call in ctx.names.calls_to(qualified):
                 self._site(ctx, call, method)
+        for ref, name in list(ctx.names.refs()):
+            if name == "apex.amp" and isinstance(ref, cst.Name) and _collected(ctx, ref):
+                self._collected(ctx, ref)
+
+    def _collected(self, ctx: FileContext, ref: cst.Name) -> None:
+        """The amp module among the objects a checkpointer saves (`{"model": model, "amp":
+        amp}`, `dict(amp=amp)`): it saves what `.state_dict()` gives, so the scaler takes
+        its place. A collection this file also hands to a loader stays: an apex-era
+        checkpoint's entry would not load into a GradScaler there."""
+        reachable = ctx.reach.reachable(ref)
+        if len(reachable) != 1:
+            return  # the leftover marker says that apex stays
+        scaler = reachable[0]
+        holder = _collection_name(ctx, ref)
+        if holder is not None and _loaded(ctx, holder):
+            ctx.refuse(
+                ref,
+                self.code,
+                f"amp is saved in `{holder}`, which this file also loads from a checkpoint: "
+                "an apex-era checkpoint's amp entry would not load into a GradScaler; convert "
+                "old checkpoints (`apex2native convert-checkpoint`) and put the scaler in",
+            )
+            return
+        group = object()
+        ctx.depend(scaler, group)
+        ctx.tx.handle(group, ref)
+        new = cst.parse_expression(scaler.access)
+        ctx.tx.edits.replace_node(group, ref, lambda _u: new)
+        ctx.tx.note(
+            group,
+            ref,
+            self.code,
+            f"the checkpointed amp -> {scaler.access}: its entry holds GradScaler state from "
+            "now on; an apex-era checkpoint loads once `apex2native convert-checkpoint` has "
+            "converted it",
+            SAFE,
+        )
 
     def _site(self, ctx: FileContext, call: cst.Call, method: str) -> None:
         reachable = ctx.reach.reachable(call)
@@ -115,6 +157,38 @@ class StateDict(Rule):
             "resumes with its loss scale (the first loss scaler's when there were several)",
             SAFE,
         )
+
+
+def _collected(ctx: FileContext, ref: cst.Name) -> bool:
+    """`ref` is a value of a dict display or a keyword of a `dict(...)` call."""
+    parent = ctx.index.parent(ref)
+    if isinstance(parent, cst.DictElement) and parent.value is ref:
+        return True
+    if isinstance(parent, cst.Arg) and parent.keyword is not None and parent.value is ref:
+        call = ctx.index.parent(parent)
+        return isinstance(call, cst.Call) and m.matches(call.func, m.Name("dict"))
+    return False
+
+
+def _collection_name(ctx: FileContext, ref: cst.Name) -> str | None:
+    """The name the collection holding `ref` is assigned to (`to_save = {...}`)."""
+    node: cst.CSTNode | None = ctx.index.parent(ref)
+    while node is not None and not isinstance(node, (cst.Dict, cst.Call)):
+        node = ctx.index.parent(node)
+    stmt = ctx.index.parent(node) if node is not None else None
+    if isinstance(stmt, cst.Assign) and len(stmt.targets) == 1:
+        target = stmt.targets[0].target
+        return target.value if isinstance(target, cst.Name) else None
+    return None
+
+
+def _loaded(ctx: FileContext, name: str) -> bool:
+    """Some call whose name speaks of loading is handed `name` (`load_objects(to_load=x)`)."""
+    for call in ctx.index.within(ctx.module, cst.Call):
+        callee = (ctx.index.code(call.func).rsplit(".", 1)[-1]).lower()
+        if "load" in callee and any(m.matches(a.value, m.Name(name)) for a in call.args):
+            return True
+    return False
 
 
 def load_converting(ctx: FileContext, group: object, call: cst.Call, access: str) -> str:
