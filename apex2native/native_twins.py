@@ -160,8 +160,13 @@ class _Normalize(ast.NodeTransformer):
         name = call.func.attr if isinstance(call.func, ast.Attribute) else None
         name = name or (call.func.id if isinstance(call.func, ast.Name) else None)
         if self.scaler is not None and name == "autocast":
+            if not _fp16_on_cuda(call):
+                self.failed = True  # bf16, a switch, the CPU: not what apex ran
             return node.body
-        if self.scaler is None and name == "scale_loss" and call.args:
+        if self.scaler is None and name == "scale_loss":
+            if len(call.args) != 2 or call.keywords:  # loss_id, delay_unscale: not one scaler
+                self.failed = True
+                return node
             alias = node.items[0].optional_vars
             if (
                 isinstance(alias, ast.Name)
@@ -179,6 +184,23 @@ class _Normalize(ast.NodeTransformer):
         if self.scaler is not None and _tests_name(node.test, self.scaler):
             return node.orelse
         return node
+
+
+def _fp16_on_cuda(call: ast.Call) -> bool:
+    """`autocast()`, `autocast("cuda")`, `autocast(enabled=True, dtype=torch.float16)`."""
+    if any(not (isinstance(a, ast.Constant) and a.value == "cuda") for a in call.args):
+        return False
+    for keyword in call.keywords:
+        value = keyword.value
+        if keyword.arg == "enabled" and isinstance(value, ast.Constant) and value.value is True:
+            continue
+        if keyword.arg == "device_type" and isinstance(value, ast.Constant):
+            if value.value == "cuda":
+                continue
+        if keyword.arg == "dtype" and ast.unparse(value) in ("torch.float16", "torch.half"):
+            continue
+        return False
+    return True
 
 
 def _is_backward_of(stmt: ast.stmt, name: str) -> bool:

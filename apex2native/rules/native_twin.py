@@ -38,9 +38,10 @@ class NativeTwin(Rule):
     expects it, once per factory call). The twin must be proven: a module-level def named
     like the apex one with `amp`, `native` or `torch` for `apex`, taking the same parameters
     plus one scaler, whose body is the apex body once apex's `scale_loss` block reads as a
-    plain backward and the twin's autocast blocks and `if scaler:` test are taken out. Any
-    other difference (a clip, a step the other lacks, another use of apex) leaves the def
-    to the other rules.
+    plain backward and the twin's autocast blocks and `if scaler:` test are taken out. Its
+    autocast must be apex's: float16 on CUDA, always on. Any other difference (a clip, a
+    step the other lacks, bfloat16, `loss_id=` or `delay_unscale=`, another use of apex)
+    leaves the def to the other rules.
 
     Numerics: the apex callers' `amp.initialize` options no longer reach the step. It runs
     as O1 with default options does (autocast, dynamic loss scaling); O2/O3's fp16 weights
