@@ -25,6 +25,7 @@ from apex2native.index import COMPOUND
 from apex2native.rules.base import Rule
 
 AMP_API = {"initialize", "scale_loss", "master_params", "state_dict", "load_state_dict"}
+PRESENCE_CHECKS = ("find_spec", "find_loader")  # importlib.util's, pkgutil's
 DYNAMIC_IMPORTS = {"importlib.import_module", "__import__", "builtins.__import__"}
 MARKER = re.compile(r"# TODO\(apex2native\): (A2N\d+) (.*)$")
 HINTS = {
@@ -45,7 +46,9 @@ class Leftovers(Rule):
     The file keeps its apex import while such a reference remains, so it stays importable
     wherever apex still is, and `rewrite --check` keeps failing until a person decides.
     So do imports of apex's compiled extensions (`import amp_C`), and unused apex imports
-    of a file no rule changes (an availability probe whose flag goes False without apex).
+    of a file no rule changes (an availability probe whose flag goes False without apex),
+    and checks whether apex is installed (`skipif(find_spec("apex"))`), which answer no
+    from now on.
 
     Before:
         import amp_C
@@ -76,6 +79,7 @@ class Leftovers(Rule):
     def finalize(self, ctx: FileContext) -> None:
         self._marked(ctx)
         self._dynamic_imports(ctx)
+        self._presence_checks(ctx)
         self._extensions(ctx)
         self._star_imported(ctx)
         self._amp_parameters(ctx)
@@ -201,6 +205,26 @@ class Leftovers(Rule):
                         "what it returns; migrate this module by hand",
                     )
 
+    def _presence_checks(self, ctx: FileContext) -> None:
+        """`find_spec("apex")` (`skipif(find_spec("apex"))`, `if find_spec("apex"):`): once
+        apex is gone it answers no, and what it guards (a test of apex's install error, an
+        apex-only branch) now runs differently from what its author checked."""
+        for name in PRESENCE_CHECKS:
+            for call in ctx.index.calls_named(name):
+                module = call.args[0].value if call.args else None
+                if not isinstance(module, cst.SimpleString):
+                    continue
+                spelled = str(module.evaluated_value)
+                if (spelled == "apex" or spelled.startswith("apex.")) and not _guards_an_import(
+                    ctx, call
+                ):
+                    ctx.tx.todo(
+                        call,
+                        self.code,
+                        f"`{name}({spelled!r})` asks whether apex is installed; after the "
+                        "migration it is not: check what this guards against the native path",
+                    )
+
     def _star_imported(self, ctx: FileContext) -> None:
         """`amp.scale_loss(...)` on an `amp` no statement binds: a star import, or an
         import in another function (a NameError waiting, or apex by a route unseen)."""
@@ -308,6 +332,23 @@ class Leftovers(Rule):
                 match = MARKER.match(comment)
                 if match and isinstance(node, cst.CSTNode) and node is not ctx.module:
                     ctx.tx.existing_todo(node, match.group(1), match.group(2))
+
+
+def _guards_an_import(ctx: FileContext, call: cst.Call) -> bool:
+    """The check decides whether apex is imported (`if find_spec("apex"): from apex import
+    amp`, or through a flag it sets): that import is what the other markers look at."""
+    stmt = ctx.index.statement_of(call)
+    tests = [call]
+    if m.matches(stmt, m.SimpleStatementLine(body=[m.Assign(targets=[m.AssignTarget(m.Name())])])):
+        flag = stmt.body[0].targets[0].target.value
+        tests += [n for n in ctx.index.within(ctx.module, cst.Name) if n.value == flag]
+    for test in tests:
+        for anc in ctx.index.ancestors(test):
+            if isinstance(anc, cst.If) and ctx.index.contains(anc.test, test):
+                body = ctx.index.within(anc.body, cst.Import, cst.ImportFrom)
+                if any(is_apex_import(node) for node in body):
+                    return True
+    return False
 
 
 def _bound_names(node: cst.Import | cst.ImportFrom) -> list[str]:

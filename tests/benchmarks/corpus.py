@@ -89,9 +89,11 @@ def uses_apex(text: str) -> bool:
             return True
         if isinstance(node, ast.ImportFrom) and (node.module or "").split(".")[0] == "apex":
             return True
-        if isinstance(node, ast.Constant) and isinstance(node.value, str):
-            if node.value == "apex" or node.value.startswith("apex."):
-                return True  # importlib.import_module("apex.amp")
+        if isinstance(node, ast.Call):  # importlib.import_module("apex.amp"), find_spec("apex")
+            for arg in node.args:
+                if isinstance(arg, ast.Constant) and isinstance(arg.value, str):
+                    if arg.value == "apex" or arg.value.startswith("apex."):
+                        return True
         if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name):
             if node.value.id == "amp" and node.attr in AMP_API:
                 return True  # amp bound some other way (a star import, another function)
