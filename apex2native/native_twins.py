@@ -71,13 +71,29 @@ def _twin(apex: ast.FunctionDef, native: ast.FunctionDef) -> Twin | None:
     if len(extra) != 1 or "scaler" not in extra[0] or [p for p in theirs if p in mine] != mine:
         return None
     scaler = extra[0]
-    if not _scales_with(native, scaler) or _body(apex, None) != _body(native, scaler):
+    mine_body = _body(apex, None)
+    if mine_body is None or not _factory(apex) or not _scales_with(native, scaler):
+        return None
+    if mine_body != _body(native, scaler):
         return None
     posonly = tuple(a.arg for a in apex.args.posonlyargs)
     if posonly != tuple(a.arg for a in native.args.posonlyargs):
         return None
     keywords = tuple(p for p in mine if p not in posonly)
     return Twin(apex.name, native.name, scaler, keywords, posonly)
+
+
+def _factory(func: ast.FunctionDef) -> bool:
+    """The def makes the closure that scales and returns it: it runs once per training, so
+    the GradScaler it hands the twin lives as long as the training does."""
+    closures = {s.name: s for s in func.body if isinstance(s, ast.FunctionDef)}
+    last = func.body[-1] if func.body else None
+    if not (isinstance(last, ast.Return) and isinstance(last.value, ast.Name)):
+        return False
+    closure = closures.get(last.value.id)
+    scaling = [n for n in ast.walk(func) if isinstance(n, ast.Attribute) and n.attr == "scale_loss"]
+    inside = {id(n) for n in ast.walk(closure)} if closure is not None else set()
+    return bool(scaling) and all(id(n) in inside for n in scaling)
 
 
 def _scales_with(func: ast.FunctionDef, scaler: str) -> bool:
@@ -115,14 +131,25 @@ def _docstring(stmt: ast.stmt, func: ast.FunctionDef) -> bool:
     )
 
 
+def _amp_import(stmt: ast.stmt) -> bool:
+    """`from apex import amp`, `from torch.cuda.amp import autocast`: a backend's own."""
+    if isinstance(stmt, ast.ImportFrom):
+        names = [stmt.module or ""]
+    elif isinstance(stmt, ast.Import):
+        names = [a.name for a in stmt.names]
+    else:
+        return False
+    return all(n == "apex" or n.startswith(("apex.", "torch.cuda.amp", "torch.amp")) for n in names)
+
+
 def _imports_only(stmt: ast.stmt) -> bool:
     """`try: from apex import amp` / `from torch.cuda.amp import autocast` and its handler:
     each backend's own availability check, which the other does not need."""
     if isinstance(stmt, (ast.Import, ast.ImportFrom)):
-        return True
+        return _amp_import(stmt)
     return (
         isinstance(stmt, ast.Try)
-        and all(isinstance(s, (ast.Import, ast.ImportFrom)) for s in stmt.body)
+        and all(_amp_import(s) for s in stmt.body)
         and not stmt.orelse
         and not stmt.finalbody
         and all(all(isinstance(s, (ast.Raise, ast.Pass)) for s in h.body) for h in stmt.handlers)
@@ -182,8 +209,91 @@ class _Normalize(ast.NodeTransformer):
     def visit_If(self, node: ast.If):
         self.generic_visit(node)
         if self.scaler is not None and _tests_name(node.test, self.scaler):
+            scaled = _unscaled(node.body, self.scaler)
+            plain = ast.dump(ast.Module(body=node.orelse, type_ignores=[]))
+            if scaled is None or scaled != plain or _reads_gradients(node.orelse):
+                self.failed = True  # the scaled arm is not the plain one under a scaler
             return node.orelse
         return node
+
+
+def _unscaled(body: list[ast.stmt], scaler: str) -> str | None:
+    """The scaled arm read without its scaler, as comparable text; None when the scaler is
+    used another way (a missing update, a scaled value kept, an unscale)."""
+    stmts = _without_scaler(body, scaler)
+    return None if stmts is None else ast.dump(ast.Module(body=stmts, type_ignores=[]))
+
+
+def _without_scaler(body: list[ast.stmt], scaler: str) -> list[ast.stmt] | None:
+    """`scaler.scale(x).backward()` -> `x.backward()`; `scaler.step(o)` followed by
+    `scaler.update()` -> `o.step()`; an `if` that does not test the scaler, arm by arm."""
+    out: list[ast.stmt] = []
+    i = 0
+    while i < len(body):
+        stmt = body[i]
+        call = stmt.value if isinstance(stmt, ast.Expr) else None
+        if _backward(call) and _scaler_method(call.func.value, scaler) == "scale":
+            scale = call.func.value
+            if len(scale.args) != 1 or scale.keywords:
+                return None
+            out.append(
+                ast.Expr(ast.Call(ast.Attribute(scale.args[0], "backward", ast.Load()), [], []))
+            )
+        elif _scaler_method(call, scaler) == "step" and len(call.args) == 1 and not call.keywords:
+            following = body[i + 1] if i + 1 < len(body) else None
+            update = following.value if isinstance(following, ast.Expr) else None
+            if _scaler_method(update, scaler) != "update" or update.args or update.keywords:
+                return None
+            out.append(ast.Expr(ast.Call(ast.Attribute(call.args[0], "step", ast.Load()), [], [])))
+            i += 1
+        elif any(isinstance(n, ast.Name) and n.id == scaler for n in ast.walk(stmt)):
+            if not isinstance(stmt, ast.If) or _tests_name(stmt.test, scaler):
+                return None
+            inner = _without_scaler(stmt.body, scaler)
+            rest = _without_scaler(stmt.orelse, scaler)
+            if inner is None or rest is None:
+                return None
+            out.append(ast.If(stmt.test, inner, rest))
+        else:
+            out.append(stmt)
+        i += 1
+    return out
+
+
+def _backward(call: ast.AST | None) -> bool:
+    return (
+        isinstance(call, ast.Call)
+        and isinstance(call.func, ast.Attribute)
+        and call.func.attr == "backward"
+        and not call.args
+        and not call.keywords
+    )
+
+
+def _scaler_method(call: ast.AST | None, scaler: str) -> str | None:
+    """`<scaler>.<method>(...)` -> method."""
+    if (
+        isinstance(call, ast.Call)
+        and isinstance(call.func, ast.Attribute)
+        and isinstance(call.func.value, ast.Name)
+        and call.func.value.id == scaler
+    ):
+        return call.func.attr
+    return None
+
+
+def _reads_gradients(body: list[ast.stmt]) -> bool:
+    """A clip or any `.grad` read: under a scaler it needs an `unscale_` first, which this
+    comparison does not prove."""
+    for node in ast.walk(ast.Module(body=body, type_ignores=[])):
+        if isinstance(node, ast.Attribute) and node.attr == "grad":
+            return True
+        if isinstance(node, ast.Call):
+            func = node.func
+            name = func.attr if isinstance(func, ast.Attribute) else getattr(func, "id", "")
+            if "clip" in name.lower() or "unscale" in name.lower():
+                return True
+    return False
 
 
 def _fp16_on_cuda(call: ast.Call) -> bool:

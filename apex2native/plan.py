@@ -389,7 +389,9 @@ class Planner:
     def _build(self, pool=None) -> RepoPlan:
         apex = [p for p in self.paths if "apex" in self.text(p)]
         self.summarize_all(apex, pool)
-        if not any(s.inits or s.needs or s.apex_exports for s in self.summaries.values()):
+        if not any(
+            s.inits or s.needs or s.apex_exports or s.twins for s in self.summaries.values()
+        ):
             plan = RepoPlan(summaries=self.summaries, graph=self.graph, errors=self.errors)
             # who imports a guard's flag, or what an apex star import binds, decides
             # whether an unused apex import may be marked for removal
@@ -808,6 +810,7 @@ class _PlanBuilder:
         self.param_of: dict[str, str] = {}
         self.values: set[str] = set()  # functions read as values somewhere: unseen callers
         self.links: list[frozenset[str]] = []  # units that share a threaded function
+        self.makers: set[str] = set()  # defs that make a closure needing the scaler
         self.class_paths: dict[str, str] = {}
         self.redefined: set[str] = set()  # defs their scope binds more than once
         for s in planner.summaries.values():
@@ -996,6 +999,8 @@ class _PlanBuilder:
                 needs.append((summary.path, qualname))
         self._evaluation(needs)
         self._thread(needs)
+        kept_twins = self._route_twins()
+        self._thread(sorted((p, q) for p, qs in kept_twins.items() for q in qs - scaling))
         self._forwards()
         self._clippers()
         self._steppers()
@@ -1006,6 +1011,60 @@ class _PlanBuilder:
         plan.links = self.links
         plan.reexports = self.reexports
         return plan
+
+    def _route_twins(self) -> dict[str, set[str]]:
+        """A2N119 routes an apex def to its native twin when the whole program can follow:
+        every initialize of it migrates (the routing is linked to them), none may leave amp
+        off (the twin's scaler is always on), and no amp state is saved (the twin's scaler
+        is not the one a checkpoint would hold). The needs of the defs not routed go on to
+        the threading, as any other def's. Returns those needs by file."""
+        summaries = self.planner.summaries
+        if not any(s.twins for s in summaries.values()):
+            return {}
+        programs = self.planner._programs()
+        kept: dict[str, set[str]] = {}
+        for path, summary in summaries.items():
+            for name, line in summary.twins.items():
+                program = programs.get(path, path)
+                members = [s for p, s in summaries.items() if programs.get(p, p) == program]
+                states = {"apex.amp.state_dict", "apex.amp.load_state_dict"}
+                if self._idle_switched(members) or any(
+                    n in states for s in members for _, n in s.amp_uses
+                ):
+                    kept.setdefault(path, set()).update(summary.twin_needs.get(name, set()))
+                    continue
+                unit = f"{path}:{line}"
+                self.file(path).routed[name] = unit
+                inits = {
+                    site.decision.spec.unit
+                    for s in members
+                    for site in s.inits
+                    if site.decision.spec is not None
+                }
+                inits |= {f"{s.path}:{site.line}" for s in members for site in s.inits}
+                self.links.append(frozenset(inits | {unit}))
+        return kept
+
+    def _idle_switched(self, members: list[Summary]) -> bool:
+        """An initialize that may leave amp off (`enabled=flag`, a run-time opt level) and
+        whose scaler nothing in the program uses: it may be what a routed def relies on,
+        whose GradScaler is always on."""
+        used: set[str] = set()
+        for facts in self.facts.values():
+            used |= {spec.unit for _, spec in facts.params.values()}
+            used |= {unit for _, unit, _ in facts.callees.values()}
+            used |= {spec.unit for spec in facts.returns.values()}
+            used |= {spec.unit for _, spec in (*facts.unpacks.values(), *facts.inherited.values())}
+            used |= {spec.unit for _, _, spec in facts.amp_params.values()}
+        for summary in members:
+            for site in summary.inits:
+                spec = site.decision.spec
+                if site.line not in summary.switched_inits:
+                    continue
+                if site.home in summary.used_homes or (spec is not None and spec.unit in used):
+                    continue
+                return True
+        return False
 
     def _probe_flags(self) -> None:
         """How each file spells another module's amp probe flags (`HAS_APEX` imported from
@@ -1585,6 +1644,7 @@ class _PlanBuilder:
             if not calls and func.cls is None and enclosing in self.functions:
                 # a closure handed on as a value (`Engine(update)`): it reads the scaler
                 # of the def it is made in, so that def is the one the scaler must reach
+                self.makers.add(enclosing)
                 queue.append((path, enclosing))
                 continue
             if not calls:
@@ -1594,7 +1654,7 @@ class _PlanBuilder:
                 else:
                     self._unreached(path, qualname)
                 continue
-            why = self._unthreadable(func)
+            why = self._unthreadable(func) or self._made_before_the_scaler(qualname, calls)
             if why:
                 self._refuse(path, qualname, why)
                 continue
@@ -1743,6 +1803,30 @@ class _PlanBuilder:
                 return found
         return None
 
+    def _made_before_the_scaler(self, qualname: str, calls: list[Call]) -> str | None:
+        """A closure maker called before the scaler exists in its caller (`update =
+        make_update(...)`, then `amp.initialize`): apex ran, the closure scaled later, but the
+        scaler cannot be passed at that call."""
+        if qualname not in self.makers:
+            return None
+        for call in calls:
+            holder = self.holders.get(call.caller)
+            if holder is None:
+                continue
+            made = self._made_at(call.caller, holder)
+            summary = self.planner.summaries.get(call.path)
+            returning = {q for facts in self.facts.values() for q in facts.returns}
+            for other in summary.calls if summary else ():  # a helper that returns it
+                if other.caller == call.caller and other.callee in returning:
+                    made = max(made, other.line)
+            if made > call.line:
+                caller = call.caller.rsplit(".", 1)[-1]
+                return (
+                    f"`{caller}` ({self.rel(call.path)}) makes it before amp.initialize runs "
+                    "there, so the scaler cannot be passed at that call"
+                )
+        return None
+
     def _unthreadable(self, func: Function) -> str | None:
         """Why `func` must not gain a parameter though its callers are known, if it must not."""
         name = func.qualname.rsplit(".", 1)[-1]
@@ -1757,9 +1841,11 @@ class _PlanBuilder:
         if func.cls is None:
             module, _, _ = func.qualname.rpartition(".")
             summary = self.planner.summaries.get(func.path)
-            if summary is not None and module == summary.module and name in summary.public:
+            public = summary.public if summary is not None else set()
+            if module == getattr(summary, "module", None) and (public is None or name in public):
+                listed = "may be listed" if public is None else "is listed"
                 return (
-                    f"`{name}` is listed in `__all__` of {self.rel(func.path)}: it is public "
+                    f"`{name}` {listed} in `__all__` of {self.rel(func.path)}: it is public "
                     "API, and callers outside this repository would not pass the scaler"
                 )
             return None

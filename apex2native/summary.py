@@ -196,7 +196,16 @@ class Summary:
     # an object of any class may get them, so a new `self.<attribute>` must not be one
     outside_writes: set[str] = field(default_factory=set)
     # names a module-level `__all__` lists: its public API, called from outside the repository
-    public: set[str] = field(default_factory=set)
+    # (None: an `__all__` this summary cannot read, so any name may be public)
+    public: set[str] | None = field(default_factory=set)
+    # apex defs with a proven native twin (A2N119): name -> line, and the defs inside each
+    # that would need a scaler were it not routed to its twin
+    twins: dict[str, int] = field(default_factory=dict)
+    twin_needs: dict[str, set[str]] = field(default_factory=dict)
+    # lines of initialize calls that may leave amp off (`enabled=flag`, `opt_level=level`)
+    switched_inits: list[int] = field(default_factory=list)
+    # homes of initializes (as `InitSite.home`) that a scaled backward of this file reaches
+    used_homes: set[str] = field(default_factory=set)
 
 
 class SourceLines:
@@ -1453,19 +1462,27 @@ class _Summarizer:
                 continue
             func = self.enclosing_function(node)
             outer = [a for a in self.scopes.ancestors(node) if isinstance(a, FUNCTIONS)]
-            if outer and id(outer[-1]) in routed:
-                continue  # the def hands its work to its native twin: no scaler needed
+            for home, access in homes:
+                if self._reaches_scaler(node, func, [(home, access)]):
+                    self.summary.used_homes.add(home)
             if not self._reaches_scaler(node, func, homes):
-                self.summary.needs.add(
-                    self.qualname(func) if func is not None else self.summary.module
-                )
+                need = self.qualname(func) if func is not None else self.summary.module
+                if outer and id(outer[-1]) in routed:  # unless the plan routes it to its twin
+                    self.summary.twin_needs.setdefault(outer[-1].name, set()).add(need)
+                else:
+                    self.summary.needs.add(need)
+        for call in calls:
+            if _may_leave_amp_off(call):
+                self.summary.switched_inits.append(call.lineno)
 
     def _routed_to_twins(self) -> set[int]:
         """Module-level apex defs that become calls of their native twin (A2N119)."""
         if not any("apex" in s.name.lower() for s in self.tree.body if isinstance(s, FUNCTIONS)):
             return set()
         twins = native_twins(self.tree)
-        return {id(s) for s in self.tree.body if isinstance(s, FUNCTIONS) and s.name in twins}
+        defs = [s for s in self.tree.body if isinstance(s, FUNCTIONS) and s.name in twins]
+        self.summary.twins = {s.name: s.lineno for s in defs}
+        return {id(s) for s in defs}
 
     def _amp_use(self, node: ast.AST) -> None:
         """Record `node` if it is an outermost use of something inside apex.amp."""
@@ -2385,9 +2402,15 @@ def _conditional_ancestor(owner: _Summarizer, stmt: ast.AST) -> str | None:
 MAIN_GUARD = "<__main__>"
 
 
-def _listed_in_all(tree: ast.Module) -> set[str]:
-    """The string literals of module-level `__all__ = [...]` and `__all__ += [...]`."""
+def _listed_in_all(tree: ast.Module) -> set[str] | None:
+    """The names module-level `__all__ = [...]` and `__all__ += [...]` list; None when
+    `__all__` is built some other way (`PUBLIC`, `+`, `.append`): any name may be in it."""
     out: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Name) and node.id == "__all__":
+            break
+    else:
+        return out
     for stmt in tree.body:
         if isinstance(stmt, ast.Assign):
             targets, value = stmt.targets, stmt.value
@@ -2395,11 +2418,39 @@ def _listed_in_all(tree: ast.Module) -> set[str]:
             targets, value = [stmt.target], stmt.value
         else:
             continue
-        if any(isinstance(t, ast.Name) and t.id == "__all__" for t in targets) and isinstance(
-            value, (ast.List, ast.Tuple)
+        if not any(isinstance(t, ast.Name) and t.id == "__all__" for t in targets):
+            continue
+        if not isinstance(value, (ast.List, ast.Tuple)) or not all(
+            isinstance(e, ast.Constant) and isinstance(e.value, str) for e in value.elts
         ):
-            out |= {e.value for e in value.elts if isinstance(e, ast.Constant)}
-    return {n for n in out if isinstance(n, str)}
+            return None
+        out |= {e.value for e in value.elts}
+    reads = [n for n in ast.walk(tree) if isinstance(n, ast.Name) and n.id == "__all__"]
+    written = [
+        t
+        for s in tree.body
+        if isinstance(s, (ast.Assign, ast.AugAssign, ast.AnnAssign))
+        for t in (s.targets if isinstance(s, ast.Assign) else [s.target])
+        if isinstance(t, ast.Name) and t.id == "__all__"
+    ]
+    if len(reads) != len(written):  # `__all__.append(...)`, `__all__.extend(...)`
+        return None
+    return out
+
+
+def _may_leave_amp_off(call: ast.Call) -> bool:
+    """`amp.initialize(..., enabled=flag)` or `opt_level="O0"`: apex may scale nothing."""
+    for keyword in call.keywords:
+        value = keyword.value
+        if keyword.arg == "enabled" and not (isinstance(value, ast.Constant) and value.value):
+            return True
+        if keyword.arg == "opt_level" and not (
+            isinstance(value, ast.Constant) and value.value in ("O1", "O2", "O3")
+        ):
+            return True  # O0, or a level known only at run time
+        if keyword.arg is None:
+            return True  # `**options`
+    return False
 
 
 def _in_main_guard(owner: _Summarizer, node: ast.AST) -> bool:

@@ -39,7 +39,7 @@ class Transactions:
         self._explained: set[cst.CSTNode] = set()
         self._unit_of: dict[int, str] = {}
         self._groups: dict[str, list[object]] = {}
-        self._inits: dict[str, cst.CSTNode] = {}
+        self._inits: dict[str, tuple[cst.CSTNode, str, str]] = {}
         self.failed: dict[str, Blocker] = {}  # units this file could not migrate
         self.blocked: set[str] = set()
 
@@ -56,9 +56,12 @@ class Transactions:
     def unit_of(self, group: object) -> str | None:
         return self._unit_of.get(id(group))
 
-    def register_init(self, unit: str, call: cst.CSTNode) -> None:
-        """Where the unit's `amp.initialize` is, if it is in this file."""
-        self._inits.setdefault(unit, call)
+    def register_init(
+        self, unit: str, call: cst.CSTNode, code: str = "A2N102", kept: str = "amp.initialize kept"
+    ) -> None:
+        """Where the unit's `amp.initialize` is, if it is in this file (or what else starts
+        the unit, with the code and words of the TODO it gets when the unit is held back)."""
+        self._inits.setdefault(unit, (call, code, kept))
 
     def units(self) -> set[str]:
         """The units with a transaction in this file that survived."""
@@ -146,9 +149,10 @@ class Transactions:
             if not self.dropped(other):
                 self.edits.drop(other)
                 dropped.append(other)
-        init = self._inits.get(unit)
-        if init is not None and not self.has_todo(init):
-            self.todo(init, "A2N102", f"amp.initialize kept: {reason}")
+        if unit in self._inits:
+            init, code, kept = self._inits[unit]
+            if not self.has_todo(init):
+                self.todo(init, code, f"{kept}: {reason}")
         return dropped
 
     def _explain(self, dropped: list[object]) -> None:

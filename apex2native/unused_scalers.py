@@ -14,6 +14,8 @@ import libcst as cst
 import libcst.matchers as m
 
 GRAD_SCALER = m.Call(func=m.Attribute(attr=m.Name("GradScaler")))
+# calls an `enabled=` may make that change nothing: the creation can go with them
+PURE = m.OneOf(*(m.Name(n) for n in ("bool", "int", "str", "getattr", "hasattr", "isinstance")))
 
 
 def drop_unused_scalers(
@@ -70,7 +72,10 @@ class _Unread(_Scoped):
             return
         reads = m.findall(func.body, m.Name(name))
         dynamic = m.findall(func.body, m.Call(func=m.Name("locals") | m.Name("vars")))
-        if len(reads) == 1 and not dynamic:  # the assignment's own target
+        made = makers[0].body[0].value  # type: ignore[attr-defined]
+        calls = [c for arg in made.args for c in m.findall(arg, m.Call())]
+        effects = [c for c in calls if not m.matches(c.func, PURE)]  # `cfg.pop("opt_level")`
+        if len(reads) == 1 and not dynamic and not effects:  # the assignment's own target
             self.unread.append((key, makers[0]))  # type: ignore[arg-type]
 
 

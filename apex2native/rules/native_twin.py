@@ -54,10 +54,9 @@ class NativeTwin(Rule):
     summary = "an apex backend function delegates to its native twin"
 
     def apply(self, ctx: FileContext) -> None:
+        routed = ctx.facts.routed if ctx.facts else {}
         defs = [
-            s
-            for s in ctx.module.body
-            if isinstance(s, cst.FunctionDef) and "apex" in s.name.value.lower()
+            s for s in ctx.module.body if isinstance(s, cst.FunctionDef) and s.name.value in routed
         ]
         if not defs:
             return
@@ -65,9 +64,9 @@ class NativeTwin(Rule):
         for func in defs:
             twin = twins.get(func.name.value)
             if twin is not None:
-                self._route(ctx, func, twin)
+                self._route(ctx, func, twin, routed[func.name.value])
 
-    def _route(self, ctx: FileContext, func: cst.FunctionDef, twin: Twin) -> None:
+    def _route(self, ctx: FileContext, func: cst.FunctionDef, twin: Twin, unit: str) -> None:
         body = list(func.body.body)
         docstring = body[:1] if body and _is_docstring(body[0]) else []
         for stmt in body[len(docstring) :]:
@@ -78,6 +77,8 @@ class NativeTwin(Rule):
         width = ctx.index.indent_width(body[-1])
         routed = ctx.gen.stmt(call, width)
         group = object()
+        ctx.tx.tag(group, unit)
+        ctx.tx.register_init(unit, func, self.code, f"{twin.apex} stays apex")
 
         def replace(updated: cst.CSTNode) -> cst.CSTNode:
             return updated.with_changes(body=[*updated.body[: len(docstring)], routed])

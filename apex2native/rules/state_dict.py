@@ -87,6 +87,8 @@ class StateDict(Rule):
                 "old checkpoints (`apex2native convert-checkpoint`) and put the scaler in",
             )
             return
+        if not _saved_only(ctx, ref, holder):
+            return  # the collection is used another way: the leftover marker says so
         group = object()
         ctx.depend(scaler, group)
         ctx.tx.handle(group, ref)
@@ -180,6 +182,40 @@ def _collection_name(ctx: FileContext, ref: cst.Name) -> str | None:
         target = stmt.targets[0].target
         return target.value if isinstance(target, cst.Name) else None
     return None
+
+
+def _saves(ctx: FileContext, arg: cst.Arg) -> bool:
+    """`arg` goes to a call that saves: `save(x)`, `torch.save(x, path)`, `to_save=x`."""
+    call = ctx.index.parent(arg)
+    if not isinstance(call, cst.Call):
+        return False
+    callee = ctx.index.code(call.func).rsplit(".", 1)[-1].lower()
+    keyword = arg.keyword.value.lower() if arg.keyword is not None else ""
+    return "save" in callee or "save" in keyword
+
+
+def _saved_only(ctx: FileContext, ref: cst.Name, holder: str | None) -> bool:
+    """The collection holding `ref` only ever reaches calls that save: written inline as
+    such a call's argument, or bound once to a name that nothing reads but such calls."""
+    node: cst.CSTNode | None = ctx.index.parent(ref)
+    while node is not None and not isinstance(node, (cst.Dict, cst.Call)):
+        node = ctx.index.parent(node)
+    if node is None:
+        return False
+    parent = ctx.index.parent(node)
+    if isinstance(parent, cst.Arg):
+        return _saves(ctx, parent)
+    if holder is None:
+        return False
+    names = [n for n in ctx.index.within(ctx.module, cst.Name) if n.value == holder]
+    bound = [n for n in names if isinstance(ctx.index.parent(n), cst.AssignTarget)]
+    reads = [n for n in names if n not in bound]
+    return (
+        len(bound) == 1
+        and bool(reads)
+        and all(isinstance(ctx.index.parent(n), cst.Arg) for n in reads)
+        and all(_saves(ctx, ctx.index.parent(n)) for n in reads)
+    )
 
 
 def _loaded(ctx: FileContext, name: str) -> bool:
