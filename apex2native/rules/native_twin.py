@@ -43,6 +43,14 @@ class NativeTwin(Rule):
     step the other lacks, bfloat16, `loss_id=` or `delay_unscale=`, another use of apex)
     leaves the def to the other rules.
 
+    Only a factory is routed (the apex def returns the closure that scales), so the scaler
+    lives as long as the training. The routing belongs to every migration unit of its
+    program: it happens only when all of them migrate, when no `amp.initialize` that scales
+    nothing of its own may leave amp off (`enabled=flag`, an O0 or run-time opt level: the
+    twin's scaler is always on), and when no amp state is saved or loaded (the checkpoint
+    would hold another scaler than the twin's). Otherwise the apex def is threaded or
+    refused like any other.
+
     Numerics: the apex callers' `amp.initialize` options no longer reach the step. It runs
     as O1 with default options does (autocast, dynamic loss scaling); O2/O3's fp16 weights
     and a static `loss_scale` are gone.
