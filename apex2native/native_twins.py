@@ -38,17 +38,44 @@ class Twin:
 def native_twins(tree: ast.Module) -> dict[str, Twin]:
     """Module-level apex defs of `tree` that a native twin proves, by name."""
     defs = {s.name: s for s in tree.body if isinstance(s, (ast.FunctionDef, ast.AsyncFunctionDef))}
+    bound = _module_bindings(tree)
     found = {}
     for name, func in defs.items():
         if "apex" not in name.lower() or not isinstance(func, ast.FunctionDef):
             continue
         for word in NATIVE_WORDS:
             other = defs.get(_replace_apex(name, word))
-            twin = _twin(func, other) if isinstance(other, ast.FunctionDef) else None
+            if not isinstance(other, ast.FunctionDef) or other.decorator_list:
+                continue  # a decorator may change what the twin does
+            if bound.get(other.name, 0) != 1 or "torch" in (_params(func) or ["torch"]):
+                continue  # rebound later (what runs is not what was compared), or shadowed
+            twin = _twin(func, other)
             if twin is not None:
                 found[name] = twin
                 break
     return found
+
+
+def _module_bindings(tree: ast.Module) -> dict[str, int]:
+    """How many statements outside defs and classes bind each name."""
+    counts: dict[str, int] = {}
+    stack = list(tree.body)
+    while stack:
+        stmt = stack.pop()
+        names: list[str] = []
+        if isinstance(stmt, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            names = [stmt.name]
+        elif isinstance(stmt, (ast.Import, ast.ImportFrom)):
+            names = [(a.asname or a.name).split(".")[0] for a in stmt.names]
+        elif isinstance(stmt, (ast.Assign, ast.AnnAssign, ast.AugAssign)):
+            targets = stmt.targets if isinstance(stmt, ast.Assign) else [stmt.target]
+            names = [n.id for t in targets for n in ast.walk(t) if isinstance(n, ast.Name)]
+        else:
+            for field in ("body", "orelse", "finalbody", "handlers"):
+                stack.extend(getattr(stmt, field, None) or [])
+        for name in names:
+            counts[name] = counts.get(name, 0) + 1
+    return counts
 
 
 def _replace_apex(name: str, word: str) -> str:
@@ -115,6 +142,8 @@ def _body(func: ast.FunctionDef, scaler: str | None) -> str | None:
     normal = _Normalize(scaler)
     out = [normal.visit(copy.deepcopy(s)) for s in body]
     module = ast.Module(body=_flatten(out), type_ignores=[])
+    if scaler is not None and _reads_gradients(func.body):
+        return None  # a clip beside a scaler needs an unscale_ this comparison does not prove
     if normal.failed or any(
         isinstance(n, ast.Name) and n.id.lower() in APEX_NAMES for n in ast.walk(module)
     ):

@@ -1027,10 +1027,7 @@ class _PlanBuilder:
             for name, line in summary.twins.items():
                 program = programs.get(path, path)
                 members = [s for p, s in summaries.items() if programs.get(p, p) == program]
-                states = {"apex.amp.state_dict", "apex.amp.load_state_dict"}
-                if self._idle_switched(members) or any(
-                    n in states for s in members for _, n in s.amp_uses
-                ):
+                if self._twin_blocked(summary, name):
                     kept.setdefault(path, set()).update(summary.twin_needs.get(name, set()))
                     continue
                 unit = f"{path}:{line}"
@@ -1045,24 +1042,34 @@ class _PlanBuilder:
                 self.links.append(frozenset(inits | {unit}))
         return kept
 
-    def _idle_switched(self, members: list[Summary]) -> bool:
-        """An initialize that may leave amp off (`enabled=flag`, a run-time opt level) and
-        whose scaler nothing in the program uses: it may be what a routed def relies on,
-        whose GradScaler is always on."""
-        used: set[str] = set()
-        for facts in self.facts.values():
-            used |= {spec.unit for _, spec in facts.params.values()}
-            used |= {unit for _, unit, _ in facts.callees.values()}
-            used |= {spec.unit for spec in facts.returns.values()}
-            used |= {spec.unit for _, spec in (*facts.unpacks.values(), *facts.inherited.values())}
-            used |= {spec.unit for _, _, spec in facts.amp_params.values()}
-        for summary in members:
-            for site in summary.inits:
-                spec = site.decision.spec
-                if site.line not in summary.switched_inits:
-                    continue
-                if site.home in summary.used_homes or (spec is not None and spec.unit in used):
-                    continue
+    def _twin_blocked(self, summary: Summary, name: str) -> bool:
+        """The apex def `name` cannot hand its work to its twin: some call of it runs in a
+        loop (a GradScaler per call would lose the scale), or a file on a call path to it
+        (or its own) has an initialize with options the twin's default scaler cannot keep
+        (`enabled=flag`, O0 or a run-time opt level, a static loss scale) or keeps amp
+        state (`amp.state_dict()`, `amp` among saved objects, `_amp_state`): the scaler a
+        checkpoint holds would not be the twin's."""
+        qualname = f"{summary.module}.{name}" if summary.module else name
+        files = {summary.path}
+        seen, queue = {qualname}, [qualname]
+        while queue:
+            for call in self.callers.get(queue.pop(), []):
+                if call.callee == qualname and call.looped:
+                    return True
+                files.add(call.path)
+                if call.caller not in seen:
+                    seen.add(call.caller)
+                    queue.append(call.caller)
+        states = ("apex.amp.state_dict", "apex.amp.load_state_dict", "apex.amp._amp_state")
+        for path in files:
+            found = self.planner.summaries.get(path)
+            if found is None:
+                continue
+            if (
+                found.switched_inits
+                or found.amp_values
+                or any(n == "apex.amp" or n.startswith(states) for _, n in found.amp_uses)
+            ):
                 return True
         return False
 
@@ -1807,11 +1814,15 @@ class _PlanBuilder:
         """A closure maker called before the scaler exists in its caller (`update =
         make_update(...)`, then `amp.initialize`): apex ran, the closure scaled later, but the
         scaler cannot be passed at that call."""
-        if qualname not in self.makers:
-            return None
         for call in calls:
             holder = self.holders.get(call.caller)
             if holder is None:
+                if qualname in self.makers and self._made_elsewhere(call):
+                    return (
+                        f"`{call.caller.rsplit('.', 1)[-1]}` ({self.rel(call.path)}) makes it "
+                        "before another method runs amp.initialize, so the scaler cannot be "
+                        "passed at that call"
+                    )
                 continue
             made = self._made_at(call.caller, holder)
             summary = self.planner.summaries.get(call.path)
@@ -1826,6 +1837,20 @@ class _PlanBuilder:
                     "there, so the scaler cannot be passed at that call"
                 )
         return None
+
+    def _made_elsewhere(self, call: Call) -> bool:
+        """The call is in a constructor while its class's scaler comes from another method
+        (`self.update = make_update(...)` in `__init__`, `amp.initialize` in `setup`)."""
+        func = self.functions.get(call.caller)
+        holder = self.class_holder(func.cls) if func is not None else None
+        if holder is None or not call.caller.endswith(".__init__"):
+            return False
+        return not any(
+            site.decision.anchor[0] == call.caller
+            for summary in self.planner.summaries.values()
+            for site in summary.inits
+            if site.decision.spec is not None and site.decision.spec.unit == holder.spec.unit
+        )
 
     def _unthreadable(self, func: Function) -> str | None:
         """Why `func` must not gain a parameter though its callers are known, if it must not."""

@@ -129,6 +129,7 @@ class Call:
     factories: frozenset[str] = frozenset()
     starred: bool = False  # `f(*args)` or `f(**kwargs)`: which parameter gets what is unknown
     spelled: str = ""  # the called name as written (`atk` after `import attack as atk`)
+    looped: bool = False  # it runs inside a loop of its function: maybe once per step
 
 
 @dataclass
@@ -204,6 +205,8 @@ class Summary:
     twin_needs: dict[str, set[str]] = field(default_factory=dict)
     # lines of initialize calls that may leave amp off (`enabled=flag`, `opt_level=level`)
     switched_inits: list[int] = field(default_factory=list)
+    # lines where the amp module itself is a value (saved, passed on, stored)
+    amp_values: list[int] = field(default_factory=list)
     # homes of initializes (as `InitSite.home`) that a scaled backward of this file reaches
     used_homes: set[str] = field(default_factory=set)
 
@@ -1207,8 +1210,18 @@ class _Summarizer:
                     if isinstance(node.func, ast.Name)
                     else node.func.attr if isinstance(node.func, ast.Attribute) else ""
                 ),
+                looped=self._looped(node),
             )
         )
+
+    def _looped(self, node: ast.AST) -> bool:
+        """`node` runs in a loop (or a comprehension) of its own function."""
+        for anc in self.scopes.ancestors(node):
+            if isinstance(anc, (*FUNCTIONS, ast.Lambda, ast.ClassDef)):
+                return False
+            if isinstance(anc, (ast.For, ast.AsyncFor, ast.While, ast.comprehension)):
+                return True
+        return False
 
     def _value_refs(self) -> None:
         """Defs and imported names read other than by a call: a function handed on as a
@@ -1487,6 +1500,10 @@ class _Summarizer:
     def _amp_use(self, node: ast.AST) -> None:
         """Record `node` if it is an outermost use of something inside apex.amp."""
         name = self.apex_name(node)
+        if name == "apex.amp" and isinstance(node, ast.Name):
+            parent = self.scopes.parent.get(id(node))
+            if not (isinstance(parent, ast.Attribute) and parent.value is node):
+                self.summary.amp_values.append(node.lineno)  # `{"amp": amp}`, `f(amp)`
         if name is None or not name.startswith("apex.amp."):
             return
         parent = self.scopes.parent.get(id(node))
@@ -2439,17 +2456,19 @@ def _listed_in_all(tree: ast.Module) -> set[str] | None:
 
 
 def _may_leave_amp_off(call: ast.Call) -> bool:
-    """`amp.initialize(..., enabled=flag)` or `opt_level="O0"`: apex may scale nothing."""
+    """An initialize whose options a routed twin's default GradScaler cannot keep: a switch
+    (`enabled=flag`, positional options), an O0 or run-time opt level, a static
+    `loss_scale`, or any other option."""
+    if len(call.args) > 2:
+        return True
     for keyword in call.keywords:
         value = keyword.value
-        if keyword.arg == "enabled" and not (isinstance(value, ast.Constant) and value.value):
-            return True
-        if keyword.arg == "opt_level" and not (
-            isinstance(value, ast.Constant) and value.value in ("O1", "O2", "O3")
-        ):
-            return True  # O0, or a level known only at run time
-        if keyword.arg is None:
-            return True  # `**options`
+        if keyword.arg == "opt_level" and isinstance(value, ast.Constant):
+            if value.value in ("O1", "O2", "O3"):
+                continue
+        if keyword.arg == "verbosity":
+            continue
+        return True
     return False
 
 

@@ -191,7 +191,13 @@ def _saves(ctx: FileContext, arg: cst.Arg) -> bool:
         return False
     callee = ctx.index.code(call.func).rsplit(".", 1)[-1].lower()
     keyword = arg.keyword.value.lower() if arg.keyword is not None else ""
-    return "save" in callee or "save" in keyword
+    loads = any(
+        word in a.keyword.value.lower()
+        for a in call.args
+        if a.keyword is not None
+        for word in ("resume", "load", "restore")
+    )  # `setup_checkpointing(to_save=x, resume_from=path)` may load into x as well
+    return ("save" in callee or "save" in keyword) and not loads and "load" not in callee
 
 
 def _saved_only(ctx: FileContext, ref: cst.Name, holder: str | None) -> bool:
