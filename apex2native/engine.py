@@ -35,7 +35,6 @@ from apex2native.options import Options
 from apex2native.plan import RepoPlan, build_plan, imported_names
 from apex2native.textio import DecodeError, decode, encode, line_length_for, read_text
 from apex2native.textio import write_atomic as _write
-from apex2native.unused_scalers import drop_unused_scalers
 
 # The text pre-filter: a file that contains none of these is never parsed.
 MARKERS = ("apex", "cuda.amp", "cpu.amp")
@@ -106,6 +105,7 @@ def rewrite_file_text(
     from apex2native.rules.initialize import Initialize
     from apex2native.rules.leftovers import Leftovers
     from apex2native.splice import module_code
+    from apex2native.unused_scalers import drop_unused_scalers, renote_dropped
 
     module = cst.parse_module(text)
     gen = CodeGen(None, options.line_length or line_length, options.target_torch, text)
@@ -150,7 +150,7 @@ def rewrite_file_text(
     initialize = next((r for r in rules if isinstance(r, Initialize)), None)
     if initialize is not None:
         new, dropped = drop_unused_scalers(new, initialize.created)
-        result.findings = [_unused(f, dropped) for f in result.findings]
+        result.findings = renote_dropped(result.findings, dropped)
     if not only_markers:  # a file no rule changes keeps its imports (and their flags)
         cleanup = any(isinstance(r, Imports) for r in rules)
         needs_torch = ctx.needs_torch and not star_supplies_torch(ctx.module)
@@ -234,18 +234,6 @@ def process_file(
         return outcome
     outcome.status, outcome.new_text = "changed", new
     return outcome
-
-
-def _unused(finding: Finding, dropped: set[tuple[str, str]]) -> Finding:
-    """The note of an initialize whose scaler nothing read says that it went."""
-    for _, name in dropped:
-        if finding.code == "A2N102" and finding.message == f"amp.initialize -> {name} (local)":
-            return dataclasses.replace(
-                finding,
-                message="amp.initialize removed: nothing here scales with it (the model and "
-                "optimizer go on as they are)",
-            )
-    return finding
 
 
 def _only_markers_added(new: str, again: str) -> bool:

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
+
+if TYPE_CHECKING:
+    from apex2native.native_twins import Twin
 
 
 class Handed(NamedTuple):
@@ -145,9 +148,9 @@ class FileFacts:
     # methods of a class that return an instance of it, as the file names them: a variable
     # filled by one holds the class (`state = TrainingState.load_state(path)`)
     factories: set[str] = field(default_factory=set)
-    # apex defs routed to their native twin (A2N119): name -> the unit the routing is, linked
-    # to every initialize of the program so that they migrate together or stay together
-    routed: dict[str, str] = field(default_factory=dict)
+    # apex defs routed to their native twin (A2N119): name -> (the unit the routing is,
+    # linked to every initialize of the program so that they migrate or stay together, twin)
+    routed: dict[str, tuple[str, Twin]] = field(default_factory=dict)
 
     def units(self) -> set[str]:
         """Every migration unit the plan links to this file."""
@@ -163,7 +166,7 @@ class FileFacts:
         units |= {spec.unit for _, _, spec in self.amp_params.values()}
         units |= {h.unit for entries in self.handed.values() for h in entries}
         units |= {unit for unit, _ in self.helpers.values()} | set(self.unreached.values())
-        units |= set(self.routed.values())
+        units |= {unit for unit, _ in self.routed.values()}
         return {u for u in units if u}
 
     def __bool__(self) -> bool:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import ast
 import copy
+from collections.abc import Mapping, Sized
 from dataclasses import dataclass
 
 APEX_NAMES = ("amp", "apex_amp", "apex")  # names apex is read through, left after the block
@@ -33,12 +34,13 @@ class Twin:
     scaler: str
     keywords: tuple[str, ...]  # the apex def's parameters, passed on by name
     positional: tuple[str, ...]  # its positional-only ones, passed on by position
+    line: int = 0  # of the apex def
 
 
-def native_twins(tree: ast.Module) -> dict[str, Twin]:
-    """Module-level apex defs of `tree` that a native twin proves, by name."""
+def native_twins(tree: ast.Module, bindings: Mapping[str, Sized]) -> dict[str, Twin]:
+    """Module-level apex defs of `tree` that a native twin proves, by name. `bindings`: how
+    the module binds each name (a twin bound twice may not be the def compared)."""
     defs = {s.name: s for s in tree.body if isinstance(s, (ast.FunctionDef, ast.AsyncFunctionDef))}
-    bound = _module_bindings(tree)
     found = {}
     for name, func in defs.items():
         if "apex" not in name.lower() or not isinstance(func, ast.FunctionDef):
@@ -47,35 +49,13 @@ def native_twins(tree: ast.Module) -> dict[str, Twin]:
             other = defs.get(_replace_apex(name, word))
             if not isinstance(other, ast.FunctionDef) or other.decorator_list:
                 continue  # a decorator may change what the twin does
-            if bound.get(other.name, 0) != 1 or "torch" in (_params(func) or ["torch"]):
+            if len(bindings.get(other.name, ())) != 1 or "torch" in (_params(func) or ["torch"]):
                 continue  # rebound later (what runs is not what was compared), or shadowed
             twin = _twin(func, other)
             if twin is not None:
                 found[name] = twin
                 break
     return found
-
-
-def _module_bindings(tree: ast.Module) -> dict[str, int]:
-    """How many statements outside defs and classes bind each name."""
-    counts: dict[str, int] = {}
-    stack = list(tree.body)
-    while stack:
-        stmt = stack.pop()
-        names: list[str] = []
-        if isinstance(stmt, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
-            names = [stmt.name]
-        elif isinstance(stmt, (ast.Import, ast.ImportFrom)):
-            names = [(a.asname or a.name).split(".")[0] for a in stmt.names]
-        elif isinstance(stmt, (ast.Assign, ast.AnnAssign, ast.AugAssign)):
-            targets = stmt.targets if isinstance(stmt, ast.Assign) else [stmt.target]
-            names = [n.id for t in targets for n in ast.walk(t) if isinstance(n, ast.Name)]
-        else:
-            for field in ("body", "orelse", "finalbody", "handlers"):
-                stack.extend(getattr(stmt, field, None) or [])
-        for name in names:
-            counts[name] = counts.get(name, 0) + 1
-    return counts
 
 
 def _replace_apex(name: str, word: str) -> str:
@@ -107,7 +87,7 @@ def _twin(apex: ast.FunctionDef, native: ast.FunctionDef) -> Twin | None:
     if posonly != tuple(a.arg for a in native.args.posonlyargs):
         return None
     keywords = tuple(p for p in mine if p not in posonly)
-    return Twin(apex.name, native.name, scaler, keywords, posonly)
+    return Twin(apex.name, native.name, scaler, keywords, posonly, apex.lineno)
 
 
 def _factory(func: ast.FunctionDef) -> bool:
@@ -125,14 +105,7 @@ def _factory(func: ast.FunctionDef) -> bool:
 
 def _scales_with(func: ast.FunctionDef, scaler: str) -> bool:
     """`<scaler>.scale(...)` runs somewhere in `func`: the parameter is a GradScaler."""
-    return any(
-        isinstance(n, ast.Call)
-        and isinstance(n.func, ast.Attribute)
-        and n.func.attr == "scale"
-        and isinstance(n.func.value, ast.Name)
-        and n.func.value.id == scaler
-        for n in ast.walk(func)
-    )
+    return any(_scaler_method(n, scaler) == "scale" for n in ast.walk(func))
 
 
 def _body(func: ast.FunctionDef, scaler: str | None) -> str | None:
@@ -301,13 +274,8 @@ def _backward(call: ast.AST | None) -> bool:
 
 def _scaler_method(call: ast.AST | None, scaler: str) -> str | None:
     """`<scaler>.<method>(...)` -> method."""
-    if (
-        isinstance(call, ast.Call)
-        and isinstance(call.func, ast.Attribute)
-        and isinstance(call.func.value, ast.Name)
-        and call.func.value.id == scaler
-    ):
-        return call.func.attr
+    if isinstance(call, ast.Call) and isinstance(call.func, ast.Attribute):
+        return call.func.attr if _is_name(call.func.value, scaler) else None
     return None
 
 
@@ -343,16 +311,13 @@ def _fp16_on_cuda(call: ast.Call) -> bool:
 
 
 def _is_backward_of(stmt: ast.stmt, name: str) -> bool:
-    return (
-        isinstance(stmt, ast.Expr)
-        and isinstance(stmt.value, ast.Call)
-        and not stmt.value.args
-        and not stmt.value.keywords
-        and isinstance(stmt.value.func, ast.Attribute)
-        and stmt.value.func.attr == "backward"
-        and isinstance(stmt.value.func.value, ast.Name)
-        and stmt.value.func.value.id == name
-    )
+    """`<name>.backward()`."""
+    call = stmt.value if isinstance(stmt, ast.Expr) else None
+    return _backward(call) and _is_name(call.func.value, name)  # type: ignore[union-attr]
+
+
+def _is_name(node: ast.AST, name: str) -> bool:
+    return isinstance(node, ast.Name) and node.id == name
 
 
 def _tests_name(test: ast.expr, name: str) -> bool:
@@ -361,8 +326,7 @@ def _tests_name(test: ast.expr, name: str) -> bool:
         return test.id == name
     return (
         isinstance(test, ast.Compare)
-        and isinstance(test.left, ast.Name)
-        and test.left.id == name
+        and _is_name(test.left, name)
         and len(test.ops) == 1
         and isinstance(test.ops[0], ast.IsNot)
         and isinstance(test.comparators[0], ast.Constant)

@@ -1024,21 +1024,20 @@ class _PlanBuilder:
         programs = self.planner._programs()
         kept: dict[str, set[str]] = {}
         for path, summary in summaries.items():
-            for name, line in summary.twins.items():
-                program = programs.get(path, path)
-                members = [s for p, s in summaries.items() if programs.get(p, p) == program]
+            for name, twin in summary.twins.items():
                 if self._twin_blocked(summary, name):
                     kept.setdefault(path, set()).update(summary.twin_needs.get(name, set()))
                     continue
-                unit = f"{path}:{line}"
-                self.file(path).routed[name] = unit
+                unit = f"{path}:{twin.line}"
+                self.file(path).routed[name] = (unit, twin)
+                program = programs.get(path, path)
                 inits = {
                     site.decision.spec.unit
-                    for s in members
+                    for p, s in summaries.items()
+                    if programs.get(p, p) == program
                     for site in s.inits
                     if site.decision.spec is not None
                 }
-                inits |= {f"{s.path}:{site.line}" for s in members for site in s.inits}
                 self.links.append(frozenset(inits | {unit}))
         return kept
 
@@ -1046,8 +1045,8 @@ class _PlanBuilder:
         """The apex def `name` cannot hand its work to its twin: some call of it runs in a
         loop (a GradScaler per call would lose the scale), or a file on a call path to it
         (or its own) has an initialize with options the twin's default scaler cannot keep
-        (`enabled=flag`, O0 or a run-time opt level, a static loss scale) or keeps amp
-        state (`amp.state_dict()`, `amp` among saved objects, `_amp_state`): the scaler a
+        (`enabled=flag`, O0 or a run-time opt level, a static loss scale) or that stays
+        apex, or keeps amp state (`amp.state_dict()`, `amp` among saved objects, `_amp_state`): the scaler a
         checkpoint holds would not be the twin's."""
         qualname = f"{summary.module}.{name}" if summary.module else name
         files = {summary.path}
@@ -1066,8 +1065,9 @@ class _PlanBuilder:
             if found is None:
                 continue
             if (
-                found.switched_inits
+                found.optioned_inits
                 or found.amp_values
+                or any(site.decision.kind == "problem" for site in found.inits)
                 or any(n == "apex.amp" or n.startswith(states) for _, n in found.amp_uses)
             ):
                 return True
@@ -1814,6 +1814,7 @@ class _PlanBuilder:
         """A closure maker called before the scaler exists in its caller (`update =
         make_update(...)`, then `amp.initialize`): apex ran, the closure scaled later, but the
         scaler cannot be passed at that call."""
+        returning = {q for facts in self.facts.values() for q in facts.returns}
         for call in calls:
             holder = self.holders.get(call.caller)
             if holder is None:
@@ -1826,7 +1827,6 @@ class _PlanBuilder:
                 continue
             made = self._made_at(call.caller, holder)
             summary = self.planner.summaries.get(call.path)
-            returning = {q for facts in self.facts.values() for q in facts.returns}
             for other in summary.calls if summary else ():  # a helper that returns it
                 if other.caller == call.caller and other.callee in returning:
                     made = max(made, other.line)
@@ -1864,10 +1864,10 @@ class _PlanBuilder:
                 "import), and only one of its definitions would take the scaler"
             )
         if func.cls is None:
-            module, _, _ = func.qualname.rpartition(".")
             summary = self.planner.summaries.get(func.path)
-            public = summary.public if summary is not None else set()
-            if module == getattr(summary, "module", None) and (public is None or name in public):
+            top = summary is not None and func.qualname.rpartition(".")[0] == summary.module
+            public = summary.public if top else set()  # type: ignore[union-attr]
+            if public is None or name in public:
                 listed = "may be listed" if public is None else "is listed"
                 return (
                     f"`{name}` {listed} in `__all__` of {self.rel(func.path)}: it is public "

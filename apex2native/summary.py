@@ -15,7 +15,7 @@ from apex2native.codegen import detect_quote
 from apex2native.facts import InitDecision, ScalerSpec
 from apex2native.findings import NUMERICS, SAFE
 from apex2native.index import ast_statements
-from apex2native.native_twins import native_twins
+from apex2native.native_twins import Twin, native_twins
 from apex2native.scaler_options import (
     DOTTED,
     INIT_PARAMS,
@@ -199,16 +199,15 @@ class Summary:
     # names a module-level `__all__` lists: its public API, called from outside the repository
     # (None: an `__all__` this summary cannot read, so any name may be public)
     public: set[str] | None = field(default_factory=set)
-    # apex defs with a proven native twin (A2N119): name -> line, and the defs inside each
-    # that would need a scaler were it not routed to its twin
-    twins: dict[str, int] = field(default_factory=dict)
+    # apex defs with a proven native twin (A2N119), and the defs inside each that would
+    # need a scaler were it not routed to its twin
+    twins: dict[str, Twin] = field(default_factory=dict)
     twin_needs: dict[str, set[str]] = field(default_factory=dict)
-    # lines of initialize calls that may leave amp off (`enabled=flag`, `opt_level=level`)
-    switched_inits: list[int] = field(default_factory=list)
+    # lines of initialize calls with options a default GradScaler cannot keep (`enabled=`,
+    # an O0 or run-time opt level, `loss_scale=`): no routed twin may stand in for them
+    optioned_inits: list[int] = field(default_factory=list)
     # lines where the amp module itself is a value (saved, passed on, stored)
     amp_values: list[int] = field(default_factory=list)
-    # homes of initializes (as `InitSite.home`) that a scaled backward of this file reaches
-    used_homes: set[str] = field(default_factory=set)
 
 
 class SourceLines:
@@ -1469,32 +1468,30 @@ class _Summarizer:
         for node in self.scopes.of_type(ast.Name, ast.Attribute):
             self._amp_use(node)
         self.summary.amp_uses.sort()
-        routed = self._routed_to_twins()
+        candidates = self._twin_candidates()
         for node in self.scopes.of_type(ast.Call):
             if self.apex_name(node.func) not in NEEDS:
                 continue
             func = self.enclosing_function(node)
             outer = [a for a in self.scopes.ancestors(node) if isinstance(a, FUNCTIONS)]
-            for home, access in homes:
-                if self._reaches_scaler(node, func, [(home, access)]):
-                    self.summary.used_homes.add(home)
             if not self._reaches_scaler(node, func, homes):
                 need = self.qualname(func) if func is not None else self.summary.module
-                if outer and id(outer[-1]) in routed:  # unless the plan routes it to its twin
+                if outer and id(outer[-1]) in candidates:  # unless the plan routes it to its twin
                     self.summary.twin_needs.setdefault(outer[-1].name, set()).add(need)
                 else:
                     self.summary.needs.add(need)
         for call in calls:
-            if _may_leave_amp_off(call):
-                self.summary.switched_inits.append(call.lineno)
+            if _beyond_default_options(call):
+                self.summary.optioned_inits.append(call.lineno)
 
-    def _routed_to_twins(self) -> set[int]:
-        """Module-level apex defs that become calls of their native twin (A2N119)."""
+    def _twin_candidates(self) -> set[int]:
+        """Module-level apex defs a native twin proves (A2N119): the plan decides whether
+        they are routed to it."""
         if not any("apex" in s.name.lower() for s in self.tree.body if isinstance(s, FUNCTIONS)):
             return set()
-        twins = native_twins(self.tree)
+        twins = native_twins(self.tree, self.scopes.module_scope.bindings)
         defs = [s for s in self.tree.body if isinstance(s, FUNCTIONS) and s.name in twins]
-        self.summary.twins = {s.name: s.lineno for s in defs}
+        self.summary.twins = {s.name: twins[s.name] for s in defs}
         return {id(s) for s in defs}
 
     def _amp_use(self, node: ast.AST) -> None:
@@ -2455,7 +2452,7 @@ def _listed_in_all(tree: ast.Module) -> set[str] | None:
     return out
 
 
-def _may_leave_amp_off(call: ast.Call) -> bool:
+def _beyond_default_options(call: ast.Call) -> bool:
     """An initialize whose options a routed twin's default GradScaler cannot keep: a switch
     (`enabled=flag`, positional options), an O0 or run-time opt level, a static
     `loss_scale`, or any other option."""

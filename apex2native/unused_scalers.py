@@ -10,8 +10,13 @@ outside the def can read them.
 
 from __future__ import annotations
 
+import dataclasses
+
 import libcst as cst
 import libcst.matchers as m
+
+from apex2native.findings import Finding
+from apex2native.rules.initialize import created_note
 
 GRAD_SCALER = m.Call(func=m.Attribute(attr=m.Name("GradScaler")))
 # calls an `enabled=` may make that change nothing: the creation can go with them
@@ -19,10 +24,10 @@ PURE = m.OneOf(*(m.Name(n) for n in ("bool", "int", "str", "getattr", "hasattr",
 
 
 def drop_unused_scalers(
-    module: cst.Module, created: list[tuple[str, str]]
-) -> tuple[cst.Module, set[tuple[str, str]]]:
+    module: cst.Module, created: list[tuple[str, str, int]]
+) -> tuple[cst.Module, set[tuple[str, str, int]]]:
     """`module` without the creations in `created` ((dotted path of the def in its module,
-    name)) that no code reads, and the ones dropped."""
+    name, line of the initialize)) that no code reads, and the ones dropped."""
     if not created:
         return module, set()
     finder = _Unread(set(created))
@@ -30,6 +35,23 @@ def drop_unused_scalers(
     if not finder.unread:
         return module, set()
     return module.visit(_Drop(finder.unread)), {key for key, _ in finder.unread}
+
+
+def renote_dropped(findings: list[Finding], dropped: set[tuple[str, str, int]]) -> list[Finding]:
+    """The note of an initialize whose scaler went says so."""
+    notes = {(created_note(name), line) for _, name, line in dropped}
+    return [
+        (
+            dataclasses.replace(
+                f,
+                message="amp.initialize removed: nothing here scales with it (the model and "
+                "optimizer go on as they are)",
+            )
+            if f.code == "A2N102" and (f.message, f.line) in notes
+            else f
+        )
+        for f in findings
+    ]
 
 
 class _Scoped(cst.CSTVisitor):
@@ -52,10 +74,10 @@ class _Scoped(cst.CSTVisitor):
 class _Unread(_Scoped):
     """Creations of `created` in their def whose name that def never reads (nor `locals()`)."""
 
-    def __init__(self, created: set[tuple[str, str]]) -> None:
+    def __init__(self, created: set[tuple[str, str, int]]) -> None:
         super().__init__()
         self.created = created
-        self.unread: list[tuple[tuple[str, str], cst.SimpleStatementLine]] = []
+        self.unread: list[tuple[tuple[str, str, int], cst.SimpleStatementLine]] = []
 
     def visit_FunctionDef(self, node: cst.FunctionDef) -> None:
         super().visit_FunctionDef(node)
@@ -64,7 +86,7 @@ class _Unread(_Scoped):
             if key[0] == path:
                 self._check(node, key)
 
-    def _check(self, func: cst.FunctionDef, key: tuple[str, str]) -> None:
+    def _check(self, func: cst.FunctionDef, key: tuple[str, str, int]) -> None:
         name = key[1]
         made = m.Assign(targets=[m.AssignTarget(target=m.Name(name))], value=GRAD_SCALER)
         makers = m.findall(func.body, m.SimpleStatementLine(body=[made]))
@@ -80,7 +102,7 @@ class _Unread(_Scoped):
 
 
 class _Drop(cst.CSTTransformer):
-    def __init__(self, unread: list[tuple[tuple[str, str], cst.SimpleStatementLine]]) -> None:
+    def __init__(self, unread: list[tuple[tuple[str, str, int], cst.SimpleStatementLine]]) -> None:
         self.targets = {id(stmt) for _, stmt in unread}
 
     def leave_IndentedBlock(self, original: cst.IndentedBlock, updated: cst.IndentedBlock):

@@ -9,7 +9,11 @@ from apex2native.facts import InitDecision
 from apex2native.findings import SAFE
 from apex2native.rules.base import Rule
 
-DEFS = (cst.FunctionDef, cst.ClassDef)
+
+def created_note(access: str) -> str:
+    """The note of an initialize that made the scaler `access` (unused_scalers finds it)."""
+    where = "self attribute" if access.startswith("self.") else "local"
+    return f"amp.initialize -> {access} ({where})"
 
 
 class Initialize(Rule):
@@ -45,9 +49,9 @@ class Initialize(Rule):
     summary = "amp.initialize -> torch.amp.GradScaler"
 
     def __init__(self) -> None:
-        # (dotted path of the def, name) of each local scaler made here: one that nothing
-        # reads once every rule has written goes again (unused_scalers)
-        self.created: list[tuple[str, str]] = []
+        # (dotted path of the def, name, line of the initialize) of each local scaler made
+        # here: one that nothing reads once every rule has written goes again
+        self.created: list[tuple[str, str, int]] = []
 
     def apply(self, ctx: FileContext) -> None:
         ordinals: dict[str, int] = {}
@@ -142,10 +146,11 @@ class Initialize(Rule):
         place_creation(ctx, group, stmt, outer, creation, rebind)
         home = scaler.home
         if isinstance(home, cst.FunctionDef) and "." not in scaler.access:
-            defs = (a for a in (home, *ctx.index.ancestors(home)) if isinstance(a, DEFS))
-            self.created.append((".".join(reversed([d.name.value for d in defs])), scaler.access))
-        where = "self attribute" if scaler.access.startswith("self.") else "local"
-        ctx.tx.note(group, call, self.code, f"amp.initialize -> {scaler.access} ({where})", SAFE)
+            qualname = ctx.index.qualname(home)
+            module = ctx.index.module_name
+            path = qualname.removeprefix(f"{module}.") if module else qualname
+            self.created.append((path, scaler.access, ctx.index.line(call)))
+        ctx.tx.note(group, call, self.code, created_note(scaler.access), SAFE)
         if decision.once:
             ctx.tx.note(
                 group,

@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import ast
-
 import libcst as cst
 
 from apex2native.context import FileContext
 from apex2native.findings import NUMERICS
-from apex2native.native_twins import Twin, native_twins
+from apex2native.native_twins import Twin
 from apex2native.rules.base import Rule
 
 
@@ -63,16 +61,10 @@ class NativeTwin(Rule):
 
     def apply(self, ctx: FileContext) -> None:
         routed = ctx.facts.routed if ctx.facts else {}
-        defs = [
-            s for s in ctx.module.body if isinstance(s, cst.FunctionDef) and s.name.value in routed
-        ]
-        if not defs:
-            return
-        twins = native_twins(ast.parse(ctx.module.code))
-        for func in defs:
-            twin = twins.get(func.name.value)
-            if twin is not None:
-                self._route(ctx, func, twin, routed[func.name.value])
+        for func in ctx.module.body:
+            if isinstance(func, cst.FunctionDef) and func.name.value in routed:
+                unit, twin = routed[func.name.value]
+                self._route(ctx, func, twin, unit)
 
     def _route(self, ctx: FileContext, func: cst.FunctionDef, twin: Twin, unit: str) -> None:
         body = list(func.body.body)

@@ -172,11 +172,17 @@ def _collected(ctx: FileContext, ref: cst.Name) -> bool:
     return False
 
 
-def _collection_name(ctx: FileContext, ref: cst.Name) -> str | None:
-    """The name the collection holding `ref` is assigned to (`to_save = {...}`)."""
+def _collection(ctx: FileContext, ref: cst.Name) -> cst.CSTNode | None:
+    """The dict display or `dict(...)` call that holds `ref`."""
     node: cst.CSTNode | None = ctx.index.parent(ref)
     while node is not None and not isinstance(node, (cst.Dict, cst.Call)):
         node = ctx.index.parent(node)
+    return node
+
+
+def _collection_name(ctx: FileContext, ref: cst.Name) -> str | None:
+    """The name the collection holding `ref` is assigned to (`to_save = {...}`)."""
+    node = _collection(ctx, ref)
     stmt = ctx.index.parent(node) if node is not None else None
     if isinstance(stmt, cst.Assign) and len(stmt.targets) == 1:
         target = stmt.targets[0].target
@@ -203,9 +209,7 @@ def _saves(ctx: FileContext, arg: cst.Arg) -> bool:
 def _saved_only(ctx: FileContext, ref: cst.Name, holder: str | None) -> bool:
     """The collection holding `ref` only ever reaches calls that save: written inline as
     such a call's argument, or bound once to a name that nothing reads but such calls."""
-    node: cst.CSTNode | None = ctx.index.parent(ref)
-    while node is not None and not isinstance(node, (cst.Dict, cst.Call)):
-        node = ctx.index.parent(node)
+    node = _collection(ctx, ref)
     if node is None:
         return False
     parent = ctx.index.parent(node)
