@@ -1825,12 +1825,16 @@ class _PlanBuilder:
                         "passed at that call"
                     )
                 continue
-            made = self._made_at(call.caller, holder)
+            made = [self._made_at(call.caller, holder)]
             summary = self.planner.summaries.get(call.path)
-            for other in summary.calls if summary else ():  # a helper that returns it
-                if other.caller == call.caller and other.callee in returning:
-                    made = max(made, other.line)
-            if made > call.line:
+            helpers = [  # a helper that returns it (`model, opt, scaler = setup(...)`)
+                other.line
+                for other in (summary.calls if summary else ())
+                if other.caller == call.caller and other.callee in returning
+            ]
+            if helpers and made == [0]:
+                made = helpers
+            if min(made) > call.line:  # made only after the call, on every path
                 caller = call.caller.rsplit(".", 1)[-1]
                 return (
                     f"`{caller}` ({self.rel(call.path)}) makes it before amp.initialize runs "
