@@ -151,6 +151,9 @@ class FileFacts:
     # apex defs routed to their native twin (A2N119): name -> (the unit the routing is,
     # linked to every initialize of the program so that they migrate or stay together, twin)
     routed: dict[str, tuple[str, Twin]] = field(default_factory=dict)
+    # classes that make a scaler of their own, switched like their scaled backward:
+    # class -> (the switch attribute, the scaler's access, its enabled= code, unit)
+    owned: dict[str, tuple[str, str, str, str]] = field(default_factory=dict)
 
     def units(self) -> set[str]:
         """Every migration unit the plan links to this file."""
@@ -167,6 +170,7 @@ class FileFacts:
         units |= {h.unit for entries in self.handed.values() for h in entries}
         units |= {unit for unit, _ in self.helpers.values()} | set(self.unreached.values())
         units |= {unit for unit, _ in self.routed.values()}
+        units |= {unit for _, _, _, unit in self.owned.values()}
         return {u for u in units if u}
 
     def __bool__(self) -> bool:
@@ -190,5 +194,6 @@ class FileFacts:
                 self.aliases,
                 self.notes,
                 self.routed,
+                self.owned,
             )
         )

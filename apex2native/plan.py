@@ -1059,16 +1059,14 @@ class _PlanBuilder:
                 if call.caller not in seen:
                     seen.add(call.caller)
                     queue.append(call.caller)
-        states = ("apex.amp.state_dict", "apex.amp.load_state_dict", "apex.amp._amp_state")
         for path in files:
             found = self.planner.summaries.get(path)
             if found is None:
                 continue
             if (
                 found.optioned_inits
-                or found.amp_values
+                or self._keeps_amp_state(found)
                 or any(site.decision.kind == "problem" for site in found.inits)
-                or any(n == "apex.amp" or n.startswith(states) for _, n in found.amp_uses)
             ):
                 return True
         return False
@@ -1105,8 +1103,10 @@ class _PlanBuilder:
         """Defs that scale a loss they are handed (`backward_step(loss, optimizer)`): the
         forward pass that made it runs in their callers, which wrap it in autocast."""
         for qualname, func in self.functions.items():
-            calls = self.callers.get(qualname, [])
-            if not func.loss_param or not calls:
+            if not func.loss_param:
+                continue
+            calls, overridden = self._calls_through_subclasses(func)
+            if not calls:
                 continue
             holder = self.holders.get(qualname) or self.class_holder(func.cls)
             unit = holder.spec.unit if holder is not None else ""
@@ -1121,9 +1121,33 @@ class _PlanBuilder:
                     continue  # it never reaches the scaled backward: nothing to wrap
                 facts.forwards[call.raw] = (func.loss_param, position, unit)
                 wrapped = True
-            if wrapped and (func.cls is None or not self._subclassed(func.cls)):
-                # a subclass may call it as `self.<name>` or `super().<name>`, unseen here
+                caller = self.functions.get(call.caller)
+                if caller is not None and caller.cls and caller.cls != func.cls:
+                    found = self.class_holder(caller.cls)
+                    if found is holder and holder is not None:  # a subclass's method
+                        facts.inherited.setdefault(caller.cls, (holder.access, holder.spec))
+            if wrapped and not overridden:
                 self.file(func.path).forwarded.add(qualname)
+
+    def _calls_through_subclasses(self, func: Function) -> tuple[list[Call], bool]:
+        """The calls of `func`, a method's included when they name a subclass that inherits
+        it (`self.backward_propagate(...)` in a subclass's method), and whether a subclass
+        overrides it (its `super().<name>(...)` calls are unseen here)."""
+        calls = list(self.callers.get(func.qualname, []))
+        if func.cls is None:
+            return calls, False
+        name = func.qualname.rsplit(".", 1)[-1]
+        overridden = False
+        for sub in sorted(self.subclasses(func.cls)):
+            if f"{sub}.{name}" in self.functions:
+                overridden = True
+            elif not any(f"{a}.{name}" in self.functions for a in self._between(sub, func.cls)):
+                calls += self.callers.get(f"{sub}.{name}", [])
+        return calls, overridden
+
+    def _between(self, sub: str, cls: str) -> list[str]:
+        """The classes on the way from `sub` up to `cls`, both left out."""
+        return [a for a in self.ancestors(sub) if cls in self.ancestors(a)]
 
     def _subclassed(self, cls: str) -> bool:
         """Some class of the run derives from `cls`, directly or not."""
@@ -1200,12 +1224,16 @@ class _PlanBuilder:
         """
         work = list(self.holders)
         done: set[str] = set()
+        owned = self._owned_programs()
+        programs = self.planner._programs()
         while work:
             qualname = work.pop(0)
             holder = self.holders[qualname]
             func = self.functions.get(qualname)
             if qualname in done or func is None or holder.access.startswith("self."):
                 continue
+            if programs.get(func.path, func.path) in owned:
+                continue  # its scaler would reach nothing: a class makes its own
             done.add(qualname)
             if not func.return_tuples or not all(t for t in func.return_tuples):
                 continue
@@ -1656,6 +1684,8 @@ class _PlanBuilder:
                 continue
             if not calls:
                 star = self._star_reason(func)
+                if self._own_switch(func):
+                    continue
                 if star:
                     self._refuse(path, qualname, star)
                 else:
@@ -1663,7 +1693,8 @@ class _PlanBuilder:
                 continue
             why = self._unthreadable(func) or self._made_before_the_scaler(qualname, calls)
             if why:
-                self._refuse(path, qualname, why)
+                if not self._own_switch(func):
+                    self._refuse(path, qualname, why)
                 continue
             bare = self._bare_calls(func, calls)
             calls = [c for c in calls if c not in bare]
@@ -1711,6 +1742,123 @@ class _PlanBuilder:
                     f"scaler ({self.origin(spec)}) passed from {call.caller} to {qualname} "
                     f"({self.rel(call.path)}:{call.line})",
                 )
+
+    def _own_switch(self, func: Function) -> bool:
+        """A method no scaler can be passed to, whose scaled backward runs only under a
+        switch its object carries (`if self.use_amp:`, set from a constructor parameter in
+        `__init__` and nowhere else), gets a scaler of that object, made right after the
+        switch and enabled by it (haystack's maintainers did that)."""
+        found = self._switch_owner(func)
+        if found is None:
+            return False
+        owner, switch, name, inits = found
+        init = self.functions[f"{owner}.__init__"]
+        unit = f"{init.path}:{init.line}"
+        param = self._init_switches(owner)[switch]
+        enabled = f"self.{switch}"
+        if dict(init.defaults).get(param) not in ("True", "False"):
+            enabled = f'bool(self.{switch} and self.{switch} != "O0")'  # O0 was fp32
+        spec = ScalerSpec(origin=unit, runtime=True, unit=unit, enabled=enabled)
+        holder = Holder(f"self.{name}", spec)
+        self.holders[owner] = holder
+        self.file(init.path).owned[owner] = (switch, holder.access, enabled, unit)
+        self.links.append(frozenset({unit, *inits}))
+        for cls in sorted({owner, *self.subclasses(owner)}):
+            if cls in self.class_paths:
+                self.file(self.class_paths[cls]).inherited[cls] = (holder.access, spec)
+        self.note(
+            func.path,
+            func.qualname,
+            unit,
+            f"{func.cls} scales under its own switch `self.{switch}`: {owner} makes "
+            f"{holder.access} in __init__, enabled by that switch, instead of taking the "
+            "scaler of the program's amp.initialize (which no longer reaches this object)",
+        )
+        return True
+
+    def _switch_owner(self, func: Function) -> tuple[str, str, str, set[str]] | None:
+        """(the class that sets the switch, the switch, the scaler's attribute, the units of
+        the program's initializes) when `func` can scale with a scaler of its own object.
+        Every initialize of the program must migrate with it (the units are linked), keep
+        default options (they do not reach this scaler) and keep no amp state (a
+        checkpoint would hold theirs)."""
+        if func.cls is None or self.class_holder(func.cls) is not None:
+            return None
+        switch = next(
+            (
+                code.partition(".")[2]
+                for code, arm in func.scale_tests
+                if arm and code.startswith("self.") and code[5:].isidentifier()
+            ),
+            None,
+        )
+        owner = next(
+            (c for c in (func.cls, *self.ancestors(func.cls)) if switch in self._init_switches(c)),
+            None,
+        )
+        if switch is None or owner is None or f"{owner}.__init__" not in self.functions:
+            return None
+        family = {owner, *self.subclasses(owner), *self.ancestors(owner)}
+        paths = {self.class_paths[c] for c in family if c in self.class_paths}
+        summaries = self.planner.summaries
+        if sum(s.attr_stores.get(switch, 0) for s in summaries.values()) != 1:
+            return None  # the switch is set somewhere else too
+        if any(summaries[p].attr_stores.get("*") for p in paths):
+            return None
+        files = self._program_files(func.path)
+        if not any(summaries[p].inits for p in files):
+            # the initialize is in code the imports do not link (the user's script wires
+            # the factory and the trainer): every initialize of the run is a candidate
+            files += [p for p, found in summaries.items() if found.inits and p not in files]
+        inits = [site for p in files for site in summaries[p].inits]
+        if not inits or any(s.decision.kind != "scaler" or not s.decision.spec for s in inits):
+            return None
+        if any(summaries[p].scaling_inits or self._keeps_amp_state(summaries[p]) for p in files):
+            return None
+        taken = self._attributes_near(owner)
+        name = next((n for n in PARAM_NAMES if n not in taken), None)
+        if name is None:
+            return None
+        return owner, switch, name, {s.decision.spec.unit for s in inits}  # type: ignore[union-attr]
+
+    def _program_files(self, path: str) -> list[str]:
+        programs = self.planner._programs()
+        here = programs.get(path, path)
+        return [p for p in self.planner.summaries if programs.get(p, p) == here]
+
+    def _owned_programs(self) -> set[str]:
+        """Programs each of whose scaled uses a switch-owned scaler serves: their
+        initializes' scalers reach nothing, so no helper returns them."""
+        programs = self.planner._programs()
+        served: dict[str, bool] = {}
+        for summary in self.planner.summaries.values():
+            for qualname in summary.needs:
+                func = self.functions.get(qualname)
+                own = (
+                    func is not None
+                    and func.cls is not None
+                    and (not self.callers.get(qualname) or bool(self._unthreadable(func)))
+                    and self._switch_owner(func) is not None
+                )
+                program = programs.get(summary.path, summary.path)
+                served[program] = served.get(program, True) and own
+        owned = {program for program, own in served.items() if own}
+        with_inits = {programs.get(p, p) for p, s in self.planner.summaries.items() if s.inits}
+        if owned - with_inits:  # their switch-owned scalers stand for every initialize of the run
+            owned |= with_inits - set(served)
+        return owned
+
+    def _init_switches(self, cls: str) -> dict[str, str]:
+        path = self.class_paths.get(cls)
+        summary = self.planner.summaries.get(path) if path else None
+        return summary.init_switches.get(cls, {}) if summary else {}
+
+    def _keeps_amp_state(self, summary: Summary) -> bool:
+        """The file saves or reads amp's state, or hands the amp module on as a value."""
+        states = ("apex.amp.state_dict", "apex.amp.load_state_dict", "apex.amp._amp_state")
+        return bool(summary.amp_values) or any(
+            n == "apex.amp" or n.startswith(states) for _, n in summary.amp_uses
+        )
 
     def _flag_to_scaler(self, path: str, qualname: str, name: str) -> None:
         """A def handed the model (an `amp_enabled` flag for its autocast) that now takes the

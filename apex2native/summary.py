@@ -111,6 +111,9 @@ class Function:
     loss_param: str = ""
     # it runs a backward of its own that no `amp.scale_loss` scales (`reg.backward()`)
     plain_backward: bool = False
+    # the `if` tests (code, arm taken) around every `amp.scale_loss` of the def, outermost
+    # first: `(("self.use_amp", True),)` when a switch of its object picks the scaled arm
+    scale_tests: tuple[tuple[str, bool], ...] = ()
 
 
 @dataclass
@@ -206,8 +209,16 @@ class Summary:
     # lines of initialize calls with options a default GradScaler cannot keep (`enabled=`,
     # an O0 or run-time opt level, `loss_scale=`): no routed twin may stand in for them
     optioned_inits: list[int] = field(default_factory=list)
+    # of those, the ones with options beyond an O1-O3 or run-time opt level (a loss scale,
+    # `enabled=`, O0): a scaler a class makes under its own switch could not keep them
+    scaling_inits: list[int] = field(default_factory=list)
     # lines where the amp module itself is a value (saved, passed on, stored)
     amp_values: list[int] = field(default_factory=list)
+    # class -> {attribute: parameter} its `__init__` body sets first thing, unconditionally
+    # (`self.use_amp = use_amp`): a switch the object carries from its construction on
+    init_switches: dict[str, dict[str, str]] = field(default_factory=dict)
+    # attribute -> how many statements store it, on any object (`x.use_amp = ...`, `setattr`)
+    attr_stores: dict[str, int] = field(default_factory=dict)
 
 
 class SourceLines:
@@ -730,6 +741,7 @@ class _Summarizer:
         s.identifiers = self.identifiers()
         s.public = _listed_in_all(self.tree)
         s.outside_writes = self._outside_writes() if "scaler" in self.text else set()
+        s.attr_stores = self._attr_stores()
         self._returns = self._collect_returns()
         self._calls_in = self._calls_by_function()
         for node in self.scopes.of_type(*FUNCTIONS):
@@ -754,6 +766,9 @@ class _Summarizer:
                     name for stmt in node.body for name in _bound_names(stmt) if "scaler" in name
                 }
                 s.class_attrs[self.qualname(node)] = attrs
+            switches = _init_switches(node)
+            if switches:
+                s.init_switches[self.qualname(node)] = switches
         for node in self.scopes.of_type(ast.Call):
             self._call(node)
             if isinstance(node.func, ast.Attribute) and node.func.attr in APEX_DDP_METHODS:
@@ -797,6 +812,20 @@ class _Summarizer:
             ):
                 out.add(call.args[1].value)
         return out
+
+    def _attr_stores(self) -> dict[str, int]:
+        counts: dict[str, int] = {}
+        for n in self.scopes.of_type(ast.Attribute):
+            if not isinstance(n.ctx, ast.Load):
+                counts[n.attr] = counts.get(n.attr, 0) + 1
+        for call in self.scopes.of_type(ast.Call):
+            if isinstance(call.func, ast.Name) and call.func.id in ("setattr", "delattr"):
+                name = call.args[1] if len(call.args) >= 2 else None
+                if isinstance(name, ast.Constant) and isinstance(name.value, str):
+                    counts[name.value] = counts.get(name.value, 0) + 1
+                else:
+                    counts["*"] = counts.get("*", 0) + 1  # any attribute may be set
+        return counts
 
     def _factory(self, node, cls: ast.ClassDef | None) -> bool:
         """A method of `cls` whose every return makes an instance of it: `return cls(...)`
@@ -852,7 +881,11 @@ class _Summarizer:
             self._positional(node) if scales else (),
             self._loss_param(node, set(params)) if scales else "",
             self._runs_plain_backward(node),
+            scale_tests=self._common_arms(node, self._is_scale_loss)[0] if scales else (),
         )
+
+    def _is_scale_loss(self, node: ast.AST) -> bool:
+        return isinstance(node, ast.Call) and self.apex_name(node.func) == "apex.amp.scale_loss"
 
     def _loss_param(self, func, params: set[str]) -> str:
         """The parameter every `amp.scale_loss` of the def scales, when each statement that
@@ -904,9 +937,14 @@ class _Summarizer:
         scaler or the gradients, and the lines of the innermost one."""
         if func.args.vararg is not None or func.args.posonlyargs:
             return (), (0, 0)  # which parameter an argument lands in is unsure
+        return self._common_arms(func, self._reads_scaler)
+
+    def _common_arms(self, func, wanted) -> tuple[tuple[tuple[str, bool], ...], tuple[int, int]]:
+        """The `if` arms of `func` shared by every statement holding a node `wanted` picks,
+        outermost first, and the lines of the innermost one."""
         chains = []
         for found in ast.walk(func):
-            if found is func or not self._reads_scaler(found):
+            if found is func or not wanted(found):
                 continue
             if self.enclosing_function(found) is not func:
                 return (), (0, 0)  # a nested def may run anywhere, outside every arm
@@ -1483,6 +1521,8 @@ class _Summarizer:
         for call in calls:
             if _beyond_default_options(call):
                 self.summary.optioned_inits.append(call.lineno)
+            if _beyond_opt_level(call):
+                self.summary.scaling_inits.append(call.lineno)
 
     def _twin_candidates(self) -> set[int]:
         """Module-level apex defs a native twin proves (A2N119): the plan decides whether
@@ -2318,6 +2358,35 @@ def _identifiers(scopes: AstScopes) -> set[str]:
     return out
 
 
+def _init_switches(cls: ast.ClassDef) -> dict[str, str]:
+    """`self.<attr> = <parameter>` statements of the class's `__init__` that run on every
+    construction: at the top of its body, before anything that may return or branch."""
+    init = next(
+        (n for n in cls.body if isinstance(n, ast.FunctionDef) and n.name == "__init__"), None
+    )
+    if init is None or not init.args.args:
+        return {}
+    me = init.args.args[0].arg
+    params = {a.arg for a in (*init.args.args[1:], *init.args.kwonlyargs)}
+    rebound = {
+        n.id for n in ast.walk(init) if isinstance(n, ast.Name) and not isinstance(n.ctx, ast.Load)
+    }
+    found: dict[str, str] = {}
+    for stmt in init.body:
+        if isinstance(stmt, (ast.If, ast.For, ast.While, ast.Try, ast.With, ast.Return)):
+            break
+        if (
+            isinstance(stmt, ast.Assign)
+            and len(stmt.targets) == 1
+            and isinstance(stmt.targets[0], ast.Attribute)
+            and _is_name(stmt.targets[0].value, me)
+            and isinstance(stmt.value, ast.Name)
+            and stmt.value.id in params - rebound
+        ):
+            found[stmt.targets[0].attr] = stmt.value.id
+    return found
+
+
 def _bound_names(stmt: ast.AST):
     """Names a statement binds: assignment, for and with targets, imports, defs."""
     for node in ast.walk(stmt):
@@ -2464,6 +2533,23 @@ def _beyond_default_options(call: ast.Call) -> bool:
             if value.value in ("O1", "O2", "O3"):
                 continue
         if keyword.arg == "verbosity":
+            continue
+        return True
+    return False
+
+
+def _beyond_opt_level(call: ast.Call) -> bool:
+    """An initialize with options besides its opt level (any but a literal O0) and
+    verbosity: a static `loss_scale`, `enabled=flag`, positional options."""
+    if len(call.args) > 2:
+        return True
+    for keyword in call.keywords:
+        value = keyword.value
+        if keyword.arg == "verbosity":
+            continue
+        if keyword.arg == "opt_level" and not (
+            isinstance(value, ast.Constant) and value.value not in ("O1", "O2", "O3")
+        ):
             continue
         return True
     return False

@@ -25,6 +25,7 @@ from apex2native.rules.leftovers import Leftovers
 from apex2native.rules.master_params import MasterParams
 from apex2native.rules.native_twin import NativeTwin
 from apex2native.rules.optional_apex import OptionalApex
+from apex2native.rules.owned_scaler import OwnedScaler
 from apex2native.rules.registrations import Registrations
 from apex2native.rules.scale_loss import ScaleLoss
 from apex2native.rules.state_dict import StateDict
@@ -39,6 +40,7 @@ ALL_RULES: tuple[type[Rule], ...] = (
     Imports,
     AmpValue,
     Initialize,
+    OwnedScaler,
     ThreadScaler,
     AmpSwitch,
     ScaleLoss,

@@ -126,7 +126,7 @@ def _forward_sites(ctx: FileContext) -> list[BackwardSite]:
             if not unit or unit in ctx.facts.blocked:
                 continue  # no scaler reaches the def, or its unit stays apex: nothing to run
             loss = _argument(call, param, position)
-            if loss is not None and not isinstance(loss, (cst.Name, cst.Attribute)):
+            if loss is not None and _computed_inline(ctx, loss) is not None:
                 loss = None  # `step(model(x).sum(), opt)`: the forward is inside the call
             stmt = ctx.index.statement_of(call)
             if loss is not None and _wrapped_before(ctx, stmt, reads(ctx.index, loss)):
@@ -148,17 +148,17 @@ def _forward_sites(ctx: FileContext) -> list[BackwardSite]:
 
 def _wrapped_before(ctx: FileContext, stmt: cst.CSTNode, needed: set[str]) -> bool:
     """An autocast block holds the statement, or an earlier one of its block assigns
-    what it needs."""
+    what it needs, directly or through the arithmetic after it (`combined = a + b`)."""
     if any(isinstance(a, cst.With) and _is_autocast(ctx, a) for a in ctx.index.ancestors(stmt)):
         return True
     block = ctx.index.siblings(stmt)
-    for earlier in block[: block.index(stmt)]:
-        if (
-            isinstance(earlier, cst.With)
-            and _is_autocast(ctx, earlier)
-            and assigned(ctx.index, earlier) & needed
-        ):
+    needed = set(needed)
+    for earlier in reversed(block[: block.index(stmt)]):
+        made = assigned(ctx.index, earlier) & needed
+        if isinstance(earlier, cst.With) and _is_autocast(ctx, earlier) and made:
             return True
+        if made:
+            needed |= reads(ctx.index, earlier)
     return False
 
 
@@ -181,7 +181,7 @@ def _runs_the_call(stmt: cst.CSTNode, call: cst.Call) -> bool:
     if not isinstance(stmt, cst.SimpleStatementLine) or len(stmt.body) != 1:
         return False
     small = stmt.body[0]
-    return (isinstance(small, cst.Expr) and small.value is call) or (
+    return (isinstance(small, (cst.Expr, cst.Return)) and small.value is call) or (
         isinstance(small, (cst.Assign, cst.AnnAssign, cst.AugAssign)) and small.value is call
     )
 
