@@ -126,12 +126,15 @@ def _forward_sites(ctx: FileContext) -> list[BackwardSite]:
             if not unit or unit in ctx.facts.blocked:
                 continue  # no scaler reaches the def, or its unit stays apex: nothing to run
             loss = _argument(call, param, position)
-            if loss is not None and _computed_inline(ctx, loss) is not None:
-                loss = None  # `step(model(x).sum(), opt)`: the forward is inside the call
             stmt = ctx.index.statement_of(call)
+            reachable = ctx.reach.reachable(call)
+            if loss is not None and _computed_inline(ctx, loss) is not None:
+                # `step(model(x).sum(), opt)`: the forward is inside the call
+                if len(reachable) == 1 and _hoist(ctx, stmt, call, loss, reachable[0]):
+                    continue
+                loss = None
             if loss is not None and _wrapped_before(ctx, stmt, reads(ctx.index, loss)):
                 continue  # a region already makes the argument (the rewrite ran before)
-            reachable = ctx.reach.reachable(call)
             if loss is None or len(reachable) != 1 or not _runs_the_call(stmt, call):
                 ctx.tx.todo(
                     call,
@@ -144,6 +147,56 @@ def _forward_sites(ctx: FileContext) -> list[BackwardSite]:
             ctx.depend(site.scaler, site.group)
             out.append(site)
     return out
+
+
+def _hoist(
+    ctx: FileContext, stmt: cst.CSTNode, call: cst.Call, loss: cst.BaseExpression, scaler
+) -> bool:
+    """`return self.backward_propagate(torch.sum(self.loss(x)), step)`: the argument is the
+    forward pass. It moves into a variable made under autocast just before the statement,
+    when nothing else the statement runs first could see the difference (the callee and the
+    other arguments are plain names and constants)."""
+    if not _runs_the_call(stmt, call) or ctx.in_autocast(stmt):
+        return False
+    others = [a.value for a in call.args if a.value is not loss]
+    plain = (cst.Name, cst.Attribute, cst.SimpleString, cst.Integer, cst.Float)
+    if not all(isinstance(v, plain) for v in [call.func, *others]) or any(
+        ctx.index.within(v, cst.Call) for v in others
+    ):
+        return False
+    unsafe = (cst.Await, cst.Yield, cst.NamedExpr, cst.Lambda, cst.GeneratorExp)
+    if any(ctx.index.within(loss, t) for t in unsafe):
+        return False
+    func = ctx.index.scope_of(stmt)
+    if not isinstance(func, cst.FunctionDef):
+        return False
+    taken = {
+        n.value
+        for n in ctx.index.within(func, cst.Name)
+        if not (isinstance(ctx.index.parent(n), cst.Attribute) and ctx.index.parent(n).attr is n)
+    }
+    name = next(
+        n for n in ("loss", "loss_value", *(f"loss_{i}" for i in range(2, 99))) if n not in taken
+    )
+    width = ctx.index.indent_width(stmt)
+    autocast = Autocast.autocast_code_for(ctx, scaler)
+    region = ctx.gen.stmt(f"with {autocast}:\n    {name} = {ctx.index.code(loss)}", width)
+    group = object()
+    ctx.depend(scaler, group)
+    ctx.tx.edits.insert_before(group, stmt, region)
+    ctx.tx.edits.replace_node(group, loss, lambda _u: cst.Name(name))
+    ctx.record_region(scaler.unit, scaler.autocast_enabled, stmt)
+    ctx.mark_autocast([stmt])
+    ctx.needs_torch = True
+    ctx.tx.note(
+        group,
+        call,
+        "A2N106",
+        f"the forward pass inside the call to {ctx.index.code(call.func)} moves into `{name}`, "
+        "made under autocast just before it",
+        NUMERICS,
+    )
+    return True
 
 
 def _wrapped_before(ctx: FileContext, stmt: cst.CSTNode, needed: set[str]) -> bool:
@@ -284,9 +337,11 @@ class Autocast(Rule):
     region is the chain of statements that compute the loss, back to the first one that does
     more than move data, never across an earlier backward or step. A def that only reworks
     the loss it is handed (`backward_step(loss, optimizer)`) has no forward pass: its callers
-    wrap the statements that make the argument, under the scaler that reaches each call, and
-    a call that cannot be wrapped (inside an expression, no single scaler in reach) gets a
-    TODO, as does a loss whose def has no caller in the run or a class with subclasses.
+    wrap the statements that make the argument, under the scaler that reaches each call; an
+    argument that is itself the forward pass (`step(model(x).sum(), opt)`) moves into a
+    variable made under autocast just before the call. A call that cannot be wrapped (inside
+    an expression, no single scaler in reach) gets a TODO, as does a loss whose def has no
+    caller in the run, or is overridden by a subclass.
     """
 
     code = "A2N106"
