@@ -1784,27 +1784,31 @@ class _PlanBuilder:
         checkpoint would hold theirs)."""
         if func.cls is None or self.class_holder(func.cls) is not None:
             return None
-        switch = next(
-            (
-                code.partition(".")[2]
-                for code, arm in func.scale_tests
-                if arm and code.startswith("self.") and code[5:].isidentifier()
-            ),
-            None,
-        )
+        switch = _object_switch(func)
         owner = next(
             (c for c in (func.cls, *self.ancestors(func.cls)) if switch in self._init_switches(c)),
             None,
         )
         if switch is None or owner is None or f"{owner}.__init__" not in self.functions:
             return None
-        family = {owner, *self.subclasses(owner), *self.ancestors(owner)}
-        paths = {self.class_paths[c] for c in family if c in self.class_paths}
+        below = self.subclasses(owner)
+        family = {owner, *below, *self.ancestors(owner)}
+        if any(
+            f.scales and f.cls in family and _object_switch(f) != switch
+            for f in self.functions.values()
+        ):
+            return None  # another scaled backward of the family follows another switch
         summaries = self.planner.summaries
+        if any(
+            sub in summaries[self.class_paths[sub]].lone_inits
+            for sub in below
+            if sub in self.class_paths
+        ):
+            return None  # a subclass's objects would not run the constructor that makes it
         if sum(s.attr_stores.get(switch, 0) for s in summaries.values()) != 1:
             return None  # the switch is set somewhere else too
-        if any(summaries[p].attr_stores.get("*") for p in paths):
-            return None
+        if any(s.attr_stores.get("*") for s in summaries.values()):
+            return None  # some store may set any attribute, the switch included
         files = self._program_files(func.path)
         if not any(summaries[p].inits for p in files):
             # the initialize is in code the imports do not link (the user's script wires
@@ -1816,6 +1820,9 @@ class _PlanBuilder:
         if any(summaries[p].scaling_inits or self._keeps_amp_state(summaries[p]) for p in files):
             return None
         taken = self._attributes_near(owner)
+        for other in _related(owner, self.classes):
+            found = summaries.get(self.class_paths.get(other, ""))
+            taken |= found.identifiers if found is not None else set()
         name = next((n for n in PARAM_NAMES if n not in taken), None)
         if name is None:
             return None
@@ -2073,6 +2080,15 @@ class _PlanBuilder:
         }
         if len(units) == 1:
             self.file(path).unreached[qualname] = next(iter(units))
+
+
+def _object_switch(func: Function) -> str | None:
+    """The attribute of `self` whose truth alone picks the arm every `amp.scale_loss` of
+    `func` is in (`if self.use_amp:`): the only `self.<name>` among the tests around them."""
+    tests = [(code, arm) for code, arm in func.scale_tests if code.startswith("self.")]
+    if len(tests) != 1 or not tests[0][1] or not tests[0][0][5:].isidentifier():
+        return None
+    return tests[0][0][5:]
 
 
 def _passed(call: Call, arg: str) -> str:

@@ -217,8 +217,12 @@ class Summary:
     # class -> {attribute: parameter} its `__init__` body sets first thing, unconditionally
     # (`self.use_amp = use_amp`): a switch the object carries from its construction on
     init_switches: dict[str, dict[str, str]] = field(default_factory=dict)
-    # attribute -> how many statements store it, on any object (`x.use_amp = ...`, `setattr`)
+    # attribute -> how many statements store it, on any object (`x.use_amp = ...`, `setattr`,
+    # a class body's names); "*": stores that may set any attribute (`vars`, `__dict__`)
     attr_stores: dict[str, int] = field(default_factory=dict)
+    # classes whose `__init__` never calls a base class's (`super().__init__(...)`): what
+    # the bases' constructors set is not set on their objects
+    lone_inits: set[str] = field(default_factory=set)
 
 
 class SourceLines:
@@ -769,6 +773,8 @@ class _Summarizer:
             switches = _init_switches(node)
             if switches:
                 s.init_switches[self.qualname(node)] = switches
+            if _inits_alone(node):
+                s.lone_inits.add(self.qualname(node))
         for node in self.scopes.of_type(ast.Call):
             self._call(node)
             if isinstance(node.func, ast.Attribute) and node.func.attr in APEX_DDP_METHODS:
@@ -814,17 +820,37 @@ class _Summarizer:
         return out
 
     def _attr_stores(self) -> dict[str, int]:
+        """How many statements store each attribute, on any object; "*" counts the stores
+        that may set any attribute (`setattr(obj, name, v)`, `obj.__dict__.update(...)`,
+        `vars(obj)`), and class bodies count the names they bind."""
         counts: dict[str, int] = {}
+
+        def add(name: str) -> None:
+            counts[name] = counts.get(name, 0) + 1
+
         for n in self.scopes.of_type(ast.Attribute):
             if not isinstance(n.ctx, ast.Load):
-                counts[n.attr] = counts.get(n.attr, 0) + 1
+                add(n.attr)
+            elif n.attr in ("__dict__", "__slots__"):
+                add("*")
         for call in self.scopes.of_type(ast.Call):
-            if isinstance(call.func, ast.Name) and call.func.id in ("setattr", "delattr"):
-                name = call.args[1] if len(call.args) >= 2 else None
-                if isinstance(name, ast.Constant) and isinstance(name.value, str):
-                    counts[name.value] = counts.get(name.value, 0) + 1
+            name = _dotted(call.func)
+            if name in ("setattr", "delattr", "object.__setattr__"):
+                key = call.args[1] if len(call.args) >= 2 else None
+                if isinstance(key, ast.Constant) and isinstance(key.value, str):
+                    add(key.value)
                 else:
-                    counts["*"] = counts.get("*", 0) + 1  # any attribute may be set
+                    add("*")
+            elif name == "vars":
+                add("*")
+        for node in self.scopes.of_type(ast.ClassDef):
+            for stmt in node.body:
+                for bound in _bound_names(stmt):
+                    add(bound)
+                if isinstance(stmt, ast.Assign) and any(
+                    _is_name(t, "__slots__") for t in stmt.targets
+                ):
+                    add("*")
         return counts
 
     def _factory(self, node, cls: ast.ClassDef | None) -> bool:
@@ -2385,6 +2411,19 @@ def _init_switches(cls: ast.ClassDef) -> dict[str, str]:
         ):
             found[stmt.targets[0].attr] = stmt.value.id
     return found
+
+
+def _inits_alone(cls: ast.ClassDef) -> bool:
+    """The class defines `__init__` and it calls no `__init__` of a base class."""
+    init = next(
+        (n for n in cls.body if isinstance(n, ast.FunctionDef) and n.name == "__init__"), None
+    )
+    if init is None:
+        return False
+    return not any(
+        isinstance(n, ast.Call) and isinstance(n.func, ast.Attribute) and n.func.attr == "__init__"
+        for n in ast.walk(init)
+    )
 
 
 def _bound_names(stmt: ast.AST):
