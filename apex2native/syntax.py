@@ -5,6 +5,9 @@ from __future__ import annotations
 import libcst as cst
 import libcst.matchers as m
 
+# calls that print or log a message (`print`, `logger.info`, `warnings.warn`)
+MESSAGE_CALLS = frozenset({"print", "info", "warning", "warn", "debug", "error"})
+
 # `args.size`, `self.args.size`, `size`: reads with no side effect, the same value twice
 PLAIN_READ = m.Name() | m.Attribute(value=m.Name()) | m.Attribute(value=m.Attribute(value=m.Name()))
 
@@ -72,3 +75,16 @@ def is_call_statement(stmt: cst.CSTNode, call: cst.Call) -> bool:
         and isinstance(stmt.body[0], cst.Expr)
         and stmt.body[0].value is call
     )
+
+
+def apex_message(stmt: cst.CSTNode) -> bool:
+    """`print("... install apex ...")`, `logger.info("apex is available.")`: a statement that
+    only prints or logs a message naming apex, which no longer applies without it."""
+    if not isinstance(stmt, cst.SimpleStatementLine) or len(stmt.body) != 1:
+        return False
+    expr = stmt.body[0]
+    if not isinstance(expr, cst.Expr) or not isinstance(expr.value, cst.Call):
+        return False
+    func = expr.value.func
+    name = func.attr.value if isinstance(func, cst.Attribute) else getattr(func, "value", "")
+    return name in MESSAGE_CALLS and "apex" in cst.Module([]).code_for_node(expr.value).lower()

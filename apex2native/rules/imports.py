@@ -26,7 +26,7 @@ from apex2native.guards import unbound_names
 from apex2native.index import TreeIndex, descendants
 from apex2native.rules.base import Rule
 from apex2native.scopes import absolute_name, import_qualified
-from apex2native.syntax import taken_arm
+from apex2native.syntax import apex_message, taken_arm
 
 
 class Imports(Rule):
@@ -226,12 +226,6 @@ CONSTANT_FLAG = m.SimpleStatementLine(
         )
     ]
 ) | m.SimpleStatementLine(body=[m.Pass()])
-
-
-def _cannot_raise(body: cst.BaseSuite) -> bool:
-    """What is left of a guard's body once its apex imports went: flags set to constants,
-    which raise nothing its handlers could catch."""
-    return all(m.matches(s, CONSTANT_FLAG) for s in _lines(body))
 
 
 def _imports_helper(module: cst.Module) -> bool:
@@ -474,14 +468,18 @@ class _Cleanup(cst.CSTTransformer):
         return updated_node
 
     def leave_Try(self, original_node, updated_node):
-        if not has_apex_import(self.index, original_node.body) or not (
+        if not has_apex_import(self.index, original_node.body):
+            return updated_node
+        # what is left once the apex imports went, less its lines saying apex is there
+        body = [s for s in _lines(updated_node.body) if not apex_message(s)]
+        if not (
             catches_import_errors(original_node)
-            or (updated_node.finalbody is None and _cannot_raise(updated_node.body))
+            or (updated_node.finalbody is None and all(m.matches(s, CONSTANT_FLAG) for s in body))
         ):
             return updated_node  # `except AttributeError:` around what is left may matter
         if any(isinstance(n, (cst.Import, cst.ImportFrom)) for n in descendants(updated_node.body)):
             return updated_node
-        kept = [s for s in _lines(updated_node.body) if not self._dead(s)]
+        kept = [s for s in body if not self._dead(s)]
         if updated_node.orelse is not None:
             kept += [s for s in _lines(updated_node.orelse.body) if not self._dead(s)]
         if not kept:

@@ -22,8 +22,7 @@ from apex2native.rules.apex_modules import (
     shared_positions,
 )
 from apex2native.rules.base import Rule
-
-HINT_CALLS = {"print", "info", "warning", "warn", "debug", "error"}
+from apex2native.syntax import apex_message
 
 
 class OptionalApex(Rule):
@@ -569,11 +568,4 @@ def _reads_exception(
 
 def _install_hint(ctx: FileContext, stmt: cst.BaseStatement) -> bool:
     """`print("... install apex ...")` or a log line saying so: it no longer applies."""
-    if not isinstance(stmt, cst.SimpleStatementLine) or len(stmt.body) != 1:
-        return False
-    expr = stmt.body[0]
-    if not isinstance(expr, cst.Expr) or not isinstance(expr.value, cst.Call):
-        return False
-    func = expr.value.func
-    name = func.attr.value if isinstance(func, cst.Attribute) else getattr(func, "value", "")
-    return name in HINT_CALLS and "apex" in ctx.index.code(expr.value).lower()
+    return apex_message(stmt)
