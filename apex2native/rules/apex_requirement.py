@@ -42,7 +42,8 @@ class ApexRequirement(Rule):
         (both gone: native mixed precision is part of torch)
 
     The probe's flag says whether apex's amp could be imported, and the check only switches
-    fp16 off (or raises, or logs) when it could not. Native AMP needs nothing installed, so
+    fp16 off (or raises, or logs) when it could not; `if FLAG: <body> else: <that>` keeps
+    its body, in place of the `if` (nothing, when only the initialize was in it). Native AMP needs nothing installed, so
     the check can never fire again: under apex the program ran with the flag True, and it
     keeps doing what it did then. Only probes of `apex` or `apex.amp` qualify (a probe of a
     fused kernel stands for that kernel), only when every read of the flag is such a check,
@@ -81,7 +82,7 @@ class ApexRequirement(Rule):
         group = object()
         ctx.availability.append(group)  # holds only once apex is gone from the file
         for check in checks:
-            ctx.tx.edits.replace_statement(group, check, lambda _u: [])
+            ctx.tx.edits.replace_statement(group, check, _present_arm)
             ctx.tx.note(
                 group,
                 check,
@@ -136,8 +137,24 @@ def _checks(ctx: FileContext, guard: cst.Try, flag: str) -> list[cst.If] | None:
     return checks or None
 
 
+def _present_arm(updated: cst.If) -> list[cst.BaseStatement]:
+    """What a check leaves: nothing, or for `if FLAG: <body> else: <turn off>` its body
+    (a body left with nothing but `pass`, its initialize gone, goes too)."""
+    if updated.orelse is None:
+        return []
+    body = list(updated.body.body)  # type: ignore[union-attr]
+    if all(m.matches(s, m.SimpleStatementLine(body=[m.Pass()])) for s in body):
+        return []
+    body[0] = body[0].with_changes(leading_lines=[*updated.leading_lines, *body[0].leading_lines])
+    return body
+
+
 def _check_of(ctx: FileContext, read: cst.Name | cst.Call) -> cst.If | None:
-    """The `if` that does nothing but turn fp16 off (or stop) when `read` says no apex."""
+    """The `if` that does nothing but turn fp16 off (or stop) when `read` says no apex, or
+    that tests `read` alone and does only that in its `else`."""
+    positive = _positive_check(ctx, read)
+    if positive is not None:
+        return positive
     term = ctx.index.parent(read)
     if not m.matches(term, MISSING):
         return None
@@ -152,6 +169,22 @@ def _check_of(ctx: FileContext, read: cst.Name | cst.Call) -> cst.If | None:
     if isinstance(parent, cst.If) and parent.orelse is node:
         return None  # an elif
     if not all(_turns_off(s) for s in node.body.body):  # type: ignore[union-attr]
+        return None
+    return node
+
+
+def _positive_check(ctx: FileContext, read: cst.Name | cst.Call) -> cst.If | None:
+    """`if FLAG: <body> else: <turn off>`: the flag is the whole test, not of an elif."""
+    node = ctx.index.parent(read)
+    if not isinstance(node, cst.If) or node.test is not read:
+        return None
+    parent = ctx.index.parent(node)
+    if isinstance(parent, cst.If) and parent.orelse is node:
+        return None
+    orelse = node.orelse
+    if not isinstance(orelse, cst.Else):
+        return None
+    if not all(_turns_off(s) for s in orelse.body.body):  # type: ignore[union-attr]
         return None
     return node
 
