@@ -142,7 +142,11 @@ def _present_arm(updated: cst.If) -> list[cst.BaseStatement]:
     (a body left with nothing but `pass`, its initialize gone, goes too)."""
     if updated.orelse is None:
         return []
-    body = list(updated.body.body)  # type: ignore[union-attr]
+    suite = updated.body
+    if isinstance(suite, cst.SimpleStatementSuite):  # `if FLAG: x = 1` on one line
+        body: list[cst.BaseStatement] = [cst.SimpleStatementLine(body=list(suite.body))]
+    else:
+        body = list(suite.body)  # type: ignore[arg-type]
     if all(m.matches(s, m.SimpleStatementLine(body=[m.Pass()])) for s in body):
         return []
     body[0] = body[0].with_changes(leading_lines=[*updated.leading_lines, *body[0].leading_lines])

@@ -154,22 +154,33 @@ def _hoist(
 ) -> bool:
     """`return self.backward_propagate(torch.sum(self.loss(x)), step)`: the argument is the
     forward pass. It moves into a variable made under autocast just before the statement,
-    when nothing else the statement runs first could see the difference (the callee and the
-    other arguments are plain names and constants)."""
+    when nothing else the statement runs first could see the difference (the callee runs
+    no call, the arguments before it are names and constants) and the argument reads no
+    output of a model the def ran before (`F.cross_entropy(logits, y)` is a loss, not the
+    forward)."""
     if not _runs_the_call(stmt, call) or ctx.in_autocast(stmt):
         return False
-    others = [a.value for a in call.args if a.value is not loss]
-    plain = (cst.Name, cst.Attribute, cst.SimpleString, cst.Integer, cst.Float)
-    if not all(isinstance(v, plain) for v in [call.func, *others]) or any(
-        ctx.index.within(v, cst.Call) for v in others
-    ):
-        return False
+    position = next(i for i, a in enumerate(call.args) if a.value is loss)
+    before = [a.value for a in call.args[:position]]
+    plain = (cst.Name, cst.SimpleString, cst.Integer, cst.Float)
+    if ctx.index.within(call.func, cst.Call) or not all(isinstance(v, plain) for v in before):
+        return False  # something the statement runs first could see the forward's effects
     unsafe = (cst.Await, cst.Yield, cst.NamedExpr, cst.Lambda, cst.GeneratorExp)
     if any(ctx.index.within(loss, t) for t in unsafe):
         return False
     func = ctx.index.scope_of(stmt)
     if not isinstance(func, cst.FunctionDef):
         return False
+    made = set()
+    for earlier in ctx.index.within(func, cst.SimpleStatementLine, cst.With):
+        if (
+            ctx.index.order(earlier) < ctx.index.order(stmt)
+            and not ctx.index.contains(earlier, stmt)
+            and _runs_a_model(ctx, earlier)
+        ):
+            made |= assigned(ctx.index, earlier)
+    if reads(ctx.index, loss) & made:
+        return False  # `F.cross_entropy(logits, y)`: the forward ran before, outside the call
     taken = {
         n.value
         for n in ctx.index.within(func, cst.Name)
