@@ -434,11 +434,12 @@ class _Run:
         for _ in range(MAX_ROUNDS):
             again = []
             read_now = self._read_now(outcomes)
+            imported_from = self._imported_from(outcomes)
             for path, facts in self.plan.facts.items():
                 settles_imports = bool(facts.imported) and "*" not in facts.imported
                 if not (facts.exports or settles_imports) or path not in displays:
                     continue
-                still = facts.exports & self._imported_from(path, outcomes)
+                still = facts.exports & imported_from.get(path, set())
                 imported = facts.imported
                 if settles_imports and self.plan.graph is not None:
                     imported = facts.imported & read_now.get(path, set())
@@ -465,23 +466,25 @@ class _Run:
             summaries.append(old)
         return imported_names(self.plan.graph, summaries, self.plan.facts)
 
-    def _imported_from(self, target: str, outcomes: dict[str, FileOutcome]) -> set[str]:
-        """Names other files import from `target`, as their texts stand now."""
+    def _imported_from(self, outcomes: dict[str, FileOutcome]) -> dict[str, set[str]]:
+        """Per file, the names other files import from it, as their texts stand now."""
         graph = self.plan.graph
-        names: set[str] = set()
+        names: dict[str, set[str]] = {}
+        if graph is None:
+            return names
         for path, old in self.plan.summaries.items():
-            if path == target or graph is None:
-                continue
             summary = old
             outcome = outcomes.get(path)
             if outcome is not None and outcome.status == "changed" and outcome.new_text:
                 summary = self.plan.summary_of(path, outcome.new_text)
             for ref in summary.imports if summary else ():
                 found, rest = graph.source_of(ref, summary)
-                if found == target and not rest:
-                    names.update(name for name, _ in ref.names)
-                    if not ref.names:  # `import common`, then `common.amp.scale_loss(...)`
-                        names |= _attributes_read(ref, _text_now(path, outcomes))
+                if found is None or found == path or rest:
+                    continue
+                into = names.setdefault(found, set())
+                into.update(name for name, _ in ref.names)
+                if not ref.names:  # `import common`, then `common.amp.scale_loss(...)`
+                    into |= _attributes_read(ref, _text_now(path, outcomes))
         return names
 
     def _violations(self, outcomes: dict[str, FileOutcome]) -> list:
@@ -636,13 +639,13 @@ def run(
 def _local_extensions(paths: Iterable[str]) -> frozenset[str]:
     """apex extension names the project uses for modules of its own (a `fast_layer_norm.py`,
     a `focal_loss_cuda/` package): imports of those are the project's, not apex's."""
-    resolved = [Path(p).resolve() for p in paths]
+    resolved = [os.path.abspath(p) for p in paths]  # names only: no need to follow links
     if not resolved:
         return frozenset()
-    root = Path(os.path.commonpath([str(p.parent) for p in resolved]))
+    root = os.path.commonpath([os.path.dirname(p) for p in resolved])
     names: set[str] = set()
     for path in resolved:
-        parts = path.relative_to(root).parts  # folders above the run are not the project's
+        parts = Path(os.path.relpath(path, root)).parts  # folders above the run are not ours
         names.update(parts[:-1])
         names.add(Path(parts[-1]).stem)
     return frozenset(names & APEX_EXTENSIONS)
