@@ -113,7 +113,16 @@ def _probes_amp(ctx: FileContext, guard: cst.Try) -> bool:
 
 
 def _says_present(ctx: FileContext, guard: cst.Try, flag: str) -> bool:
-    """The flag is set True where the import worked and False where it failed, only."""
+    """The flag is set True where the import worked and False where it failed, only (not
+    again in the try's `else:` or `finally:`, which may turn it off with apex installed)."""
+    after = [part for part in (guard.orelse, guard.finalbody) if part is not None]
+    if any(
+        ctx.index.code(t.target) == flag
+        for part in after
+        for a in ctx.index.within(part, cst.Assign)
+        for t in a.targets
+    ):
+        return False
     values = {
         (part is guard.body, ctx.index.code(a.value))
         for part in (guard.body, *guard.handlers)
