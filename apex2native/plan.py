@@ -813,6 +813,7 @@ class _PlanBuilder:
         self.makers: set[str] = set()  # defs that make a closure needing the scaler
         self.class_paths: dict[str, str] = {}
         self.redefined: set[str] = set()  # defs their scope binds more than once
+        self.programs = planner._programs()  # file -> the first file of its program
         for s in planner.summaries.values():
             self.functions.update(s.functions)
             self.redefined |= s.redefined
@@ -1021,7 +1022,7 @@ class _PlanBuilder:
         summaries = self.planner.summaries
         if not any(s.twins for s in summaries.values()):
             return {}
-        programs = self.planner._programs()
+        programs = self.programs
         kept: dict[str, set[str]] = {}
         for path, summary in summaries.items():
             for name, twin in summary.twins.items():
@@ -1149,10 +1150,6 @@ class _PlanBuilder:
         """The classes on the way from `sub` up to `cls`, both left out."""
         return [a for a in self.ancestors(sub) if cls in self.ancestors(a)]
 
-    def _subclassed(self, cls: str) -> bool:
-        """Some class of the run derives from `cls`, directly or not."""
-        return any(cls in _ancestors(c, self.classes) for c in self.classes if c != cls)
-
     def _clippers(self) -> None:
         """Calls to project functions that read or change gradients (clip them, log their
         norm, add noise), in files with apex sites: a scaler must unscale before them, as
@@ -1225,7 +1222,7 @@ class _PlanBuilder:
         work = list(self.holders)
         done: set[str] = set()
         owned = self._owned_programs()
-        programs = self.planner._programs()
+        programs = self.programs
         while work:
             qualname = work.pop(0)
             holder = self.holders[qualname]
@@ -1322,7 +1319,7 @@ class _PlanBuilder:
         taken = {n for s in self.planner.summaries.values() for n in s.outside_writes}
         if cls is None:
             return taken
-        related = {*self.ancestors(cls), *self.subclasses(cls)}
+        related = _related(cls, self.classes)  # a subclass's mixins share its objects too
         paths = {self.class_paths[c] for c in related if c in self.class_paths}
         if own and cls in self.class_paths:
             paths.add(self.class_paths[cls])
@@ -1819,24 +1816,17 @@ class _PlanBuilder:
             return None
         if any(summaries[p].scaling_inits or self._keeps_amp_state(summaries[p]) for p in files):
             return None
-        taken = self._attributes_near(owner)
-        for other in _related(owner, self.classes):
-            found = summaries.get(self.class_paths.get(other, ""))
-            taken |= found.identifiers if found is not None else set()
-        name = next((n for n in PARAM_NAMES if n not in taken), None)
-        if name is None:
-            return None
+        name = free_name((*PARAM_NAMES, "amp_grad_scaler"), self._attributes_near(owner))
         return owner, switch, name, {s.decision.spec.unit for s in inits}  # type: ignore[union-attr]
 
     def _program_files(self, path: str) -> list[str]:
-        programs = self.planner._programs()
-        here = programs.get(path, path)
-        return [p for p in self.planner.summaries if programs.get(p, p) == here]
+        here = self.programs.get(path, path)
+        return [p for p in self.planner.summaries if self.programs.get(p, p) == here]
 
     def _owned_programs(self) -> set[str]:
         """Programs each of whose scaled uses a switch-owned scaler serves: their
         initializes' scalers reach nothing, so no helper returns them."""
-        programs = self.planner._programs()
+        programs = self.programs
         served: dict[str, bool] = {}
         for summary in self.planner.summaries.values():
             for qualname in summary.needs:

@@ -831,7 +831,7 @@ class _Summarizer:
         for n in self.scopes.of_type(ast.Attribute):
             if not isinstance(n.ctx, ast.Load):
                 add(n.attr)
-            elif n.attr in ("__dict__", "__slots__"):
+            elif n.attr == "__dict__" and self._may_set_through(n):
                 add("*")
         for call in self.scopes.of_type(ast.Call):
             name = _dotted(call.func)
@@ -841,7 +841,7 @@ class _Summarizer:
                     add(key.value)
                 else:
                     add("*")
-            elif name == "vars":
+            elif name == "vars" and self._may_set_through(call):
                 add("*")
         for node in self.scopes.of_type(ast.ClassDef):
             for stmt in node.body:
@@ -852,6 +852,19 @@ class _Summarizer:
                 ):
                     add("*")
         return counts
+
+    def _may_set_through(self, node: ast.expr) -> bool:
+        """`vars(x)` / `x.__dict__` used to set attributes (`.update(...)`, an item stored) or
+        to hand an object's own attributes on (`vars(self)`: a copy rebuilt from them)."""
+        target = node.args[0] if isinstance(node, ast.Call) and node.args else None
+        if isinstance(node, ast.Attribute):
+            target = node.value
+        if isinstance(target, ast.Name) and target.id in ("self", "cls"):
+            return True
+        parent = self.scopes.parent.get(id(node))
+        if isinstance(parent, ast.Subscript):
+            return not isinstance(parent.ctx, ast.Load)
+        return isinstance(parent, ast.Attribute) and parent.attr in MUTATING_METHODS
 
     def _factory(self, node, cls: ast.ClassDef | None) -> bool:
         """A method of `cls` whose every return makes an instance of it: `return cls(...)`
@@ -2384,12 +2397,17 @@ def _identifiers(scopes: AstScopes) -> set[str]:
     return out
 
 
+def _init_of(cls: ast.ClassDef) -> ast.FunctionDef | None:
+    """The `__init__` the class body defines."""
+    return next(
+        (n for n in cls.body if isinstance(n, ast.FunctionDef) and n.name == "__init__"), None
+    )
+
+
 def _init_switches(cls: ast.ClassDef) -> dict[str, str]:
     """`self.<attr> = <parameter>` statements of the class's `__init__` that run on every
     construction: at the top of its body, before anything that may return or branch."""
-    init = next(
-        (n for n in cls.body if isinstance(n, ast.FunctionDef) and n.name == "__init__"), None
-    )
+    init = _init_of(cls)
     if init is None or not init.args.args:
         return {}
     me = init.args.args[0].arg
@@ -2415,9 +2433,7 @@ def _init_switches(cls: ast.ClassDef) -> dict[str, str]:
 
 def _inits_alone(cls: ast.ClassDef) -> bool:
     """The class defines `__init__` and it calls no `__init__` of a base class."""
-    init = next(
-        (n for n in cls.body if isinstance(n, ast.FunctionDef) and n.name == "__init__"), None
-    )
+    init = _init_of(cls)
     if init is None:
         return False
     return not any(
@@ -2561,20 +2577,17 @@ def _listed_in_all(tree: ast.Module) -> set[str] | None:
 
 
 def _beyond_default_options(call: ast.Call) -> bool:
-    """An initialize whose options a routed twin's default GradScaler cannot keep: a switch
-    (`enabled=flag`, positional options), an O0 or run-time opt level, a static
-    `loss_scale`, or any other option."""
-    if len(call.args) > 2:
-        return True
-    for keyword in call.keywords:
-        value = keyword.value
-        if keyword.arg == "opt_level" and isinstance(value, ast.Constant):
-            if value.value in ("O1", "O2", "O3"):
-                continue
-        if keyword.arg == "verbosity":
-            continue
-        return True
-    return False
+    """An initialize whose options a routed twin's default GradScaler cannot keep: those of
+    `_beyond_opt_level`, and an O0 or run-time opt level as well."""
+    return _beyond_opt_level(call) or any(
+        k.arg == "opt_level" and not (isinstance(k.value, ast.Constant) and k.value.value in O1_O3)
+        for k in call.keywords
+    )
+
+
+O1_O3 = ("O1", "O2", "O3")
+# dict methods that change it: `vars(obj).update(...)` sets attributes of `obj`
+MUTATING_METHODS = frozenset({"update", "setdefault", "__setitem__", "pop", "popitem", "clear"})
 
 
 def _beyond_opt_level(call: ast.Call) -> bool:
@@ -2587,7 +2600,7 @@ def _beyond_opt_level(call: ast.Call) -> bool:
         if keyword.arg == "verbosity":
             continue
         if keyword.arg == "opt_level" and not (
-            isinstance(value, ast.Constant) and value.value not in ("O1", "O2", "O3")
+            isinstance(value, ast.Constant) and value.value not in O1_O3
         ):
             continue
         return True

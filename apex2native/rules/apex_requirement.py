@@ -43,11 +43,13 @@ class ApexRequirement(Rule):
 
     The probe's flag says whether apex's amp could be imported, and the check only switches
     fp16 off (or raises, or logs) when it could not; `if FLAG: <body> else: <that>` keeps
-    its body, in place of the `if` (nothing, when only the initialize was in it). Native AMP needs nothing installed, so
-    the check can never fire again: under apex the program ran with the flag True, and it
-    keeps doing what it did then. Only probes of `apex` or `apex.amp` qualify (a probe of a
-    fused kernel stands for that kernel), only when every read of the flag is such a check,
-    and only when no other module can read the flag.
+    its body, in place of the `if` (nothing, when only the initialize was in it). Native AMP
+    needs nothing installed, so the check can never fire again: under apex the program ran
+    with the flag True, and it keeps doing what it did then. Only probes that import apex's
+    amp qualify (other apex imports beside it may be there: `apex.parallel`; a probe of a
+    fused kernel alone stands for that kernel), only when the flag is set nowhere but in the
+    guard's `try` and handler, every read of it is such a check, and no other module can
+    read it.
 
     `if not is_apex_available(): raise ...` (transformers' helper, or a copy of it) goes
     the same way, and the helper's import once nothing else calls it. Both hold only when

@@ -9,6 +9,7 @@ from apex2native.findings import NUMERICS
 from apex2native.index import TreeIndex, callee_name
 from apex2native.rules.base import Rule
 from apex2native.rules.scale_loss import BackwardSite
+from apex2native.scopes import free_name
 
 # Calls that only move or re-type data: a statement with nothing else does not start a region.
 DATA_ONLY = frozenset(
@@ -186,9 +187,7 @@ def _hoist(
         for n in ctx.index.within(func, cst.Name)
         if not (isinstance(ctx.index.parent(n), cst.Attribute) and ctx.index.parent(n).attr is n)
     }
-    name = next(
-        n for n in ("loss", "loss_value", *(f"loss_{i}" for i in range(2, 99))) if n not in taken
-    )
+    name = free_name(("loss", "loss_value"), taken)
     width = ctx.index.indent_width(stmt)
     autocast = Autocast.autocast_code_for(ctx, scaler)
     region = ctx.gen.stmt(f"with {autocast}:\n    {name} = {ctx.index.code(loss)}", width)
