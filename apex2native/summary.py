@@ -2408,9 +2408,9 @@ def _init_switches(cls: ast.ClassDef) -> dict[str, str]:
     """`self.<attr> = <parameter>` statements of the class's `__init__` that run on every
     construction: at the top of its body, before anything that may return or branch."""
     init = _init_of(cls)
-    if init is None or not init.args.args:
-        return {}
-    me = init.args.args[0].arg
+    if init is None or not init.args.args or init.args.args[0].arg != "self":
+        return {}  # the scaler made beside the switch is spelled `self.<name>`
+    me = "self"
     params = {a.arg for a in (*init.args.args[1:], *init.args.kwonlyargs)}
     rebound = {
         n.id for n in ast.walk(init) if isinstance(n, ast.Name) and not isinstance(n.ctx, ast.Load)

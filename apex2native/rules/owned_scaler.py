@@ -51,8 +51,8 @@ class OwnedScaler(Rule):
             init = defs.get(f"{cls_name}.__init__")
             if not isinstance(init, cst.FunctionDef):
                 continue
-            anchor = self._switch_statement(init, switch)
-            if anchor is None or self._assigns(init, access):
+            anchor = _top_assignment(init, "self", switch)
+            if anchor is None or _top_assignment(init, *access.split(".", 1)):
                 continue  # a second run finds the scaler made
             creation = ctx.gen.stmt(
                 f"{access} = {ctx.gen.grad_scaler(ctx.options.device_type, [('enabled', enabled)])}",
@@ -74,27 +74,9 @@ class OwnedScaler(Rule):
                 NUMERICS,
             )
 
-    @staticmethod
-    def _assigns(init: cst.FunctionDef, access: str) -> bool:
-        owner, _, attr = access.partition(".")
-        target = m.Attribute(value=m.Name(owner), attr=m.Name(attr))
-        return any(
-            m.matches(
-                stmt,
-                m.SimpleStatementLine(body=[m.Assign(targets=[m.AssignTarget(target=target)])]),
-            )
-            for stmt in init.body.body
-        )
 
-    @staticmethod
-    def _switch_statement(init: cst.FunctionDef, switch: str) -> cst.CSTNode | None:
-        """The top-level `self.<switch> = <parameter>` of `__init__`."""
-        first = init.params.params[0].name.value if init.params.params else "self"
-        target = m.Attribute(value=m.Name(first), attr=m.Name(switch))
-        for stmt in init.body.body:
-            if m.matches(
-                stmt,
-                m.SimpleStatementLine(body=[m.Assign(targets=[m.AssignTarget(target=target)])]),
-            ):
-                return stmt
-        return None
+def _top_assignment(init: cst.FunctionDef, owner: str, attr: str) -> cst.CSTNode | None:
+    """The statement of `__init__`'s own body that is `<owner>.<attr> = ...`."""
+    target = m.Attribute(value=m.Name(owner), attr=m.Name(attr))
+    pattern = m.SimpleStatementLine(body=[m.Assign(targets=[m.AssignTarget(target=target)])])
+    return next((stmt for stmt in init.body.body if m.matches(stmt, pattern)), None)
