@@ -7,6 +7,10 @@ import libcst.matchers as m
 
 # calls that print or log a message (`print`, `logger.info`, `warnings.warn`)
 MESSAGE_CALLS = frozenset({"print", "info", "warning", "warn", "debug", "error"})
+# calls a message may make without effects: `str(e)`, `"{}".format(e)`
+FORMATTING = m.Call(
+    func=m.Name("str") | m.Name("repr") | m.Name("type") | m.Attribute(attr=m.Name("format"))
+)
 
 # `args.size`, `self.args.size`, `size`: reads with no side effect, the same value twice
 PLAIN_READ = m.Name() | m.Attribute(value=m.Name()) | m.Attribute(value=m.Attribute(value=m.Name()))
@@ -87,6 +91,10 @@ def apex_message(stmt: cst.CSTNode) -> bool:
         return False
     func = expr.value.func
     name = func.attr.value if isinstance(func, cst.Attribute) else getattr(func, "value", "")
-    if name not in MESSAGE_CALLS or any(m.findall(arg, m.Call()) for arg in expr.value.args):
+    if name not in MESSAGE_CALLS or any(
+        not m.matches(call, FORMATTING)
+        for arg in expr.value.args
+        for call in m.findall(arg, m.Call())
+    ):
         return False  # `logger.info(f"{setup()} apex")`: the message runs code too
     return "apex" in cst.Module([]).code_for_node(expr.value).lower()

@@ -85,7 +85,7 @@ class OptionalApex(Rule):
                 continue
             group = object()
             lines = list(node.leading_lines)
-            body = [s for s in fallback if not _install_hint(ctx, s)]
+            body = [s for s in fallback if not apex_message(s)]
             body[0] = body[0].with_changes(leading_lines=[*lines, *body[0].leading_lines])
             ctx.tx.edits.replace_statement(group, node, lambda _u, b=body: b)
             inside = {id(n) for n in ctx.index.subtree(node.body)}
@@ -196,7 +196,7 @@ class OptionalApex(Rule):
             ):
                 return False
             modules.append(ctx.index.code(small[0].module))
-        if not all(_install_hint(ctx, s) or _is_pass(s) for s in handler.body.body):
+        if not all(apex_message(s) or _is_pass(s) for s in handler.body.body):
             return False
         text = ctx.index.text or ctx.module.code
         unbound = unbound_names(text)
@@ -228,7 +228,7 @@ class OptionalApex(Rule):
         handler = node.handlers[0]
         if handler.name is not None or not isinstance(handler.body, cst.IndentedBlock):
             return
-        extra = [s for s in handler.body.body if not _install_hint(ctx, s)]
+        extra = [s for s in handler.body.body if not apex_message(s)]
         if not all(_is_import(s) for s in extra):
             return
         taken = _binds(list(node.body.body))
@@ -561,11 +561,6 @@ def _reads_exception(
     return any(
         ctx.index.code(n) == name
         for s in statements
-        if not _install_hint(ctx, s)
+        if not apex_message(s)
         for n in ctx.index.within(s, cst.Name)
     )
-
-
-def _install_hint(ctx: FileContext, stmt: cst.BaseStatement) -> bool:
-    """`print("... install apex ...")` or a log line saying so: it no longer applies."""
-    return apex_message(stmt)
