@@ -47,6 +47,7 @@ class FileContext:
         self.tx = Transactions(self.index)
         self.sites: list = []  # scaled backward sites, extended by step/unscale/autocast
         self.needs_torch = False
+        self.defined: set[str] = set()  # names a rule defines here in place of apex imports
         self.availability: list[object] = []  # folds that hold only once apex is gone
         self.unit_facts = UnitFacts()
         self.classes = ApexClasses()

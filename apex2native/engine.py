@@ -117,6 +117,8 @@ def rewrite_file_text(
         rule.finalize(ctx)
     for unit, reason in facts.blocked.items():
         ctx.tx.block(unit, reason)
+    for rule in rules:
+        rule.settle(ctx)
     for line, marks in facts.marks.items():
         stmt = ctx.index.statement_at(line)
         for code, message in marks:
@@ -160,6 +162,7 @@ def rewrite_file_text(
             remove_unused=cleanup,
             keep=facts.exports | facts.star_reads,
             facts=facts,
+            defined=ctx.defined,
         )
     result.text = module_code(ctx.index, text, new)
     return result
@@ -312,6 +315,7 @@ class _Run:
         self.blocked: dict[str, str] = dict(plan.held)
         self.marks: dict[str, dict[int, list[tuple[str, str]]]] = {}
         self.kept: dict[str, dict[str, str]] = {}  # program -> apex class -> why it stays
+        self.kept_in_run: dict[str, str] = {}  # apex class -> why it stays in every module
 
     def facts(self, path: str) -> FileFacts:
         facts = self.plan.for_path(path)
@@ -320,6 +324,7 @@ class _Run:
         facts.blocked = dict(self.blocked)
         facts.marks = self.marks.get(path, {})
         facts.kept_classes = facts.kept_classes | self.kept.get(self.plan.program_of(path), {})
+        facts.kept_in_run = dict(self.kept_in_run)
         return facts
 
     def rewrite(self, jobs: list[tuple[str, str]]) -> list[FileOutcome]:
@@ -406,13 +411,19 @@ class _Run:
                     fresh.setdefault(program, {}).setdefault(
                         name, f"{self.plan.relative(path)} keeps it ({why})"
                     )
+        in_run: dict[str, str] = {}
+        for path, outcome in sorted(outcomes.items(), key=lambda item: item[1].path):
+            for name, why in sorted(outcome.classes.kept_in_run.items()):
+                if name not in self.kept_in_run:
+                    in_run.setdefault(name, f"{self.plan.relative(path)} keeps it ({why})")
         again = set()
         for path, outcome in outcomes.items():
             kept = fresh.get(self.plan.program_of(path), {})
-            if outcome.classes.moved & set(kept):
+            if outcome.classes.moved & (set(kept) | set(in_run)):
                 again.add(path)
         for program, kept in fresh.items():
             self.kept.setdefault(program, {}).update(kept)
+        self.kept_in_run.update(in_run)
         return again
 
     def _final_check(self, outcomes: dict[str, FileOutcome]) -> None:

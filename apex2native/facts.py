@@ -119,6 +119,9 @@ class FileFacts:
     marks: dict[int, list[tuple[str, str]]] = field(default_factory=dict)
     # apex classes another file of the same program keeps apex, and why
     kept_classes: dict[str, str] = field(default_factory=dict)
+    # apex classes some file of the run keeps apex whose objects cross files unseen (a
+    # registry, an attribute), and why: they stay apex wherever a file is not an entry script
+    kept_in_run: dict[str, str] = field(default_factory=dict)
     aliases: dict[str, str] = field(default_factory=dict)
     exports: set[str] = field(default_factory=set)
     # callees as the file names them (`utils.clip`, `main.Trainer.clip`) that read or change

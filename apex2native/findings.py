@@ -54,6 +54,9 @@ class ApexClasses:
 
     kept: dict[str, str] = field(default_factory=dict)
     moved: set[str] = field(default_factory=set)
+    # class -> why, for classes whose objects reach other files without an import (LARC
+    # through an optimizer registry): they stay apex in every module of the run
+    kept_in_run: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass

@@ -21,6 +21,7 @@ from apex2native.rules.evaluation import Evaluation
 from apex2native.rules.fp16_optimizer import FP16Optimizer
 from apex2native.rules.imports import Imports
 from apex2native.rules.initialize import Initialize
+from apex2native.rules.larc import Larc
 from apex2native.rules.leftovers import Leftovers
 from apex2native.rules.master_params import MasterParams
 from apex2native.rules.native_twin import NativeTwin
@@ -57,6 +58,7 @@ ALL_RULES: tuple[type[Rule], ...] = (
     ApexRequirement,
     ApexModules,
     SyncBNProcessGroup,
+    Larc,
     DeprecatedAmp,
     Leftovers,
 )

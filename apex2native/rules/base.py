@@ -24,3 +24,7 @@ class Rule:
 
     def finalize(self, ctx: FileContext) -> None:
         """Runs after every rule applied: for edits that depend on which sites survived."""
+
+    def settle(self, ctx: FileContext) -> None:
+        """Runs once the units are settled (the plan's blocks applied): for edits that
+        depend on which units this file keeps apex."""

@@ -120,11 +120,13 @@ class Imports(Rule):
         remove_unused: bool = True,
         keep: set[str] | frozenset[str] = frozenset(),
         facts: FileFacts | None = None,
+        defined: set[str] | frozenset[str] = frozenset(),
     ) -> cst.Module:
         """After the rewrite: drop what became unused, add `import torch` if needed.
 
         `keep`: names other modules still import from this one; `facts.aliases`: project
-        names that stand for apex, whose imports go like apex's once unused.
+        names that stand for apex, whose imports go like apex's once unused; `defined`:
+        names the rewrite now defines in this module, whose apex imports go though read.
         """
         if remove_unused:
             facts = facts if facts is not None else FileFacts()
@@ -134,16 +136,18 @@ class Imports(Rule):
                 n.value == "torch" for n in index.within(module, cst.Name)
             )
             flags = facts.probe_flags
-            cleanup = _Cleanup(index, None, keep, facts.aliases, facts.imported, flags)
+            cleanup = _Cleanup(index, None, keep, facts.aliases, facts.imported, flags, defined)
             if cleanup.ambiguous:
                 unused = precise_unused(index, cleanup)
-                cleanup = _Cleanup(index, unused, keep, facts.aliases, facts.imported, flags)
+                cleanup = _Cleanup(
+                    index, unused, keep, facts.aliases, facts.imported, flags, defined
+                )
             module = module.visit(cleanup)
             if _imports_helper(module):
                 # its last reads may have been the tests of the guards that just went
                 index = TreeIndex(module, facts.module, facts.is_package)
                 module = module.visit(
-                    _Cleanup(index, None, keep, facts.aliases, facts.imported, facts.probe_flags)
+                    _Cleanup(index, None, keep, facts.aliases, facts.imported, flags, defined)
                 )
         if needs_torch and not _imports_torch(module):
             context = CodemodContext()
@@ -240,13 +244,15 @@ def _imports_helper(module: cst.Module) -> bool:
 
 
 def _imports_torch(module: cst.Module) -> bool:
-    """A top-level `import torch` is already there (the common case: no visitor pass)."""
+    """A top-level import already binds `torch` (`import torch`, `import torch.optim`): the
+    common case, with no visitor pass."""
     return any(
-        m.matches(
-            s,
-            m.SimpleStatementLine(
-                body=[m.Import(names=[m.ImportAlias(name=m.Name("torch"), asname=None)])]
-            ),
+        isinstance(s, cst.SimpleStatementLine)
+        and isinstance(s.body[0], cst.Import)
+        and any(
+            alias.asname is None
+            and (get_full_name_for_node(alias.name) or "").split(".")[0] == "torch"
+            for alias in s.body[0].names
         )
         for s in module.body
     )
@@ -267,10 +273,12 @@ class _Cleanup(cst.CSTTransformer):
         aliases: dict[str, str] | None = None,
         imported: set[str] | frozenset[str] = frozenset(),
         probe_flags: set[str] | frozenset[str] = frozenset(),
+        defined: set[str] | frozenset[str] = frozenset(),
     ) -> None:
         super().__init__()
         self.index = index
         self.keep = keep
+        self.defined = defined  # names the rewrite defines here: their apex imports go
         self.aliases = aliases or {}
         self.imported = set(imported)  # names other modules import from this one
         self.probe_flags = probe_flags  # other modules' amp probe flags imported here
@@ -298,7 +306,7 @@ class _Cleanup(cst.CSTTransformer):
             for a in _aliases(imp)
             if self.migrated[id(imp)] is not None and bound_name(a) in self.migrated[id(imp)]
         }
-        self.ambiguous = unused is None and bool(bound & self.used)
+        self.ambiguous = unused is None and bool((bound - set(defined)) & self.used)
         self.flags = guard_flags(index)
         self.flags_read = {
             n.value for n in names if n.value in self.flags and id(n) not in inside_guards
@@ -391,6 +399,8 @@ class _Cleanup(cst.CSTTransformer):
 
     def _keep(self, node: cst.CSTNode, alias: cst.ImportAlias) -> bool:
         bound = bound_name(alias)
+        if bound in self.defined and is_apex_import(node):
+            return False
         removable = self.migrated.get(id(node))
         if bound in self.keep or removable is None or bound not in removable:
             return True

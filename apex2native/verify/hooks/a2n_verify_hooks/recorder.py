@@ -198,6 +198,7 @@ class Recorder:
         """Start a step opportunity; raises StopTraining once N were taken."""
         if self.current is not None:
             return False
+        optimizer = _wrapped(optimizer)
         idx = self.index(optimizer)
         if self.counts[idx] >= self.steps:
             self.stop()
@@ -294,3 +295,14 @@ class Recorder:
     def stop(self) -> None:
         self.finish("stopped")
         raise StopTraining(f"apex2native verify: stopped after {self.steps} step opportunities")
+
+
+def _wrapped(optimizer):
+    """The optimizer inside a wrapper that is not one itself (LARC keeps it as `.optim`):
+    its step is the one that changes the parameters, on either side."""
+    inner = getattr(optimizer, "optim", None)
+    if not isinstance(optimizer, torch.optim.Optimizer) and isinstance(
+        inner, torch.optim.Optimizer
+    ):
+        return inner
+    return optimizer
