@@ -448,7 +448,15 @@ class _Run:
             imported_from = self._imported_from(outcomes)
             for path, facts in self.plan.facts.items():
                 settles_imports = bool(facts.imported) and "*" not in facts.imported
-                if not (facts.exports or settles_imports) or path not in displays:
+                if path not in displays:
+                    continue
+                if facts.star_reads and self.plan.graph is not None:
+                    star_reads = facts.star_reads & self._star_read_now(path, outcomes)
+                    if star_reads != facts.star_reads:
+                        facts.star_reads = star_reads
+                        again.append((path, displays[path]))
+                        continue
+                if not (facts.exports or settles_imports):
                     continue
                 still = facts.exports & imported_from.get(path, set())
                 imported = facts.imported
@@ -464,6 +472,19 @@ class _Run:
             for (path, _), outcome in zip(again, self.rewrite(again)):
                 outcomes[path] = outcome
         return rewrote
+
+    def _star_read_now(self, path: str, outcomes: dict[str, FileOutcome]) -> set[str]:
+        """Names the files that star-import `path` (through chains of star imports too)
+        read without binding them, as their texts stand now: a reader the rules migrated
+        no longer reads `amp`, and the module need not keep it for them."""
+        facts = self.plan.facts[path]
+        out: set[str] = set()
+        for reader in facts.star_readers:
+            try:
+                out |= guards.unbound_names(_text_now(reader, outcomes))
+            except (SyntaxError, ValueError):
+                return set(facts.star_reads)  # unreadable now: keep everything
+        return out
 
     def _read_now(self, outcomes: dict[str, FileOutcome]) -> dict[str, set[str]]:
         """What each file's names other files import or read, as their texts stand now."""

@@ -145,6 +145,11 @@ class FileFacts:
     # names modules that star-import this one read without binding them (`from layers
     # import *` then `FusedLayerNorm(8)`): the imports that bind them here must stay
     star_reads: set[str] = field(default_factory=set)
+    # the files that read those names, through star imports (chains of them too)
+    star_readers: set[str] = field(default_factory=set)
+    # the "*" in `imported` comes from star imports alone (no module passes this one on
+    # whole): what other modules read of it is `star_reads`, as precisely as the run sees
+    star_only: bool = False
     # other modules' amp probe flags as this file spells them (`HAS_APEX` imported from
     # utils, `utils.HAS_APEX`): always True once native AMP replaces apex
     probe_flags: set[str] = field(default_factory=set)

@@ -432,6 +432,27 @@ class TreeIndex:
             return [f"{base}.{node.attr.value}" for base in self.imported_names(_through(node))]
         return []
 
+    def star_imported(self, node: cst.CSTNode) -> list[str]:
+        """`amp.scale_loss` read where nothing binds `amp` and the module's one star import
+        (`from .utils import *`) may: the dotted name through that module, else []."""
+        if isinstance(node, cst.Attribute):
+            return [f"{base}.{node.attr.value}" for base in self.star_imported(_through(node))]
+        if not isinstance(node, cst.Name) or self.bindings(node):
+            return []
+        star = self.__dict__.get("_star_module")
+        if star is None:
+            stars = [
+                "." * len(imp.relative) + (cst.helpers.get_full_name_for_node(imp.module) or "")
+                for s in self.module.body
+                if isinstance(s, cst.SimpleStatementLine)
+                for imp in s.body
+                if isinstance(imp, cst.ImportFrom) and isinstance(imp.names, cst.ImportStar)
+            ]
+            one = stars[0] if len(stars) == 1 else ""
+            star = absolute_name(one, self.module_name, self.is_package) if one else ""
+            self.__dict__["_star_module"] = star
+        return [f"{star}.{node.value}"] if star else []
+
     def used_imports(self) -> set[tuple[int, str]]:
         """(import statement id, bound name) of every import some read can refer to."""
         used = set()

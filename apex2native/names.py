@@ -7,7 +7,7 @@ import libcst as cst
 from apex2native.apex_imports import catches_import_errors, guard_flags
 from apex2native.index import TreeIndex
 from apex2native.scopes import absolute_name, instance_class
-from apex2native.summary import unalias
+from apex2native.summary import star_apex_name, unalias
 from apex2native.syntax import is_self_method, module_values
 
 
@@ -56,6 +56,10 @@ class ApexNames:
             name = unalias(name, self.aliases)
             if is_apex(name):
                 return name
+        if self.aliases:
+            starred = star_apex_name(self.index.star_imported(node), self.aliases)
+            if starred is not None:
+                return starred
         if self.amp_params:
             held = self._param_apex_name(node)
             if held is not None:

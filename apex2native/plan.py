@@ -518,19 +518,37 @@ class Planner:
     def attach_imported(self, plan: RepoPlan, paths: list[str]) -> None:
         """Record, for each of `paths`, the names the other summarised files import from it
         or read of it as a module (`import utils` then `utils.HAS_APEX`)."""
-        for path, names in imported_names(self.graph, self.summaries.values(), paths).items():
+        found = imported_names(self.graph, self.summaries.values(), paths)
+        starred = any(r.star for s in self.summaries.values() for r in s.imports)
+        unstarred = [
+            dataclasses.replace(s, imports=[r for r in s.imports if not r.star])
+            for s in self.summaries.values()
+        ]
+        whole = imported_names(self.graph, unstarred, paths) if starred else found
+        for path, names in found.items():
             facts = plan.facts.get(path)
             if facts is None:
                 facts = plan.facts[path] = FileFacts(*self.graph.name_of(path))
             facts.imported |= names
             if "*" in names:
-                facts.star_reads |= self._star_reads(path)
+                facts.star_reads |= self._star_reads(path, readers=facts.star_readers)
+                facts.star_only = "*" not in whole.get(path, set())
 
-    def _star_reads(self, path: str) -> set[str]:
+    def _star_reads(
+        self, path: str, unfollowed: bool = False, readers: set[str] | None = None
+    ) -> set[str]:
         """Names the files that star-import `path` read without binding them, through
-        chains of star imports too (`from mid import *` where mid star-imports path)."""
+        chains of star imports too (`from mid import *` where mid star-imports path).
+
+        `unfollowed`: less the apex names the rules follow, those `path` binds itself and
+        a module reads through its one star import (`ApexNames.apex_name`); `readers`
+        collects the files that read through the star imports."""
         out: set[str] = set()
         stars = self._star_importers()
+        source = self.summaries.get(path)
+        followed = set()
+        if unfollowed and source is not None:
+            followed = {n for n in source.apex_exports if star_exports(source, n)}
         frontier, seen = [path], {path}
         while frontier:
             target = frontier.pop()
@@ -542,7 +560,12 @@ class Planner:
                     continue
                 seen.add(summary.path)
                 frontier.append(summary.path)
-                out |= self._unbound(summary.path)
+                if readers is not None:
+                    readers.add(summary.path)
+                read = self._unbound(summary.path)
+                if target == path and sum(ref.star for ref in summary.imports) == 1:
+                    read -= followed
+                out |= read
         return out
 
     def _unbound(self, path: str) -> frozenset[str]:
@@ -579,7 +602,8 @@ class Planner:
             if summary is None or not facts.star_reads:
                 continue
             names = [n for n, apex in summary.apex_exports.items() if apex == "apex.amp"]
-            read = sorted(n for n in names if n in facts.star_reads)
+            unfollowed = self._star_reads(path, unfollowed=True)
+            read = sorted(n for n in names if n in facts.star_reads and n in unfollowed)
             if not read:
                 continue
             why = (
@@ -608,6 +632,8 @@ class Planner:
                 base = absolute_name(ref.module, summary.module, summary.is_package)
                 # `from common import amp`; `import common` reads the names as `common.amp`
                 names = [name for name, _ in ref.names] if ref.names else list(source.apex_exports)
+                if ref.star:
+                    names = [n for n in names if star_exports(source, n)]
                 for name in names:
                     if name in source.apex_exports:
                         out.setdefault(summary.path, {})[f"{base}.{name}"] = source.apex_exports[
@@ -684,6 +710,12 @@ class Planner:
         out |= dynamic_importers
         self.summarize_all(sorted(out), pool)
         return out
+
+
+def star_exports(source: Summary, name: str) -> bool:
+    """`from source import *` binds `name`: public, and listed where `__all__` lists."""
+    public = source.public
+    return not name.startswith("_") and public is not None and (not public or name in public)
 
 
 def imported_names(

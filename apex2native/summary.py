@@ -270,6 +270,7 @@ class AstScopes:
         self.module_scope = Scope(MODULE)
         self.by_type: dict[type, list[ast.AST]] = {}
         self._made_by: dict[int, str] = {}  # assignment targets -> the callee of their value
+        self._star_module: str | None = None  # the module of the one star import ("": none)
         self._walk()
 
     def _walk(self) -> None:
@@ -391,6 +392,23 @@ class AstScopes:
         if isinstance(node, ast.Attribute):
             return [f"{base}.{node.attr}" for base in self.imported(_through(node.value))]
         return []
+
+    def star_imported(self, node: ast.AST) -> list[str]:
+        """`amp.scale_loss` read where nothing binds `amp` and the module's one star import
+        (`from .utils import *`) may: the dotted name through that module, else []."""
+        if isinstance(node, ast.Attribute):
+            return [f"{base}.{node.attr}" for base in self.star_imported(_through(node.value))]
+        if not isinstance(node, ast.Name) or self.bindings(node):
+            return []
+        if self._star_module is None:
+            stars = [
+                "." * s.level + (s.module or "")
+                for s in self.tree.body
+                if isinstance(s, ast.ImportFrom) and any(a.name == "*" for a in s.names)
+            ]
+            one = stars[0] if len(stars) == 1 else ""
+            self._star_module = absolute_name(one, self.module, self.is_package) if one else ""
+        return [f"{self._star_module}.{node.id}"] if self._star_module else []
 
     def qualified(self, node: ast.AST) -> list[str]:
         if isinstance(node, ast.Name):
@@ -534,6 +552,8 @@ class _Summarizer:
                     if name == "apex" or name.startswith("apex."):
                         found = name
                         break
+                if found is None and self.aliases:
+                    found = star_apex_name(self.scopes.star_imported(node), self.aliases)
                 if found is None:
                     found = self.handle_name(node)
                 if found is None:
@@ -796,7 +816,11 @@ class _Summarizer:
         if "amp." not in self.text:
             return
         for node in self.scopes.of_type(ast.Attribute):
-            if star_amp_use(node) and not self.scopes.bindings(node.value):
+            if (
+                star_amp_use(node)
+                and not self.scopes.bindings(node.value)
+                and self.apex_name(node.value) is None  # not a star import the plan follows
+            ):
                 self.summary.uses_apex = True
                 self.summary.amp_uses.append(
                     (self.statement_of(node).lineno, f"apex.amp.{node.attr} (unbound amp)")
@@ -2670,6 +2694,15 @@ def _guards_apex_import(node: ast.Try) -> bool:
             if name not in IMPORT_ERRORS:
                 return False
     return True
+
+
+def star_apex_name(names: list[str], aliases: dict[str, str]) -> str | None:
+    """The apex name a star-imported project module re-exports under `names`, else None."""
+    for name in names:
+        name = unalias(name, aliases)
+        if name == "apex" or name.startswith("apex."):
+            return name
+    return None
 
 
 def unalias(name: str, aliases: dict[str, str]) -> str:

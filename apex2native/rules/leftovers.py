@@ -110,7 +110,10 @@ class Leftovers(Rule):
         marked, or held back, where it is used; imports under `TYPE_CHECKING` never run.
         """
         used = ctx.index.used_imports()
-        elsewhere = ctx.facts.exports | ctx.facts.imported | dunder_all(ctx)
+        imported = ctx.facts.imported
+        if ctx.facts.star_only:  # what the star importers read, settled after their rewrite
+            imported = (imported - {"*"}) | ctx.facts.star_reads
+        elsewhere = ctx.facts.exports | imported | dunder_all(ctx)
         for node in ctx.index.within(ctx.module, cst.Import, cst.ImportFrom):
             if not is_apex_import(node) or _type_checking_only(ctx, node):
                 continue
@@ -251,6 +254,7 @@ class Leftovers(Rule):
                 and node.value.value == "amp"
                 and node.attr.value in AMP_API
                 and not ctx.index.bindings(node.value)
+                and ctx.names.apex_name(node.value) is None  # a star import the plan follows
             ):
                 continue
             stmt = ctx.index.statement_of(node)
