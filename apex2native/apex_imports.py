@@ -7,6 +7,7 @@ import libcst.matchers as m
 from libcst.helpers import get_full_name_for_node
 
 from apex2native.index import TreeIndex
+from apex2native.summary import APEX_PROBE_HELPERS as APEX_PROBE_HELPERS
 
 IMPORT_ERRORS = {"ImportError", "ModuleNotFoundError", "Exception", "BaseException"}
 
@@ -70,11 +71,6 @@ def star_used(module: str, unbound: set[str], imported: set[str], text: str) -> 
     if "*" in imported or "__all__" in text:
         return True
     return bool(star_supplies(module, unbound | imported))
-
-
-# helpers that answer "is apex installed?" (transformers' `file_utils`, copies of it): a
-# check of one is apex's own requirement, and its import goes with the last such check
-APEX_PROBE_HELPERS = frozenset({"is_apex_available"})
 
 
 def is_migrated_import(node: cst.CSTNode) -> bool:

@@ -1121,6 +1121,10 @@ class _PlanBuilder:
                     flags = summaries[found].amp_probe_flags
                     spelled |= {f"{ref.spelled()}.{f}" for f in flags}
                     continue
+                if found in probes and ref.star and sum(r.star for r in summary.imports) == 1:
+                    source = summaries[found]  # read as the names star-imported apex is
+                    spelled |= {f for f in source.amp_probe_flags if star_exports(source, f)}
+                    continue
                 if found in probes:
                     flags = summaries[found].amp_probe_flags
                     spelled |= {bound for name, bound in ref.names if name in flags}

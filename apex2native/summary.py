@@ -685,6 +685,26 @@ class _Summarizer:
                                 self._flags.add(n.targets[0].id)
         return self._flags
 
+    def _helper_probe_flags(self) -> set[str]:
+        """Module-level flags a probe helper sets once (`has_apex = is_apex_available()`)."""
+        assigned: dict[str, int] = {}
+        out: set[str] = set()
+        for node in self.tree.body:
+            targets = node.targets if isinstance(node, ast.Assign) else []
+            for t in targets:
+                if isinstance(t, ast.Name):
+                    assigned[t.id] = assigned.get(t.id, 0) + 1
+            if (
+                len(targets) == 1
+                and isinstance(targets[0], ast.Name)
+                and isinstance(node.value, ast.Call)
+                and not node.value.args
+                and not node.value.keywords
+                and _last_name(node.value.func) in APEX_PROBE_HELPERS
+            ):
+                out.add(targets[0].id)
+        return {flag for flag in out if assigned[flag] == 1}
+
     def _amp_probe_flags(self) -> set[str]:
         """Module-level flags a `try` sets True after importing only `apex` or `apex.amp`,
         and False in its handlers."""
@@ -761,7 +781,7 @@ class _Summarizer:
                     if q == "apex" or q.startswith("apex."):
                         s.apex_exports[name] = q
         s.guard_flags = self.flags() & s.module_names
-        s.amp_probe_flags = self._amp_probe_flags() & s.guard_flags
+        s.amp_probe_flags = (self._amp_probe_flags() & s.guard_flags) | self._helper_probe_flags()
         s.identifiers = self.identifiers()
         s.public = _listed_in_all(self.tree)
         s.outside_writes = self._outside_writes() if "scaler" in self.text else set()
@@ -2694,6 +2714,18 @@ def _guards_apex_import(node: ast.Try) -> bool:
             if name not in IMPORT_ERRORS:
                 return False
     return True
+
+
+# helpers that answer "is apex installed?" (transformers' `file_utils`, copies of it): a
+# check of one is apex's own requirement, and its import goes with the last such check
+APEX_PROBE_HELPERS = frozenset({"is_apex_available"})
+
+
+def _last_name(node: ast.AST) -> str:
+    """`is_apex_available` of `is_apex_available` and of `utils.is_apex_available`."""
+    if isinstance(node, ast.Attribute):
+        return node.attr
+    return node.id if isinstance(node, ast.Name) else ""
 
 
 def star_apex_name(names: list[str], aliases: dict[str, str]) -> str | None:

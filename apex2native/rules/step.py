@@ -171,6 +171,30 @@ def _skipped(
     return None
 
 
+def _covered(
+    ctx: FileContext, site: BackwardSite, step: cst.Call, opt: str, scope: cst.CSTNode
+) -> bool:
+    """`step` is in a later loop that `site` is not in, where a scaled backward of `opt` by
+    the same scaler runs before it on every path (`_skipped` finds none without it): that
+    backward's step, not this one's, as in a script whose epoch loop follows a loop of
+    fixed steps. (In a loop with `site`, the step also steps `site`'s gradients.)"""
+    index = ctx.index
+    loops = [a for a in index.ancestors(site.with_node) if isinstance(a, LOOPS)]
+    if any(index.contains(loop, step) for loop in loops):
+        return False
+    return any(
+        other is not site
+        and opt in other.optimizers
+        and other.scaler.access == site.scaler.access
+        and ctx.index.scope_of(other.with_node) is scope
+        and ctx.index.after(other.with_node, site.with_node)
+        and not ctx.index.exclusive(step, other.with_node)
+        and _runs_after(ctx, step, other, scope)
+        and _skipped(ctx, other, step, opt, scope) is None
+        for other in ctx.sites
+    )
+
+
 def _under(ctx: FileContext, node: cst.CSTNode) -> str:
     return f"the backward is under `{_header(ctx, node)}`, the step is not"
 
@@ -497,6 +521,8 @@ class Step(Rule):
                 )
                 return False
             for call in found:
+                if _covered(ctx, site, call, opt, scope):
+                    continue
                 skipped = _skipped(ctx, site, call, opt, scope)
                 if skipped is not None:
                     ctx.tx.fail(
