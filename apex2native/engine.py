@@ -220,17 +220,22 @@ def process_file(
             return again, unbound
         return rewrite_again(again).text, unbound
 
-    if mentions(new) or facts:
-        try:
-            second = rewrite_again(new)
-        except cst.ParserSyntaxError:
-            second = None
-        if second is not None and _only_markers_added(new, second.text):
-            # a marker the edits made due (an import kept for a flag others read): the
-            # second run would add it, so this one does
-            outcome.findings += _moved_findings(text, new, second.findings, outcome.findings)
-            new = second.text
-    problem = guards.check(new, guards.unbound_names(text), rerun)
+    try:
+        if mentions(new) or facts:
+            try:
+                second = rewrite_again(new)
+            except cst.ParserSyntaxError:
+                second = None
+            if second is not None and _only_markers_added(new, second.text):
+                # a marker the edits made due (an import kept for a flag others read): the
+                # second run would add it, so this one does
+                outcome.findings += _moved_findings(text, new, second.findings, outcome.findings)
+                new = second.text
+        problem = guards.check(new, guards.unbound_names(text), rerun)
+    except Exception as exc:  # the second pass is a rule run too: a bug there loses one file
+        outcome.status, outcome.error = "failed", f"internal error ({type(exc).__name__}: {exc})"
+        outcome.findings = [f for f in outcome.findings if f.todo]
+        return outcome
     if problem:
         outcome.status, outcome.error = "failed", f"guard refused the rewrite: {problem}"
         outcome.findings = [f for f in outcome.findings if f.todo]

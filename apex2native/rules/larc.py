@@ -9,7 +9,10 @@ from apex2native.context import FileContext
 from apex2native.findings import SAFE
 from apex2native.rules.base import Rule
 
-SPELLINGS = frozenset({"apex.parallel.LARC", "apex.parallel.LARC.LARC"})
+# the class lives in the module `apex.parallel.LARC`, which the package never re-exports:
+# `apex.parallel.LARC` is the module
+CLASS = "apex.parallel.LARC.LARC"
+MODULE = "apex.parallel.LARC"
 CANONICAL = "apex.parallel.LARC"
 
 # The algorithm of apex.parallel.LARC (apex-api.md, 13.2), step for step in the same
@@ -116,14 +119,28 @@ class Larc(Rule):
     summary = "apex.parallel.LARC -> the same wrapper, defined in the file (torch has none)"
 
     def apply(self, ctx: FileContext) -> None:
-        refs = [ref for ref, name in ctx.names.refs() if name in SPELLINGS]
-        if not refs:
+        handled = ctx.tx.handled()
+        refs = [ref for ref, name in ctx.names.refs() if name == CLASS and ref not in handled]
+        through = [ref for ref in refs if _through_project(ctx, ref)]
+        if through and CANONICAL not in ctx.facts.kept_classes:
+            group = object()  # the module they import it from defines it (or keeps apex's)
+            for ref in through:
+                ctx.tx.handle(group, ref)
+        refs = [ref for ref in refs if ref not in through]
+        exported = _exported(ctx)
+        if not refs and not exported:
             return
-        name = _class_name(refs)
-        why = self._refusal(ctx, refs, name)
+        names = sorted({ref.value for ref in refs if isinstance(ref, cst.Name)} | exported)
+        name = names[0] if names else "LARC"  # the name the file already calls it by
+        if len(names) > 1:
+            why: str | None = "it is imported under several names here"
+        else:
+            why = self._refusal(ctx, refs, name)
         if why is not None:
-            for ref in refs:
-                ctx.tx.todo(ref, self.code, f"LARC stays apex: {why}; port it by hand")
+            ctx.classes.kept.setdefault(CANONICAL, why)
+            ctx.classes.kept_in_run.setdefault(CANONICAL, why)
+            for node in refs or _larc_imports(ctx):
+                ctx.tx.todo(node, self.code, f"LARC stays apex: {why}; port it by hand")
             return
         group = self._group = object()
         self._refs = refs
@@ -131,18 +148,21 @@ class Larc(Rule):
             if not isinstance(ref, cst.Name):
                 ctx.tx.edits.replace_node(group, ref, lambda _u, n=name: cst.Name(n))
             ctx.tx.handle(group, ref)
-        after = _preamble_end(ctx.module)
+        cls = _class(name, ctx.module.default_newline)
+        after = _preamble_end(ctx, name)
         if after is not None:
-            ctx.tx.edits.insert_after(group, after, _class(name))
+            ctx.tx.edits.insert_after(group, after, cls)
         else:
-            ctx.tx.edits.insert_before(group, ctx.module.body[0], _class(name, lead=False))
+            ctx.tx.edits.insert_before(
+                group, ctx.module.body[0], cls.with_changes(leading_lines=[])
+            )
         ctx.needs_torch = True
         ctx.defined.add(name)
         self._name = name
         ctx.classes.moved.add(CANONICAL)
         ctx.tx.note(
             group,
-            refs[0],
+            refs[0] if refs else _larc_imports(ctx)[0],
             self.code,
             f"apex.parallel.LARC -> class {name} defined in this file (torch has no LARC): "
             "the same algorithm and state dict",
@@ -182,12 +202,9 @@ class Larc(Rule):
         for ref in refs:
             parent = ctx.index.parent(ref)
             if not (isinstance(parent, cst.Call) and parent.func is ref):
-                use = parent
-                while isinstance(use, (cst.Arg, cst.Element, cst.Tuple)):
-                    use = ctx.index.parent(use)
                 return (
-                    f"`{ctx.index.code(use)}` uses the class other than by constructing it, "
-                    "and a class defined here is not apex's (nor another file's)"
+                    f"{_use(ctx, ref)} uses the class other than by constructing it, and a "
+                    "class defined here is not apex's (nor another file's)"
                 )
         spelled = {id(n) for ref in refs for n in ctx.index.subtree(ref)}
         for node in ctx.index.within(ctx.module, cst.Name):
@@ -200,6 +217,34 @@ class Larc(Rule):
                 continue
             return f"the name `{name}` also stands for something else in this file"
         return None
+
+
+def _use(ctx: FileContext, ref: cst.CSTNode) -> str:
+    """How a TODO names a use of the class: its kind, or its statement's first line."""
+    for node in ctx.index.ancestors(ref):
+        if isinstance(node, cst.Annotation):
+            return "an annotation"
+        if isinstance(node, cst.Arg) and isinstance(ctx.index.parent(node), cst.ClassDef):
+            return "a base class"
+        if isinstance(node, (cst.BaseSmallStatement, cst.BaseCompoundStatement)):
+            break
+    code = ctx.index.code(ctx.index.statement_of(ref))
+    line = next(
+        (t.strip() for t in code.splitlines() if t.strip() and not t.strip().startswith("#")), ""
+    )
+    return f"`{line[:60]}{'...' if len(line) > 60 else ''}`"
+
+
+def _through_project(ctx: FileContext, ref: cst.CSTNode) -> bool:
+    """`from pkg import LARC` where pkg re-exports apex's: pkg's own rewrite decides which
+    class that is, and this file keeps reading it from there."""
+    root = ref
+    while isinstance(root, cst.Attribute):
+        root = root.value
+    if not isinstance(root, cst.Name):
+        return False
+    imports = [b for b in ctx.index.bindings(root) if b.kind == "import"]
+    return bool(imports) and not any((b.qualified or "").split(".")[0] == "apex" for b in imports)
 
 
 def _amp_stays(ctx: FileContext) -> bool:
@@ -224,13 +269,39 @@ def _entry_script(ctx: FileContext) -> bool:
             comparisons=[m.ComparisonTarget(m.Equal(), m.SimpleString())],
         )
     )
-    return not ctx.facts.imported and any(m.matches(s, main_guard) for s in ctx.module.body)
+    dynamic = ctx.index.calls_named("import_module") or ctx.index.calls_named("__import__")
+    return (
+        not ctx.facts.imported
+        and not dynamic
+        and any(m.matches(s, main_guard) for s in ctx.module.body)
+    )
 
 
-def _class_name(refs: list[cst.CSTNode]) -> str:
-    """The name the file already calls LARC by, where it uses one name only."""
-    names = {ref.value for ref in refs if isinstance(ref, cst.Name)}
-    return names.pop() if len(names) == 1 else "LARC"
+def _larc_imports(ctx: FileContext) -> list[cst.ImportFrom]:
+    """The module's `from apex.parallel.LARC import LARC` statements."""
+    return [
+        imp
+        for imp in ctx.index.within(ctx.module, cst.ImportFrom)
+        if not imp.relative
+        and not isinstance(imp.names, cst.ImportStar)
+        and imp.module is not None
+        and any(
+            f"{ctx.index.code(imp.module)}.{ctx.index.code(a.name)}" == CLASS for a in imp.names
+        )
+    ]
+
+
+def _exported(ctx: FileContext) -> set[str]:
+    """Names this module binds to apex's LARC that other modules import from it."""
+    out = set()
+    for imp in _larc_imports(ctx):
+        for alias in imp.names:  # type: ignore[union-attr]
+            if f"{ctx.index.code(imp.module)}.{ctx.index.code(alias.name)}" != CLASS:
+                continue
+            bound = alias.asname.name if alias.asname else alias.name
+            if isinstance(bound, cst.Name) and bound.value in ctx.facts.exports:
+                out.add(bound.value)
+    return out
 
 
 def _in_larc_import(ctx: FileContext, node: cst.Name) -> bool:
@@ -243,35 +314,46 @@ def _in_larc_import(ctx: FileContext, node: cst.Name) -> bool:
         return False
     module = ctx.index.code(imp.module) if imp.module is not None else ""
     return not imp.relative and any(
-        f"{module}.{ctx.index.code(a.name)}" in SPELLINGS for a in imp.names
+        f"{module}.{ctx.index.code(a.name)}" in (CLASS, MODULE) for a in imp.names
     )
 
 
-def _preamble_end(module: cst.Module) -> cst.BaseStatement | None:
-    """The last statement of the docstring and the imports (with their guards) that open
-    the module: the class goes after it, before any module-level code runs."""
+def _preamble_end(ctx: FileContext, name: str) -> cst.BaseStatement | None:
+    """The last statement of the docstring and the imports (with guards around imports that
+    do not read `name`) that open the module: the class goes after it, before any
+    module-level code runs."""
     last = None
-    for i, stmt in enumerate(module.body):
-        docstring = m.SimpleStatementLine(body=[m.Expr(m.SimpleString())])
+    docstring = m.SimpleStatementLine(body=[m.Expr(m.SimpleString())])
+    for i, stmt in enumerate(ctx.module.body):
         if not (
             (i == 0 and m.matches(stmt, docstring))
             or m.matches(stmt, IMPORT_LINE)
-            or _import_guard(stmt)
+            or _import_guard(ctx, stmt, name)
         ):
             break
         last = stmt
     return last
 
 
-def _import_guard(stmt: cst.BaseStatement) -> bool:
-    """`try: import x except ImportError: ...` or `if cond: import x` at the top."""
+def _import_guard(ctx: FileContext, stmt: cst.BaseStatement, name: str) -> bool:
+    """`try: import x except ImportError: ...` or `if cond: import x` at the top, which
+    does not read `name` outside its imports (a guard that builds the optimizer would run
+    before the class)."""
     if not isinstance(stmt, (cst.Try, cst.If)):
         return False
-    return isinstance(stmt.body, cst.IndentedBlock) and any(
-        m.matches(s, IMPORT_LINE) for s in stmt.body.body
+    if not (
+        isinstance(stmt.body, cst.IndentedBlock)
+        and any(m.matches(s, IMPORT_LINE) for s in stmt.body.body)
+    ):
+        return False
+    return not any(
+        node.value == name
+        and not any(isinstance(a, (cst.Import, cst.ImportFrom)) for a in ctx.index.ancestors(node))
+        for node in ctx.index.within(stmt, cst.Name)
     )
 
 
-def _class(name: str, lead: bool = True) -> cst.ClassDef:
-    cls = cst.parse_statement(TEMPLATE.format(name=name).lstrip("\n"))
-    return cls.with_changes(leading_lines=[cst.EmptyLine(), cst.EmptyLine()] if lead else [])
+def _class(name: str, newline: str) -> cst.ClassDef:
+    text = TEMPLATE.format(name=name).lstrip("\n").replace("\n", newline)
+    cls = cst.parse_statement(text, config=cst.PartialParserConfig(default_newline=newline))
+    return cls.with_changes(leading_lines=[cst.EmptyLine(), cst.EmptyLine()])

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import torch
 
-from .LARC import LARC as LARC  # apex's package exports the class under its module's name
-
 _APEX_ONLY_KWARGS = (
     "message_size",
     "delay_allreduce",
