@@ -71,6 +71,9 @@ class InitDecision:
     preset_lines: tuple[int, ...] = ()
     # `opt = handle.wrap_optimizer(opt)` of the old API: (line, what replaces it, or None)
     wraps: tuple[tuple[int, str | None], ...] = ()
+    # another arm of the same `if`/`elif`/`else` makes the scaler, before the `if`: this
+    # call only goes (its rebinding stays)
+    follows: bool = False
 
 
 @dataclass

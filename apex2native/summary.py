@@ -9,6 +9,7 @@ its imports), and its `amp.initialize` sites with the decision of what each beco
 from __future__ import annotations
 
 import ast
+import dataclasses
 from dataclasses import dataclass, field
 
 from apex2native.codegen import detect_quote
@@ -1920,6 +1921,17 @@ class _InitAnalysis:
             preset_lines=tuple(line for line, _, _ in presets),
             wraps=self.wraps,
         )
+        chain = self._arms()
+        if chain is not None and chain[1][0] is not stmt:
+            if unit != f"{o.path}:{chain[1][0].lineno}":
+                return self.site(
+                    self.decision(
+                        problem="amp.initialize in an arm of an `if` whose first arm's "
+                        "initialize stays apex; migrate them together by hand"
+                    ),
+                    home,
+                )
+            decision = dataclasses.replace(decision, follows=True)
         self.taken.setdefault(home, []).append((access, set(opt_codes), unit))
         o.opt_levels[unit] = args["opt_level"].code if "opt_level" in args else None
         return self.site(decision, home, model_codes)
@@ -2101,6 +2113,50 @@ class _InitAnalysis:
                 return block
         return [self.stmt]
 
+    def _arms(self) -> tuple[ast.If, list[ast.stmt]] | None:
+        """`if isinstance(m, list): ... initialize(...) elif ...: ... initialize(...) else:
+        ... initialize(...)`: the top `if` of a chain with an `else` whose every arm makes
+        the scaler once, at its own level, for the same optimizers with the same options,
+        and the initialize statements in order; None when this call is not in one."""
+        o = self.o
+        parent = o.scopes.parent.get(id(self.stmt))
+        if not isinstance(parent, ast.If):
+            return None
+        top = parent
+        while _is_elif(o, top):
+            top = o.scopes.parent.get(id(top))
+        arms: list[list[ast.stmt]] = []
+        link = top
+        while True:
+            arms.append(link.body)
+            if len(link.orelse) == 1 and isinstance(link.orelse[0], ast.If):
+                link = link.orelse[0]
+                continue
+            if not link.orelse:
+                return None  # no `else`: a path with no scaler
+            arms.append(link.orelse)
+            break
+        inits: list[ast.stmt] = []
+        for arm in arms:
+            made = [
+                stmt
+                for stmt in arm
+                if any(
+                    isinstance(n, ast.Call) and o.apex_name(n.func) == "apex.amp.initialize"
+                    for n in ast.walk(stmt)
+                )
+            ]
+            if len(made) != 1 or not isinstance(made[0], (ast.Assign, ast.Expr)):
+                return None
+            call = made[0].value
+            if not (isinstance(call, ast.Call) and o.apex_name(call.func) == "apex.amp.initialize"):
+                return None
+            inits.append(made[0])
+        if self.stmt not in inits:
+            return None
+        shapes = {_beyond_models(o, stmt.value) for stmt in inits}  # type: ignore[union-attr]
+        return (top, inits) if len(shapes) == 1 and None not in shapes else None
+
     def _rebind(self, keep: list) -> str | None:
         if not keep:
             return None
@@ -2149,6 +2205,14 @@ class _InitAnalysis:
         # what the GradScaler's own arguments read: the options and the switches so far
         # (the model and optimizer it does not take may be made just before the call)
         needed = set(options)
+        chain = self._arms()
+        if chain is not None:  # one scaler before the `if`/`elif`/`else` whose arms each make it
+            top, inits = chain
+            earlier = [s for init in inits for s in _before_in_arm(o, init)]
+            if any(name in needed for s in earlier for name in _changed_roots(s)):
+                return guards, outer, None  # an arm changes a name the scaler reads
+            outer = node = top
+            needed |= {n.id for n in _names(top.test)}
         while True:
             parent = o.scopes.parent.get(id(node))
             if _hoistable_loop(parent, node, options):
@@ -2497,6 +2561,13 @@ def _bound_names(stmt: ast.AST):
             yield node.asname or node.name.split(".")[0]
 
 
+# methods that only read their object, whatever the object (a mapping's views, a copy, a
+# string's): a call of one changes nothing a scaler's options could read
+READ_ONLY_METHODS = frozenset(
+    {"items", "keys", "values", "copy", "count", "index", "format", "join", "split", "strip"}
+)
+
+
 def _changed_roots(stmt: ast.AST, calls: bool = True):
     """Names a statement binds, or changes through an attribute or item (`args.x = 1`,
     `cfg["x"] = 1`, `setattr(args, ...)`), by their root name; with `calls`, also what a
@@ -2511,7 +2582,11 @@ def _changed_roots(stmt: ast.AST, calls: bool = True):
         elif isinstance(node, ast.Call):
             if isinstance(node.func, ast.Name) and node.func.id in ("setattr", "delattr"):
                 target = node.args[0] if node.args else None
-            elif isinstance(node.func, ast.Attribute) and calls:
+            elif (
+                isinstance(node.func, ast.Attribute)
+                and calls
+                and node.func.attr not in READ_ONLY_METHODS
+            ):
                 target = node.func.value  # a method may change its object
             for given in (*node.args, *(k.value for k in node.keywords)):
                 if isinstance(given, ast.Name) and calls:
@@ -2559,6 +2634,26 @@ def _hoistable_loop(loop: ast.AST | None, node: ast.AST, options: set[str]) -> b
     for stmt in loop.body:
         bound |= set(_changed_roots(stmt, calls=False))
     return not (bound & options)
+
+
+def _beyond_models(owner: _Summarizer, call: ast.Call) -> str | None:
+    """What an initialize passes besides its models, as written (None: `*`/`**` hide it)."""
+    if any(isinstance(a, ast.Starred) for a in call.args) or any(
+        k.arg is None for k in call.keywords
+    ):
+        return None
+    rest = [owner.code(a) for a in call.args[1:]]
+    rest += sorted(f"{k.arg}={owner.code(k.value)}" for k in call.keywords if k.arg != "models")
+    return ", ".join(rest)
+
+
+def _before_in_arm(owner: _Summarizer, stmt: ast.stmt) -> list[ast.stmt]:
+    """The statements of `stmt`'s block (an arm of an `if`) that run before it."""
+    parent = owner.scopes.parent.get(id(stmt))
+    for block in (getattr(parent, "body", None), getattr(parent, "orelse", None)):
+        if isinstance(block, list) and stmt in block:
+            return block[: block.index(stmt)]
+    return []
 
 
 def _conditional_ancestor(owner: _Summarizer, stmt: ast.AST) -> str | None:

@@ -30,7 +30,9 @@ class Initialize(Rule):
     `patch_torch_functions=False`, O2/O3 with `cast_model_type=torch.float32`) keep the
     loss scaling alone: a GradScaler and no autocast regions. A guard (`if args.fp16:`)
     becomes part of `enabled=` and the scaler is created unconditionally, so every later
-    use is safe. O2/O3, static loss scales, `min/max_loss_scale` and `num_losses` have no
+    use is safe; so is a scaler that every arm of an `if`/`elif`/`else` makes for the same
+    optimizers with the same options (teachers in a list, a dict, or one model): it is made
+    once, before the `if`, and the arms lose their calls. O2/O3, static loss scales, `min/max_loss_scale` and `num_losses` have no
     exact native form: the closest is written and the numeric consequence reported. What
     each call becomes is decided by the plan (`scaler_options.py`), which tells every
     other file of the migration unit too.
@@ -101,6 +103,9 @@ class Initialize(Rule):
     def _scaler(self, ctx: FileContext, call, stmt, decision: InitDecision) -> None:
         spec = decision.spec
         assert spec is not None
+        if decision.follows:
+            self._follower(ctx, call, stmt, decision)
+            return
         outer = self._outer(ctx, stmt, decision.outer_line)
         scaler = Scaler(
             decision.access,
@@ -162,6 +167,33 @@ class Initialize(Rule):
             )
         for text, tier in decision.messages:
             ctx.tx.note(group, call, self.code, text, tier)
+
+    def _follower(self, ctx: FileContext, call, stmt, decision: InitDecision) -> None:
+        """An arm of the `if` whose first arm made the scaler before it: the call goes."""
+        unit = decision.spec.unit if decision.spec else ""
+        group = object()
+        ctx.tx.tag(group, unit)
+        rebind = self._rebind(ctx, stmt, decision)
+        block = ctx.index.parent(stmt)
+        arm = ctx.index.parent(block) if block is not None else None
+        if (
+            isinstance(arm, cst.Else)
+            and isinstance(block, cst.IndentedBlock)
+            and len(block.body) == 1
+            and not rebind
+        ):
+            ctx.tx.edits.replace_node(group, arm, lambda _u: cst.RemoveFromParent())
+        else:
+            ctx.tx.edits.replace_statement(group, stmt, lambda _u: rebind)
+        ctx.tx.handle(group, call.func)
+        ctx.tx.note(
+            group,
+            call,
+            self.code,
+            f"amp.initialize in another arm of the same `if`: {decision.access}, made before "
+            "it, serves every arm",
+            SAFE,
+        )
 
     @staticmethod
     def _outer(ctx: FileContext, stmt: cst.CSTNode, line: int) -> cst.CSTNode:
