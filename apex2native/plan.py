@@ -412,7 +412,7 @@ class Planner:
             if not frontier or not self._importers_of(frontier, pool) - before:
                 break
             plan = _PlanBuilder(self).run()  # with the callers it had not seen
-        if self._reserve_attributes(pool):
+        if self._reserve_attributes(pool, plan):
             plan = _PlanBuilder(self).run()
         self.attach_imported(plan, apex)
         return plan
@@ -431,11 +431,13 @@ class Planner:
                 out |= {where[c] for c in _related(cls, classes) if c in where}
         return out
 
-    def _reserve_attributes(self, pool=None) -> bool:
+    def _reserve_attributes(self, pool=None, plan: RepoPlan | None = None) -> bool:
         """A `self.scaler` made in a class whose subclasses (at any depth) or base classes
         use that attribute or name (`self.scaler = MinMax()`, `def scaler(self)`), or that
         some file sets on an object (`trainer.scaler = x`): the file is read again with
-        those names reserved, so the scaler takes a free one. True when one was."""
+        those names reserved, so the scaler takes a free one. True when one was (or when
+        the subclasses, at any depth, of a class that owns its scaler (A2N120) were found
+        in files not read before: the plan is made again with them)."""
         homes = {
             path
             for path, s in self.summaries.items()
@@ -447,6 +449,14 @@ class Planner:
             for site in self.summaries[path].inits
             if site.decision.access.startswith("self.")
         }
+        owners = {
+            path: set(facts.owned)
+            for path, facts in (plan.facts.items() if plan is not None else ())
+            if facts.owned
+        }
+        homes |= set(owners)
+        bases |= {cls.rsplit(".", 1)[-1] for classes in owners.values() for cls in classes}
+        before = set(self.summaries)
         expanded: set[str] = set()
         for _ in range(IMPORT_DEPTH):  # subclasses of subclasses, in files that import them
             frontier = homes | self._subclass_files(homes) - expanded
@@ -480,7 +490,7 @@ class Planner:
                 if access.split(".", 1)[1] in near:
                     reserved.setdefault(path, set()).update(near)
         if not reserved:
-            return False
+            return bool(owners) and bool(set(self.summaries) - before)
         for path in reserved:
             self.summaries.pop(path, None)
         self.summarize_all(sorted(reserved), pool, self.aliases(), reserved)
