@@ -32,7 +32,7 @@ from apex2native.edits import TODO_PREFIX, EditApplier
 from apex2native.facts import FileFacts
 from apex2native.findings import ApexClasses, FileOutcome, Finding, UnitFacts
 from apex2native.options import Options
-from apex2native.plan import RepoPlan, build_plan, imported_names
+from apex2native.plan import RepoPlan, build_plan, imported_names, names_read
 from apex2native.textio import DecodeError, decode, encode, line_length_for, read_text
 from apex2native.textio import write_atomic as _write
 
@@ -452,11 +452,14 @@ class _Run:
             read_now = self._read_now(outcomes)
             imported_from = self._imported_from(outcomes)
             for path, facts in self.plan.facts.items():
-                settles_imports = bool(facts.imported) and "*" not in facts.imported
+                settles_imports = bool(facts.imported) and (
+                    "*" not in facts.imported or facts.star_only
+                )
                 if path not in displays:
                     continue
                 if facts.star_reads and self.plan.graph is not None:
-                    star_reads = facts.star_reads & self._star_read_now(path, outcomes)
+                    now = self._star_read_now(path, outcomes, imported_from)
+                    star_reads = facts.star_reads & now
                     if star_reads != facts.star_reads:
                         facts.star_reads = star_reads
                         again.append((path, displays[path]))
@@ -478,17 +481,19 @@ class _Run:
                 outcomes[path] = outcome
         return rewrote
 
-    def _star_read_now(self, path: str, outcomes: dict[str, FileOutcome]) -> set[str]:
+    def _star_read_now(
+        self, path: str, outcomes: dict[str, FileOutcome], imported_from: dict[str, set[str]]
+    ) -> set[str]:
         """Names the files that star-import `path` (through chains of star imports too)
-        read without binding them, as their texts stand now: a reader the rules migrated
-        no longer reads `amp`, and the module need not keep it for them."""
+        read, or pass on to the modules that import them, as their texts stand now: a
+        reader the rules migrated no longer reads `amp`, and the module need not keep it
+        for them."""
         facts = self.plan.facts[path]
         out: set[str] = set()
         for reader in facts.star_readers:
-            try:
-                out |= guards.unbound_names(_text_now(reader, outcomes))
-            except (SyntaxError, ValueError):
-                return set(facts.star_reads)  # unreadable now: keep everything
+            out |= names_read(_text_now(reader, outcomes)) | imported_from.get(reader, set())
+        if "*" in out:  # a reader that does not parse, or a module read whole
+            return set(facts.star_reads)
         return out
 
     def _read_now(self, outcomes: dict[str, FileOutcome]) -> dict[str, set[str]]:

@@ -9,6 +9,7 @@ name, the scopes with their name bindings (see `scopes.py`), and statement lines
 from __future__ import annotations
 
 import ast
+import builtins
 import dataclasses
 from bisect import bisect_left, bisect_right
 from collections.abc import Iterator
@@ -27,6 +28,7 @@ from apex2native.scopes import (
     qualified_names,
 )
 
+BUILTIN_NAMES = frozenset(dir(builtins)) | {"__name__", "__file__", "__doc__", "__spec__"}
 BLOCKS = (cst.IndentedBlock, cst.Module, cst.SimpleStatementSuite)
 COMPOUND = (
     cst.If,
@@ -433,24 +435,44 @@ class TreeIndex:
         return []
 
     def star_imported(self, node: cst.CSTNode) -> list[str]:
-        """`amp.scale_loss` read where nothing binds `amp` and the module's one star import
-        (`from .utils import *`) may: the dotted name through that module, else []."""
+        """`amp.scale_loss` read where nothing binds `amp` (or only the fallback of the `try`
+        around the import, `except ImportError: amp = None`) and the module's one star
+        import (`from .utils import *`) may: the dotted name through that module, else []."""
         if isinstance(node, cst.Attribute):
             return [f"{base}.{node.attr.value}" for base in self.star_imported(_through(node))]
-        if not isinstance(node, cst.Name) or self.bindings(node):
+        if not isinstance(node, cst.Name) or node.value in BUILTIN_NAMES:
             return []
         star = self.__dict__.get("_star_module")
         if star is None:
+            star, fallbacks = "", set()
             stars = [
-                "." * len(imp.relative) + (cst.helpers.get_full_name_for_node(imp.module) or "")
-                for s in self.module.body
-                if isinstance(s, cst.SimpleStatementLine)
-                for imp in s.body
-                if isinstance(imp, cst.ImportFrom) and isinstance(imp.names, cst.ImportStar)
+                n
+                for n in self.within(self.module, cst.ImportFrom)
+                if isinstance(n.names, cst.ImportStar)
             ]
-            one = stars[0] if len(stars) == 1 else ""
-            star = absolute_name(one, self.module_name, self.is_package) if one else ""
+            if len(stars) == 1:
+                imp = stars[0]
+                name = cst.helpers.get_full_name_for_node(imp.module) if imp.module else ""
+                star = absolute_name(
+                    "." * len(imp.relative) + (name or ""), self.module_name, self.is_package
+                )
+                guard = next((a for a in self.ancestors(imp) if isinstance(a, cst.Try)), None)
+                if guard is not None and self.contains(guard.body, imp):
+                    fallbacks = {
+                        t.target.value
+                        for h in guard.handlers
+                        for a in self.within(h, cst.Assign)
+                        for t in a.targets
+                        if isinstance(t.target, cst.Name)
+                    }
             self.__dict__["_star_module"] = star
+            self.__dict__["_star_fallbacks"] = fallbacks
+        bound = self.bindings(node)
+        if bound and not (
+            node.value in self.__dict__["_star_fallbacks"]
+            and all(b.kind == "assign" for b in bound)
+        ):
+            return []
         return [f"{star}.{node.value}"] if star else []
 
     def used_imports(self) -> set[tuple[int, str]]:

@@ -18,6 +18,7 @@ fails anywhere can be held back everywhere.
 
 from __future__ import annotations
 
+import ast
 import dataclasses
 import hashlib
 import os
@@ -30,7 +31,6 @@ from pathlib import Path
 
 from apex2native.cache import Cache, map_cached
 from apex2native.facts import FileFacts, Handed, InitDecision, ScalerSpec
-from apex2native.guards import unbound_names
 from apex2native.literal_guards import arm_skipped, literal_bindings
 from apex2native.scopes import absolute_name, free_name
 from apex2native.summary import Call, Function, Summary, import_refs, summarize
@@ -402,6 +402,10 @@ class Planner:
         imported = {f for s in list(self.summaries.values()) for f in self.graph.imported_files(s)}
         self.summarize_all(sorted(imported), pool)
         self._importers_of(set(apex), pool)
+        # a package whose star import passes apex names on is imported like an apex file
+        passers = {p for p, names in self._passed_exports().items() if names} - set(apex)
+        if passers:
+            self._importers_of(passers, pool)
         self._resummarize_aliased(pool)
         plan = _PlanBuilder(self).run()
         expanded = set(apex)
@@ -559,9 +563,11 @@ class Planner:
         followed = set()
         if unfollowed and source is not None:
             followed = {n for n in source.apex_exports if star_exports(source, n)}
-        frontier, seen = [path], {path}
+        # (module, whether every star import on the way was its module's only one: then
+        # the rules follow the names through it, `RepoPlan.aliases` and `_passed_exports`)
+        frontier, seen = [(path, True)], {path}
         while frontier:
-            target = frontier.pop()
+            target, single = frontier.pop()
             for summary in stars:
                 if summary.path in seen or not any(
                     ref.star and self.graph.source_of(ref, summary)[0] == target
@@ -569,24 +575,38 @@ class Planner:
                 ):
                     continue
                 seen.add(summary.path)
-                frontier.append(summary.path)
+                one = single and sum(ref.star for ref in summary.imports) == 1
+                frontier.append((summary.path, one))
                 if readers is not None:
                     readers.add(summary.path)
-                read = self._unbound(summary.path)
-                if target == path and sum(ref.star for ref in summary.imports) == 1:
+                read = self._reads(summary.path) | self._passed_on(summary.path, path)
+                if "*" in read:  # a reader that does not parse, or reads the module whole
+                    read = set(source.module_names) if source is not None else read
+                if one:
                     read -= followed
                 out |= read
         return out
 
-    def _unbound(self, path: str) -> frozenset[str]:
-        """The names a file reads but never binds (once per file)."""
-        cache = self.__dict__.setdefault("_unbound_names", {})
+    def _reads(self, path: str) -> frozenset[str]:
+        """The names a file reads, bound there or not (a name it binds only on some path,
+        `if not cuda: FusedLayerNorm = LayerNorm`, is the star import's on the others)."""
+        cache = self.__dict__.setdefault("_read_names", {})
         if path not in cache:
-            try:
-                cache[path] = frozenset(unbound_names(self.text(path)))
-            except (SyntaxError, ValueError):
-                cache[path] = frozenset()
+            cache[path] = frozenset(names_read(self.text(path)))
         return cache[path]
+
+    def _passed_on(self, reader: str, source: str) -> set[str]:
+        """What modules import from `reader`, a star importer of `source` (a package's
+        `__init__` passing on `from .layers import *`): `source`'s names they may get. All
+        of them where one reads the module whole."""
+        importers = self._importers_of({reader})
+        if not importers:
+            return set()
+        names = imported_names(self.graph, self.summaries.values(), [reader]).get(reader, set())
+        if "*" in names:
+            summary = self.summaries.get(source)
+            return set(summary.module_names) if summary is not None else {"*"}
+        return names
 
     def _star_importers(self) -> list[Summary]:
         """The imports of every file of the run that has a star import (read once)."""
@@ -633,6 +653,7 @@ class Planner:
     def aliases(self) -> dict[str, dict[str, str]]:
         """Per file: names it imports from a project module that re-exports apex."""
         out: dict[str, dict[str, str]] = {}
+        exports = self._passed_exports()
         for summary in self.summaries.values():
             for ref in summary.imports:
                 found, rest = self.graph.source_of(ref, summary)
@@ -640,16 +661,41 @@ class Planner:
                 if source is None or rest:
                     continue
                 base = absolute_name(ref.module, summary.module, summary.is_package)
+                given = exports.get(source.path, source.apex_exports)
                 # `from common import amp`; `import common` reads the names as `common.amp`
-                names = [name for name, _ in ref.names] if ref.names else list(source.apex_exports)
+                names = [name for name, _ in ref.names] if ref.names else list(given)
                 if ref.star:
                     names = [n for n in names if star_exports(source, n)]
                 for name in names:
-                    if name in source.apex_exports:
-                        out.setdefault(summary.path, {})[f"{base}.{name}"] = source.apex_exports[
-                            name
-                        ]
+                    if name in given:
+                        out.setdefault(summary.path, {})[f"{base}.{name}"] = given[name]
         return out
+
+    def _passed_exports(self) -> dict[str, dict[str, str]]:
+        """The apex names each module binds, with those its one star import of a project
+        module passes on (`pkg/__init__.py`: `from .utils import *`), through chains."""
+        exports = {path: dict(s.apex_exports) for path, s in self.summaries.items()}
+        for _ in range(IMPORT_DEPTH):
+            changed = False
+            for path, summary in self.summaries.items():
+                stars = [ref for ref in summary.imports if ref.star]
+                if len(stars) != 1:
+                    continue
+                found, rest = self.graph.source_of(stars[0], summary)
+                source = self.summaries.get(found) if found and not rest else None
+                if source is None or found == path:
+                    continue
+                for name, apex in exports[found].items():
+                    if (
+                        star_exports(source, name)
+                        and name not in summary.module_names
+                        and name not in exports[path]
+                    ):
+                        exports[path][name] = apex
+                        changed = True
+            if not changed:
+                break
+        return exports
 
     def _resummarize_aliased(self, pool) -> None:
         """Files that use apex through a project module's re-export are read again, so
@@ -687,14 +733,23 @@ class Planner:
                 return set()
             names = "|".join(map(re.escape, sorted(subclassing)))
             derives = re.compile(r"class\s+\w+\s*\([^)]*\b(?:" + names + r")\b")
+        # `from . import *`, `from .. import x` name no module: the packages' own files
+        packages = [
+            os.path.dirname(path) + os.sep for path in targets if path.endswith("__init__.py")
+        ]
         candidates = [
             p
             for p in self.paths
             if p not in targets
             and "import" in self.text(p)
-            and pattern.search(self.text(p))
             and (derives is None or derives.search(self.text(p)))
-            and in_import.search(_joined_imports(self.text(p)))
+            and (
+                (pattern.search(self.text(p)) and in_import.search(_joined_imports(self.text(p))))
+                or (
+                    any(p.startswith(package) for package in packages)
+                    and BARE_RELATIVE.search(self.text(p))
+                )
+            )
         ]
         dynamic_importers = {
             p
@@ -720,6 +775,19 @@ class Planner:
         out |= dynamic_importers
         self.summarize_all(sorted(out), pool)
         return out
+
+
+BARE_RELATIVE = re.compile(r"^\s*from\s+\.+\s+import\b", re.M)
+
+
+def names_read(text: str) -> set[str]:
+    """Every name a text reads (loads), bound in it or not; {"*"} (any) when it does not
+    parse."""
+    try:
+        tree = ast.parse(text)
+    except (SyntaxError, ValueError, RecursionError, MemoryError):
+        return {"*"}
+    return {n.id for n in ast.walk(tree) if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Load)}
 
 
 def star_exports(source: Summary, name: str) -> bool:

@@ -9,6 +9,7 @@ its imports), and its `amp.initialize` sites with the decision of what each beco
 from __future__ import annotations
 
 import ast
+import builtins
 import dataclasses
 from dataclasses import dataclass, field
 
@@ -272,6 +273,7 @@ class AstScopes:
         self.by_type: dict[type, list[ast.AST]] = {}
         self._made_by: dict[int, str] = {}  # assignment targets -> the callee of their value
         self._star_module: str | None = None  # the module of the one star import ("": none)
+        self._star_fallbacks: set[str] = set()  # names its `try` binds when it fails
         self._walk()
 
     def _walk(self) -> None:
@@ -395,20 +397,39 @@ class AstScopes:
         return []
 
     def star_imported(self, node: ast.AST) -> list[str]:
-        """`amp.scale_loss` read where nothing binds `amp` and the module's one star import
-        (`from .utils import *`) may: the dotted name through that module, else []."""
+        """`amp.scale_loss` read where nothing binds `amp` (or only the fallback of the `try`
+        around the import, `except ImportError: amp = None`) and the module's one star
+        import (`from .utils import *`) may: the dotted name through that module, else []."""
         if isinstance(node, ast.Attribute):
             return [f"{base}.{node.attr}" for base in self.star_imported(_through(node.value))]
-        if not isinstance(node, ast.Name) or self.bindings(node):
+        if not isinstance(node, ast.Name) or node.id in BUILTIN_NAMES:
             return []
         if self._star_module is None:
+            self._star_module, self._star_fallbacks = "", set()
             stars = [
-                "." * s.level + (s.module or "")
-                for s in self.tree.body
-                if isinstance(s, ast.ImportFrom) and any(a.name == "*" for a in s.names)
+                n
+                for n in ast.walk(self.tree)
+                if isinstance(n, ast.ImportFrom) and any(a.name == "*" for a in n.names)
             ]
-            one = stars[0] if len(stars) == 1 else ""
-            self._star_module = absolute_name(one, self.module, self.is_package) if one else ""
+            if len(stars) == 1:
+                star = stars[0]
+                spelled = "." * star.level + (star.module or "")
+                self._star_module = absolute_name(spelled, self.module, self.is_package)
+                guard = self.parent.get(id(star))
+                if isinstance(guard, ast.Try) and star in guard.body:
+                    self._star_fallbacks = {
+                        t.id
+                        for h in guard.handlers
+                        for a in h.body
+                        if isinstance(a, ast.Assign)
+                        for t in a.targets
+                        if isinstance(t, ast.Name)
+                    }
+        bound = self.bindings(node)
+        if bound and not (
+            node.id in self._star_fallbacks and all(b.kind == "assign" for b in bound)
+        ):
+            return []
         return [f"{self._star_module}.{node.id}"] if self._star_module else []
 
     def qualified(self, node: ast.AST) -> list[str]:
@@ -687,14 +708,18 @@ class _Summarizer:
         return self._flags
 
     def _helper_probe_flags(self) -> set[str]:
-        """Module-level flags a probe helper sets once (`has_apex = is_apex_available()`)."""
+        """Module-level flags a probe helper sets, and nothing else ever sets
+        (`has_apex = is_apex_available()`; not `has_apex = False` on a condition after)."""
         assigned: dict[str, int] = {}
+        for node in ast.walk(self.tree):
+            if isinstance(node, ast.Name) and isinstance(node.ctx, (ast.Store, ast.Del)):
+                assigned[node.id] = assigned.get(node.id, 0) + 1
+            elif isinstance(node, ast.Global):
+                for name in node.names:
+                    assigned[name] = assigned.get(name, 0) + 2
         out: set[str] = set()
         for node in self.tree.body:
             targets = node.targets if isinstance(node, ast.Assign) else []
-            for t in targets:
-                if isinstance(t, ast.Name):
-                    assigned[t.id] = assigned.get(t.id, 0) + 1
             if (
                 len(targets) == 1
                 and isinstance(targets[0], ast.Name)
@@ -2824,12 +2849,16 @@ def _last_name(node: ast.AST) -> str:
 
 
 def star_apex_name(names: list[str], aliases: dict[str, str]) -> str | None:
-    """The apex name a star-imported project module re-exports under `names`, else None."""
+    """The apex name a star-imported project module re-exports under `names`, else None
+    (a star import of apex itself is not followed: its names are the leftovers' to mark)."""
     for name in names:
-        name = unalias(name, aliases)
-        if name == "apex" or name.startswith("apex."):
-            return name
+        found = unalias(name, aliases)
+        if found != name and (found == "apex" or found.startswith("apex.")):
+            return found
     return None
+
+
+BUILTIN_NAMES = frozenset(dir(builtins)) | {"__name__", "__file__", "__doc__", "__spec__"}
 
 
 def unalias(name: str, aliases: dict[str, str]) -> str:

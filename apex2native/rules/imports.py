@@ -175,8 +175,10 @@ def _probe_flag_tests(ctx: FileContext) -> list[cst.CSTNode]:
         parent = index.parent(node)
         if isinstance(parent, cst.Attribute) or index.code(node) not in flags:
             continue
-        if isinstance(node, cst.Name) and node.value in bound:
-            continue
+        if isinstance(node, cst.Name) and (
+            node.value in bound or any(b.kind != "import" for b in index.bindings(node))
+        ):
+            continue  # a parameter or local of that name shadows the flag
         if any(isinstance(a, (cst.Import, cst.ImportFrom)) for a in index.ancestors(node)):
             continue
         if isinstance(parent, (cst.BooleanOperation, cst.UnaryOperation)) or (
