@@ -181,7 +181,8 @@ def _hoist(
         ):
             made |= assigned(ctx.index, earlier)
     if reads(ctx.index, loss) & made:
-        return False  # `F.cross_entropy(logits, y)`: the forward ran before, outside the call
+        # `F.cross_entropy(logits, y)`: the forward ran before, outside the call
+        return _hoist_with_forward(ctx, stmt, call, loss, scaler, made)
     taken = {
         n.value
         for n in ctx.index.within(func, cst.Name)
@@ -204,6 +205,75 @@ def _hoist(
         "A2N106",
         f"the forward pass inside the call to {ctx.index.code(call.func)} moves into `{name}`, "
         "made under autocast just before it",
+        NUMERICS,
+    )
+    return True
+
+
+def _hoist_with_forward(
+    ctx: FileContext,
+    stmt: cst.CSTNode,
+    call: cst.Call,
+    loss: cst.BaseExpression,
+    scaler,
+    made: set[str],
+) -> bool:
+    """`logits = model(x)` then `step(F.cross_entropy(logits, y), opt)`: the statements
+    just before the call that make what the argument reads (the forward among them) go
+    under autocast, with the argument made into a variable at their end."""
+    block = ctx.index.siblings(stmt)
+    if not isinstance(stmt, cst.SimpleStatementLine) or stmt not in block:
+        return False
+    needed = reads(ctx.index, loss)
+    first = at = block.index(stmt)
+    while first > 0:
+        earlier = block[first - 1]
+        if not isinstance(earlier, cst.SimpleStatementLine) or not (
+            assigned(ctx.index, earlier) & needed
+        ):
+            break
+        if ctx.in_autocast(earlier) or any(
+            ctx.index.within(earlier, t) for t in (cst.Return, cst.Raise, cst.Yield, cst.Await)
+        ):
+            return False
+        needed |= reads(ctx.index, earlier)
+        first -= 1
+    chain = block[first:at]
+    if not chain or not any(_runs_a_model(ctx, s) for s in chain):
+        return False
+    outside = set(made)
+    for s in chain:
+        outside -= assigned(ctx.index, s)
+    if reads(ctx.index, loss) & outside or any(
+        reads(ctx.index, s) & outside for s in chain if _runs_a_model(ctx, s)
+    ):
+        return False  # a forward before these statements made part of what they read
+    func = ctx.index.scope_of(stmt)
+    taken = {
+        n.value
+        for n in ctx.index.within(func, cst.Name)
+        if not (isinstance(ctx.index.parent(n), cst.Attribute) and ctx.index.parent(n).attr is n)
+    }
+    name = free_name(("loss", "loss_value"), taken)
+    width = ctx.index.indent_width(stmt)
+    template = ctx.gen.stmt(f"with {Autocast.autocast_code_for(ctx, scaler)}:\n    pass", width)
+    group = object()
+    ctx.depend(scaler, group)
+    ctx.tx.edits.wrap(group, chain[0], chain[-1], template)
+    made_loss = ctx.gen.stmt(
+        f"{name} = {ctx.index.code(loss)}", width + len(ctx.module.default_indent)
+    )
+    ctx.tx.edits.insert_after(group, chain[-1], made_loss)
+    ctx.tx.edits.replace_node(group, loss, lambda _u: cst.Name(name))
+    ctx.record_region(scaler.unit, scaler.autocast_enabled, chain[0])
+    ctx.mark_autocast([*chain, stmt])
+    ctx.needs_torch = True
+    ctx.tx.note(
+        group,
+        call,
+        "A2N106",
+        f"the forward pass before the call to {ctx.index.code(call.func)} and the loss handed "
+        f"to it (now `{name}`) run under autocast",
         NUMERICS,
     )
     return True
