@@ -462,16 +462,24 @@ class Planner:
         bases |= {cls.rsplit(".", 1)[-1] for classes in owners.values() for cls in classes}
         before = set(self.summaries)
         expanded: set[str] = set()
-        for _ in range(IMPORT_DEPTH):  # subclasses of subclasses, in files that import them
-            frontier = homes | self._subclass_files(homes) - expanded
+        passing: set[str] = set()  # package `__init__` files that pass a subclass on
+        # subclasses of subclasses, in files that import them: for a class that owns its
+        # scaler, to the end of the chain, through aliases and packages that re-export
+        for _ in range(len(self.paths) if owners else IMPORT_DEPTH):
+            frontier = (homes | self._subclass_files(homes) | passing) - expanded
             expanded |= frontier
             bases |= {
                 cls.rsplit(".", 1)[-1]
                 for path in frontier - homes
                 for cls in self.summaries[path].classes
             }
-            if not frontier or not self._importers_of(frontier, pool, bases):
+            if not frontier:
                 break
+            found = self._importers_of(frontier, pool, None if owners else bases)
+            if not found:
+                break
+            if owners:
+                passing |= {p for p in found if p.endswith("__init__.py")}
         self._summarize_bases(expanded, pool)
         classes: dict[str, list[str]] = {}
         attrs: dict[str, set[str]] = {}

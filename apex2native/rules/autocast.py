@@ -226,12 +226,15 @@ def _hoist_with_forward(
         return False
     needed = reads(ctx.index, loss)
     first = at = block.index(stmt)
+    apex = [ref for ref, _ in ctx.names.refs()]
     while first > 0:
         earlier = block[first - 1]
         if not isinstance(earlier, cst.SimpleStatementLine) or not (
             assigned(ctx.index, earlier) & needed
         ):
             break
+        if any(ctx.index.contains(earlier, ref) for ref in apex):
+            break  # `amp.initialize(...)`: other rules rewrite it, outside the region
         if ctx.in_autocast(earlier) or any(
             ctx.index.within(earlier, t) for t in (cst.Return, cst.Raise, cst.Yield, cst.Await)
         ):
@@ -241,14 +244,25 @@ def _hoist_with_forward(
     chain = block[first:at]
     if not chain or not any(_runs_a_model(ctx, s) for s in chain):
         return False
-    outside = set(made)
+    # what the statements and the argument read before the statements themselves bind it,
+    # in order: a forward that made any of it before them would stay outside the region
+    available: set[str] = set()
+    from_before: set[str] = set()
     for s in chain:
-        outside -= assigned(ctx.index, s)
-    if reads(ctx.index, loss) & outside or any(
-        reads(ctx.index, s) & outside for s in chain if _runs_a_model(ctx, s)
-    ):
-        return False  # a forward before these statements made part of what they read
+        from_before |= _loads(ctx.index, s) - available
+        available |= assigned(ctx.index, s)
+    from_before |= reads(ctx.index, loss) - available
     func = ctx.index.scope_of(stmt)
+    earlier_forwards: set[str] = set()
+    for s in ctx.index.within(func, cst.SimpleStatementLine, cst.With):
+        if (
+            ctx.index.order(s) < ctx.index.order(chain[0])
+            and not ctx.index.contains(s, stmt)
+            and _runs_a_model(ctx, s)
+        ):
+            earlier_forwards |= assigned(ctx.index, s)
+    if from_before & (earlier_forwards | made - available):
+        return False  # a forward before these statements made part of what they read
     taken = {
         n.value
         for n in ctx.index.within(func, cst.Name)
@@ -277,6 +291,21 @@ def _hoist_with_forward(
         NUMERICS,
     )
     return True
+
+
+def _loads(index: TreeIndex, stmt: cst.CSTNode) -> set[str]:
+    """What `reads` finds in a statement, less the targets it only stores to
+    (`logits = model(x)` loads `model` and `x`; `total += x` loads `total` too)."""
+    stored = {
+        id(n)
+        for holder in index.within(stmt, cst.AssignTarget, cst.AnnAssign)
+        for n in index.subtree(holder.target)
+    }
+    out = {n.value for n in index.within(stmt, cst.Name) if id(n) not in stored}
+    for n in index.within(stmt, cst.Attribute):
+        if id(n) not in stored and isinstance(n.value, (cst.Name, cst.Attribute)):
+            out.add(index.code(n))
+    return out
 
 
 def _wrapped_before(ctx: FileContext, stmt: cst.CSTNode, needed: set[str]) -> bool:
