@@ -122,6 +122,38 @@ def falls_back(node: cst.Try) -> bool:
     )
 
 
+def install_guard(index: TreeIndex, stmt: cst.CSTNode) -> cst.Try | None:
+    """`try: <imports> except ImportError: raise ImportError("Please install apex ...")`
+    around `stmt`: a guard whose every handler only says that apex is missing, around
+    imports alone. Once its apex imports move to torch, nothing is left for it to catch."""
+    from apex2native.syntax import apex_message
+
+    block = index.parent(stmt)
+    guard = index.parent(block) if isinstance(block, cst.IndentedBlock) else None
+    if not (
+        isinstance(guard, cst.Try)
+        and guard.body is block
+        and guard.orelse is None
+        and catches_import_errors(guard)
+    ):
+        return None
+    imports = m.SimpleStatementLine(body=[m.AtLeastN(m.Import() | m.ImportFrom(), n=1)])
+    if not all(m.matches(s, imports) for s in block.body):
+        return None
+    for handler in guard.handlers:
+        for line in handler.body.body if isinstance(handler.body, cst.IndentedBlock) else ():
+            if apex_message(line) or m.matches(line, m.SimpleStatementLine([m.Pass()])):
+                continue
+            raised = line.body[0] if isinstance(line, cst.SimpleStatementLine) else None
+            if not (
+                isinstance(raised, cst.Raise)
+                and raised.exc is not None
+                and "apex" in cst.Module([]).code_for_node(raised.exc).lower()
+            ):
+                return None
+    return guard
+
+
 def apex_guards(index: TreeIndex) -> list[cst.Try]:
     """`try: <apex import> except ImportError:` statements."""
     return [

@@ -8,7 +8,7 @@ import libcst as cst
 import libcst.matchers as m
 from libcst.helpers import get_full_name_for_node
 
-from apex2native.apex_imports import apex_guards, is_apex_import
+from apex2native.apex_imports import apex_guards, install_guard, is_apex_import
 from apex2native.context import FileContext
 from apex2native.findings import NUMERICS, SAFE
 from apex2native.rules.base import Rule
@@ -295,6 +295,13 @@ def _calls_super_init(call: cst.Call) -> bool:
     return m.matches(value, m.Call(func=m.Name("super")))
 
 
+def _unwrapped(updated: cst.Try) -> list[cst.BaseStatement]:
+    """The guard's imports, where it stood (its comments and blank lines go first)."""
+    body = list(updated.body.body)
+    body[0] = body[0].with_changes(leading_lines=[*updated.leading_lines, *body[0].leading_lines])
+    return body
+
+
 def _canonical(name: str) -> str:
     """One name per apex class, whichever module spells it."""
     return CANONICAL.get(name, name)
@@ -572,6 +579,7 @@ class ApexModules(Rule):
         moving it would hand that call's apex keywords to torch.
         """
         kept: set[str] = set()
+        unwrapped: set[int] = set()
         handled = ctx.tx.handled()
         for node in ctx.index.within(ctx.module, cst.ImportFrom):
             if not is_apex_import(node) or node in handled:
@@ -603,6 +611,17 @@ class ApexModules(Rule):
                 group, node, lambda u, n=native: u.with_changes(module=cst.parse_expression(n))
             )
             ctx.tx.note(group, node, self.code, f"import moved from {module} to {native}", SAFE)
+            guard = install_guard(ctx.index, ctx.index.statement_of(node))
+            if guard is not None and id(guard) not in unwrapped:
+                unwrapped.add(id(guard))
+                ctx.tx.edits.replace_statement(group, guard, _unwrapped)
+                ctx.tx.note(
+                    group,
+                    guard,
+                    self.code,
+                    "the `try` that said apex was missing goes: torch's import does not fail",
+                    SAFE,
+                )
             kept |= {
                 (a.asname.name.value if a.asname else a.name.value)  # type: ignore[union-attr]
                 for a in node.names
