@@ -140,6 +140,8 @@ def _checks(ctx: FileContext, guard: cst.Try, flag: str) -> list[cst.If] | None:
     for name in ctx.index.within(ctx.module, cst.Name):
         if name.value != flag or ctx.index.contains(guard, name):
             continue
+        if isinstance(ctx.index.parent(name), cst.NameItem):
+            continue  # `global FLAG`: a declaration, neither a read nor a set
         check = _check_of(ctx, name)
         if check is None:
             return None
