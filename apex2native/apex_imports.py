@@ -124,8 +124,10 @@ def falls_back(node: cst.Try) -> bool:
 
 def install_guard(index: TreeIndex, stmt: cst.CSTNode) -> cst.Try | None:
     """`try: <imports> except ImportError: raise ImportError("Please install apex ...")`
-    around `stmt`: a guard whose every handler only says that apex is missing, around
-    imports alone. Once its apex imports move to torch, nothing is left for it to catch."""
+    around `stmt`: a guard around imports alone whose every handler stops the program with
+    a message about apex (after printing, at most). Once its apex imports move to torch it
+    has nothing to catch, and whatever else fails in it fails as it did (with another
+    message); a handler that goes on (a fallback, `pass`, a flag) keeps the guard."""
     from apex2native.syntax import apex_message
 
     block = index.parent(stmt)
@@ -135,22 +137,28 @@ def install_guard(index: TreeIndex, stmt: cst.CSTNode) -> cst.Try | None:
         and guard.body is block
         and guard.orelse is None
         and catches_import_errors(guard)
+        and all(h.type is not None for h in guard.handlers)
     ):
         return None
     imports = m.SimpleStatementLine(body=[m.AtLeastN(m.Import() | m.ImportFrom(), n=1)])
     if not all(m.matches(s, imports) for s in block.body):
         return None
     for handler in guard.handlers:
-        for line in handler.body.body if isinstance(handler.body, cst.IndentedBlock) else ():
-            if apex_message(line) or m.matches(line, m.SimpleStatementLine([m.Pass()])):
-                continue
-            raised = line.body[0] if isinstance(line, cst.SimpleStatementLine) else None
-            if not (
-                isinstance(raised, cst.Raise)
-                and raised.exc is not None
-                and "apex" in cst.Module([]).code_for_node(raised.exc).lower()
-            ):
-                return None
+        body = handler.body
+        lines = (
+            list(body.body)
+            if isinstance(body, cst.IndentedBlock)
+            else [cst.SimpleStatementLine(body=[s]) for s in body.body]
+        )
+        *said, last = lines
+        raised = last.body[0] if isinstance(last, cst.SimpleStatementLine) else None
+        if not (
+            all(apex_message(line) for line in said)
+            and isinstance(raised, cst.Raise)
+            and raised.exc is not None
+            and "apex" in cst.Module([]).code_for_node(raised.exc).lower()
+        ):
+            return None
     return guard
 
 

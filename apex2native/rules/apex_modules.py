@@ -296,9 +296,14 @@ def _calls_super_init(call: cst.Call) -> bool:
 
 
 def _unwrapped(updated: cst.Try) -> list[cst.BaseStatement]:
-    """The guard's imports, where it stood (its comments and blank lines go first)."""
+    """The guard's imports, where it stood (its comments and blank lines go first, the
+    comment on its `try:` line with them)."""
     body = list(updated.body.body)
-    body[0] = body[0].with_changes(leading_lines=[*updated.leading_lines, *body[0].leading_lines])
+    header = updated.body.header.comment if isinstance(updated.body, cst.IndentedBlock) else None
+    said = [cst.EmptyLine(comment=header)] if header is not None else []
+    body[0] = body[0].with_changes(
+        leading_lines=[*updated.leading_lines, *said, *body[0].leading_lines]
+    )
     return body
 
 
