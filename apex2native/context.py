@@ -139,12 +139,16 @@ class FileContext:
                 return True
         return False
 
-    def apex_remains(self) -> bool:
-        """Some apex reference is left as it was (so apex stays imported here), or left
-        with a TODO (a rule that refused it still records it, so nothing marks it twice)."""
+    def apex_remains(self, within: str = "apex") -> bool:
+        """Some apex reference (under `within`: "apex.amp") is left as it was (so apex
+        stays imported here), or left with a TODO (a rule that refused it still records
+        it, so nothing marks it twice)."""
         handled = self.tx.handled()
         return any(
-            (ref not in handled and not any(a in handled for a in self.index.ancestors(ref)))
-            or self.tx.has_todo(ref)
-            for ref, _ in self.names.refs()
+            (name == within or name.startswith(within + "."))
+            and (
+                (ref not in handled and not any(a in handled for a in self.index.ancestors(ref)))
+                or self.tx.has_todo(ref)
+            )
+            for ref, name in self.names.refs()
         )

@@ -155,6 +155,9 @@ class TreeIndex:
         self._lines: dict[int, int] | None = None
         self._lines_from_ast = False
         self._outer_iter: dict[int, Scope] = {}  # a comprehension's first iterable
+        # the module of the one star import ("": none), and the names its `try` binds when
+        # it fails; made on first use
+        self._star: tuple[str, set[str]] | None = None
         self.module_scope = Scope(MODULE)
         self._walk()
 
@@ -442,8 +445,14 @@ class TreeIndex:
             return [f"{base}.{node.attr.value}" for base in self.star_imported(_through(node))]
         if not isinstance(node, cst.Name) or node.value in BUILTIN_NAMES:
             return []
-        star = self.__dict__.get("_star_module")
-        if star is None:
+        star, fallbacks = self._star_source()
+        bound = self.bindings(node)
+        if bound and not (node.value in fallbacks and all(b.kind == "assign" for b in bound)):
+            return []
+        return [f"{star}.{node.value}"] if star else []
+
+    def _star_source(self) -> tuple[str, set[str]]:
+        if self._star is None:
             star, fallbacks = "", set()
             stars = [
                 n
@@ -465,15 +474,8 @@ class TreeIndex:
                         for t in a.targets
                         if isinstance(t.target, cst.Name)
                     }
-            self.__dict__["_star_module"] = star
-            self.__dict__["_star_fallbacks"] = fallbacks
-        bound = self.bindings(node)
-        if bound and not (
-            node.value in self.__dict__["_star_fallbacks"]
-            and all(b.kind == "assign" for b in bound)
-        ):
-            return []
-        return [f"{star}.{node.value}"] if star else []
+            self._star = (star, fallbacks)
+        return self._star
 
     def used_imports(self) -> set[tuple[int, str]]:
         """(import statement id, bound name) of every import some read can refer to."""

@@ -248,6 +248,8 @@ class Planner:
         self.texts: dict[str, str] = dict(texts or {})
         self.summaries: dict[str, Summary] = {}
         self.errors: dict[str, str] = {}
+        # per star-imported file: what its star importers read that the rules do not follow
+        self.star_unfollowed: dict[str, set[str]] = {}
 
     def text(self, path: str) -> str:
         if path not in self.texts:
@@ -541,35 +543,36 @@ class Planner:
         """Record, for each of `paths`, the names the other summarised files import from it
         or read of it as a module (`import utils` then `utils.HAS_APEX`)."""
         found = imported_names(self.graph, self.summaries.values(), paths)
-        starred = any(r.star for s in self.summaries.values() for r in s.imports)
-        unstarred = [
-            dataclasses.replace(s, imports=[r for r in s.imports if not r.star])
-            for s in self.summaries.values()
-        ]
-        whole = imported_names(self.graph, unstarred, paths) if starred else found
+        whole = found  # the same without star imports: is "*" theirs alone?
+        if any("*" in names for names in found.values()):
+            unstarred = [
+                dataclasses.replace(s, imports=[r for r in s.imports if not r.star])
+                for s in self.summaries.values()
+            ]
+            whole = imported_names(self.graph, unstarred, paths)
         for path, names in found.items():
             facts = plan.facts.get(path)
             if facts is None:
                 facts = plan.facts[path] = FileFacts(*self.graph.name_of(path))
             facts.imported |= names
             if "*" in names:
-                facts.star_reads |= self._star_reads(path, readers=facts.star_readers)
+                reads, unfollowed = self._star_reads(path, facts.star_readers)
+                facts.star_reads |= reads
+                self.star_unfollowed[path] = unfollowed
                 facts.star_only = "*" not in whole.get(path, set())
 
-    def _star_reads(
-        self, path: str, unfollowed: bool = False, readers: set[str] | None = None
-    ) -> set[str]:
-        """Names the files that star-import `path` read without binding them, through
-        chains of star imports too (`from mid import *` where mid star-imports path).
-
-        `unfollowed`: less the apex names the rules follow, those `path` binds itself and
-        a module reads through its one star import (`ApexNames.apex_name`); `readers`
+    def _star_reads(self, path: str, readers: set[str]) -> tuple[set[str], set[str]]:
+        """Names the files that star-import `path` read (or pass on), through chains of
+        star imports too (`from mid import *` where mid star-imports path), and the same
+        less the apex names the rules follow: those `path` binds itself that a module reads
+        through star imports, each its module's only one (`ApexNames.apex_name`). `readers`
         collects the files that read through the star imports."""
         out: set[str] = set()
+        unfollowed: set[str] = set()
         stars = self._star_importers()
         source = self.summaries.get(path)
         followed = set()
-        if unfollowed and source is not None:
+        if source is not None:
             followed = {n for n in source.apex_exports if star_exports(source, n)}
         # (module, whether every star import on the way was its module's only one: then
         # the rules follow the names through it, `RepoPlan.aliases` and `_passed_exports`)
@@ -585,15 +588,13 @@ class Planner:
                 seen.add(summary.path)
                 one = single and sum(ref.star for ref in summary.imports) == 1
                 frontier.append((summary.path, one))
-                if readers is not None:
-                    readers.add(summary.path)
+                readers.add(summary.path)
                 read = self._reads(summary.path) | self._passed_on(summary.path, path)
                 if "*" in read:  # a reader that does not parse, or reads the module whole
                     read = set(source.module_names) if source is not None else read
-                if one:
-                    read -= followed
                 out |= read
-        return out
+                unfollowed |= read - followed if one else read
+        return out, unfollowed
 
     def _reads(self, path: str) -> frozenset[str]:
         """The names a file reads, bound there or not (a name it binds only on some path,
@@ -640,8 +641,8 @@ class Planner:
             if summary is None or not facts.star_reads:
                 continue
             names = [n for n, apex in summary.apex_exports.items() if apex == "apex.amp"]
-            unfollowed = self._star_reads(path, unfollowed=True)
-            read = sorted(n for n in names if n in facts.star_reads and n in unfollowed)
+            unfollowed = self.star_unfollowed.get(path, set())
+            read = sorted(n for n in names if n in unfollowed)
             if not read:
                 continue
             why = (

@@ -9,14 +9,14 @@ its imports), and its `amp.initialize` sites with the decision of what each beco
 from __future__ import annotations
 
 import ast
-import builtins
 import dataclasses
+import functools
 from dataclasses import dataclass, field
 
 from apex2native.codegen import detect_quote
 from apex2native.facts import InitDecision, ScalerSpec
 from apex2native.findings import NUMERICS, SAFE
-from apex2native.index import ast_statements
+from apex2native.index import BUILTIN_NAMES, ast_statements
 from apex2native.native_twins import Twin, native_twins
 from apex2native.scaler_options import (
     DOTTED,
@@ -1946,7 +1946,7 @@ class _InitAnalysis:
             preset_lines=tuple(line for line, _, _ in presets),
             wraps=self.wraps,
         )
-        chain = self._arms()
+        chain = self.arms
         if chain is not None and chain[1][0] is not stmt:
             if unit != f"{o.path}:{chain[1][0].lineno}":
                 return self.site(
@@ -2138,11 +2138,15 @@ class _InitAnalysis:
                 return block
         return [self.stmt]
 
-    def _arms(self) -> tuple[ast.If, list[ast.stmt]] | None:
+    @functools.cached_property
+    def arms(self) -> tuple[ast.If, list[ast.stmt]] | None:
         """`if isinstance(m, list): ... initialize(...) elif ...: ... initialize(...) else:
         ... initialize(...)`: the top `if` of a chain with an `else` whose every arm makes
         the scaler once, at its own level, for the same optimizers with the same options,
         and the initialize statements in order; None when this call is not in one."""
+        return self._find_arms()
+
+    def _find_arms(self) -> tuple[ast.If, list[ast.stmt]] | None:
         o = self.o
         parent = o.scopes.parent.get(id(self.stmt))
         if not isinstance(parent, ast.If):
@@ -2230,7 +2234,7 @@ class _InitAnalysis:
         # what the GradScaler's own arguments read: the options and the switches so far
         # (the model and optimizer it does not take may be made just before the call)
         needed = set(options)
-        chain = self._arms()
+        chain = self.arms
         if chain is not None:  # one scaler before the `if`/`elif`/`else` whose arms each make it
             top, inits = chain
             earlier = [s for init in inits for s in _before_in_arm(o, init)]
@@ -2856,9 +2860,6 @@ def star_apex_name(names: list[str], aliases: dict[str, str]) -> str | None:
         if found != name and (found == "apex" or found.startswith("apex.")):
             return found
     return None
-
-
-BUILTIN_NAMES = frozenset(dir(builtins)) | {"__name__", "__file__", "__doc__", "__spec__"}
 
 
 def unalias(name: str, aliases: dict[str, str]) -> str:

@@ -12,6 +12,18 @@ FORMATTING = m.Call(
     func=m.Name("str") | m.Name("repr") | m.Name("type") | m.Attribute(attr=m.Name("format"))
 )
 
+# `if __name__ == "__main__":` (either quote)
+MAIN_GUARD = m.If(
+    test=m.Comparison(
+        left=m.Name("__name__"),
+        comparisons=[
+            m.ComparisonTarget(
+                m.Equal(), m.SimpleString('"__main__"') | m.SimpleString("'__main__'")
+            )
+        ],
+    )
+)
+
 # `args.size`, `self.args.size`, `size`: reads with no side effect, the same value twice
 PLAIN_READ = m.Name() | m.Attribute(value=m.Name()) | m.Attribute(value=m.Attribute(value=m.Name()))
 

@@ -172,23 +172,11 @@ def _hoist(
     func = ctx.index.scope_of(stmt)
     if not isinstance(func, cst.FunctionDef):
         return False
-    made = set()
-    for earlier in ctx.index.within(func, cst.SimpleStatementLine, cst.With):
-        if (
-            ctx.index.order(earlier) < ctx.index.order(stmt)
-            and not ctx.index.contains(earlier, stmt)
-            and _runs_a_model(ctx, earlier)
-        ):
-            made |= assigned(ctx.index, earlier)
+    made = _forward_outputs(ctx, func, stmt, stmt)
     if reads(ctx.index, loss) & made:
         # `F.cross_entropy(logits, y)`: the forward ran before, outside the call
         return _hoist_with_forward(ctx, stmt, call, loss, scaler, made)
-    taken = {
-        n.value
-        for n in ctx.index.within(func, cst.Name)
-        if not (isinstance(ctx.index.parent(n), cst.Attribute) and ctx.index.parent(n).attr is n)
-    }
-    name = free_name(("loss", "loss_value"), taken)
+    name = _free_loss_name(ctx, func)
     width = ctx.index.indent_width(stmt)
     autocast = Autocast.autocast_code_for(ctx, scaler)
     region = ctx.gen.stmt(f"with {autocast}:\n    {name} = {ctx.index.code(loss)}", width)
@@ -253,22 +241,9 @@ def _hoist_with_forward(
         available |= assigned(ctx.index, s)
     from_before |= reads(ctx.index, loss) - available
     func = ctx.index.scope_of(stmt)
-    earlier_forwards: set[str] = set()
-    for s in ctx.index.within(func, cst.SimpleStatementLine, cst.With):
-        if (
-            ctx.index.order(s) < ctx.index.order(chain[0])
-            and not ctx.index.contains(s, stmt)
-            and _runs_a_model(ctx, s)
-        ):
-            earlier_forwards |= assigned(ctx.index, s)
-    if from_before & (earlier_forwards | made - available):
+    if from_before & (_forward_outputs(ctx, func, chain[0], stmt) | made - available):
         return False  # a forward before these statements made part of what they read
-    taken = {
-        n.value
-        for n in ctx.index.within(func, cst.Name)
-        if not (isinstance(ctx.index.parent(n), cst.Attribute) and ctx.index.parent(n).attr is n)
-    }
-    name = free_name(("loss", "loss_value"), taken)
+    name = _free_loss_name(ctx, func)
     width = ctx.index.indent_width(stmt)
     template = ctx.gen.stmt(f"with {Autocast.autocast_code_for(ctx, scaler)}:\n    pass", width)
     group = object()
@@ -291,6 +266,32 @@ def _hoist_with_forward(
         NUMERICS,
     )
     return True
+
+
+def _forward_outputs(
+    ctx: FileContext, func: cst.CSTNode, before: cst.CSTNode, stmt: cst.CSTNode
+) -> set[str]:
+    """What the statements of `func` that run a model before `before` assign (none that
+    holds `stmt`)."""
+    out: set[str] = set()
+    for earlier in ctx.index.within(func, cst.SimpleStatementLine, cst.With):
+        if (
+            ctx.index.order(earlier) < ctx.index.order(before)
+            and not ctx.index.contains(earlier, stmt)
+            and _runs_a_model(ctx, earlier)
+        ):
+            out |= assigned(ctx.index, earlier)
+    return out
+
+
+def _free_loss_name(ctx: FileContext, func: cst.CSTNode) -> str:
+    """A name for the hoisted loss that nothing in `func` uses (`loss`, `loss_value`, ...)."""
+    taken = {
+        n.value
+        for n in ctx.index.within(func, cst.Name)
+        if not (isinstance(ctx.index.parent(n), cst.Attribute) and ctx.index.parent(n).attr is n)
+    }
+    return free_name(("loss", "loss_value"), taken)
 
 
 def _loads(index: TreeIndex, stmt: cst.CSTNode) -> set[str]:

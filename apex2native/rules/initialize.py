@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import libcst as cst
+import libcst.matchers as m
 
 from apex2native.context import FileContext, Scaler
 from apex2native.facts import InitDecision
 from apex2native.findings import SAFE
 from apex2native.rules.base import Rule
+from apex2native.syntax import MAIN_GUARD
 
 
 def created_note(access: str) -> str:
@@ -32,8 +34,8 @@ class Initialize(Rule):
     becomes part of `enabled=` and the scaler is created unconditionally, so every later
     use is safe; so is a scaler that every arm of an `if`/`elif`/`else` makes for the same
     optimizers with the same options (teachers in a list, a dict, or one model): it is made
-    once, before the `if`, and the arms lose their calls. O2/O3, static loss scales, `min/max_loss_scale` and `num_losses` have no
-    exact native form: the closest is written and the numeric consequence reported. What
+    once, before the `if`, and the arms lose their calls. O2/O3, static loss scales,
+    `min/max_loss_scale` and `num_losses` have no exact native form: the closest is written and the numeric consequence reported. What
     each call becomes is decided by the plan (`scaler_options.py`), which tells every
     other file of the migration unit too.
 
@@ -215,11 +217,7 @@ class Initialize(Rule):
 
 
 def _in_main_guard(ctx: FileContext, node: cst.CSTNode) -> bool:
-    return any(
-        isinstance(a, cst.If)
-        and ctx.index.code(a.test).replace("'", '"') == '__name__ == "__main__"'
-        for a in ctx.index.ancestors(node)
-    )
+    return any(m.matches(a, MAIN_GUARD) for a in ctx.index.ancestors(node))
 
 
 def place_creation(

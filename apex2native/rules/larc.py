@@ -5,9 +5,11 @@ from __future__ import annotations
 import libcst as cst
 import libcst.matchers as m
 
+from apex2native.apex_imports import bound_name
 from apex2native.context import FileContext
 from apex2native.findings import SAFE
 from apex2native.rules.base import Rule
+from apex2native.syntax import MAIN_GUARD
 
 # the class lives in the module `apex.parallel.LARC`, which the package never re-exports:
 # `apex.parallel.LARC` is the module
@@ -172,7 +174,7 @@ class Larc(Rule):
     def settle(self, ctx: FileContext) -> None:
         """apex.amp that stays here (a held-back unit, a TODO) keeps LARC apex in the whole
         program: apex's `amp.initialize` takes apex's LARC and no other wrapper."""
-        if not _amp_stays(ctx):
+        if not ctx.apex_remains("apex.amp"):
             return
         why = "apex.amp stays there, and its initialize takes apex's LARC only"
         ctx.classes.kept.setdefault(CANONICAL, why)
@@ -207,14 +209,15 @@ class Larc(Rule):
                     "class defined here is not apex's (nor another file's)"
                 )
         spelled = {id(n) for ref in refs for n in ctx.index.subtree(ref)}
+        imports = [imp for imp, bound in _larc_aliases(ctx, (CLASS, MODULE)) if bound == name]
         for node in ctx.index.within(ctx.module, cst.Name):
             if node.value != name or id(node) in spelled:
                 continue
             parent = ctx.index.parent(node)
             if isinstance(parent, cst.Attribute) and parent.attr is node:
                 continue  # `obj.LARC` is not the name
-            if _in_larc_import(ctx, node):
-                continue
+            if any(ctx.index.contains(imp, node) for imp in imports):
+                continue  # the import of apex's LARC (or of its module) that binds it
             return f"the name `{name}` also stands for something else in this file"
         return None
 
@@ -247,75 +250,39 @@ def _through_project(ctx: FileContext, ref: cst.CSTNode) -> bool:
     return bool(imports) and not any((b.qualified or "").split(".")[0] == "apex" for b in imports)
 
 
-def _amp_stays(ctx: FileContext) -> bool:
-    """Some apex.amp reference is left as it was, or marked for a person."""
-    handled = ctx.tx.handled()
-    return any(
-        (name == "apex.amp" or name.startswith("apex.amp."))
-        and (
-            (ref not in handled and not any(a in handled for a in ctx.index.ancestors(ref)))
-            or ctx.tx.has_todo(ref)
-        )
-        for ref, name in ctx.names.refs()
-    )
-
-
 def _entry_script(ctx: FileContext) -> bool:
     """A script run as `__main__` that no module imports: its LARC objects reach other
     files only through the imports the plan links into its program."""
-    main_guard = m.If(
-        test=m.Comparison(
-            left=m.Name("__name__"),
-            comparisons=[m.ComparisonTarget(m.Equal(), m.SimpleString())],
-        )
-    )
     dynamic = ctx.index.calls_named("import_module") or ctx.index.calls_named("__import__")
     return (
         not ctx.facts.imported
         and not dynamic
-        and any(m.matches(s, main_guard) for s in ctx.module.body)
+        and any(m.matches(s, MAIN_GUARD) for s in ctx.module.body)
     )
+
+
+def _larc_aliases(ctx: FileContext, spellings=(CLASS,)) -> list[tuple[cst.ImportFrom, str]]:
+    """`from apex.parallel.LARC import LARC [as L]` (or, with MODULE among `spellings`,
+    `from apex.parallel import LARC`): each import and the name it binds."""
+    out = []
+    for imp in ctx.index.within(ctx.module, cst.ImportFrom):
+        if imp.relative or imp.module is None or isinstance(imp.names, cst.ImportStar):
+            continue
+        module = ctx.index.code(imp.module)
+        for alias in imp.names:
+            if f"{module}.{ctx.index.code(alias.name)}" in spellings:
+                out.append((imp, bound_name(alias)))
+    return out
 
 
 def _larc_imports(ctx: FileContext) -> list[cst.ImportFrom]:
     """The module's `from apex.parallel.LARC import LARC` statements."""
-    return [
-        imp
-        for imp in ctx.index.within(ctx.module, cst.ImportFrom)
-        if not imp.relative
-        and not isinstance(imp.names, cst.ImportStar)
-        and imp.module is not None
-        and any(
-            f"{ctx.index.code(imp.module)}.{ctx.index.code(a.name)}" == CLASS for a in imp.names
-        )
-    ]
+    return list(dict.fromkeys(imp for imp, _ in _larc_aliases(ctx)))
 
 
 def _exported(ctx: FileContext) -> set[str]:
     """Names this module binds to apex's LARC that other modules import from it."""
-    out = set()
-    for imp in _larc_imports(ctx):
-        for alias in imp.names:  # type: ignore[union-attr]
-            if f"{ctx.index.code(imp.module)}.{ctx.index.code(alias.name)}" != CLASS:
-                continue
-            bound = alias.asname.name if alias.asname else alias.name
-            if isinstance(bound, cst.Name) and bound.value in ctx.facts.exports:
-                out.add(bound.value)
-    return out
-
-
-def _in_larc_import(ctx: FileContext, node: cst.Name) -> bool:
-    """`node` is the name an import of apex's LARC binds."""
-    imp = next(
-        (a for a in ctx.index.ancestors(node) if isinstance(a, (cst.Import, cst.ImportFrom))),
-        None,
-    )
-    if imp is None or isinstance(imp, cst.Import) or isinstance(imp.names, cst.ImportStar):
-        return False
-    module = ctx.index.code(imp.module) if imp.module is not None else ""
-    return not imp.relative and any(
-        f"{module}.{ctx.index.code(a.name)}" in (CLASS, MODULE) for a in imp.names
-    )
+    return {name for _, name in _larc_aliases(ctx) if name in ctx.facts.exports}
 
 
 def _preamble_end(ctx: FileContext, name: str) -> cst.BaseStatement | None:
